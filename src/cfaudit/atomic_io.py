@@ -1,0 +1,58 @@
+"""Writing outputs so that a killed job never leaves a half-written file behind.
+
+Every writer goes to a temporary file in the destination folder and renames it into place (an atomic
+operation on POSIX file systems), so a reader sees either the old file, the complete new one, or none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on failure removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
+    """Open a file for writing that appears at ``path`` only once it is completely written."""
+    if not any(flag in mode for flag in "wx"):
+        raise ValueError(f"atomic_open writes whole files; mode {mode!r} is not a write mode")
+    with atomic_path(path) as tmp, open(tmp, mode.replace("x", "w"), **kwargs) as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_csv(path: str | os.PathLike[str], frame: Any, **kwargs: Any) -> None:
+    """Write a pandas DataFrame as CSV atomically (``index=False`` unless given)."""
+    kwargs.setdefault("index", False)
+    with atomic_open(path, "w", encoding="utf-8", newline="") as handle:
+        frame.to_csv(handle, **kwargs)

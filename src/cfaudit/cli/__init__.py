@@ -1,0 +1,1 @@
+"""The command line: parses options and calls the library; no logic of its own lives here."""

@@ -1,0 +1,51 @@
+"""``cfaudit``: the entry point. Each command group lives in its own module and registers itself here."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+from rich.console import Console
+
+from cfaudit.errors import CfauditError
+
+app = typer.Typer(
+    name="cfaudit",
+    help="Counterfactual audits of chest X-ray data sets with fine-tuned text-to-image diffusion models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register_commands() -> None:
+    # Imported here so that `cfaudit --help` stays fast: command modules import torch lazily, inside commands.
+    from cfaudit.cli import data, demo, phantom
+
+    for module in (phantom, data, demo):
+        module.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; a :class:`CfauditError` becomes one red line on stderr and exit status 2."""
+    _register_commands()
+    err = Console(stderr=True)
+    try:
+        result = app(args=argv, standalone_mode=False)
+    except CfauditError as error:
+        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        return 2
+    except click.exceptions.Abort:
+        err.print("[bold red]aborted[/]")
+        return 130
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
+    except click.exceptions.Exit as stop:
+        return stop.exit_code
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Turning CheXpert's four label states into binary labels.
+
+The index keeps 1 (positive), 0 (negative), -1 (uncertain) and blank (not mentioned in the report) apart.
+Prompts, classifiers and statistics need a yes/no; :class:`LabelPolicy` says how to get it.
+
+Default (documented in the README): **uncertain -> negative** ("U-Zeros", Irvin et al. 2019) and **blank ->
+negative**: a finding is named in a prompt only when the report asserts it, as in the paper's captions built
+from MIMIC-CXR's CheXpert labels. ``uncertain="positive"`` gives U-Ones; ``"blank"`` keeps the value missing
+(NaN), which classifier training then masks out of the loss and statistics leave out of the denominator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from cfaudit.data.vocabulary import FINDINGS, PATHOLOGIES
+from cfaudit.errors import CfauditError
+
+_CHOICES = {"uncertain": ("negative", "positive", "blank"), "blank": ("negative", "blank")}
+
+
+@dataclass(frozen=True)
+class LabelPolicy:
+    """How uncertain (-1) and blank labels become binary: ``"negative"`` -> 0, ``"positive"`` -> 1, ``"blank"`` -> NaN."""
+
+    uncertain: Literal["negative", "positive", "blank"] = "negative"
+    blank: Literal["negative", "blank"] = "negative"
+
+    def __post_init__(self) -> None:
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise CfauditError(
+                    f"label policy: {name}={getattr(self, name)!r} is not one of {', '.join(allowed)}"
+                )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> LabelPolicy:
+        data = dict(data or {})
+        unknown = set(data) - set(_CHOICES)
+        if unknown:
+            raise CfauditError(f"label policy: unknown key(s) {', '.join(sorted(unknown))}; valid: uncertain, blank")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    def binarize(self, labels: pd.DataFrame) -> pd.DataFrame:
+        """Binary (1.0 / 0.0 / NaN) copy of the finding columns of ``labels``.
+
+        "No Finding" is then made consistent: it is 0 wherever any pathology is positive.
+        """
+        out = pd.DataFrame(index=labels.index)
+        value = {"negative": 0.0, "positive": 1.0, "blank": np.nan}
+        for finding in FINDINGS:
+            column = labels[finding].astype(float)
+            column = column.where(column != -1.0, value[self.uncertain])
+            column = column.where(~labels[finding].isna(), value[self.blank])
+            out[finding] = column
+        any_positive = (out[list(PATHOLOGIES)] == 1.0).any(axis=1)
+        out.loc[any_positive, "No Finding"] = 0.0
+        return out
+
+
+DEFAULT_POLICY = LabelPolicy()

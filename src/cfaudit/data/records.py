@@ -1,0 +1,141 @@
+"""The normalised index: one row per frontal image, the schema every later command reads.
+
+``index.csv`` holds one row per image with the columns :data:`INDEX_COLUMNS`; ``index.json`` beside it records
+where the images live (``root``) and where the index came from (source, adapter options, label policy, split
+seed, rows skipped and why). Image paths in the CSV are relative to ``root`` so an index can move with its data.
+Finding columns keep CheXpert's four states (1, 0, -1, blank) as in torchxrayvision; see
+:mod:`cfaudit.data.labels` for turning them into binary labels.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cfaudit import __version__, atomic_io
+from cfaudit.data.vocabulary import AGE_MAX, AGE_MIN, FINDINGS, RACES, SEXES, UNKNOWN, VIEWS
+from cfaudit.errors import CfauditError
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+ID_COLUMNS: tuple[str, ...] = ("image_id", "path", "subject_id", "study_id")
+DEMOGRAPHIC_COLUMNS: tuple[str, ...] = ("view", "age", "sex", "race")
+INDEX_COLUMNS: tuple[str, ...] = (*ID_COLUMNS, *DEMOGRAPHIC_COLUMNS, *FINDINGS, "split")
+_STRING_COLUMNS = ("image_id", "path", "subject_id", "study_id", "view", "sex", "race", "split")
+
+
+def sidecar_path(index_csv: str | os.PathLike[str]) -> Path:
+    """``index.csv`` -> ``index.json``: the provenance file beside an index."""
+    return Path(index_csv).with_suffix(".json")
+
+
+def validate_index(table: pd.DataFrame, origin: str) -> pd.DataFrame:
+    """Check an index table against the schema and return it with canonical dtypes and column order.
+
+    ``origin`` names the file (or adapter) in error messages. Row numbers in messages are CSV line numbers
+    (the header is line 1).
+    """
+    missing = [c for c in INDEX_COLUMNS if c not in table.columns]
+    if missing:
+        raise CfauditError(f"{origin}: missing column(s) {', '.join(missing)}; an index needs {', '.join(INDEX_COLUMNS)}")
+    table = table.loc[:, list(INDEX_COLUMNS)].copy()
+    for column in _STRING_COLUMNS:
+        table[column] = table[column].astype("string").fillna("")
+    table["age"] = pd.to_numeric(table["age"], errors="coerce").astype(float)
+    for finding in FINDINGS:
+        table[finding] = pd.to_numeric(table[finding], errors="coerce").astype(float)
+
+    def fail(mask: pd.Series, what: str) -> None:
+        if mask.any():
+            position = int(mask.to_numpy().nonzero()[0][0])
+            line = position + 2
+            value = table.iloc[position][what.split()[0]] if what.split()[0] in table.columns else None
+            raise CfauditError(f"{origin}, line {line}: {what} (value {value!r}); fix or remove the row")
+
+    fail(table["image_id"] == "", "image_id is empty")
+    fail(table["path"] == "", "path is empty")
+    fail(table["subject_id"] == "", "subject_id is empty")
+    fail(~table["view"].isin(VIEWS), f"view must be one of {', '.join(VIEWS)}")
+    fail(~table["sex"].isin(SEXES), f"sex must be one of {', '.join(SEXES)}")
+    fail(~table["race"].isin([*RACES, UNKNOWN]), f"race must be one of {', '.join([*RACES, UNKNOWN])}")
+    fail(table["age"].isna() | (table["age"] < AGE_MIN) | (table["age"] > AGE_MAX),
+         f"age must be a number in {AGE_MIN:g}..{AGE_MAX:g}")  # fmt: skip
+    for finding in FINDINGS:
+        values = table[finding]
+        fail(~(values.isna() | values.isin([1.0, 0.0, -1.0])), f"{finding} must be 1, 0, -1 or blank")
+    fail(~table["split"].isin(["", *SPLITS]), f"split must be one of {', '.join(SPLITS)} or blank")
+    duplicated = table["image_id"].duplicated()
+    fail(duplicated, "image_id appears twice")
+    return table.reset_index(drop=True)
+
+
+@dataclass
+class DataIndex:
+    """An index table with the folder its relative image paths start from and its provenance."""
+
+    table: pd.DataFrame
+    root: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def image_path(self, row: int | pd.Series) -> Path:
+        """The absolute path of the image of a row (given by position or as the row itself)."""
+        record = self.table.iloc[row] if isinstance(row, int) else row
+        path = Path(str(record["path"]))
+        return path if path.is_absolute() else self.root / path
+
+    def image_paths(self) -> list[Path]:
+        return [self.image_path(i) for i in range(len(self.table))]
+
+    def split(self, name: str | None) -> DataIndex:
+        """The rows of one split (``None`` or ``"all"``: every row)."""
+        if name in (None, "all"):
+            return self
+        if name not in SPLITS:
+            raise CfauditError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)} or all")
+        rows = self.table[self.table["split"] == name].reset_index(drop=True)
+        return DataIndex(rows, self.root, {**self.meta, "selected_split": name})
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> DataIndex:
+        """Read ``index.csv`` and its ``index.json``; without the JSON, paths are relative to the CSV's folder."""
+        import json
+
+        path = Path(path)
+        if not path.is_file():
+            raise CfauditError(f"{path}: no such index file; make one with `cfaudit data index`")
+        try:
+            table = pd.read_csv(path, dtype={c: "string" for c in _STRING_COLUMNS}, keep_default_na=True)
+        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
+            raise CfauditError(f"{path}: not a readable CSV index ({error})") from None
+        table = validate_index(table, str(path))
+        meta: dict[str, Any] = {}
+        sidecar = sidecar_path(path)
+        if sidecar.is_file():
+            try:
+                meta = json.loads(sidecar.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as error:
+                raise CfauditError(f"{sidecar}: not valid JSON ({error}); delete it or re-run `cfaudit data index`") from None
+        root = Path(meta.get("root") or path.parent)
+        if not root.is_absolute():
+            root = (path.parent / root).resolve()
+        return cls(table, root, meta)
+
+    def write(self, path: str | os.PathLike[str]) -> None:
+        """Write ``index.csv`` and ``index.json`` atomically (the JSON records root and provenance)."""
+        path = Path(path)
+        table = validate_index(self.table, "index being written")
+        atomic_io.write_csv(path, table)
+        meta = {**self.meta, "root": str(self.root.resolve()), "rows": len(table), "cfaudit_version": __version__}
+        atomic_io.write_json(sidecar_path(path), meta)
+
+
+def empty_label_row() -> dict[str, float]:
+    """All findings blank (not mentioned)."""
+    return {finding: math.nan for finding in FINDINGS}
