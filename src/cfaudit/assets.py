@@ -32,7 +32,17 @@ def pip_download(requirement: str, dest: Path, *, binary: bool | None = None) ->
     ``binary=True`` asks for a wheel, ``False`` for an sdist, ``None`` takes whatever pip prefers.
     """
     dest.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d", str(dest)]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(dest),
+    ]
     if binary is True:
         command += ["--only-binary=:all:"]
     elif binary is False:

@@ -42,7 +42,9 @@ class LabelPolicy:
         data = dict(data or {})
         unknown = set(data) - set(_CHOICES)
         if unknown:
-            raise CfauditError(f"label policy: unknown key(s) {', '.join(sorted(unknown))}; valid: uncertain, blank")
+            raise CfauditError(
+                f"label policy: unknown key(s) {', '.join(sorted(unknown))}; valid: uncertain, blank"
+            )
         return cls(**data)
 
     def to_dict(self) -> dict[str, str]:

@@ -85,7 +85,7 @@ class PromptTemplate:
         """Assemble a caption from the parts given; parts left as ``None`` / empty are simply not named."""
         words = [self.prefix]
         if age is not None:
-            words.append(self.age.format(age=int(round(age))))
+            words.append(self.age.format(age=round(age)))
         if race is not None and race in self.named_races:
             words.append(self._word(race))
         if sex is not None:
@@ -142,7 +142,18 @@ def parse_attribute_value(name: str, value: Any) -> tuple[str, Any]:
         return "race", race
     finding = canonical_finding(name)
     text = str(value).strip().lower()
-    states = {"1": 1, "1.0": 1, "present": 1, "true": 1, "yes": 1, "0": 0, "0.0": 0, "absent": 0, "false": 0, "no": 0}
+    states = {
+        "1": 1,
+        "1.0": 1,
+        "present": 1,
+        "true": 1,
+        "yes": 1,
+        "0": 0,
+        "0.0": 0,
+        "absent": 0,
+        "false": 0,
+        "no": 0,
+    }
     if text not in states:
         raise CfauditError(f"{finding}={value!r}: a finding is set to present (1) or absent (0)")
     return finding, states[text]

@@ -41,35 +41,41 @@ def validate_index(table: pd.DataFrame, origin: str) -> pd.DataFrame:
     """
     missing = [c for c in INDEX_COLUMNS if c not in table.columns]
     if missing:
-        raise CfauditError(f"{origin}: missing column(s) {', '.join(missing)}; an index needs {', '.join(INDEX_COLUMNS)}")
+        raise CfauditError(
+            f"{origin}: missing column(s) {', '.join(missing)}; an index needs {', '.join(INDEX_COLUMNS)}"
+        )
     table = table.loc[:, list(INDEX_COLUMNS)].copy()
     for column in _STRING_COLUMNS:
         table[column] = table[column].astype("string").fillna("")
-    table["age"] = pd.to_numeric(table["age"], errors="coerce").astype(float)
-    for finding in FINDINGS:
-        table[finding] = pd.to_numeric(table[finding], errors="coerce").astype(float)
 
-    def fail(mask: pd.Series, what: str) -> None:
+    def fail(mask: pd.Series, column: str, what: str) -> None:
         if mask.any():
             position = int(mask.to_numpy().nonzero()[0][0])
-            line = position + 2
-            value = table.iloc[position][what.split()[0]] if what.split()[0] in table.columns else None
-            raise CfauditError(f"{origin}, line {line}: {what} (value {value!r}); fix or remove the row")
+            value = original[column].iloc[position]
+            raise CfauditError(
+                f"{origin}, line {position + 2}: {column} {what} (value {value!r}); fix or remove the row"
+            )
 
-    fail(table["image_id"] == "", "image_id is empty")
-    fail(table["path"] == "", "path is empty")
-    fail(table["subject_id"] == "", "subject_id is empty")
-    fail(~table["view"].isin(VIEWS), f"view must be one of {', '.join(VIEWS)}")
-    fail(~table["sex"].isin(SEXES), f"sex must be one of {', '.join(SEXES)}")
-    fail(~table["race"].isin([*RACES, UNKNOWN]), f"race must be one of {', '.join([*RACES, UNKNOWN])}")
-    fail(table["age"].isna() | (table["age"] < AGE_MIN) | (table["age"] > AGE_MAX),
-         f"age must be a number in {AGE_MIN:g}..{AGE_MAX:g}")  # fmt: skip
+    original = table.copy()
+    fail(table["image_id"] == "", "image_id", "is empty")
+    fail(table["path"] == "", "path", "is empty")
+    fail(table["subject_id"] == "", "subject_id", "is empty")
+    fail(~table["view"].isin(VIEWS), "view", f"must be one of {', '.join(VIEWS)}")
+    fail(~table["sex"].isin(SEXES), "sex", f"must be one of {', '.join(SEXES)}")
+    fail(~table["race"].isin([*RACES, UNKNOWN]), "race", f"must be one of {', '.join([*RACES, UNKNOWN])}")
+    age = pd.to_numeric(table["age"], errors="coerce").astype(float)
+    fail(
+        age.isna() | (age < AGE_MIN) | (age > AGE_MAX), "age", f"must be a number in {AGE_MIN:g}..{AGE_MAX:g}"
+    )
     for finding in FINDINGS:
-        values = table[finding]
-        fail(~(values.isna() | values.isin([1.0, 0.0, -1.0])), f"{finding} must be 1, 0, -1 or blank")
-    fail(~table["split"].isin(["", *SPLITS]), f"split must be one of {', '.join(SPLITS)} or blank")
-    duplicated = table["image_id"].duplicated()
-    fail(duplicated, "image_id appears twice")
+        values = pd.to_numeric(table[finding], errors="coerce").astype(float)
+        bad = ~(values.isna() | values.isin([1.0, 0.0, -1.0])) | (values.isna() & original[finding].notna())
+        fail(bad, finding, "must be 1, 0, -1 or blank")
+    fail(~table["split"].isin(["", *SPLITS]), "split", f"must be one of {', '.join(SPLITS)} or blank")
+    fail(table["image_id"].duplicated(), "image_id", "appears twice")
+    table["age"] = age
+    for finding in FINDINGS:
+        table[finding] = pd.to_numeric(table[finding], errors="coerce").astype(float)
     return table.reset_index(drop=True)
 
 
@@ -121,7 +127,9 @@ class DataIndex:
             try:
                 meta = json.loads(sidecar.read_text(encoding="utf-8"))
             except json.JSONDecodeError as error:
-                raise CfauditError(f"{sidecar}: not valid JSON ({error}); delete it or re-run `cfaudit data index`") from None
+                raise CfauditError(
+                    f"{sidecar}: not valid JSON ({error}); delete it or re-run `cfaudit data index`"
+                ) from None
         root = Path(meta.get("root") or path.parent)
         if not root.is_absolute():
             root = (path.parent / root).resolve()
@@ -132,7 +140,12 @@ class DataIndex:
         path = Path(path)
         table = validate_index(self.table, "index being written")
         atomic_io.write_csv(path, table)
-        meta = {**self.meta, "root": str(self.root.resolve()), "rows": len(table), "cfaudit_version": __version__}
+        meta = {
+            **self.meta,
+            "root": str(self.root.resolve()),
+            "rows": len(table),
+            "cfaudit_version": __version__,
+        }
         atomic_io.write_json(sidecar_path(path), meta)
 
 

@@ -57,7 +57,14 @@ def _is_blank(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
 
 
-_SEX_SPELLINGS = {"m": "Male", "male": "Male", "man": "Male", "f": "Female", "female": "Female", "woman": "Female"}
+_SEX_SPELLINGS = {
+    "m": "Male",
+    "male": "Male",
+    "man": "Male",
+    "f": "Female",
+    "female": "Female",
+    "woman": "Female",
+}
 
 
 def normalize_sex(value: Any) -> str:

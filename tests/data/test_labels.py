@@ -1,0 +1,37 @@
+import math
+
+import pandas as pd
+import pytest
+
+from cfaudit.data.labels import LabelPolicy
+from cfaudit.data.vocabulary import FINDINGS
+from cfaudit.errors import CfauditError
+
+
+def frame(**columns):
+    rows = len(next(iter(columns.values())))
+    data = {f: [math.nan] * rows for f in FINDINGS}
+    data.update(columns)
+    return pd.DataFrame(data)
+
+
+def test_default_policy_is_u_zeros_and_blank_negative():
+    out = LabelPolicy().binarize(frame(Edema=[1.0, 0.0, -1.0, math.nan]))
+    assert out["Edema"].tolist() == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_u_ones_and_blank_kept_missing():
+    out = LabelPolicy(uncertain="positive", blank="blank").binarize(frame(Edema=[-1.0, math.nan]))
+    assert out["Edema"].iloc[0] == 1.0 and math.isnan(out["Edema"].iloc[1])
+
+
+def test_no_finding_made_consistent():
+    out = LabelPolicy().binarize(frame(**{"No Finding": [1.0, 1.0], "Edema": [1.0, 0.0]}))
+    assert out["No Finding"].tolist() == [0.0, 1.0]
+
+
+def test_bad_policy_named():
+    with pytest.raises(CfauditError, match="uncertain='sometimes'"):
+        LabelPolicy(uncertain="sometimes")
+    with pytest.raises(CfauditError, match="unknown key"):
+        LabelPolicy.from_dict({"uncertainty": "positive"})

@@ -1,0 +1,76 @@
+import math
+
+import pytest
+
+from cfaudit.data.labels import LabelPolicy
+from cfaudit.data.prompts import PromptTemplate, parse_attribute_value, partial_prompt, record_prompt
+from cfaudit.errors import CfauditError
+
+
+def record(**labels):
+    base = {"age": 63.4, "race": "White", "sex": "M"}
+    return {**base, **labels}
+
+
+def test_paper_template_exact():
+    text = record_prompt(record(**{"Support Devices": 1, "Cardiomegaly": 1, "Pleural Effusion": 1}))
+    assert text == (
+        "Chest X-ray of 63-years old white male subject with cardiomegaly, pleural effusion and support devices"
+    )
+
+
+def test_no_finding_wording_and_unnamed_race():
+    assert (
+        record_prompt({"age": 30, "race": "Other", "sex": "F"})
+        == "Chest X-ray of 30-years old female subject with no finding"
+    )
+    assert record_prompt({"age": 30, "race": "Unknown", "sex": "F", "No Finding": 1}).endswith(
+        "with no finding"
+    )
+
+
+def test_findings_follow_chexpert_order_whatever_the_record_order():
+    a = record_prompt(record(**{"Support Devices": 1, "Edema": 1, "Cardiomegaly": 1}))
+    b = record_prompt(record(Cardiomegaly=1, Edema=1, **{"Support Devices": 1}))
+    assert a == b and a.endswith("with cardiomegaly, edema and support devices")
+
+
+def test_uncertain_follows_policy():
+    rec = record(**{"Pleural Effusion": -1.0, "Edema": math.nan})
+    assert record_prompt(rec).endswith("with no finding")
+    assert record_prompt(rec, policy=LabelPolicy(uncertain="positive")).endswith("with pleural effusion")
+
+
+def test_partial_prompts_name_only_the_change():
+    assert partial_prompt({"age": 80}) == "Chest X-ray of 80-years old subject"
+    assert partial_prompt({"Cardiomegaly": 0}) == "Chest X-ray of subject with no cardiomegaly"
+    assert partial_prompt({"sex": "female"}) == "Chest X-ray of female subject"
+    assert partial_prompt({"pleural_effusion": "present", "edema": "absent"}) == (
+        "Chest X-ray of subject with pleural effusion and no edema"
+    )
+
+
+def test_custom_template_round_trips():
+    template = PromptTemplate.from_dict(
+        {"prefix": "Frontal radiograph of", "lowercase": False, "named_races": ["white"]}
+    )
+    assert PromptTemplate.from_dict(template.to_dict()) == template
+    assert record_prompt(record(Edema=1), template=template) == (
+        "Frontal radiograph of 63-years old White Male subject with Edema"
+    )
+    with pytest.raises(CfauditError, match="unknown key"):
+        PromptTemplate.from_dict({"prefx": "x"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("height", 3, "unknown finding"),
+        ("age", 150, "outside"),
+        ("sex", "x", "unknown sex"),
+        ("Edema", "maybe", "present"),
+    ],
+)
+def test_bad_interventions_are_clear(name, value, message):
+    with pytest.raises(CfauditError, match=message):
+        parse_attribute_value(name, value)
