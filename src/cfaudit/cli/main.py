@@ -27,22 +27,37 @@ def _register_commands() -> None:
         module.register(app)
 
 
+def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(usage errors, aborts, exits) for the click that typer runs on: typer >= 0.26 vendors its own copy."""
+    errors: list[type] = [click.ClickException]
+    aborts: list[type] = [click.exceptions.Abort, typer.Abort]
+    exits: list[type] = [click.exceptions.Exit, typer.Exit]
+    try:
+        from typer._click import exceptions as vendored  # type: ignore[import-not-found]
+    except ImportError:
+        pass
+    else:
+        errors.append(vendored.ClickException)  # its Abort and Exit are typer.Abort and typer.Exit
+    return tuple(errors), tuple(aborts), tuple(exits)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a :class:`CfauditError` becomes one red line on stderr and exit status 2."""
     _register_commands()
     err = Console(stderr=True)
+    usage_errors, aborts, exits = _click_exception_types()
     try:
         result = app(args=argv, standalone_mode=False)
     except CfauditError as error:
         err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         return 2
-    except click.exceptions.Abort:
+    except aborts:
         err.print("[bold red]aborted[/]")
         return 130
-    except click.ClickException as error:
+    except usage_errors as error:
         error.show()
         return error.exit_code
-    except click.exceptions.Exit as stop:
+    except exits as stop:
         return stop.exit_code
     return result if isinstance(result, int) else 0
 

@@ -80,7 +80,11 @@ def normalize_sex(value: Any) -> str:
 # Registry spellings that say nothing about race: they become "Unknown", not "Other".
 _RACE_UNKNOWN = {
     "unknown", "unknown/not specified", "unable to obtain", "patient declined to answer", "declined to answer",
-    "not specified", "na", "n/a", "",
+    "not specified",
+    "race and ethnicity unknown",
+    "patient refused",
+    "declines to state",
+    "declined", "na", "n/a", "",
 }  # fmt: skip
 _RACE_OTHER = {
     "other", "hispanic/latino", "hispanic or latino", "multiple race/ethnicity", "american indian/alaska native",

@@ -1,0 +1,20 @@
+from cfaudit.cli.main import main
+
+
+def test_usage_error_is_one_message_not_a_traceback(capsys):
+    assert main(["data", "index", "--no-such-option"]) == 2
+    err = capsys.readouterr().err
+    assert "No such option" in err and "Traceback" not in err
+
+
+def test_user_error_is_one_red_line(tmp_path, capsys):
+    missing = tmp_path / "absent.csv"
+    assert main(["data", "stats", str(missing)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and str(missing.name) in err and "Traceback" not in err
+
+
+def test_help_lists_commands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "phantom" in out and "data" in out
