@@ -14,7 +14,9 @@ def register(app: typer.Typer) -> None:
 def demo(
     out: Path = typer.Option(Path("demo"), "--out", help="Folder for everything the demo makes (resumable)."),
     n: int = typer.Option(2000, "--n", help="Number of phantom images."),
-    size: int | None = typer.Option(None, "--size", help="Phantom image size in pixels (default: the config's)."),
+    size: int | None = typer.Option(
+        None, "--size", help="Phantom image size in pixels (default: the config's)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for the phantom and the split."),
     workers: int = typer.Option(2, "--workers", help="Worker processes for the phantom."),
 ) -> None:
