@@ -1,0 +1,112 @@
+"""``cfaudit models ...``: write random pipelines, fetch the tokenizer, describe a model, train the tiny VAE."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+models_app = typer.Typer(
+    name="models", help="Diffusion model folders: create, inspect, prepare.", no_args_is_help=True
+)
+
+
+@models_app.command("init-random")
+def init_random_command(
+    out: Annotated[Path, typer.Option(help="Folder to write (a diffusers StableDiffusionPipeline layout).")],
+    arch: Annotated[
+        str, typer.Option(help="sd15 (SD v1.5), sd21 (SD 2.1, v-prediction) or tiny (CPU preset).")
+    ] = "sd15",
+    seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+    dtype: Annotated[
+        str, typer.Option(help="Stored precision: float32 or float16 (half the disk).")
+    ] = "float32",
+) -> None:
+    """Write a randomly initialised pipeline with the exact architecture of ARCH (no download needed)."""
+    import torch
+
+    from cfaudit.errors import CfauditError
+    from cfaudit.models.random_init import write_random_pipeline
+
+    dtypes = {"float32": torch.float32, "float16": torch.float16}
+    if dtype not in dtypes:
+        raise CfauditError(f"--dtype {dtype!r} is not one of {', '.join(dtypes)}")
+    folder = write_random_pipeline(out, arch, seed=seed, dtype=dtypes[dtype])
+    Console().print(f"wrote random {arch} pipeline to {folder}")
+
+
+@models_app.command("fetch-tokenizer")
+def fetch_tokenizer_command(
+    wheel: Annotated[
+        Path | None, typer.Option(help="Use this open_clip_torch wheel instead of downloading it.")
+    ] = None,
+) -> None:
+    """Build SD v1.5's CLIP tokenizer (vocab.json, merges.txt) into the cache from the open_clip_torch wheel."""
+    from cfaudit.models.tokenizer import sd_tokenizer_dir
+
+    Console().print(f"SD tokenizer in {sd_tokenizer_dir(wheel=wheel)}")
+
+
+@models_app.command("info")
+def info_command(
+    model: Annotated[str, typer.Option(help="demo, a diffusers pipeline folder or a hub id.")] = "demo",
+) -> None:
+    """Print a model's parts, sizes, resolution, prediction type and attention layer counts."""
+    from rich.table import Table
+
+    from cfaudit.models.loading import load_components
+
+    components = load_components(model)
+    table = Table(title=f"model {model}")
+    table.add_column("part")
+    table.add_column("class")
+    table.add_column("parameters", justify="right")
+    for name in ("unet", "vae", "text_encoder"):
+        part = getattr(components, name)
+        table.add_row(name, type(part).__name__, f"{sum(p.numel() for p in part.parameters()):,}")
+    console = Console()
+    console.print(table)
+    processors = components.unet.attn_processors
+    cross = sum(1 for key in processors if ".attn2." in key)
+    console.print(
+        f"resolution {components.resolution} (latents {components.resolution // components.vae_scale_factor}), "
+        f"prediction {components.prediction_type}, attention layers: {len(processors) - cross} self + {cross} cross, "
+        f"vocabulary {len(components.tokenizer)} tokens"
+    )
+
+
+@models_app.command("train-vae")
+def train_vae_command(
+    config: Annotated[Path, typer.Option(help="YAML config (see configs/train/tiny_vae.yaml).")],
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train a pipeline's VAE on a data index (for the tiny preset) and write the pipeline with it."""
+    from cfaudit.cli.train import log_to_console
+    from cfaudit.train.config import VaeTrainConfig
+    from cfaudit.train.vae import train_vae
+
+    log_to_console()
+    result = train_vae(VaeTrainConfig.from_yaml(config), progress=progress)
+    Console().print(
+        f"VAE trained {result.step} steps, final loss {result.losses[-1]:.4f}, latent scale "
+        f"{result.scaling_factor:.4f}; pipeline written to {result.model_dir}"
+    )
+
+
+@models_app.command("install-demo")
+def install_demo_command(
+    from_: Annotated[Path, typer.Option("--from", help="A pipeline folder written by `cfaudit train`.")],
+    note: Annotated[
+        list[str] | None, typer.Option(help="A line for PROVENANCE.txt's notes (repeatable).")
+    ] = None,
+) -> None:
+    """Copy a trained tiny pipeline into the package as the demo model (with PROVENANCE.md)."""
+    from cfaudit.models.shipped_model import install_demo
+
+    Console().print(f"demo model installed in {install_demo(from_, notes=note)}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(models_app)

@@ -1,0 +1,1 @@
+"""Diffusion models: architecture presets, loading, the SD tokenizer, random pipelines and sampling."""

@@ -1,0 +1,218 @@
+"""Training settings: plain values, read from a YAML file and overridable from the command line.
+
+Every key is a field of :class:`TrainConfig` (unknown keys are an error naming the key), values are checked once
+here (``resolution`` a multiple of 8, probabilities in ``[0, 1]``...), and the config round-trips through
+:meth:`TrainConfig.to_dict` into every checkpoint, so a run can be told from its folder alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from cfaudit.errors import CfauditError
+
+MIXED_PRECISION = ("no", "fp16", "bf16")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+LR_SCHEDULES = ("constant", "constant_with_warmup", "cosine", "linear")
+
+
+def _checked(origin: str, key: str, kind: str, value: Any) -> Any:
+    """``value`` if it fits the field's annotation ``kind`` (an int is accepted for a float); else an error."""
+    if value is None and "None" in kind:
+        return value
+    expected = kind.split("|")[0].split("[")[0].strip()
+    ok = {
+        "bool": isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "str": isinstance(value, str),
+        "list": isinstance(value, list),
+        "dict": isinstance(value, dict),
+    }.get(expected, True)
+    if not ok:
+        words = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
+                 "list": "a list", "dict": "a mapping"}  # fmt: skip
+        raise CfauditError(f"{origin}: {key} must be {words[expected]}, got {value!r}")
+    return float(value) if expected == "float" else value
+
+
+class ConfigFile:
+    """Reading a dataclass config from YAML: unknown keys and wrongly typed values are errors naming the key."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], origin: str = "config") -> Any:
+        known = {f.name: str(f.type) for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise CfauditError(
+                f"{origin}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
+            )
+        values = {key: _checked(origin, key, known[key], value) for key, value in data.items()}
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> Any:
+        """Read a YAML config, then apply ``overrides`` (command-line values); relative paths start at the CWD."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise CfauditError(f"{path}: no such config file")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise CfauditError(f"{path}: not valid YAML ({error})") from None
+        if not isinstance(data, dict):
+            raise CfauditError(f"{path}: a config is a mapping of key: value, got {type(data).__name__}")
+        data.update(overrides or {})
+        return cls.from_dict(data, origin=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
+@dataclass
+class TrainConfig(ConfigFile):
+    """One fine-tuning run. Relative paths are taken from the working directory (run from the repo root)."""
+
+    # What to train, on what
+    model: str = ""  #: ``demo``, a diffusers folder or a hub id
+    index: str = ""  #: an ``index.csv`` made by ``cfaudit data index``
+    split: str = "train"
+    output_dir: str = "runs/train"
+    resolution: int = 512
+    #: keys of :class:`~cfaudit.data.prompts.PromptTemplate` and :class:`~cfaudit.data.labels.LabelPolicy`
+    prompt_template: dict[str, Any] = field(default_factory=dict)
+    label_policy: dict[str, Any] = field(default_factory=dict)
+    # Which weights move
+    train_text_encoder: bool = False
+    text_encoder_lr: float | None = None  #: default: ``learning_rate``
+    lora_rank: int = 0  #: > 0: train LoRA adapters on the UNet's attention instead of the full UNet
+    lora_alpha: float | None = None  #: default: ``lora_rank``
+    # Objective
+    prediction_type: str | None = None  #: default: the model's scheduler config
+    snr_gamma: float | None = None  #: min-SNR-gamma weighting (Hang et al. 2023: 5.0); None: plain MSE
+    caption_dropout: float = 0.0  #: chance of the empty prompt instead (for classifier-free guidance)
+    noise_offset: float = 0.0
+    # Optimisation
+    max_steps: int = 1000
+    batch_size: int = 8  #: per device, per micro-step
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-5
+    lr_schedule: str = "constant"
+    lr_warmup_steps: int = 0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 1e-2
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    use_ema: bool = False
+    ema_decay: float = 0.9999
+    # Speed and memory
+    mixed_precision: str = "no"  #: ``no`` (fp32, use on CPU), ``fp16`` or ``bf16`` (GPU)
+    gradient_checkpointing: bool = False
+    cache_latents: bool = True  #: encode every image with the VAE once, not every epoch
+    latent_cache_dir: str | None = None  #: default: ``cache_dir()/latents``
+    encode_batch_size: int = 16
+    # Bookkeeping
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    sample_every: int = 0  #: 0: no sample grids during training
+    sample_prompts: list[str] = field(default_factory=list)
+    sample_steps: int = 25
+    sample_guidance: float = 7.5
+    save_dtype: str = "float32"  #: precision of the final model's weights (``float16`` halves its size)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        def need(condition: bool, message: str) -> None:
+            if not condition:
+                raise CfauditError(f"train config: {message}")
+
+        need(
+            self.resolution > 0 and self.resolution % 8 == 0,
+            f"resolution {self.resolution} must be a positive multiple of 8",
+        )
+        need(self.max_steps >= 1, f"max_steps must be at least 1, got {self.max_steps}")
+        need(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}")
+        need(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be at least 1")
+        need(self.learning_rate > 0, f"learning_rate must be positive, got {self.learning_rate}")
+        need(
+            self.lr_schedule in LR_SCHEDULES,
+            f"lr_schedule {self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}",
+        )
+        need(
+            self.mixed_precision in MIXED_PRECISION,
+            f"mixed_precision {self.mixed_precision!r} is not one of {', '.join(MIXED_PRECISION)}",
+        )
+        need(
+            self.prediction_type in (None, *PREDICTION_TYPES),
+            f"prediction_type {self.prediction_type!r} is not one of {', '.join(PREDICTION_TYPES)}",
+        )
+        need(0.0 <= self.caption_dropout <= 1.0, f"caption_dropout {self.caption_dropout} must be in [0, 1]")
+        need(
+            self.snr_gamma is None or self.snr_gamma > 0,
+            f"snr_gamma must be positive or null, got {self.snr_gamma}",
+        )
+        need(self.lora_rank >= 0, f"lora_rank must be 0 (off) or positive, got {self.lora_rank}")
+        need(
+            not (self.lora_rank and self.use_ema),
+            "use_ema applies to full UNet fine-tuning; set use_ema: false with lora_rank",
+        )
+        need(
+            not (self.lora_rank and self.train_text_encoder),
+            "train_text_encoder with lora_rank is not supported; choose one",
+        )
+        need(0.0 < self.ema_decay < 1.0, f"ema_decay {self.ema_decay} must be in (0, 1)")
+        need(self.checkpoint_every >= 1, "checkpoint_every must be at least 1")
+        need(self.keep_checkpoints >= 1, "keep_checkpoints must be at least 1")
+        need(self.log_every >= 1, "log_every must be at least 1")
+        need(self.sample_every >= 0, "sample_every must be 0 (off) or positive")
+        need(not self.sample_every or bool(self.sample_prompts), "sample_every needs sample_prompts")
+        need(self.save_dtype in ("float32", "float16", "bfloat16"), f"save_dtype {self.save_dtype!r} is not float32, float16 or bfloat16")  # fmt: skip
+        need(self.encode_batch_size >= 1, "encode_batch_size must be at least 1")
+
+
+@dataclass
+class VaeTrainConfig(ConfigFile):
+    """Training a pipeline's VAE (the tiny preset's own autoencoder) on a data index."""
+
+    model: str = ""  #: the pipeline whose VAE trains (``cfaudit models init-random --arch tiny``)
+    index: str = ""
+    split: str = "train"
+    output_dir: str = "runs/vae"  #: the pipeline with the trained VAE is written to ``output_dir/model``
+    resolution: int = 128
+    crop: int = (
+        0  #: > 0: train on random square crops of this size (the VAE is convolutional; 4x cheaper at half)
+    )
+    max_steps: int = 500
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    kl_weight: float = 1e-6
+    seed: int = 0
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        def need(condition: bool, message: str) -> None:
+            if not condition:
+                raise CfauditError(f"vae config: {message}")
+
+        need(
+            self.resolution > 0 and self.resolution % 8 == 0,
+            f"resolution {self.resolution} must be a positive multiple of 8",
+        )
+        need(self.max_steps >= 1, "max_steps must be at least 1")
+        need(self.crop == 0 or (0 < self.crop <= self.resolution and self.crop % 8 == 0),
+             f"crop {self.crop} must be 0 (off) or a multiple of 8 up to the resolution")  # fmt: skip
+        need(self.batch_size >= 1, "batch_size must be at least 1")
+        need(self.learning_rate > 0, "learning_rate must be positive")
+        need(self.kl_weight >= 0, "kl_weight must be 0 or positive")
+        need(self.log_every >= 1, "log_every must be at least 1")

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cfaudit.errors import CfauditError
+from cfaudit.train.config import TrainConfig, VaeTrainConfig
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_yaml_with_overrides(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "c.yaml", "model: demo\nindex: data/index.csv\nresolution: 128\nlearning_rate: 1\n"
+    )
+    config = TrainConfig.from_yaml(path, {"max_steps": 7})
+    assert config.model == "demo" and config.index == "data/index.csv" and config.max_steps == 7
+    assert config.learning_rate == 1.0 and isinstance(config.learning_rate, float)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("learning_rte: 0.1\n", "unknown key.*learning_rte"),
+        ("resolution: 100\n", "resolution 100 must be a positive multiple of 8"),
+        ("resolution: big\n", "resolution must be an integer"),
+        ("use_ema: 3\n", "use_ema must be true or false"),
+        ("mixed_precision: fp8\n", "mixed_precision 'fp8'"),
+        ("lora_rank: 4\nuse_ema: true\n", "use_ema applies to full UNet"),
+        ("sample_every: 5\n", "sample_every needs sample_prompts"),
+        ("caption_dropout: 1.5\n", r"caption_dropout 1.5 must be in \[0, 1\]"),
+        ("- a\n- b\n", "a config is a mapping"),
+        ("a: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_configs_are_clear_errors(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(CfauditError, match=message):
+        TrainConfig.from_yaml(_write(tmp_path / "c.yaml", text))
+
+
+def test_missing_file_and_vae_config(tmp_path: Path) -> None:
+    with pytest.raises(CfauditError, match="no such config file"):
+        TrainConfig.from_yaml(tmp_path / "none.yaml")
+    with pytest.raises(CfauditError, match="vae config: resolution 30"):
+        VaeTrainConfig.from_dict({"resolution": 30})
+    assert VaeTrainConfig.from_dict({"kl_weight": 0}).kl_weight == 0.0
+
+
+def test_shipped_configs_are_valid() -> None:
+    folder = Path(__file__).resolve().parents[2] / "configs" / "train"
+    configs = {path.name: path for path in folder.glob("*.yaml")}
+    assert {"demo.yaml", "tiny_vae.yaml", "sd15_unet.yaml"} <= set(configs)
+    assert VaeTrainConfig.from_yaml(configs.pop("tiny_vae.yaml")).crop == 64
+    for path in configs.values():
+        config = TrainConfig.from_yaml(path)
+        assert config.resolution % 8 == 0 and config.index
+    assert TrainConfig.from_yaml(folder / "demo.yaml").train_text_encoder is True
+    assert TrainConfig.from_yaml(folder / "sd15_unet.yaml").train_text_encoder is False

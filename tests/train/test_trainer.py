@@ -1,0 +1,130 @@
+"""The training loop on the tiny preset at 64x64 images (8x8 latents): a few steps each."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cfaudit.data.records import DataIndex
+from cfaudit.errors import CfauditError
+from cfaudit.models.loading import load_components
+from cfaudit.train.checkpoint import list_checkpoints, read_state
+from cfaudit.train.config import TrainConfig
+from cfaudit.train.latent_cache import file_sha256
+from cfaudit.train.trainer import train
+
+
+def _config(model: Path, index: Path, out: Path, **overrides: object) -> TrainConfig:
+    settings = {"model": str(model), "index": str(index), "output_dir": str(out), "resolution": 64, "max_steps": 6,
+                "batch_size": 4, "learning_rate": 1e-3, "checkpoint_every": 2, "log_every": 1,
+                "latent_cache_dir": str(out.parent / "cache"), **overrides}  # fmt: skip
+    return TrainConfig.from_dict(settings)
+
+
+def _unet_weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "model" / "unet" / "diffusion_pytorch_model.safetensors"))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"use_ema": True, "ema_decay": 0.9, "train_text_encoder": True, "caption_dropout": 0.5, "snr_gamma": 5.0,
+         "prediction_type": "v_prediction", "gradient_accumulation_steps": 2, "lr_schedule": "cosine"},
+    ],
+    ids=["defaults", "ema-text-encoder-vpred-minsnr-accum"],
+)  # fmt: skip
+def test_resume_after_stop_continues_the_same_run(
+    tiny_model_dir: Path, tiny_index: Path, tmp_path: Path, options
+) -> None:
+    # Encode the latent cache first so that both runs below read it: on CPU, oneDNN kernels may round differently
+    # with the memory layout left behind by the VAE, ~1e-7 relative, which Adam then amplifies in the weights.
+    train(_config(tiny_model_dir, tiny_index, tmp_path / "warm", max_steps=1), progress=False)
+    whole = train(_config(tiny_model_dir, tiny_index, tmp_path / "whole", **options), progress=False)
+    first = train(
+        _config(tiny_model_dir, tiny_index, tmp_path / "split", **options), progress=False, stop_after=3
+    )
+    assert first.step == 3 and first.model_dir is None and first.last_checkpoint.name == "step-0000003"
+    second = train(
+        _config(tiny_model_dir, tiny_index, tmp_path / "split", **options), progress=False, resume="latest"
+    )
+    assert second.step == 6 and len(second.losses) == 3
+    assert first.losses + second.losses == whole.losses  # the same loss curve, bit for bit
+    a, b = _unet_weights(tmp_path / "whole"), _unet_weights(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    base = load_components(tiny_model_dir).unet.state_dict()
+    assert any(not torch.equal(a[k], base[k]) for k in a)  # it did train
+    if options.get("train_text_encoder"):
+        ta = load_file(str(tmp_path / "whole" / "model" / "text_encoder" / "model.safetensors"))
+        tb = load_file(str(tmp_path / "split" / "model" / "text_encoder" / "model.safetensors"))
+        assert all(torch.equal(ta[k], tb[k]) for k in ta)
+        saved = json.loads((tmp_path / "whole" / "model" / "scheduler" / "scheduler_config.json").read_text())
+        assert saved["prediction_type"] == "v_prediction"
+
+
+def test_checkpoint_contents_and_provenance(tiny_model_dir: Path, tiny_index: Path, tmp_path: Path) -> None:
+    config = _config(tiny_model_dir, tiny_index, tmp_path / "run", keep_checkpoints=2, sample_every=3,
+                     sample_prompts=["chest x-ray of subject with cardiomegaly", "chest x-ray of subject with no finding"],
+                     sample_steps=2)  # fmt: skip
+    result = train(config, progress=False)
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-0000004", "step-0000006"]
+    state = read_state(result.last_checkpoint)
+    assert state["step"] == 6 and len(state["optimizer"]["state"]) > 0 and state["order"].shape == (6,)
+    provenance = json.loads((result.model_dir / "provenance.json").read_text())
+    assert provenance["data"]["index_sha256"] == file_sha256(tiny_index)
+    assert provenance["base_model"]["source"] == str(tiny_model_dir)
+    assert provenance["config"]["max_steps"] == 6 and provenance["step"] == 6
+    assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == [
+        "step-0000003.png",
+        "step-0000006.png",
+    ]
+    assert list((tmp_path / "run" / "logs").rglob("events.out.tfevents.*"))
+    load_components(result.model_dir)  # the final model is a complete pipeline
+
+
+def test_lora_training_merges_into_a_plain_unet(
+    tiny_model_dir: Path, tiny_index: Path, tmp_path: Path
+) -> None:
+    result = train(
+        _config(tiny_model_dir, tiny_index, tmp_path / "run", lora_rank=4, max_steps=2), progress=False
+    )
+    assert (result.last_checkpoint / "unet_lora" / "adapter_model.safetensors").is_file()
+    trained = _unet_weights(tmp_path / "run")
+    base = load_components(tiny_model_dir).unet.state_dict()
+    assert trained.keys() == base.keys()  # no adapter tensors left: LoRA fused into the weights
+    changed = [k for k in trained if not torch.equal(trained[k], base[k])]
+    assert changed and all("attn" in k for k in changed)
+
+
+def test_empty_split_and_bad_resolution(tiny_model_dir: Path, tiny_index: Path, tmp_path: Path) -> None:
+    with pytest.raises(CfauditError, match="split 'val' has no rows"):
+        train(_config(tiny_model_dir, tiny_index, tmp_path / "run", split="val"), progress=False)
+    with pytest.raises(CfauditError, match="resolution 60 must be a positive multiple of 8"):
+        _config(tiny_model_dir, tiny_index, tmp_path / "run", resolution=60)
+    with pytest.raises(CfauditError, match="not a checkpoint folder"):
+        train(_config(tiny_model_dir, tiny_index, tmp_path / "run"), resume=str(tmp_path), progress=False)
+
+
+def test_resume_refuses_changed_data(tiny_model_dir: Path, tiny_index: Path, tmp_path: Path) -> None:
+    train(_config(tiny_model_dir, tiny_index, tmp_path / "run"), progress=False, stop_after=2)
+    index = DataIndex.read(tiny_index)
+    DataIndex(pd.DataFrame(index.table.iloc[:4]), index.root).write(tiny_index)
+    with pytest.raises(CfauditError, match="trained on 6 rows, the index now has 4"):
+        train(_config(tiny_model_dir, tiny_index, tmp_path / "run"), progress=False, resume="latest")
+
+
+def test_bf16_autocast_and_gradient_checkpointing_paths(
+    tiny_model_dir: Path, tiny_index: Path, tmp_path: Path
+) -> None:
+    # bf16 is for GPUs (slower on CPU) but the code path is the same: frozen parts cast, trained parts fp32
+    config = _config(tiny_model_dir, tiny_index, tmp_path / "run", max_steps=2, mixed_precision="bf16",
+                     gradient_checkpointing=True, noise_offset=0.05)  # fmt: skip
+    result = train(config, progress=False)
+    assert len(result.losses) == 2 and all(0 < loss < 10 for loss in result.losses)
+    weights = _unet_weights(tmp_path / "run")
+    assert all(t.dtype == torch.float32 for t in weights.values())

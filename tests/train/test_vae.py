@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cfaudit.errors import CfauditError
+from cfaudit.models.loading import load_components
+from cfaudit.train.config import VaeTrainConfig
+from cfaudit.train.vae import train_vae
+
+
+def test_vae_training_lowers_the_loss_and_sets_the_latent_scale(
+    tiny_model_dir: Path, tiny_index: Path, tmp_path: Path
+) -> None:
+    config = VaeTrainConfig(model=str(tiny_model_dir), index=str(tiny_index), output_dir=str(tmp_path / "vae"),
+                            resolution=32, max_steps=30, batch_size=4, learning_rate=3e-3)  # fmt: skip
+    result = train_vae(config, progress=False)
+    assert result.step == 30
+    assert sum(result.losses[-5:]) < sum(result.losses[:5])
+    trained = load_components(result.model_dir)
+    assert trained.vae.config.scaling_factor == pytest.approx(result.scaling_factor)
+    assert result.scaling_factor != 1.0
+    assert json.loads((result.model_dir / "vae_provenance.json").read_text())["steps"] == 30
+
+
+def test_vae_needs_rows(tiny_model_dir: Path, tiny_index: Path, tmp_path: Path) -> None:
+    config = VaeTrainConfig(
+        model=str(tiny_model_dir), index=str(tiny_index), split="test", output_dir=str(tmp_path)
+    )
+    with pytest.raises(CfauditError, match="split 'test' has no rows"):
+        train_vae(config, progress=False)
