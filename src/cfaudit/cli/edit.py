@@ -1,0 +1,114 @@
+"""``cfaudit edit``: counterfactual edits of one image or a whole split, by intervention (``--do "A=v"``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+
+def edit_command(
+    do: Annotated[
+        list[str],
+        typer.Option(
+            "--do", help="Intervention A=v, e.g. 'Cardiomegaly=0' or 'age=80, sex=female'; repeat for more."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for images, difference maps and edits.csv.")],
+    model: Annotated[
+        str, typer.Option(help="demo (the shipped tiny model), a pipeline folder or a hub id.")
+    ] = "demo",
+    index: Annotated[Path | None, typer.Option(help="index.csv of the images to edit.")] = None,
+    split: Annotated[str, typer.Option(help="Split of the index: train, val, test or all.")] = "test",
+    limit: Annotated[int | None, typer.Option(help="Edit only the first N images of the split.")] = None,
+    image: Annotated[Path | None, typer.Option(help="A single image to edit (instead of --index).")] = None,
+    prompt: Annotated[str | None, typer.Option(help="The caption that describes --image.")] = None,
+    method: Annotated[
+        str, typer.Option(help="Inversion: direct (default, fast), nti, npi or ddim.")
+    ] = "direct",
+    steps: Annotated[
+        int | None, typer.Option(help="DDIM steps (default: 20 for direct, 50 for nti, npi, ddim).")
+    ] = None,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 7.5,
+    prompt_mode: Annotated[
+        str, typer.Option(help="partial: name only the changes (the paper); full: whole caption, swapped.")
+    ] = "partial",
+    p2p_mode: Annotated[str, typer.Option(help="Prompt-to-prompt: auto, replace or refine.")] = "auto",
+    cross_fraction: Annotated[
+        float, typer.Option(help="Fraction of steps with cross-attention injected.")
+    ] = 0.8,
+    self_fraction: Annotated[
+        float, typer.Option(help="Fraction of steps with self-attention injected.")
+    ] = 0.4,
+    local_blend: Annotated[bool, typer.Option(help="Change only where the changed words attend.")] = False,
+    inner_steps: Annotated[int, typer.Option(help="nti: Adam steps per denoising step.")] = 10,
+    batch_size: Annotated[int, typer.Option(help="Images edited together (all their edits batched).")] = 1,
+    check_identity: Annotated[
+        bool,
+        typer.Option(help="Also edit with the source prompt; report its distance to the reconstruction."),
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed (recorded; inversion and editing are deterministic).")] = 0,
+    cache: Annotated[
+        Path | None, typer.Option(help="Inversion cache folder (default: OUT/inversions).")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: accelerate's choice).")
+    ] = None,
+) -> None:
+    """Invert each image once and apply every --do intervention to it; resumable (re-run the same command)."""
+    from cfaudit.edit.attention import AttentionSettings
+    from cfaudit.edit.editor import CounterfactualEditor, EditSettings
+    from cfaudit.edit.interventions import parse_interventions
+    from cfaudit.edit.inversion import InversionSettings
+    from cfaudit.edit.job import JobSettings, item_from_image, items_from_index, run_edit_job
+    from cfaudit.errors import CfauditError
+
+    if (index is None) == (image is None):
+        raise CfauditError("give either --index (a split of an index) or --image with --prompt")
+    if image is not None and prompt is None:
+        raise CfauditError("--image needs --prompt, the caption that describes the image")
+    interventions = parse_interventions(do)
+    inversion = InversionSettings(
+        method=method,
+        guidance_scale=guidance,
+        inner_steps=inner_steps,
+        **({"steps": steps} if steps is not None else {}),
+    )
+    attention = AttentionSettings(
+        cross_fraction=cross_fraction, self_fraction=self_fraction, local_blend=local_blend
+    )
+    settings = JobSettings(
+        inversion=inversion,
+        edit=EditSettings(guidance_scale=guidance, p2p_mode=p2p_mode, attention=attention),
+        prompt_mode=prompt_mode,
+        batch_size=batch_size,
+        seed=seed,
+        identity_check=check_identity,
+    )
+    if index is not None:
+        from cfaudit.data.records import DataIndex
+
+        items = items_from_index(DataIndex.read(index), split, limit)
+    else:
+        assert image is not None and prompt is not None
+        items = [item_from_image(image, prompt)]
+
+    from cfaudit.models.loading import load_components
+
+    if device is None:
+        from accelerate import PartialState
+
+        device = str(PartialState().device)
+    components = load_components(model, device=device)
+    editor = CounterfactualEditor.from_components(components)
+    report = run_edit_job(editor, items, interventions, out, settings, model_id=model, cache_dir=cache)
+    Console().print(
+        f"{report.edits} edit(s) of {report.images} image(s) in {report.edits_csv} "
+        f"({report.images_skipped} already done; {report.seconds:.1f} s)"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("edit")(edit_command)

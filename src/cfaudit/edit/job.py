@@ -1,0 +1,425 @@
+"""The editing job: many images, several interventions each, resumable, cached, split across processes.
+
+``run_edit_job`` walks the images in fixed batches (``batch_size`` images per batch, in input order). For each
+batch it
+
+1. loads the images at the model's resolution;
+2. takes each image's inversion from the cache (``cache_dir/<key>.safetensors``, keyed by the image's pixels,
+   the source prompt, the model's fingerprint and the inversion settings) or inverts the missing ones together
+   and stores them;
+3. edits every image with every intervention in one batched run (:class:`~cfaudit.edit.editor.CounterfactualEditor`),
+   with ``identity_check`` also with its own source prompt, a soundness check reported as ``identity_l1``;
+4. writes, per image, ``images/<id>/reconstruction.png``, one ``<intervention>.png`` counterfactual per edit,
+   its signed difference map (``<intervention>_diff.npy``, exact) and a colour picture of it
+   (``<intervention>_diff.png``), all 16-bit / atomic; and then, last, ``rows/<id>.json`` with one row per edit.
+
+An image whose row file exists is done: a killed job restarts at the first batch with an image not done and
+redoes that whole batch (so batches, and therefore outputs, are the same as in an uninterrupted run).
+``edits.csv`` is rebuilt from the row files at the end, so it never holds a duplicate or a half row.
+``job.json`` records the settings; re-running into the same folder with other settings is refused.
+
+Under ``accelerate launch`` each process takes every ``num_processes``-th batch; the main process merges the rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cfaudit import atomic_io
+from cfaudit.data.images import load_model_tensor, save_image
+from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
+from cfaudit.data.prompts import DEFAULT_TEMPLATE, PromptTemplate
+from cfaudit.data.records import DataIndex
+from cfaudit.edit.attention import AttentionSettings
+from cfaudit.edit.difference import save_difference, signed_difference
+from cfaudit.edit.editor import CounterfactualEditor, EditSettings, ImageEdits, Target
+from cfaudit.edit.interventions import PROMPT_MODES, Intervention, caption_record, source_prompt
+from cfaudit.edit.inversion import Inversion, InversionSettings
+from cfaudit.errors import CfauditError
+
+EDIT_COLUMNS: tuple[str, ...] = (
+    "image_id", "intervention", "source_prompt", "target_prompt", "prompt_mode", "method", "steps",
+    "guidance_scale", "seed", "unet_evals", "seconds", "reconstruction_l1", "identity_l1", "edit_l1", "diff_scale",
+    "inversion_cached", "counterfactual", "reconstruction", "difference", "difference_png",
+)  # fmt: skip
+#: Columns that legitimately differ between two runs of the same job.
+TIMING_COLUMNS: tuple[str, ...] = ("seconds", "inversion_cached")
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """Everything that decides the job's outputs (written to ``job.json``)."""
+
+    inversion: InversionSettings = field(default_factory=InversionSettings)
+    edit: EditSettings = field(default_factory=EditSettings)
+    prompt_mode: str = "partial"
+    batch_size: int = 1
+    seed: int = 0
+    #: Add an edit whose target is the source prompt to every image and report how far it lands from the
+    #: reconstruction (``identity_l1``; ~0 for a sound method). Costs one more target per image.
+    identity_check: bool = False
+
+    def __post_init__(self) -> None:
+        if self.prompt_mode not in PROMPT_MODES:
+            raise CfauditError(
+                f"unknown prompt mode {self.prompt_mode!r}; choose one of {', '.join(PROMPT_MODES)}"
+            )
+        if self.batch_size < 1:
+            raise CfauditError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.inversion.method == "nti" and self.inversion.guidance_scale != self.edit.guidance_scale:
+            object.__setattr__(
+                self,
+                "inversion",
+                InversionSettings(**{**asdict(self.inversion), "guidance_scale": self.edit.guidance_scale}),
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "inversion": self.inversion.to_dict(),
+            "edit": {**asdict(self.edit), "attention": asdict(self.edit.attention)},
+            "prompt_mode": self.prompt_mode,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "identity_check": self.identity_check,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobSettings:
+        edit = dict(data.get("edit", {}))
+        attention = AttentionSettings(**edit.pop("attention", {}))
+        return cls(
+            inversion=InversionSettings.from_dict(data.get("inversion", {})),
+            edit=EditSettings(**edit, attention=attention),
+            prompt_mode=data.get("prompt_mode", "partial"),
+            batch_size=int(data.get("batch_size", 1)),
+            seed=int(data.get("seed", 0)),
+            identity_check=bool(data.get("identity_check", False)),
+        )
+
+
+@dataclass(frozen=True)
+class JobItem:
+    """One image to edit: its id, file, the caption it is inverted under and (from an index) its record."""
+
+    image_id: str
+    path: Path
+    source_prompt: str
+    record: dict[str, Any] | None = None
+
+
+@dataclass
+class JobReport:
+    edits_csv: Path
+    images: int
+    images_skipped: int
+    edits: int
+    seconds: float
+
+
+def items_from_index(
+    index: DataIndex,
+    split: str | None = "test",
+    limit: int | None = None,
+    template: PromptTemplate = DEFAULT_TEMPLATE,
+    policy: LabelPolicy = DEFAULT_POLICY,
+) -> list[JobItem]:
+    """The images of one split of an index (``None`` / ``all``: every row), the first ``limit`` of them."""
+    selected = index.split(split)
+    if limit is not None and limit < 1:
+        raise CfauditError(f"--limit must be at least 1, got {limit}")
+    table = selected.table if limit is None else selected.table.head(limit)
+    if table.empty:
+        raise CfauditError(f"the index has no images in split {split!r}; choose another --split")
+    items = []
+    for _, row in table.iterrows():
+        record = row.to_dict()
+        items.append(
+            JobItem(
+                str(row["image_id"]),
+                selected.image_path(row),
+                source_prompt(record, template, policy),
+                record,
+            )
+        )
+    return items
+
+
+def item_from_image(path: str | os.PathLike[str], prompt: str) -> JobItem:
+    """A single image file with the caption that describes it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CfauditError(f"{path}: no such image file")
+    if not prompt.strip():
+        raise CfauditError("--prompt is empty; give the caption that describes the image")
+    return JobItem(path.stem, path, prompt.strip())
+
+
+def target_prompts(
+    item: JobItem,
+    interventions: Sequence[Intervention],
+    mode: str,
+    template: PromptTemplate = DEFAULT_TEMPLATE,
+    policy: LabelPolicy = DEFAULT_POLICY,
+) -> list[str]:
+    """The target prompt of each intervention for one image (``full`` mode reads the caption if no record)."""
+    record = item.record
+    if mode == "full" and record is None:
+        record = caption_record(item.source_prompt, template)
+    return [i.target_prompt(record, mode, template, policy) for i in interventions]
+
+
+def safe_name(image_id: str) -> str:
+    """A folder / file name for an image id (ids with other characters get a short hash to stay unique)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", image_id).strip("._")[:80] or "image"
+    if safe != image_id:
+        safe += "-" + hashlib.sha1(image_id.encode("utf-8")).hexdigest()[:8]
+    return safe
+
+
+def model_fingerprint(editor: CounterfactualEditor) -> str:
+    """A short hash of the model's configs and weights (statistics and a strided sample of every tensor)."""
+    digest = hashlib.sha256()
+    for part in (editor.unet, editor.vae, editor.text_encoder):
+        config = getattr(part, "config", {})
+        digest.update(
+            json.dumps(
+                dict(config) if not hasattr(config, "to_dict") else config.to_dict(),
+                sort_keys=True,
+                default=str,
+            ).encode()
+        )
+        for name, tensor in part.state_dict().items():
+            values = tensor.detach().flatten().double()
+            digest.update(name.encode())
+            digest.update(str(tuple(tensor.shape)).encode())
+            if values.numel():
+                sample = values[:: max(1, values.numel() // 1024)].cpu().numpy().tobytes()
+                digest.update(sample)
+                digest.update(np.array([values.sum().item(), values.square().sum().item()]).tobytes())
+    digest.update(json.dumps(dict(editor.scheduler.config), sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def inversion_key(image: torch.Tensor, prompt: str, model: str, settings: InversionSettings) -> str:
+    """The cache key of one inversion: image pixels, source prompt, model fingerprint and settings."""
+    digest = hashlib.sha256()
+    digest.update(image.detach().float().cpu().contiguous().numpy().tobytes())
+    digest.update(str(tuple(image.shape)).encode())
+    digest.update(
+        json.dumps({"prompt": prompt, "model": model, "settings": settings.key()}, sort_keys=True).encode()
+    )
+    return digest.hexdigest()[:32]
+
+
+def _process_state() -> tuple[int, int, Callable[[], None]]:
+    """(rank, world size, barrier) from accelerate when launched with it; a single process otherwise."""
+    try:
+        from accelerate import PartialState
+
+        state = PartialState()
+        return state.process_index, state.num_processes, state.wait_for_everyone
+    except Exception:  # accelerate missing or not configured: one process
+        return 0, 1, lambda: None
+
+
+def _check_job_file(out: Path, record: dict[str, Any], rank: int) -> None:
+    path = out / "job.json"
+    if path.is_file():
+        try:
+            existing = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            existing = None
+        if existing != json.loads(json.dumps(record, sort_keys=True, default=str)):
+            raise CfauditError(
+                f"{out} holds an edit job with other settings, interventions or model ({path}); "
+                "use a new --out folder or delete that one"
+            )
+    elif rank == 0:
+        atomic_io.write_json(path, record)
+
+
+def run_edit_job(
+    editor: CounterfactualEditor,
+    items: Sequence[JobItem],
+    interventions: Sequence[Intervention],
+    out: str | os.PathLike[str],
+    settings: JobSettings | None = None,
+    *,
+    model_id: str = "",
+    cache_dir: str | os.PathLike[str] | None = None,
+    on_image_done: Callable[[str], None] | None = None,
+    template: PromptTemplate = DEFAULT_TEMPLATE,
+    policy: LabelPolicy = DEFAULT_POLICY,
+) -> JobReport:
+    """Edit ``items`` with every intervention into ``out``; resume where a previous run stopped."""
+    settings = settings or JobSettings()
+    start = time.perf_counter()
+    out = Path(out)
+    if not items:
+        raise CfauditError("nothing to edit: no images given")
+    if not interventions:
+        raise CfauditError("no intervention given; add one or more --do 'A=v'")
+    ids = [item.image_id for item in items]
+    if len(set(ids)) != len(ids):
+        duplicate = next(i for i in ids if ids.count(i) > 1)
+        raise CfauditError(f"image id {duplicate!r} appears twice; image ids must be unique")
+    slugs = [i.slug for i in interventions]
+    if len(set(slugs)) != len(slugs):
+        raise CfauditError(f"the same intervention is given twice ({', '.join(slugs)})")
+    rank, world, barrier = _process_state()
+    fingerprint = model_fingerprint(editor)
+    cache = Path(cache_dir) if cache_dir is not None else out / "inversions"
+    job_record = {
+        "settings": settings.to_dict(),
+        "interventions": [str(i) for i in interventions],
+        "model": model_id,
+        "model_fingerprint": fingerprint,
+    }
+    _check_job_file(out, job_record, rank)
+    barrier()
+
+    batches = [list(items[i : i + settings.batch_size]) for i in range(0, len(items), settings.batch_size)]
+    done_before = sum((out / "rows" / f"{safe_name(i)}.json").is_file() for i in ids)
+    for batch in batches[rank::world]:
+        if all((out / "rows" / f"{safe_name(item.image_id)}.json").is_file() for item in batch):
+            continue
+        rows = _edit_batch(editor, batch, interventions, out, cache, settings, fingerprint, template, policy)
+        for item, image_rows in zip(batch, rows, strict=True):
+            atomic_io.write_json(out / "rows" / f"{safe_name(item.image_id)}.json", image_rows)
+            if on_image_done is not None:
+                on_image_done(item.image_id)
+    barrier()
+    edits_csv = out / "edits.csv"
+    count = 0
+    if rank == 0:
+        count = write_edits_csv(out, ids)
+    return JobReport(edits_csv, len(items), done_before, count, time.perf_counter() - start)
+
+
+def write_edits_csv(out: Path, image_ids: Sequence[str]) -> int:
+    """Merge the per-image row files into ``edits.csv`` (in image order), atomically; return the row count."""
+    import pandas as pd
+
+    rows: list[dict[str, Any]] = []
+    for image_id in image_ids:
+        path = out / "rows" / f"{safe_name(image_id)}.json"
+        if path.is_file():
+            rows += json.loads(path.read_text(encoding="utf-8"))
+    atomic_io.write_csv(out / "edits.csv", pd.DataFrame(rows, columns=list(EDIT_COLUMNS)))
+    return len(rows)
+
+
+def _edit_batch(
+    editor: CounterfactualEditor,
+    batch: list[JobItem],
+    interventions: Sequence[Intervention],
+    out: Path,
+    cache: Path,
+    settings: JobSettings,
+    fingerprint: str,
+    template: PromptTemplate,
+    policy: LabelPolicy,
+) -> list[list[dict[str, Any]]]:
+    """Invert (or load) and edit one batch of images; write their images; return their rows."""
+    torch.manual_seed(settings.seed)
+    # 1. Load the images and the prompts
+    images = torch.stack([load_model_tensor(item.path, editor.resolution) for item in batch])  # [B, 1, H, W]
+    prompts = [item.source_prompt for item in batch]
+    targets = [target_prompts(item, interventions, settings.prompt_mode, template, policy) for item in batch]
+    if settings.identity_check:
+        targets = [[*image_targets, prompt] for image_targets, prompt in zip(targets, prompts, strict=True)]
+    # 2. Inversions from the cache, the missing ones computed together and stored
+    keys = [inversion_key(images[b], prompts[b], fingerprint, settings.inversion) for b in range(len(batch))]
+    inversions: list[Inversion | None] = [None] * len(batch)
+    for b, key in enumerate(keys):
+        path = cache / f"{key}.safetensors"
+        if path.is_file():
+            try:
+                inversions[b] = Inversion.load(path)[0]
+            except CfauditError:
+                inversions[b] = None  # unreadable: recompute and overwrite
+    cached = [inv is not None for inv in inversions]
+    missing = [b for b, inv in enumerate(inversions) if inv is None]
+    if missing:
+        fresh = editor.invert(images[missing], [prompts[b] for b in missing], settings.inversion)
+        for b, inversion in zip(missing, fresh, strict=True):
+            inversion.save(
+                cache / f"{keys[b]}.safetensors", meta={"image_id": batch[b].image_id, "prompt": prompts[b]}
+            )
+            inversions[b] = Inversion.load(cache / f"{keys[b]}.safetensors")[0]
+    # 3. Edit every image with every intervention in one batched run
+    results = editor.edit(
+        [inv for inv in inversions if inv is not None],
+        prompts,
+        [[Target(p) for p in image_targets] for image_targets in targets],
+        settings.edit,
+    )
+    # 4. Write the outputs and build the rows
+    return [
+        _write_outputs(out, item, images[b], results[b], interventions, settings, cached[b])
+        for b, item in enumerate(batch)
+    ]
+
+
+def _write_outputs(
+    out: Path,
+    item: JobItem,
+    original: torch.Tensor,
+    result: ImageEdits,
+    interventions: Sequence[Intervention],
+    settings: JobSettings,
+    cached: bool,
+) -> list[dict[str, Any]]:
+    folder = out / "images" / safe_name(item.image_id)
+    relative = folder.relative_to(out)
+    original01 = ((original[0].float().cpu().numpy() + 1.0) / 2.0).clip(0, 1)
+    reconstruction = ((result.reconstruction[0].numpy() + 1.0) / 2.0).clip(0, 1)
+    save_image(reconstruction, folder / "reconstruction.png", bits=16)
+    reconstruction_l1 = float(np.abs(reconstruction - original01).mean())
+    identity_l1: float | None = None
+    if settings.identity_check:  # the last target is the source prompt itself
+        identity = ((result.counterfactuals[-1, 0].numpy() + 1.0) / 2.0).clip(0, 1)
+        identity_l1 = float(np.abs(identity - reconstruction).mean())
+    rows = []
+    for k, intervention in enumerate(interventions):
+        counterfactual = ((result.counterfactuals[k, 0].numpy() + 1.0) / 2.0).clip(0, 1)
+        slug = intervention.slug
+        save_image(counterfactual, folder / f"{slug}.png", bits=16)
+        difference = signed_difference(counterfactual, reconstruction)
+        scale = save_difference(difference, folder / f"{slug}_diff.npy", folder / f"{slug}_diff.png")
+        rows.append(
+            {
+                "image_id": item.image_id,
+                "intervention": str(intervention),
+                "source_prompt": result.source_prompt,
+                "target_prompt": result.target_prompts[k],
+                "prompt_mode": settings.prompt_mode,
+                "method": settings.inversion.method,
+                "steps": settings.inversion.steps,
+                "guidance_scale": settings.edit.guidance_scale,
+                "seed": settings.seed,
+                "unet_evals": round(result.unet_evals[k], 3),
+                "seconds": round(result.seconds[k], 4),
+                "reconstruction_l1": reconstruction_l1,
+                "identity_l1": identity_l1,
+                "edit_l1": float(np.abs(difference).mean()),
+                "diff_scale": scale,
+                "inversion_cached": cached,
+                "counterfactual": str(relative / f"{slug}.png"),
+                "reconstruction": str(relative / "reconstruction.png"),
+                "difference": str(relative / f"{slug}_diff.npy"),
+                "difference_png": str(relative / f"{slug}_diff.png"),
+            }
+        )
+    return rows

@@ -1,0 +1,127 @@
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from cfaudit.cli.edit import register
+from cfaudit.data.images import save_image
+from cfaudit.errors import CfauditError
+
+_spec = importlib.util.spec_from_file_location(
+    "edit_tiny_parts", Path(__file__).parents[1] / "edit" / "tiny_parts.py"
+)
+tiny_parts = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tiny_parts)
+
+PROMPT = "Chest X-ray of 63-years old white male subject with cardiomegaly"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny random pipeline saved in diffusers' folder format (what `--model` reads)."""
+    from diffusers import DDPMScheduler
+
+    from cfaudit.models.components import PipelineComponents
+
+    root = tmp_path_factory.mktemp("model")
+    parts = tiny_parts.build_parts(root / "tokenizer-src")
+    components = PipelineComponents(
+        parts.unet,
+        parts.vae,
+        parts.text_encoder,
+        parts.tokenizer,
+        DDPMScheduler.from_config(parts.scheduler.config),
+    )
+    return components.save(root / "tiny")
+
+
+@pytest.fixture
+def app():
+    app = typer.Typer()
+    register(app)
+    app.command("noop", hidden=True)(lambda: None)  # a second command keeps "edit" a named subcommand
+    return app
+
+
+def invoke(app, *args):
+    return CliRunner().invoke(app, ["edit", *map(str, args)])
+
+
+def test_edit_one_image_with_two_interventions(app, model_dir, tmp_path):
+    image = tmp_path / "x.png"
+    save_image(np.random.default_rng(0).random((16, 16)).astype(np.float32), image, bits=16)
+    out = tmp_path / "out"
+    common = [
+        "--model",
+        model_dir,
+        "--image",
+        image,
+        "--prompt",
+        PROMPT,
+        "--out",
+        out,
+        "--steps",
+        3,
+        "--device",
+        "cpu",
+    ]
+    result = invoke(
+        app, *common, "--do", "Cardiomegaly=0", "--do", "age=80, sex=female", "--prompt-mode", "full"
+    )
+    assert result.exit_code == 0, result.output
+    assert "2 edit(s) of 1 image(s)" in " ".join(result.output.split())
+    table = pd.read_csv(out / "edits.csv")
+    assert table["target_prompt"].tolist() == [
+        "Chest X-ray of 63-years old white male subject with no finding",
+        "Chest X-ray of 80-years old white female subject with cardiomegaly",
+    ]
+    assert (table["method"] == "direct").all() and (table["steps"] == 3).all()
+    assert (out / "images" / "x" / "age-80_sex-female.png").is_file()
+    again = invoke(
+        app, *common, "--do", "Cardiomegaly=0", "--do", "age=80, sex=female", "--prompt-mode", "full"
+    )
+    assert again.exit_code == 0 and "1 already done" in " ".join(again.output.split())
+
+
+def test_edit_a_split_of_an_index_with_null_text_inversion(app, model_dir, tmp_path):
+    rows = []
+    for k in range(2):
+        save_image(np.full((16, 16), 0.2 + 0.3 * k, dtype=np.float32), tmp_path / f"i{k}.png")
+        rows.append({"image_id": f"i{k}", "path": f"i{k}.png", "subject_id": f"s{k}", "study_id": "t", "view": "AP",
+                     "age": 70, "sex": "M", "race": "Black", "Cardiomegaly": 1, "split": "test"})  # fmt: skip
+    from cfaudit.data.records import INDEX_COLUMNS, DataIndex
+
+    table = pd.DataFrame(rows).reindex(columns=list(INDEX_COLUMNS))
+    table["sex"] = "Male"
+    DataIndex(table, tmp_path).write(tmp_path / "index.csv")
+    out = tmp_path / "out"
+    result = invoke(app, "--model", model_dir, "--index", tmp_path / "index.csv", "--limit", 1, "--do", "Cardiomegaly=0",
+                    "--method", "nti", "--steps", 2, "--inner-steps", 1, "--out", out, "--device", "cpu")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "edits.csv")
+    assert table["image_id"].tolist() == ["i0"] and table["method"].tolist() == ["nti"]
+    assert table["target_prompt"].tolist() == [
+        "Chest X-ray of subject with no cardiomegaly"
+    ]  # partial: the paper's
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--do", "age=80"], "either --index"),
+        (["--do", "age=80", "--image", "x.png"], "--image needs --prompt"),
+        (["--do", "heart=0", "--image", "x.png", "--prompt", PROMPT], "unknown attribute 'heart'"),
+        (
+            ["--do", "age=80", "--image", "x.png", "--prompt", PROMPT, "--method", "edict"],
+            "direct, nti, npi, ddim",
+        ),
+    ],
+)
+def test_user_mistakes_are_cfaudit_errors(app, tmp_path, args, message):
+    result = invoke(app, "--out", tmp_path / "out", *args)
+    assert isinstance(result.exception, CfauditError)
+    assert message in str(result.exception)

@@ -1,0 +1,206 @@
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cfaudit.data.images import save_image
+from cfaudit.data.records import INDEX_COLUMNS, DataIndex
+from cfaudit.edit.interventions import parse_interventions
+from cfaudit.edit.inversion import InversionSettings
+from cfaudit.edit.job import (
+    EDIT_COLUMNS,
+    TIMING_COLUMNS,
+    JobItem,
+    JobSettings,
+    item_from_image,
+    items_from_index,
+    run_edit_job,
+    safe_name,
+)
+from cfaudit.errors import CfauditError
+
+RECORD = {"age": 63.0, "sex": "Male", "race": "White", "Cardiomegaly": 1.0}
+PROMPT = "Chest X-ray of 63-years old white male subject with cardiomegaly"
+
+
+class Killed(RuntimeError):
+    pass
+
+
+@pytest.fixture
+def images(tmp_path):
+    rng = np.random.default_rng(0)
+    items = []
+    for k in range(3):
+        path = tmp_path / "images" / f"img{k}.png"
+        save_image(rng.random((20, 24)).astype(np.float32), path, bits=16)
+        items.append(JobItem(f"p{k}/img {k}", path, PROMPT, dict(RECORD)))
+    return items
+
+
+def settings(batch_size=1, **kwargs):
+    return JobSettings(
+        inversion=InversionSettings(steps=4, **kwargs), batch_size=batch_size, prompt_mode="full"
+    )
+
+
+def files(folder):
+    """Every output file's bytes (row files without their timings), by relative path."""
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or path.suffix == ".safetensors":
+            continue
+        relative = str(path.relative_to(folder))
+        if path.suffix == ".json" and relative.startswith("rows"):
+            rows = json.loads(path.read_text())
+            out[relative] = [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
+        elif path.name == "edits.csv":
+            out[relative] = (
+                pd.read_csv(path)
+                .drop(columns=list(TIMING_COLUMNS))
+                .astype(object)
+                .fillna("")
+                .to_dict("records")
+            )
+        else:
+            out[relative] = path.read_bytes()
+    return out
+
+
+def test_job_writes_every_output_and_one_row_per_edit(editor, images, tmp_path):
+    interventions = parse_interventions(["Cardiomegaly=0", "sex=female"])
+    report = run_edit_job(editor, images, interventions, tmp_path / "out", settings(), model_id="tiny")
+    table = pd.read_csv(report.edits_csv)
+    assert list(table.columns) == list(EDIT_COLUMNS) and len(table) == 6 and report.edits == 6
+    assert table["image_id"].tolist() == [i.image_id for i in images for _ in range(2)]
+    assert table["target_prompt"].iloc[0] == "Chest X-ray of 63-years old white male subject with no finding"
+    assert (
+        table["target_prompt"].iloc[1] == "Chest X-ray of 63-years old white female subject with cardiomegaly"
+    )
+    assert (
+        table["unet_evals"] == (4 + 8) / 2 + 8
+    ).all()  # direct, 4 steps: inversion + source shared by 2 edits
+    assert table["reconstruction_l1"].between(0, 1).all() and (table["method"] == "direct").all()
+    folder = tmp_path / "out" / "images" / safe_name("p0/img 0")
+    assert {p.name for p in folder.iterdir()} == {
+        "reconstruction.png", "cardiomegaly-0.png", "cardiomegaly-0_diff.npy", "cardiomegaly-0_diff.png",
+        "sex-female.png", "sex-female_diff.npy", "sex-female_diff.png",
+    }  # fmt: skip
+    difference = np.load(folder / "cardiomegaly-0_diff.npy")
+    assert difference.shape == (16, 16) and difference.min() < 0 < difference.max()
+    assert table["difference"].iloc[0] == str(
+        (folder / "cardiomegaly-0_diff.npy").relative_to(tmp_path / "out")
+    )
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_a_killed_job_resumes_to_the_same_outputs(editor, images, tmp_path, batch_size):
+    interventions = parse_interventions(["Cardiomegaly=0", "age=80"])
+    job = settings(batch_size)
+    run_edit_job(editor, images, interventions, tmp_path / "whole", job, model_id="tiny")
+
+    done = []
+
+    def kill_after_first(image_id):
+        done.append(image_id)
+        raise Killed(image_id)
+
+    with pytest.raises(Killed):
+        run_edit_job(
+            editor,
+            images,
+            interventions,
+            tmp_path / "resumed",
+            job,
+            model_id="tiny",
+            on_image_done=kill_after_first,
+        )
+    assert not (tmp_path / "resumed" / "edits.csv").exists() and done == [images[0].image_id]
+    report = run_edit_job(editor, images, interventions, tmp_path / "resumed", job, model_id="tiny")
+    assert report.images_skipped == 1
+    assert files(tmp_path / "resumed") == files(tmp_path / "whole")
+    table = pd.read_csv(tmp_path / "resumed" / "edits.csv")
+    assert len(table) == 6 and not table.duplicated(["image_id", "intervention"]).any()
+    assert not [p for p in (tmp_path / "resumed").rglob("*") if p.name.endswith(".part")]
+    # a finished job run again does nothing and changes nothing
+    again = run_edit_job(editor, images, interventions, tmp_path / "resumed", job, model_id="tiny")
+    assert again.images_skipped == 3 and files(tmp_path / "resumed") == files(tmp_path / "whole")
+
+
+def test_identity_check_reports_a_sound_method(editor, images, tmp_path):
+    job = JobSettings(inversion=InversionSettings(steps=4), identity_check=True)
+    run_edit_job(editor, images[:1], parse_interventions(["age=80"]), tmp_path / "out", job, model_id="tiny")
+    table = pd.read_csv(tmp_path / "out" / "edits.csv")
+    assert len(table) == 1 and table["identity_l1"].iloc[0] < 1e-4 < table["edit_l1"].iloc[0]
+    assert not any("source" in p.name for p in (tmp_path / "out" / "images").rglob("*"))
+
+
+def test_inversions_are_cached_and_reused(editor, images, tmp_path):
+    interventions = parse_interventions(["Cardiomegaly=0"])
+    cache = tmp_path / "cache"
+    run_edit_job(editor, images[:2], interventions, tmp_path / "a", settings(), model_id="m", cache_dir=cache)
+    assert len(list(cache.glob("*.safetensors"))) == 2
+    run_edit_job(editor, images[:2], interventions, tmp_path / "b", settings(), model_id="m", cache_dir=cache)
+    table = pd.read_csv(tmp_path / "b" / "edits.csv")
+    assert table["inversion_cached"].all()
+    assert files(tmp_path / "a") == files(tmp_path / "b")
+    # other inversion settings are another cache entry
+    run_edit_job(
+        editor,
+        images[:1],
+        interventions,
+        tmp_path / "c",
+        settings(method="npi"),
+        model_id="m",
+        cache_dir=cache,
+    )
+    assert len(list(cache.glob("*.safetensors"))) == 3
+
+
+def test_rerunning_with_other_settings_is_refused(editor, images, tmp_path):
+    interventions = parse_interventions(["Cardiomegaly=0"])
+    run_edit_job(editor, images[:1], interventions, tmp_path / "out", settings(), model_id="tiny")
+    with pytest.raises(CfauditError, match="other settings"):
+        run_edit_job(
+            editor, images[:1], interventions, tmp_path / "out", settings(method="npi"), model_id="tiny"
+        )
+    with pytest.raises(CfauditError, match="twice"):
+        run_edit_job(editor, images[:1], interventions * 2, tmp_path / "dup", settings(), model_id="tiny")
+
+
+def test_items_from_an_index_split(tmp_path, images):
+    rows = []
+    for k, split in enumerate(["test", "train", "test"]):
+        row = {c: math.nan for c in INDEX_COLUMNS} | {"image_id": f"i{k}", "path": f"images/img{k}.png"}
+        row |= {"subject_id": f"s{k}", "study_id": f"t{k}"}
+        row |= {"view": "PA", "age": 50 + k, "sex": "Female", "race": "Asian", "split": split, "Edema": 1.0}
+        rows.append(row)
+    index = DataIndex(pd.DataFrame(rows), tmp_path)
+    items = items_from_index(index, "test")
+    assert [i.image_id for i in items] == ["i0", "i2"]
+    assert items[0].source_prompt == "Chest X-ray of 50-years old asian female subject with edema"
+    assert items[1].path == tmp_path / "images" / "img2.png"
+    assert len(items_from_index(index, "test", limit=1)) == 1
+    with pytest.raises(CfauditError, match="no images in split 'val'"):
+        items_from_index(index, "val")
+    with pytest.raises(CfauditError, match="no such image"):
+        item_from_image(tmp_path / "absent.png", PROMPT)
+
+
+def test_processes_split_the_batches_and_the_main_one_merges(editor, images, tmp_path, monkeypatch):
+    import cfaudit.edit.job as job_module
+
+    interventions = parse_interventions(["Cardiomegaly=0"])
+    run_edit_job(editor, images, interventions, tmp_path / "single", settings(), model_id="tiny")
+    seen = {}
+    for rank in (1, 0):  # as `accelerate launch --num_processes 2` would run them (here one after the other)
+        monkeypatch.setattr(job_module, "_process_state", lambda rank=rank: (rank, 2, lambda: None))
+        run_edit_job(
+            editor, images, interventions, tmp_path / "split", settings(), model_id="tiny",
+            on_image_done=lambda image_id, rank=rank: seen.setdefault(image_id, rank),
+        )  # fmt: skip
+        assert (tmp_path / "split" / "edits.csv").exists() == (rank == 0)
+    assert seen == {images[0].image_id: 0, images[1].image_id: 1, images[2].image_id: 0}
+    assert files(tmp_path / "split") == files(tmp_path / "single")
