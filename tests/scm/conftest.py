@@ -1,0 +1,22 @@
+"""Tiny inputs for the SCM tests: an index of small PNGs whose disc width follows sex, and a tiny HVAE config."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from scm_tiny import TINY_MODEL, make_index
+
+
+@pytest.fixture()
+def tiny_index(tmp_path: Path) -> Path:
+    return make_index(tmp_path / "data")
+
+
+@pytest.fixture()
+def tiny_model_config() -> dict:
+    return dict(TINY_MODEL)
