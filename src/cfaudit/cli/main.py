@@ -21,9 +21,9 @@ app = typer.Typer(
 
 def _register_commands() -> None:
     # Imported here so that `cfaudit --help` stays fast: command modules import torch lazily, inside commands.
-    from cfaudit.cli import data, demo, phantom
+    from cfaudit.cli import assets, classifiers, data, demo, edit, models, phantom, sample, scm, train
 
-    for module in (phantom, data, demo):
+    for module in (assets, phantom, data, models, train, sample, classifiers, edit, scm, demo):
         module.register(app)
 
 
