@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from safetensors.torch import load_file
 
 from cfaudit.data.images import save_image
 from cfaudit.data.records import INDEX_COLUMNS, DataIndex, empty_label_row
@@ -55,11 +56,14 @@ def test_sd15_random_pipeline_loads_trains_and_samples(tmp_path: Path) -> None:
     assert not torch.allclose(latents, noise)
     del components
 
-    # one training step through the trainer (LoRA on the attention projections, 512px -> 64x64 latents)
+    # one training step through the trainer (LoRA on the attention projections, 512px -> 64x64 latents); it stops
+    # after that step like a killed job, so the 860M-parameter final save is skipped (tests/train covers it)
     config = TrainConfig(model=str(folder), index=str(_one_image_index(tmp_path / "data")), output_dir=str(tmp_path / "run"),
-                         resolution=512, max_steps=1, batch_size=1, lora_rank=4, learning_rate=1e-3, checkpoint_every=1,
-                         latent_cache_dir=str(tmp_path / "cache"), save_dtype="float16")  # fmt: skip
-    result = train(config, progress=False)
+                         resolution=512, max_steps=2, batch_size=1, lora_rank=4, learning_rate=1e-3,
+                         latent_cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    result = train(config, progress=False, stop_after=1)
     assert result.step == 1 and len(result.losses) == 1 and np.isfinite(result.losses[0])
-    assert (result.last_checkpoint / "unet_lora" / "adapter_model.safetensors").is_file()
-    assert (result.model_dir / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert result.model_dir is None
+    lora = load_file(str(result.last_checkpoint / "unet_lora" / "adapter_model.safetensors"))
+    assert len(lora) == 2 * 4 * 32  # A and B matrices of to_q/to_k/to_v/to_out.0 in all 32 attention layers
+    assert all(torch.isfinite(t).all() for t in lora.values())
