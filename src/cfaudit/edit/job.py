@@ -233,7 +233,8 @@ def _process_state() -> tuple[int, int, Callable[[], None]]:
         return 0, 1, lambda: None
 
 
-def _check_job_file(out: Path, record: dict[str, Any], rank: int) -> None:
+def check_job_file(out: Path, record: dict[str, Any], rank: int = 0) -> None:
+    """Refuse to resume into ``out`` when its ``job.json`` records other settings; write it on a fresh start."""
     path = out / "job.json"
     if path.is_file():
         try:
@@ -286,7 +287,7 @@ def run_edit_job(
         "model": model_id,
         "model_fingerprint": fingerprint,
     }
-    _check_job_file(out, job_record, rank)
+    check_job_file(out, job_record, rank)
     barrier()
 
     batches = [list(items[i : i + settings.batch_size]) for i in range(0, len(items), settings.batch_size)]

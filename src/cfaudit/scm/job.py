@@ -34,7 +34,7 @@ from cfaudit.data.images import load_model_tensor, save_image
 from cfaudit.data.prompts import DEFAULT_TEMPLATE, PromptTemplate, record_prompt
 from cfaudit.edit.difference import save_difference, signed_difference
 from cfaudit.edit.interventions import Intervention
-from cfaudit.edit.job import JobItem, JobReport, safe_name, write_edits_csv
+from cfaudit.edit.job import JobItem, JobReport, check_job_file, safe_name, write_edits_csv
 from cfaudit.errors import CfauditError
 from cfaudit.scm.counterfactual import ScmCounterfactuals, image_seed
 from cfaudit.scm.hvae import LATENT_MODES
@@ -66,22 +66,6 @@ def model_fingerprint(model: CausalImageModel) -> str:
             digest.update(name.encode())
             digest.update(tensor.detach().float().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-def _check_job(out: Path, record: dict[str, Any]) -> None:
-    path = out / "job.json"
-    if path.is_file():
-        try:
-            existing = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            existing = None
-        if existing != json.loads(json.dumps(record)):
-            raise CfauditError(
-                f"{out} holds an edit job with other settings, interventions or model ({path}); "
-                "use a new --out folder or delete that one"
-            )
-    else:
-        atomic_io.write_json(path, record)
 
 
 def run_scm_edit_job(
@@ -117,7 +101,7 @@ def run_scm_edit_job(
         raise CfauditError(f"the same intervention is given twice ({', '.join(slugs)})")
     engine = ScmCounterfactuals(model, settings.latents)
     engine.check(interventions)  # every attribute must be a node of the graph: fail before any work
-    _check_job(out, {"method": METHOD, "settings": asdict(settings), "interventions": [str(i) for i in interventions],
+    check_job_file(out, {"method": METHOD, "settings": asdict(settings), "interventions": [str(i) for i in interventions],
                      "model": model_id, "model_fingerprint": model_fingerprint(model), "resolution": model.resolution})  # fmt: skip
 
     # an image whose row file exists is done (its result does not depend on the batch it was in: seeds are per
