@@ -51,8 +51,10 @@ from cfaudit.errors import CfauditError
 EDIT_COLUMNS: tuple[str, ...] = (
     "image_id", "intervention", "source_prompt", "target_prompt", "prompt_mode", "method", "steps",
     "guidance_scale", "seed", "unet_evals", "seconds", "reconstruction_l1", "identity_l1", "edit_l1", "diff_scale",
-    "inversion_cached", "counterfactual", "reconstruction", "difference", "difference_png",
+    "inversion_cached", "original", "counterfactual", "reconstruction", "difference", "difference_png",
 )  # fmt: skip
+#: ``original`` is the source image file as given (absolute path); the image paths after it are relative to the
+#: job folder.
 #: Columns that legitimately differ between two runs of the same job.
 TIMING_COLUMNS: tuple[str, ...] = ("seconds", "inversion_cached")
 
@@ -417,6 +419,7 @@ def _write_outputs(
                 "edit_l1": float(np.abs(difference).mean()),
                 "diff_scale": scale,
                 "inversion_cached": cached,
+                "original": str(Path(item.path).resolve()),
                 "counterfactual": str(relative / f"{slug}.png"),
                 "reconstruction": str(relative / "reconstruction.png"),
                 "difference": str(relative / f"{slug}_diff.npy"),

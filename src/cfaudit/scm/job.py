@@ -194,6 +194,7 @@ def _edit_batch(
                 "edit_l1": float(np.abs(difference).mean()),
                 "diff_scale": scale,
                 "inversion_cached": False,
+                "original": str(Path(item.path).resolve()),
                 "counterfactual": str(relative / f"{slug}.png"),
                 "reconstruction": str(relative / "reconstruction.png"),
                 "difference": str(relative / f"{slug}_diff.npy"),
