@@ -117,3 +117,30 @@ def test_words_name_the_changed_attributes():
         "female",
         "pleural effusion",
     )
+
+
+def test_relative_age_shift_parses_resolves_and_names_files():
+    from cfaudit.edit.interventions import AgeShift, Intervention
+
+    up = Intervention.parse("age=+20")
+    assert up.changes == (("age", AgeShift(20.0)),) and up.is_relative
+    assert str(up) == "do(age=+20)" and up.slug == "age-plus20"
+    assert Intervention.parse("age=-15").slug == "age-minus15"
+    assert up.resolve({"age": 61.0}).changes == (("age", 81.0),)
+    assert up.target_prompt({"age": 61.0, "sex": "Male"}, "partial") == "Chest X-ray of 81-years old subject"
+    assert not Intervention.parse("age=80").is_relative
+
+
+@pytest.mark.parametrize("text", ["age=+0", "age=+500"])
+def test_relative_age_errors_are_clear(text):
+    from cfaudit.edit.interventions import Intervention
+
+    with pytest.raises(CfauditError):
+        Intervention.parse(text).resolve({"age": 60.0})
+
+
+def test_relative_age_needs_a_record():
+    from cfaudit.edit.interventions import Intervention
+
+    with pytest.raises(CfauditError, match="needs its record"):
+        Intervention.parse("age=+20").resolve(None)

@@ -204,3 +204,30 @@ def test_processes_split_the_batches_and_the_main_one_merges(editor, images, tmp
         assert (tmp_path / "split" / "edits.csv").exists() == (rank == 0)
     assert seen == {images[0].image_id: 0, images[1].image_id: 1, images[2].image_id: 0}
     assert files(tmp_path / "split") == files(tmp_path / "single")
+
+
+def test_items_take_their_own_interventions_and_relative_age_resolves_per_record(editor, images, tmp_path):
+    own = tuple(parse_interventions(["age=+20", "Cardiomegaly=0"]))
+    plan = [
+        JobItem(images[0].image_id, images[0].path, PROMPT, dict(RECORD), own),
+        JobItem(images[1].image_id, images[1].path, PROMPT, {**RECORD, "age": 40.0}, own[:1]),
+        images[2],  # takes the job's interventions
+    ]
+    default = parse_interventions(["sex=female"])
+    report = run_edit_job(editor, plan, default, tmp_path / "out", settings(batch_size=2), model_id="tiny")
+    table = pd.read_csv(report.edits_csv)
+    assert table["intervention"].tolist() == [
+        "do(age=+20)", "do(Cardiomegaly=0)", "do(age=+20)", "do(sex=Female)",
+    ]  # fmt: skip
+    assert "83-years old" in table["target_prompt"].iloc[0]
+    assert "60-years old" in table["target_prompt"].iloc[2]
+    assert (tmp_path / "out" / "images" / safe_name(images[0].image_id) / "age-plus20.png").is_file()
+    assert json.loads((tmp_path / "out" / "job.json").read_text())["plan_sha256"]
+
+
+def test_relative_age_outside_the_valid_range_names_the_image(editor, images, tmp_path):
+    item = JobItem(
+        "old", images[0].path, PROMPT, {**RECORD, "age": 110.0}, tuple(parse_interventions(["age=+20"]))
+    )
+    with pytest.raises(CfauditError, match=r"image 'old'.*outside the valid range"):
+        run_edit_job(editor, [item], [], tmp_path / "out", settings(), model_id="tiny")

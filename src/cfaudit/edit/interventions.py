@@ -36,7 +36,15 @@ from cfaudit.data.prompts import (
     partial_prompt,
     record_prompt,
 )
-from cfaudit.data.vocabulary import FINDINGS, PATHOLOGIES, RACES, SEXES, UnknownValueError, canonical_finding
+from cfaudit.data.vocabulary import (
+    FINDINGS,
+    PATHOLOGIES,
+    RACES,
+    SEXES,
+    UnknownValueError,
+    canonical_finding,
+    check_age,
+)
 from cfaudit.errors import CfauditError
 
 PROMPT_MODES: tuple[str, ...] = ("partial", "full")
@@ -48,8 +56,43 @@ def _valid_attributes() -> str:
     return "age, sex, race, or a finding (" + ", ".join(FINDINGS) + ")"
 
 
+@dataclass(frozen=True)
+class AgeShift:
+    """A relative age change, ``do(age=+20)``: each image's own age moved by ``years`` (resolved per record)."""
+
+    years: float
+
+    def __str__(self) -> str:
+        return f"{self.years:+g}"
+
+    def resolve(self, age: Any, where: str = "the record") -> float:
+        try:
+            base = float(age)
+        except (TypeError, ValueError):
+            base = math.nan
+        if math.isnan(base):
+            raise CfauditError(f"do(age={self}) needs the image's age, but {where} has none")
+        try:
+            return check_age(base + self.years)
+        except CfauditError:
+            raise CfauditError(
+                f"do(age={self}) moves age {base:g} of {where} to {base + self.years:g}, outside the valid "
+                "range; choose a smaller shift or leave this image out"
+            ) from None
+
+
+_SHIFT = re.compile(r"[+-]\s*\d+(?:\.\d+)?")
+
+
 def _canonical_change(name: str, value: Any) -> tuple[str, Any]:
     """``parse_attribute_value`` with an error that lists every valid attribute when the name is unknown."""
+    if name.strip().lower() == "age" and isinstance(value, str) and _SHIFT.fullmatch(value.strip()):
+        years = float(value.replace(" ", ""))
+        if years == 0:
+            raise CfauditError("do(age=+0) changes nothing; give a non-zero shift such as age=+20")
+        return "age", AgeShift(years)
+    if isinstance(value, AgeShift):
+        return "age", value
     try:
         return parse_attribute_value(name, value)
     except UnknownValueError as error:
@@ -111,19 +154,44 @@ class Intervention:
     def as_dict(self) -> dict[str, Any]:
         return dict(self.changes)
 
+    @property
+    def is_relative(self) -> bool:
+        """True when a change depends on the record (``do(age=+20)``)."""
+        return any(isinstance(value, AgeShift) for _, value in self.changes)
+
+    def resolve(self, record: Mapping[str, Any] | None, where: str = "the record") -> Intervention:
+        """The same intervention with relative changes made absolute for ``record`` (itself if none)."""
+        if not self.is_relative:
+            return self
+        if record is None:
+            raise CfauditError(
+                f"{self} is relative to the image's age and needs its record (edit from an index)"
+            )
+        return Intervention(
+            tuple(
+                (name, value.resolve(record.get("age"), where) if isinstance(value, AgeShift) else value)
+                for name, value in self.changes
+            )
+        )
+
     def __str__(self) -> str:
         return "do(" + ", ".join(f"{name}={_format(value)}" for name, value in self.changes) + ")"
 
     @property
     def slug(self) -> str:
         """A file-name-safe name: ``do(age=80, sex=Female)`` -> ``age-80_sex-female``."""
-        parts = [f"{name}-{_format(value)}" for name, value in self.changes]
+        parts = [
+            f"{name}-{'plus' if value.years > 0 else 'minus'}{_format(abs(value.years))}"
+            if isinstance(value, AgeShift)
+            else f"{name}-{_format(value)}"
+            for name, value in self.changes
+        ]
         return re.sub(r"[^a-z0-9_\-]+", "-", "_".join(parts).lower().replace(" ", "-")).strip("-")
 
     def apply(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """A copy of ``record`` with the changes made (finding columns take 1.0 / 0.0)."""
         changed = dict(record)
-        for name, value in self.changes:
+        for name, value in self.resolve(record).changes:
             if name in ("age", "sex", "race"):
                 changed[name] = value
             elif name == "No Finding":  # value is 1: every finding absent
@@ -147,7 +215,7 @@ class Intervention:
         if mode not in PROMPT_MODES:
             raise CfauditError(f"unknown prompt mode {mode!r}; choose one of {', '.join(PROMPT_MODES)}")
         if mode == "partial":
-            return partial_prompt(self.as_dict(), template)
+            return partial_prompt(self.resolve(record).as_dict(), template)
         if record is None:
             raise CfauditError("full prompt mode needs the image's record (or a caption to read it from)")
         return record_prompt(self.apply(record), template, policy)
@@ -156,6 +224,8 @@ class Intervention:
         """The words that name the changed attributes in captions (for local blending and reweighting)."""
         words: list[str] = []
         for name, value in self.changes:
+            if name == "age" and isinstance(value, AgeShift):
+                continue  # the new age is only known per record
             if name == "age":
                 words.append(str(round(value)))
             elif name in ("sex", "race"):

@@ -118,6 +118,9 @@ class JobItem:
     path: Path
     source_prompt: str
     record: dict[str, Any] | None = None
+    #: This image's own interventions (a discovery plan edits each image with those it is eligible for);
+    #: ``None``: the job's interventions.
+    interventions: tuple[Intervention, ...] | None = None
 
 
 @dataclass
@@ -176,9 +179,10 @@ def target_prompts(
 ) -> list[str]:
     """The target prompt of each intervention for one image (``full`` mode reads the caption if no record)."""
     record = item.record
-    if mode == "full" and record is None:
+    if record is None and (mode == "full" or any(i.is_relative for i in interventions)):
         record = caption_record(item.source_prompt, template)
-    return [i.target_prompt(record, mode, template, policy) for i in interventions]
+    where = f"image {item.image_id!r}"
+    return [i.resolve(record, where).target_prompt(record, mode, template, policy) for i in interventions]
 
 
 def safe_name(image_id: str) -> str:
@@ -271,21 +275,23 @@ def run_edit_job(
     out = Path(out)
     if not items:
         raise CfauditError("nothing to edit: no images given")
-    if not interventions:
+    if not interventions and any(item.interventions is None for item in items):
         raise CfauditError("no intervention given; add one or more --do 'A=v'")
     ids = [item.image_id for item in items]
     if len(set(ids)) != len(ids):
         duplicate = next(i for i in ids if ids.count(i) > 1)
         raise CfauditError(f"image id {duplicate!r} appears twice; image ids must be unique")
-    slugs = [i.slug for i in interventions]
-    if len(set(slugs)) != len(slugs):
-        raise CfauditError(f"the same intervention is given twice ({', '.join(slugs)})")
+    for item in items:
+        slugs = [i.slug for i in _item_interventions(item, interventions)]
+        if len(set(slugs)) != len(slugs):
+            raise CfauditError(f"the same intervention is given twice ({', '.join(slugs)})")
     rank, world, barrier = _process_state()
     fingerprint = model_fingerprint(editor)
     cache = Path(cache_dir) if cache_dir is not None else out / "inversions"
     job_record = {
         "settings": settings.to_dict(),
         "interventions": [str(i) for i in interventions],
+        "plan_sha256": _plan_digest(items),
         "model": model_id,
         "model_fingerprint": fingerprint,
     }
@@ -308,6 +314,22 @@ def run_edit_job(
     if rank == 0:
         count = write_edits_csv(out, ids)
     return JobReport(edits_csv, len(items), done_before, count, time.perf_counter() - start)
+
+
+def _item_interventions(item: JobItem, default: Sequence[Intervention]) -> Sequence[Intervention]:
+    return default if item.interventions is None else item.interventions
+
+
+def _plan_digest(items: Sequence[JobItem]) -> str | None:
+    """A digest of the per-image interventions (``None`` when every image takes the job's own)."""
+    plan = [
+        [item.image_id, [str(i) for i in item.interventions]]
+        for item in items
+        if item.interventions is not None
+    ]
+    if not plan:
+        return None
+    return hashlib.sha256(json.dumps(plan).encode("utf-8")).hexdigest()
 
 
 def write_edits_csv(out: Path, image_ids: Sequence[str]) -> int:
@@ -339,7 +361,11 @@ def _edit_batch(
     # 1. Load the images and the prompts
     images = torch.stack([load_model_tensor(item.path, editor.resolution) for item in batch])  # [B, 1, H, W]
     prompts = [item.source_prompt for item in batch]
-    targets = [target_prompts(item, interventions, settings.prompt_mode, template, policy) for item in batch]
+    plans = [_item_interventions(item, interventions) for item in batch]
+    targets = [
+        target_prompts(item, plan, settings.prompt_mode, template, policy)
+        for item, plan in zip(batch, plans, strict=True)
+    ]
     if settings.identity_check:
         targets = [[*image_targets, prompt] for image_targets, prompt in zip(targets, prompts, strict=True)]
     # 2. Inversions from the cache, the missing ones computed together and stored
@@ -370,7 +396,7 @@ def _edit_batch(
     )
     # 4. Write the outputs and build the rows
     return [
-        _write_outputs(out, item, images[b], results[b], interventions, settings, cached[b])
+        _write_outputs(out, item, images[b], results[b], plans[b], settings, cached[b])
         for b, item in enumerate(batch)
     ]
 

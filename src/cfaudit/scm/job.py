@@ -96,6 +96,12 @@ def run_scm_edit_job(
         raise CfauditError(
             f"image id {next(i for i in ids if ids.count(i) > 1)!r} appears twice; ids must be unique"
         )
+    relative = [str(i) for i in interventions if i.is_relative]
+    if relative:
+        raise CfauditError(
+            f"{', '.join(relative)}: the SCM baseline takes absolute values (e.g. age=80); "
+            "relative shifts are supported by `cfaudit edit` only"
+        )
     slugs = [i.slug for i in interventions]
     if len(set(slugs)) != len(slugs):
         raise CfauditError(f"the same intervention is given twice ({', '.join(slugs)})")
