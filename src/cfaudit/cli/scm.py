@@ -66,7 +66,12 @@ def train_command(
 
 @scm_app.command("edit")
 def edit_command(
-    model: Annotated[Path, typer.Option(help="Run folder of `cfaudit scm train` (or its model/ folder).")],
+    model: Annotated[
+        Path,
+        typer.Option(
+            help="Run folder of `cfaudit scm train` (or its model/ folder), or demo (the shipped one)."
+        ),
+    ],
     index: Annotated[
         Path, typer.Option(help="index.csv of the images to edit (their records are the parents).")
     ],

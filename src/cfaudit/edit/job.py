@@ -8,7 +8,8 @@ batch it
    the source prompt, the model's fingerprint and the inversion settings) or inverts the missing ones together
    and stores them;
 3. edits every image with every intervention in one batched run (:class:`~cfaudit.edit.editor.CounterfactualEditor`),
-   with ``identity_check`` also with its own source prompt, a soundness check reported as ``identity_l1``;
+   with ``identity_check`` also with its own source prompt, a soundness check reported as ``identity_l1``
+   (the null edit itself is kept as ``images/<id>/identity.png``);
 4. writes, per image, ``images/<id>/reconstruction.png``, one ``<intervention>.png`` counterfactual per edit,
    its signed difference map (``<intervention>_diff.npy``, exact) and a colour picture of it
    (``<intervention>_diff.png``), all 16-bit / atomic; and then, last, ``rows/<id>.json`` with one row per edit.
@@ -55,6 +56,8 @@ EDIT_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 #: ``original`` is the source image file as given (absolute path); the image paths after it are relative to the
 #: job folder.
+#: With ``identity_check``, the null edit (target = source prompt) of each image is kept as this file.
+IDENTITY_FILE = "identity.png"
 #: Columns that legitimately differ between two runs of the same job.
 TIMING_COLUMNS: tuple[str, ...] = ("seconds", "inversion_cached")
 
@@ -420,6 +423,7 @@ def _write_outputs(
     if settings.identity_check:  # the last target is the source prompt itself
         identity = ((result.counterfactuals[-1, 0].numpy() + 1.0) / 2.0).clip(0, 1)
         identity_l1 = float(np.abs(identity - reconstruction).mean())
+        save_image(identity, folder / IDENTITY_FILE, bits=16)
     rows = []
     for k, intervention in enumerate(interventions):
         counterfactual = ((result.counterfactuals[k, 0].numpy() + 1.0) / 2.0).clip(0, 1)

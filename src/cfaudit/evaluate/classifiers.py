@@ -59,6 +59,14 @@ MODEL_FILE, RECORD_FILE = "model.safetensors", "classifier.json"
 CHECKPOINT_FILE, CHECKPOINT_RECORD = "checkpoint.safetensors", "checkpoint.json"
 IGNORE_CLASS = -100  # race target of rows whose race is Unknown
 TRAIN_COMMAND = "cfaudit classifiers train"
+#: ``--classifier demo``: the classifier shipped with the package, trained on the demo phantom.
+DEMO_NAME = "demo"
+
+
+def demo_classifier_dir() -> Path:
+    """The shipped demo classifier's folder (``cfaudit/evaluate/demo_classifier``; README.txt says how it was made)."""
+    return Path(__file__).resolve().parent / "demo_classifier"
+
 
 Log = Callable[[str], None]
 
@@ -577,7 +585,7 @@ class AttributeClassifier:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        folder = Path(folder)
+        folder = demo_classifier_dir() if str(folder) == DEMO_NAME else Path(folder)
         record_path, model_path = folder / RECORD_FILE, folder / MODEL_FILE
         for path in (record_path, model_path):
             if not path.is_file():

@@ -97,11 +97,13 @@ class CausalImageModel:
     def load(
         cls, folder: str | os.PathLike[str], device: str | torch.device | None = None
     ) -> CausalImageModel:
-        """Load a model folder, or the ``model/`` folder inside a training run's output."""
+        """Load a model folder, the ``model/`` folder inside a training run's output, or ``demo`` (shipped)."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        folder = Path(folder)
+        from cfaudit.scm.shipped import resolve_scm_model
+
+        folder = resolve_scm_model(folder)
         if not (folder / RECORD).is_file() and (folder / "model" / RECORD).is_file():
             folder = folder / "model"
         record_path = folder / RECORD

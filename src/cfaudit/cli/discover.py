@@ -1,0 +1,95 @@
+"""``cfaudit discover``: systematic edits, what else they change, ranked against controls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from rich.console import Console
+
+
+def discover_command(
+    index: Annotated[Path, typer.Option(help="index.csv of the data set (cfaudit data index).")],
+    out: Annotated[Path, typer.Option(help="Folder for candidates.json/csv, tables, maps and the edits.")],
+    model: Annotated[
+        str, typer.Option(help="demo (the shipped tiny model), a pipeline folder or a hub id.")
+    ] = "demo",
+    classifier: Annotated[
+        str,
+        typer.Option(
+            help="Folder from `cfaudit classifiers train`, or demo (the shipped phantom classifier)."
+        ),
+    ] = "demo",
+    do: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Intervention A=v (repeat); default: every finding added and removed, sex, race, age +-20."
+        ),
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split whose images are edited.")] = "test",
+    images: Annotated[int, typer.Option(help="Eligible images per intervention.")] = 16,
+    method: Annotated[str, typer.Option(help="Inversion: direct (default), nti, npi or ddim.")] = "direct",
+    steps: Annotated[int | None, typer.Option(help="DDIM steps (default: the method's).")] = None,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 7.5,
+    prompt_mode: Annotated[
+        str, typer.Option(help="full (default: every other attribute stays named) or partial (the paper's).")
+    ] = "full",
+    batch_size: Annotated[int, typer.Option(help="Images inverted and edited together.")] = 4,
+    margin: Annotated[
+        float, typer.Option(help="Head changes must beat the controls by this (probability).")
+    ] = 0.1,
+    region_margin: Annotated[
+        float, typer.Option(help="Change clusters must beat the controls by this share of images.")
+    ] = 0.2,
+    regions: Annotated[
+        Path | None, typer.Option(help="YAML of expected regions per attribute (default: the shipped atlas).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the image order and the bootstrap.")] = 0,
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: accelerate's choice).")
+    ] = None,
+    top: Annotated[int, typer.Option(help="Candidates printed at the end.")] = 5,
+) -> None:
+    """Edit many images with many interventions and rank what else changes (resumable: re-run to continue)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from cfaudit.discover.api import discover
+
+    console = Console()
+    with Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=console, transient=True,
+    ) as bar:  # fmt: skip
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        result = discover(
+            model, index, classifier, out, do, split=split, images=images, method=method, steps=steps,
+            guidance=guidance, prompt_mode=prompt_mode, batch_size=batch_size, margin=margin,
+            region_margin=region_margin, regions=regions, seed=seed, device=device, progress=progress,
+        )  # fmt: skip
+    print_candidates(console, result.candidates, top)
+    console.print(f"candidates: {out / 'candidates.csv'} ({int(result.candidates['flagged'].sum())} flagged)")
+
+
+def print_candidates(console: Console, candidates: pd.DataFrame, top: int) -> None:
+    """The first ``top`` candidates as numbered sentences."""
+    if candidates.empty:
+        console.print("no candidate relation: nothing the edits changed beat the controls")
+        return
+    for row in candidates.head(top).itertuples(index=False):
+        mark = "[bold red]flagged[/]" if row.flagged else f"[dim]{row.status}[/]"
+        console.print(f"{row.rank}. {mark} {row.description}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("discover")(discover_command)

@@ -1,0 +1,80 @@
+"""``cfaudit.discover(...)``: the ``cfaudit discover`` command as one Python call (models loaded by name)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from cfaudit.discover.candidates import CandidateSettings
+from cfaudit.discover.regions import RegionAtlas, RegionSettings
+from cfaudit.discover.run import DiscoveryResult, DiscoverySettings, Progress
+from cfaudit.discover.run import discover as run_discovery
+
+
+def discover(
+    model: str = "demo",
+    index: str | os.PathLike[str] = "index.csv",
+    classifier: str | os.PathLike[str] = "demo",
+    out: str | os.PathLike[str] = "discovery",
+    do: Sequence[str] | None = None,
+    *,
+    split: str = "test",
+    images: int = 16,
+    method: str = "direct",
+    steps: int | None = None,
+    guidance: float = 7.5,
+    prompt_mode: str = "full",
+    batch_size: int = 4,
+    margin: float = CandidateSettings.margin,
+    region_margin: float = CandidateSettings.region_margin,
+    regions: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    progress: Progress | None = None,
+) -> DiscoveryResult:
+    """Run a discovery as ``cfaudit discover`` does and return its ranked candidates.
+
+    ``model`` is ``demo`` (the shipped tiny model), a diffusers folder or a hub id; ``classifier`` is a folder
+    written by ``cfaudit classifiers train`` or ``demo`` (the shipped phantom classifier); ``do`` lists
+    interventions as ``"A=v"`` strings (default: :func:`~cfaudit.discover.plan.default_interventions`).
+    """
+    from cfaudit.edit.editor import CounterfactualEditor, EditSettings
+    from cfaudit.edit.interventions import parse_interventions
+    from cfaudit.edit.inversion import InversionSettings
+    from cfaudit.edit.job import JobSettings
+    from cfaudit.evaluate.classifiers import load_classifier
+    from cfaudit.models.loading import load_components
+
+    interventions = parse_interventions(list(do)) if do else None
+    if device is None:
+        from accelerate import PartialState
+
+        device = str(PartialState().device)
+    editor = CounterfactualEditor.from_components(load_components(model, device=device))
+    job = JobSettings(
+        inversion=InversionSettings(
+            method=method, guidance_scale=guidance, **({"steps": steps} if steps is not None else {})
+        ),
+        edit=EditSettings(guidance_scale=guidance),
+        batch_size=batch_size,
+    )
+    settings = DiscoverySettings(
+        split=split,
+        images=images,
+        prompt_mode=prompt_mode,
+        seed=seed,
+        candidates=CandidateSettings(margin=margin, region_margin=region_margin),
+        regions=RegionSettings(),
+    )
+    return run_discovery(
+        editor,
+        index,
+        load_classifier(classifier, device=device),
+        out,
+        interventions,
+        settings,
+        job,
+        model_id=model,
+        atlas=RegionAtlas.load(regions),
+        progress=progress,
+    )

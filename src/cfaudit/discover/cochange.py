@@ -1,0 +1,100 @@
+"""The co-change table: how every classifier head moves under every intervention, with its controls.
+
+One row per (intervention, head):
+
+``effect``
+    mean of ``C(counterfactual) - C(original)`` over the edited images;
+``null_control``
+    mean of ``C(null edit) - C(original)`` over the same images (the editor asked to change nothing);
+``delta``, ``ci_low``, ``ci_high``
+    the edit's change beyond its own null edit, ``C(counterfactual) - C(null edit)`` paired per image, with a
+    percentile bootstrap interval;
+``offtarget_control``
+    the median ``|delta|`` of this head under the *other* interventions that do not target it: how much the
+    editor moves this head whatever it is asked to do;
+``label_association``
+    the change the label statistics predict (:class:`~cfaudit.discover.label_statistics.LabelStatistics`);
+``data_association``
+    the same contrast in the classifier's outputs on real images of a held-out split: what images with the
+    target attribute look like to the classifier, compared with images with the source attribute.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
+from cfaudit.discover.heads import HEAD_COLUMNS, HEAD_SCALE, intervened_heads
+from cfaudit.discover.label_statistics import LabelStatistics
+from cfaudit.edit.interventions import Intervention
+from cfaudit.evaluate.metrics import bootstrap_ci
+
+COCHANGE_COLUMNS: tuple[str, ...] = (
+    "intervention", "head", "intervened", "n_images", "effect", "null_control", "delta", "ci_low", "ci_high",
+    "offtarget_control", "label_association", "data_association", "scale",
+)  # fmt: skip
+
+
+def cochange_table(
+    scores: Mapping[str, Any],
+    edits: pd.DataFrame,
+    interventions: Sequence[Intervention],
+    labels: LabelStatistics,
+    data: LabelStatistics | None,
+    records: Mapping[str, Mapping[str, Any]],
+    policy: LabelPolicy = DEFAULT_POLICY,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    position = {image_id: k for k, image_id in enumerate(scores["images"])}
+    rows: list[dict[str, Any]] = []
+    for intervention in interventions:
+        name = str(intervention)
+        selected = np.flatnonzero(edits["intervention"].to_numpy() == name)
+        if selected.size == 0:
+            continue
+        image_rows = [position[str(i)] for i in edits["image_id"].to_numpy()[selected]]
+        targeted = intervened_heads(tuple(n for n, _ in intervention.changes))
+        edited = [records[str(i)] for i in edits["image_id"].to_numpy()[selected]]
+        association = labels.association(intervention, edited, policy)
+        in_data = data.association(intervention, edited, policy) if data is not None else {}
+        for head in HEAD_COLUMNS:
+            before = scores["original"][head][image_rows]
+            null = scores["null"][head][image_rows]
+            after = scores["counterfactual"][head][selected]
+            interval = bootstrap_ci(after - null, resamples=resamples, seed=seed)
+            rows.append(
+                {
+                    "intervention": name,
+                    "head": head,
+                    "intervened": head in targeted,
+                    "n_images": int(selected.size),
+                    "effect": float(np.mean(after - before)),
+                    "null_control": float(np.mean(null - before)),
+                    "delta": interval.estimate,
+                    "ci_low": interval.low,
+                    "ci_high": interval.high,
+                    "label_association": association[head],
+                    "data_association": in_data.get(head, math.nan),
+                    "scale": HEAD_SCALE[head],
+                }
+            )
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return pd.DataFrame(columns=list(COCHANGE_COLUMNS))
+    table["offtarget_control"] = [
+        _offtarget(table, row.intervention, row.head) for row in table.itertuples(index=False)
+    ]
+    return table[list(COCHANGE_COLUMNS)]
+
+
+def _offtarget(table: pd.DataFrame, intervention: str, head: str) -> float:
+    others = table[(table["head"] == head) & (table["intervention"] != intervention) & ~table["intervened"]]
+    if others.empty:
+        return math.nan
+    return float(np.median(np.abs(others["delta"].to_numpy())))

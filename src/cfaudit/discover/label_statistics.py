@@ -1,0 +1,157 @@
+"""What the metadata alone predicts for an intervention: the label-statistics control of a discovery.
+
+For ``do(A=a)`` applied to an image whose attribute is ``a0``, conventional analysis of the labels predicts
+that head ``H`` moves by ``E[H | A=a] - E[H | A=a0]`` (e.g. P(support devices | cardiomegaly) - P(support
+devices | no cardiomegaly)). Averaged over the edited images, that is the change an edit would show if the
+model had learned nothing beyond the label associations. Categorical attributes are matched exactly; age is
+smoothed with a Gaussian kernel (``bandwidth`` years), so ``do(age=+20)`` compares neighbourhoods of the old
+and new ages.
+
+The same conditional means over other values of the same rows give the **data association**: with the
+classifier's outputs on the real images (``values=``), what images that have the attribute look like, which
+tells a property of the data (the edit agrees with real images) from a quirk of the editor (it does not); with
+a local image measurement per change cluster, whether real images show that change where the edit made it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
+from cfaudit.data.vocabulary import FINDINGS, RACES, normalize_race, normalize_sex
+from cfaudit.discover.heads import HEAD_COLUMNS
+from cfaudit.edit.interventions import Intervention
+
+#: Fewer matching label rows than this leave the expectation unknown (NaN) rather than noisy.
+MIN_ROWS = 10
+
+
+class LabelStatistics:
+    """Expected head values given attribute values, from the labels of an index (usually its train split)."""
+
+    def __init__(
+        self,
+        table: pd.DataFrame,
+        policy: LabelPolicy = DEFAULT_POLICY,
+        bandwidth: float = 5.0,
+        values: np.ndarray | None = None,
+        columns: Sequence[str] = HEAD_COLUMNS,
+    ) -> None:
+        """Condition on the attributes of ``table``'s rows; average their labels, or ``values`` (one row per
+        table row, one column per :data:`HEAD_COLUMNS` entry) when given, e.g. classifier outputs on the
+        images: then the expectations say what the *images* with an attribute look like to the classifier."""
+        self.bandwidth = bandwidth
+        values_override = values
+        missing = [f for f in FINDINGS if f not in table.columns]
+        if missing:  # an index always has them; other tables (tests, custom data) may not
+            table = table.assign(**{f: np.nan for f in missing})
+        findings = policy.binarize(table)
+        sex = table["sex"].map(_sex_or_nan)
+        race = table["race"].map(_race_or_none)
+        values = {"sex": (sex == "Male").astype(float).where(sex.notna())}
+        for group in RACES:
+            values[f"race:{group}"] = (race == group).astype(float).where(race.notna())
+        values["age"] = pd.to_numeric(table["age"], errors="coerce")
+        for finding in FINDINGS:
+            values[finding] = findings[finding]
+        self.values = pd.DataFrame(values, index=table.index)[list(HEAD_COLUMNS)].to_numpy(dtype=np.float64)
+        self.columns = tuple(columns)
+        if values_override is not None:
+            values_override = np.asarray(values_override, dtype=np.float64).reshape(len(table), -1)
+            if values_override.shape[1] != len(self.columns):
+                raise ValueError(
+                    f"values need one column per name in {self.columns}, got {values_override.shape}"
+                )
+            self.values = values_override
+        elif self.columns != HEAD_COLUMNS:
+            raise ValueError("labels give the head columns only; pass values for other columns")
+        # The attributes an intervention can condition on: same encoding as the heads
+        self.attributes = {"sex": sex.to_numpy(dtype=object), "race": race.to_numpy(dtype=object)}
+        self.ages = values["age"].to_numpy(dtype=np.float64)
+        self.findings = {finding: findings[finding].to_numpy(dtype=np.float64) for finding in FINDINGS}
+
+    def _weights(self, conditions: Mapping[str, Any]) -> np.ndarray:
+        weights = np.ones(len(self.values))
+        for name, value in conditions.items():
+            if name == "age":
+                weights = weights * np.exp(-0.5 * ((self.ages - float(value)) / self.bandwidth) ** 2)
+                weights[np.isnan(self.ages)] = 0.0
+            elif name in ("sex", "race"):
+                weights = weights * (self.attributes[name] == value)
+            else:
+                weights = weights * (self.findings[name] == float(value))
+        return weights
+
+    def expected(self, conditions: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Weighted mean of every head given ``conditions``, and its effective number of rows, per head."""
+        weights = self._weights(conditions)
+        known = ~np.isnan(self.values)
+        w = weights[:, None] * known
+        total = w.sum(axis=0)
+        effective = np.where(total > 0, total**2 / np.maximum((w**2).sum(axis=0), 1e-12), 0.0)
+        mean = np.where(
+            total > 0, (w * np.nan_to_num(self.values)).sum(axis=0) / np.maximum(total, 1e-12), np.nan
+        )
+        mean[effective < MIN_ROWS] = np.nan
+        return mean, effective
+
+    def association(
+        self,
+        intervention: Intervention,
+        records: Sequence[Mapping[str, Any]],
+        policy: LabelPolicy = DEFAULT_POLICY,
+    ) -> dict[str, float]:
+        """Mean predicted change of every head when ``intervention`` is applied to ``records``."""
+        changes = []
+        for record in records:
+            resolved = intervention.resolve(record)
+            target = dict(resolved.changes)
+            source = {name: _source_value(record, name, policy) for name in target}
+            if any(value is None for value in source.values()):
+                continue
+            after, _ = self.expected(target)
+            before, _ = self.expected(source)
+            changes.append(after - before)
+        stacked = np.stack(changes) if changes else np.full((1, len(self.columns)), np.nan)
+        known = np.isfinite(stacked)
+        mean = np.where(
+            known.any(axis=0), np.nansum(stacked, axis=0) / np.maximum(known.sum(axis=0), 1), np.nan
+        )
+        return {column: float(value) for column, value in zip(self.columns, mean, strict=True)}
+
+
+def _sex_or_nan(value: Any) -> str | None:
+    try:
+        return normalize_sex(value)
+    except Exception:
+        return None
+
+
+def _race_or_none(value: Any) -> str | None:
+    try:
+        race = normalize_race(value)
+    except Exception:
+        return None
+    return race if race in RACES else None
+
+
+def _source_value(record: Mapping[str, Any], name: str, policy: LabelPolicy) -> Any:
+    from cfaudit.discover.plan import label_state
+
+    if name == "age":
+        try:
+            age = float(record.get("age"))
+        except (TypeError, ValueError):
+            return None
+        return None if math.isnan(age) else age
+    if name == "sex":
+        return _sex_or_nan(record.get("sex"))
+    if name == "race":
+        return _race_or_none(record.get("race"))
+    state = label_state(record, name, policy)
+    return None if math.isnan(state) else state

@@ -1,0 +1,585 @@
+"""Where an edit changed the image: expected regions, change components, and recurring change clusters.
+
+For one intervention, each image's signed difference map (counterfactual - null edit) is brought to a common
+``grid`` (area averaging), thresholded at ``max(threshold, noise_k * robust sigma)``, and split into connected
+components of one sign outside the intervention's expected region (:class:`RegionAtlas`). Components of many
+images are grouped by position and sign into **change clusters** (greedy, nearest centre within ``radius``):
+a cluster present in a large share of the edited images, and not in the controls, is something the edit
+changes that the intervention did not name.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from cfaudit.errors import CfauditError
+
+DEFAULT_REGIONS = "regions.yaml"
+
+
+@dataclass(frozen=True)
+class RegionAtlas:
+    """Expected regions per attribute, as unions of boxes in image units (see ``discover/regions.yaml``)."""
+
+    boxes: dict[str, tuple[float, float, float, float]]
+    attributes: dict[str, tuple[str, ...]]
+    source: str = ""
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None) -> RegionAtlas:
+        if path is None:
+            text = resources.files("cfaudit.discover").joinpath(DEFAULT_REGIONS).read_text(encoding="utf-8")
+            origin = f"cfaudit/discover/{DEFAULT_REGIONS}"
+        else:
+            file = Path(path)
+            if not file.is_file():
+                raise CfauditError(f"{file}: no such regions file")
+            text, origin = file.read_text(encoding="utf-8"), str(file)
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as error:
+            raise CfauditError(f"{origin}: not valid YAML ({error})") from None
+        if not isinstance(data, dict) or set(data) - {"boxes", "attributes"}:
+            raise CfauditError(f"{origin}: expected the keys 'boxes' and 'attributes' only")
+        boxes: dict[str, tuple[float, float, float, float]] = {}
+        for name, box in (data.get("boxes") or {}).items():
+            if not (
+                isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)
+            ):
+                raise CfauditError(f"{origin}: box {name!r} must be [x0, y0, x1, y1] in 0..1, got {box!r}")
+            x0, y0, x1, y1 = (float(v) for v in box)
+            if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+                raise CfauditError(
+                    f"{origin}: box {name!r} = {box} must satisfy 0 <= x0 < x1 <= 1, 0 <= y0 < y1 <= 1"
+                )
+            boxes[str(name)] = (x0, y0, x1, y1)
+        attributes: dict[str, tuple[str, ...]] = {}
+        for name, regions in (data.get("attributes") or {}).items():
+            regions = [regions] if isinstance(regions, str) else regions
+            unknown = [r for r in regions if r not in boxes]
+            if unknown:
+                raise CfauditError(
+                    f"{origin}: attribute {name!r} names unknown box(es) {', '.join(map(str, unknown))}; "
+                    f"defined: {', '.join(boxes)}"
+                )
+            attributes[str(name)] = tuple(regions)
+        return cls(boxes, attributes, origin)
+
+    def is_global(self, attributes: Iterable[str]) -> bool:
+        """True when any attribute may change the whole image (unlisted, or mapped to a full-image box)."""
+        for attribute in attributes:
+            regions = self.attributes.get(attribute)
+            if not regions or any(self.boxes[r] == (0.0, 0.0, 1.0, 1.0) for r in regions):
+                return True
+        return False
+
+    def mask(self, attributes: Iterable[str], size: int) -> np.ndarray:
+        """Boolean ``size x size`` mask of the expected region of ``attributes`` (all True when global)."""
+        attributes = list(attributes)
+        if self.is_global(attributes):
+            return np.ones((size, size), dtype=bool)
+        out = np.zeros((size, size), dtype=bool)
+        for attribute in attributes:
+            for region in self.attributes[attribute]:
+                x0, y0, x1, y1 = self.boxes[region]
+                out[
+                    math.floor(y0 * size) : math.ceil(y1 * size), math.floor(x0 * size) : math.ceil(x1 * size)
+                ] = True
+        return out
+
+
+@dataclass(frozen=True)
+class RegionSettings:
+    grid: int = 64
+    #: Smallest change counted, in image intensity units (0..1): 0.08 is ~20 gray levels of 255.
+    threshold: float = 0.08
+    #: ... or this many robust standard deviations of the map, whichever is larger.
+    noise_k: float = 4.0
+    #: Smallest component, as a share of the image's area.
+    min_area: float = 0.001
+    #: Components whose centres lie within this distance (image units) join one cluster.
+    radius: float = 0.12
+    #: Clusters in fewer images than this are not reported.
+    min_images: int = 3
+    #: Diffuse changes (a whole lung field brightening) do not count: a change must also stand out from the
+    #: median of a window of this width (share of the image side), which keeps compact, object-like changes
+    #: up to about half the window across. 0: off.
+    highpass: float = 0.25
+    #: Components centred this close to the image's edge (share of the side) are ignored: collimation edges
+    #: and the autoencoder's border artefacts change with any edit.
+    border: float = 0.04
+
+
+@dataclass
+class Component:
+    image_id: str
+    sign: int
+    x: float
+    y: float
+    area: float
+    mass: float
+    box: tuple[float, float, float, float]
+    pixels: np.ndarray = field(repr=False)  # flat indices into the grid
+
+
+@dataclass
+class Cluster:
+    sign: int
+    members: list[Component] = field(default_factory=list)
+
+    @property
+    def x(self) -> float:
+        return float(np.average([m.x for m in self.members], weights=[m.mass for m in self.members]))
+
+    @property
+    def y(self) -> float:
+        return float(np.average([m.y for m in self.members], weights=[m.mass for m in self.members]))
+
+    @property
+    def images(self) -> list[str]:
+        return sorted({m.image_id for m in self.members})
+
+    def box(self) -> tuple[float, float, float, float]:
+        boxes = np.array([m.box for m in self.members])
+        return (
+            float(np.percentile(boxes[:, 0], 10)),
+            float(np.percentile(boxes[:, 1], 10)),
+            float(np.percentile(boxes[:, 2], 90)),
+            float(np.percentile(boxes[:, 3], 90)),
+        )
+
+
+def to_grid(difference: np.ndarray, grid: int) -> np.ndarray:
+    """Area-average a square map to ``grid x grid`` (nearest-size crop when not divisible)."""
+    size = difference.shape[0]
+    if difference.ndim != 2 or difference.shape[0] != difference.shape[1]:
+        raise CfauditError(f"difference maps must be square 2-D arrays, got shape {difference.shape}")
+    if size == grid:
+        return difference.astype(np.float32)
+    if size % grid == 0:
+        k = size // grid
+        return difference.reshape(grid, k, grid, k).mean(axis=(1, 3)).astype(np.float32)
+    from PIL import Image
+
+    return np.asarray(
+        Image.fromarray(difference.astype(np.float32)).resize((grid, grid), Image.BOX), dtype=np.float32
+    )
+
+
+def local_detail(array: np.ndarray, settings: RegionSettings) -> np.ndarray:
+    """``array`` minus its local background (a median over a window of ``settings.highpass`` of the side).
+
+    A median ignores objects smaller than about half its window, so a compact change keeps its full size and
+    leaves no halo around it, while diffuse shading (a lung field brightening) is removed."""
+    if settings.highpass <= 0:
+        return array
+    from scipy import ndimage
+
+    window = max(3, round(settings.highpass * array.shape[0]) | 1)
+    return array - ndimage.median_filter(array, size=window, mode="nearest")
+
+
+def components(
+    image_id: str, difference: np.ndarray, settings: RegionSettings, outside: np.ndarray | None = None
+) -> list[Component]:
+    """Connected same-sign components of a grid-sized signed map where the change exceeds the threshold both
+    in the map and in its :func:`local_detail`."""
+    from scipy import ndimage
+
+    grid = settings.grid
+    d = difference
+    detail = local_detail(difference, settings)
+    sigma = 1.4826 * float(np.median(np.abs(detail - np.median(detail))))
+    threshold = max(settings.threshold, settings.noise_k * sigma)
+    found: list[Component] = []
+    structure = np.ones((3, 3), dtype=bool)
+    for sign in (1, -1):
+        # Large in the map itself (no high-pass halo around a strong change counts) and stands out from its
+        # surroundings (diffuse shading does not count).
+        mask = ((sign * d) >= threshold) & ((sign * detail) >= threshold)
+        if outside is not None:
+            mask &= outside
+        labels, count = ndimage.label(mask, structure=structure)
+        for k in range(1, count + 1):
+            pixels = np.flatnonzero(labels == k)
+            area = pixels.size / (grid * grid)
+            if area < settings.min_area:
+                continue
+            rows, cols = np.divmod(pixels, grid)
+            weights = np.abs(d.flat[pixels])
+            cx = float(np.average(cols + 0.5, weights=weights) / grid)
+            cy = float(np.average(rows + 0.5, weights=weights) / grid)
+            if min(cx, cy, 1 - cx, 1 - cy) < settings.border:
+                continue
+            found.append(
+                Component(
+                    image_id=image_id,
+                    sign=sign,
+                    x=cx,
+                    y=cy,
+                    area=float(area),
+                    mass=float(weights.sum() / (grid * grid)),
+                    box=(
+                        cols.min() / grid,
+                        rows.min() / grid,
+                        (cols.max() + 1) / grid,
+                        (rows.max() + 1) / grid,
+                    ),
+                    pixels=pixels,
+                )
+            )
+    return found
+
+
+def cluster_components(parts: Sequence[Component], radius: float) -> list[Cluster]:
+    """Greedy grouping by position and sign: largest changes first, each joins the nearest centre within
+    ``radius`` (centres are mass-weighted means of their members) or starts a cluster."""
+    clusters: list[Cluster] = []
+    centres: list[tuple[float, float, float]] = []  # x * mass, y * mass, mass sums
+    for part in sorted(parts, key=lambda c: -c.mass):
+        best, best_distance = None, radius
+        for k, cluster in enumerate(clusters):
+            if cluster.sign != part.sign:
+                continue
+            sx, sy, sm = centres[k]
+            distance = math.hypot(sx / sm - part.x, sy / sm - part.y)
+            if distance <= best_distance:
+                best, best_distance = k, distance
+        if best is None:
+            clusters.append(Cluster(part.sign, [part]))
+            centres.append((part.x * part.mass, part.y * part.mass, part.mass))
+        else:
+            clusters[best].members.append(part)
+            sx, sy, sm = centres[best]
+            centres[best] = (sx + part.x * part.mass, sy + part.y * part.mass, sm + part.mass)
+    return clusters
+
+
+def share_near(
+    parts_by_image: Mapping[str, Sequence[Component]], x: float, y: float, sign: int, radius: float
+) -> float:
+    """Share of the images whose map has a same-sign component centred within ``radius`` of ``(x, y)``."""
+    if not parts_by_image:
+        return math.nan
+    hits = sum(
+        any(p.sign == sign and math.hypot(p.x - x, p.y - y) <= radius for p in parts)
+        for parts in parts_by_image.values()
+    )
+    return hits / len(parts_by_image)
+
+
+def member_mask(cluster: Cluster, image_id: str, grid: int) -> np.ndarray:
+    """Boolean grid mask of this cluster's components in one image."""
+    mask = np.zeros(grid * grid, dtype=bool)
+    for member in cluster.members:
+        if member.image_id == image_id:
+            mask[member.pixels] = True
+    return mask.reshape(grid, grid)
+
+
+def describe_position(x: float, y: float) -> str:
+    """Plain words for a position in image units (the patient's left is the image's right)."""
+    vertical = "upper" if y < 0.4 else ("lower" if y > 0.65 else "middle")
+    horizontal = "central" if abs(x - 0.5) < 0.12 else "patient's left" if x > 0.5 else "patient's right"
+    return f"{vertical} {horizontal} chest" if horizontal != "central" else f"{vertical} central chest"
+
+
+def cluster_summary(cluster: Cluster) -> dict[str, Any]:
+    x0, y0, x1, y1 = cluster.box()
+    return {
+        "x": round(cluster.x, 4),
+        "y": round(cluster.y, 4),
+        "x0": round(x0, 4),
+        "y0": round(y0, 4),
+        "x1": round(x1, 4),
+        "y1": round(y1, 4),
+        "sign": cluster.sign,
+        "area": round(float(np.mean([m.area for m in cluster.members])), 5),
+        "where": describe_position(cluster.x, cluster.y),
+    }
+
+
+CLUSTER_COLUMNS: tuple[str, ...] = (
+    "intervention", "cluster", "n_images", "images_with", "frequency", "ci_low", "ci_high", "null_control",
+    "offtarget_control", "x", "y", "x0", "y0", "x1", "y1", "sign", "area", "where", "head", "head_change", "data_support", "examples",
+)  # fmt: skip
+MEMBER_COLUMNS: tuple[str, ...] = (
+    "intervention", "cluster", "image_id", "x", "y", "area", "sign", "mass", "grid", "pixels",
+)  # fmt: skip
+
+
+def find_clusters(
+    edits: Any,
+    maps: Mapping[str, Any],
+    interventions: Sequence[Any],
+    atlas: RegionAtlas,
+    settings: RegionSettings,
+    scores: Mapping[str, Any] | None = None,
+    data: tuple[Any, np.ndarray] | None = None,
+    records: Mapping[str, Mapping[str, Any]] | None = None,
+    policy: Any = None,
+) -> tuple[Any, Any]:
+    """Change clusters of every intervention (outside its expected region) with their controls.
+
+    ``maps["edit"]`` holds one grid map per row of ``edits`` (counterfactual - null edit), ``maps["null"]`` one
+    per image (null edit - reconstruction). ``data`` is ``(table, details)``: the records of real images of a
+    held-out split and their :func:`local_detail` at the grid, from which ``data_support`` says whether real
+    images with the target attribute differ in the cluster's footprint, in the cluster's direction, from those
+    with the source attribute (standardised mean difference; see :func:`data_support`). Returns the cluster
+    table and the member table.
+    """
+    import pandas as pd
+
+    from cfaudit.discover.heads import HEAD_COLUMNS, intervened_heads
+    from cfaudit.evaluate.metrics import bootstrap_ci
+
+    grid = settings.grid
+    names = edits["intervention"].to_numpy()
+    image_ids = edits["image_id"].astype(str).to_numpy()
+    # Every family's components anywhere in the image: the off-target control of the others' clusters
+    anywhere: dict[str, dict[str, list[Component]]] = {}
+    for intervention in interventions:
+        rows = np.flatnonzero(names == str(intervention))
+        anywhere[str(intervention)] = {
+            image_ids[r]: components(image_ids[r], maps["edit"][r], settings) for r in rows
+        }
+    null_parts = {i: components(i, m, settings) for i, m in maps["null"].items()}
+    position = {image_id: k for k, image_id in enumerate(scores["images"])} if scores else {}
+
+    cluster_rows: list[dict[str, Any]] = []
+    member_rows: list[dict[str, Any]] = []
+    for intervention in interventions:
+        name = str(intervention)
+        rows = np.flatnonzero(names == name)
+        attributes = tuple(n for n, _ in intervention.changes)
+        if rows.size == 0 or atlas.is_global(attributes):
+            continue
+        outside = ~atlas.mask(attributes, grid)
+        parts = [p for r in rows for p in components(image_ids[r], maps["edit"][r], settings, outside)]
+        found = [
+            c for c in cluster_components(parts, settings.radius) if len(c.images) >= settings.min_images
+        ]
+        found.sort(key=lambda c: (-len(c.images), -sum(m.mass for m in c.members)))
+        family_images = [image_ids[r] for r in rows]
+        for k, cluster in enumerate(found, start=1):
+            present = np.array([i in set(cluster.images) for i in family_images], dtype=float)
+            interval = bootstrap_ci(present, resamples=1000, seed=k)
+            others = [
+                share_near(parts_by_image, cluster.x, cluster.y, cluster.sign, settings.radius)
+                for other, parts_by_image in anywhere.items()
+                if other != name and parts_by_image
+            ]
+            support = (
+                data_support(cluster, intervention, data, [records[i] for i in family_images], grid, policy)
+                if data is not None and records is not None
+                else math.nan
+            )
+            head, head_change = _name_cluster(
+                scores, position, rows, image_ids, present, intervened_heads(attributes), HEAD_COLUMNS
+            )
+            cluster_rows.append(
+                {
+                    "intervention": name,
+                    "cluster": k,
+                    "n_images": len(family_images),
+                    "images_with": len(cluster.images),
+                    "frequency": interval.estimate,
+                    "ci_low": interval.low,
+                    "ci_high": interval.high,
+                    "null_control": share_near(
+                        {i: null_parts.get(i, []) for i in family_images},
+                        cluster.x,
+                        cluster.y,
+                        cluster.sign,
+                        settings.radius,
+                    ),
+                    "offtarget_control": float(np.median(others)) if others else math.nan,
+                    **cluster_summary(cluster),
+                    "head": head,
+                    "head_change": head_change,
+                    "data_support": round(support, 4) if not math.isnan(support) else math.nan,
+                    "examples": ";".join(
+                        dict.fromkeys(m.image_id for m in sorted(cluster.members, key=lambda m: -m.mass))
+                    ),
+                }
+            )
+            for member in cluster.members:
+                member_rows.append(
+                    {
+                        "intervention": name,
+                        "cluster": k,
+                        "image_id": member.image_id,
+                        "x": round(member.x, 4),
+                        "y": round(member.y, 4),
+                        "area": round(member.area, 5),
+                        "sign": member.sign,
+                        "mass": round(member.mass, 6),
+                        "grid": grid,
+                        "pixels": " ".join(map(str, member.pixels.tolist())),
+                    }
+                )
+    return (
+        pd.DataFrame(cluster_rows, columns=list(CLUSTER_COLUMNS)),
+        pd.DataFrame(member_rows, columns=list(MEMBER_COLUMNS)),
+    )
+
+
+def _name_cluster(
+    scores: Mapping[str, Any] | None,
+    position: Mapping[str, int],
+    rows: np.ndarray,
+    image_ids: np.ndarray,
+    present: np.ndarray,
+    targeted: set[str],
+    heads: Sequence[str],
+) -> tuple[str, float]:
+    """The classifier head that moves most differently in images with the cluster than in those without
+    (all images of the intervention when every one has it): a name for what the cluster is."""
+    if not scores:
+        return "", math.nan
+    best, best_change = "", 0.0
+    for head in heads:
+        if head in targeted or head == "age" or head.startswith("race:"):
+            continue  # name by a probability head: age and race move with everything an edit does
+        delta = (
+            scores["counterfactual"][head][rows]
+            - scores["null"][head][[position[i] for i in image_ids[rows]]]
+        )
+        with_cluster = delta[present == 1]
+        without = delta[present == 0]
+        change = float(with_cluster.mean() - (without.mean() if without.size else 0.0))
+        if abs(change) > abs(best_change):
+            best, best_change = head, change
+    if abs(best_change) < 0.1:  # no head moves with it: leave it unnamed rather than name it by noise
+        return "", math.nan
+    return best, round(best_change, 4)
+
+
+def data_support(
+    cluster: Cluster,
+    intervention: Any,
+    data: tuple[Any, np.ndarray],
+    edited: Sequence[Mapping[str, Any]],
+    grid: int,
+    policy: Any = None,
+) -> float:
+    """How real images differ in the cluster's footprint with the intervened attribute, beyond the labels.
+
+    The footprint is the union of the members' pixels (dilated by one grid cell). Each real image's mean local
+    detail there is standardised over the split and regressed (least squares) on the intervened attributes
+    *and every other label* (findings, sex, race, age in decades): the intervened attributes' coefficients,
+    applied to the change the intervention makes (averaged over the edited records), say how much brighter (+)
+    or darker (-) real images are there in standard deviations when only that attribute differs. Adjusting for
+    the other labels keeps a change that the labels already explain (a device that comes with the "support
+    devices" label, which itself comes with cardiomegaly) from counting as support.
+    """
+    from scipy import ndimage
+
+    from cfaudit.data.labels import DEFAULT_POLICY
+
+    policy = policy or DEFAULT_POLICY
+    table, details = data
+    footprint = np.zeros(grid * grid, dtype=bool)
+    for member in cluster.members:
+        footprint[member.pixels] = True
+    footprint = ndimage.binary_dilation(footprint.reshape(grid, grid))
+    values = details[:, footprint].mean(axis=1)
+    spread = float(np.std(values))
+    if not np.isfinite(spread) or spread == 0 or len(values) < 20:
+        return math.nan
+    names, design = label_design(table, policy)
+    coefficients, *_ = np.linalg.lstsq(design, (values - values.mean()) / spread, rcond=None)
+    coefficient = dict(zip(names, coefficients, strict=True))
+    changes = []
+    for record in edited:
+        total = 0.0
+        for name, target in intervention.resolve(record).changes:
+            source = _design_value(record, name, policy)
+            if name == "race":
+                total += coefficient.get(f"race:{target}", 0.0) - (
+                    coefficient.get(f"race:{source}", 0.0) if source else 0.0
+                )
+            elif name in coefficient and source is not None:
+                total += coefficient[name] * (_encode(name, target) - source)
+        changes.append(total)
+    return float(np.mean(changes)) if changes else math.nan
+
+
+def _encode(name: str, value: Any) -> float:
+    if name == "age":
+        return float(value) / 10.0
+    if name == "sex":
+        return 1.0 if value == "Male" else 0.0
+    return float(value)
+
+
+def _design_value(record: Mapping[str, Any], name: str, policy: Any) -> Any:
+    from cfaudit.data.vocabulary import RACES, normalize_race, normalize_sex
+    from cfaudit.discover.plan import label_state
+
+    try:
+        if name == "age":
+            age = float(record.get("age"))
+            return None if math.isnan(age) else age / 10.0
+        if name == "sex":
+            return 1.0 if normalize_sex(record.get("sex")) == "Male" else 0.0
+        if name == "race":
+            race = normalize_race(record.get("race"))
+            return race if race in RACES else None
+    except (CfauditError, TypeError, ValueError):
+        return None
+    state = label_state(record, name, policy)
+    return None if math.isnan(state) else state
+
+
+def label_design(table: Any, policy: Any) -> tuple[list[str], np.ndarray]:
+    """The design matrix of every label of ``table``: intercept, findings (binarised, unknown as 0), sex,
+    race groups (one left out), age in decades (missing as the mean)."""
+    from cfaudit.data.vocabulary import FINDINGS, RACES, normalize_race, normalize_sex
+
+    n = len(table)
+    columns: dict[str, np.ndarray] = {"intercept": np.ones(n)}
+    missing = [f for f in FINDINGS if f not in table.columns]
+    findings = policy.binarize(table.assign(**dict.fromkeys(missing, np.nan)) if missing else table)
+    for finding in FINDINGS:
+        column = findings[finding].to_numpy(dtype=float)
+        if np.nanstd(np.nan_to_num(column)) > 0:
+            columns[finding] = np.nan_to_num(column)
+
+    def sex(value: Any) -> float:
+        try:
+            return 1.0 if normalize_sex(value) == "Male" else 0.0
+        except CfauditError:
+            return 0.5
+
+    def race(value: Any) -> str:
+        try:
+            return normalize_race(value)
+        except CfauditError:
+            return "Unknown"
+
+    columns["sex"] = np.array([sex(v) for v in table["sex"]]) if "sex" in table else np.zeros(n)
+    races = np.array([race(v) for v in table["race"]]) if "race" in table else np.array(["Unknown"] * n)
+    for group in RACES[1:]:
+        columns[f"race:{group}"] = (races == group).astype(float)
+    ages = pd_to_float(table["age"]) if "age" in table else np.full(n, np.nan)
+    columns["age"] = (
+        np.where(np.isnan(ages), np.nanmean(ages) if np.isfinite(ages).any() else 0.0, ages) / 10.0
+    )
+    kept = {k: v for k, v in columns.items() if k == "intercept" or np.std(v) > 0}
+    return list(kept), np.stack(list(kept.values()), axis=1)
+
+
+def pd_to_float(values: Any) -> np.ndarray:
+    import pandas as pd
+
+    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)

@@ -1,0 +1,289 @@
+"""``discover``: make systematic edits and rank what else they change, against controls.
+
+1. **Plan** (:mod:`cfaudit.discover.plan`): each intervention gets up to ``images`` eligible images of the split;
+   each image is inverted once for all of its edits, and also receives the null edit (target = source prompt).
+2. **Edit** with :func:`cfaudit.edit.job.run_edit_job` into ``out/edits`` (resumable, inversions cached).
+3. **Co-change**: every classifier head on the original, the null edit and each counterfactual. The effect of an
+   edit on a head is paired against the same image's null edit (what the editor changes when asked to change
+   nothing), with a bootstrap interval, and compared with two more controls: the typical change of that head
+   under *other* interventions (the editor's habit of moving it whatever it is asked) and the change the label
+   statistics of the data predict (:mod:`cfaudit.discover.label_statistics`).
+4. **Regions** (:mod:`cfaudit.discover.regions`): changes outside the intervened attribute's expected region are
+   grouped across images into change clusters, each against the null edit and the other interventions.
+5. **Rank** (:mod:`cfaudit.discover.candidates`) and write ``candidates.json/csv``, ``cochange.csv``,
+   ``clusters.csv``, ``cluster_members.csv``, mean maps, evidence crops and ``discovery.json``.
+
+Discovery reads images, labels and classifier outputs only; a phantom's ground truth is never read here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cfaudit import __version__, atomic_io
+from cfaudit.data.images import load_image
+from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
+from cfaudit.data.records import DataIndex
+from cfaudit.discover.candidates import CandidateSettings, rank_candidates
+from cfaudit.discover.cochange import cochange_table
+from cfaudit.discover.evidence import write_cluster_evidence, write_mean_maps
+from cfaudit.discover.heads import HEAD_COLUMNS, head_columns
+from cfaudit.discover.label_statistics import LabelStatistics
+from cfaudit.discover.plan import build_plan, default_interventions
+from cfaudit.discover.regions import RegionAtlas, RegionSettings, find_clusters, local_detail, to_grid
+from cfaudit.edit.interventions import Intervention
+from cfaudit.edit.job import IDENTITY_FILE, JobSettings, items_from_index, run_edit_job, safe_name
+from cfaudit.errors import CfauditError
+
+FORMAT = "cfaudit-discovery"
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class DiscoverySettings:
+    """What a discovery edits and how it decides; every field is recorded in ``discovery.json``."""
+
+    split: str = "test"
+    #: Eligible images per intervention.
+    images: int = 16
+    #: Label statistics come from this split (the data the model was fitted on).
+    label_split: str = "train"
+    #: The data association (classifier outputs and local image detail of real images) comes from this split,
+    #: which the classifier was not fitted on.
+    data_split: str = "val"
+    prompt_mode: str = "full"
+    bootstrap: int = 1000
+    seed: int = 0
+    candidates: CandidateSettings = field(default_factory=CandidateSettings)
+    regions: RegionSettings = field(default_factory=RegionSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class DiscoveryResult:
+    out: Path
+    candidates: pd.DataFrame
+    cochange: pd.DataFrame
+    clusters: pd.DataFrame
+    seconds: float
+
+    @property
+    def flagged(self) -> pd.DataFrame:
+        return self.candidates[self.candidates["flagged"]]
+
+    def top(self, k: int = 3) -> pd.DataFrame:
+        return self.candidates.head(k)
+
+
+def discover(
+    editor: Any,
+    index: DataIndex | str | os.PathLike[str],
+    classifier: Any,
+    out: str | os.PathLike[str],
+    interventions: Sequence[Intervention] | None = None,
+    settings: DiscoverySettings | None = None,
+    job_settings: JobSettings | None = None,
+    *,
+    model_id: str = "",
+    atlas: RegionAtlas | None = None,
+    policy: LabelPolicy = DEFAULT_POLICY,
+    progress: Progress | None = None,
+) -> DiscoveryResult:
+    """Run a discovery with ``editor`` (a :class:`~cfaudit.edit.editor.CounterfactualEditor`) and ``classifier``
+    (an :class:`~cfaudit.evaluate.classifiers.AttributeClassifier`, or anything with ``predict(images)``)."""
+    started = time.perf_counter()
+    settings = settings or DiscoverySettings()
+    out = Path(out)
+    index = index if isinstance(index, DataIndex) else DataIndex.read(index)
+    atlas = atlas or RegionAtlas.load()
+    interventions = list(interventions) if interventions else default_interventions()
+    job_settings = job_settings or JobSettings()
+    job_settings = JobSettings(
+        inversion=job_settings.inversion,
+        edit=job_settings.edit,
+        prompt_mode=settings.prompt_mode,
+        batch_size=job_settings.batch_size,
+        seed=settings.seed,
+        identity_check=True,  # the null edit is a control
+    )
+
+    # 1. Plan
+    items = items_from_index(index, settings.split, policy=policy)
+    plan = build_plan(items, interventions, settings.images, settings.seed, policy)
+    if not plan.items:
+        raise CfauditError(
+            f"no image of split {settings.split!r} is eligible for any intervention; choose another --split"
+        )
+    _tell(progress, "plan", plan.n_edits, len(plan.items))
+
+    # 2. Edits (resumable: a re-run skips the images already done)
+    done = [0]
+
+    def image_done(_: str) -> None:
+        done[0] += 1
+        _tell(progress, "edit", done[0], len(plan.items))
+
+    run_edit_job(
+        editor, plan.items, [], out / "edits", job_settings, model_id=model_id, on_image_done=image_done
+    )
+    edits = pd.read_csv(out / "edits" / "edits.csv")
+
+    # 3. Classifier outputs on originals, null edits and counterfactuals
+    scores = _score_images(classifier, edits, out / "edits", progress)
+    labels = LabelStatistics(index.split(settings.label_split).table, policy)
+    data_index = index.split(settings.data_split)
+    data_images = [load_image(path) for path in data_index.image_paths()]
+    data_heads = head_columns(classifier.predict(data_images))
+    data = LabelStatistics(
+        data_index.table, policy, values=np.stack([data_heads[c] for c in HEAD_COLUMNS], axis=1)
+    )
+    records = {item.image_id: item.record for item in plan.items}
+    cochange = cochange_table(
+        scores, edits, interventions, labels, data, records, policy, settings.bootstrap, settings.seed
+    )
+
+    # 4. Change clusters outside each intervention's expected region
+    maps = _load_maps(edits, out / "edits", settings.regions.grid)
+    details = np.stack(
+        [local_detail(to_grid(image, settings.regions.grid), settings.regions) for image in data_images]
+    )
+    clusters, members = find_clusters(
+        edits,
+        maps,
+        interventions,
+        atlas,
+        settings.regions,
+        scores,
+        (data_index.table, details),
+        records,
+        policy,
+    )
+    mean_maps = write_mean_maps(edits, out / "edits", out / "maps", interventions)
+    evidence = write_cluster_evidence(members, edits, out / "edits", out / "crops", settings.regions.grid)
+    if not clusters.empty:
+        clusters["evidence"] = [
+            evidence.get((i, c), "")
+            for i, c in zip(clusters["intervention"], clusters["cluster"], strict=True)
+        ]
+        clusters["mean_map"] = [mean_maps.get(i, "") for i in clusters["intervention"]]
+
+    # 5. Rank and write
+    candidates = rank_candidates(cochange, clusters, settings.candidates)
+    _write_outputs(
+        out,
+        candidates,
+        cochange,
+        clusters,
+        members,
+        settings,
+        interventions,
+        plan,
+        index,
+        model_id,
+        classifier,
+        atlas,
+    )
+    _tell(progress, "done", 1, 1)
+    return DiscoveryResult(out, candidates, cochange, clusters, time.perf_counter() - started)
+
+
+def _tell(progress: Progress | None, stage: str, done: int, total: int) -> None:
+    if progress is not None:
+        progress(stage, done, total)
+
+
+def _score_images(
+    classifier: Any, edits: pd.DataFrame, folder: Path, progress: Progress | None
+) -> dict[str, Any]:
+    """Head columns for the originals and null edits (per image) and the counterfactuals (per edit row)."""
+    images = list(dict.fromkeys(edits["image_id"]))
+    first = edits.drop_duplicates("image_id").set_index("image_id")
+    originals = [load_image(first.loc[i, "original"]) for i in images]
+    nulls = [load_image(folder / "images" / safe_name(i) / IDENTITY_FILE) for i in images]
+    counterfactuals = [load_image(folder / p) for p in edits["counterfactual"]]
+    _tell(progress, "score", 0, 1)
+    result = {
+        "images": images,
+        "original": head_columns(classifier.predict(originals)),
+        "null": head_columns(classifier.predict(nulls)),
+        "counterfactual": head_columns(classifier.predict(counterfactuals)),
+    }
+    _tell(progress, "score", 1, 1)
+    return result
+
+
+def _load_maps(edits: pd.DataFrame, folder: Path, grid: int) -> dict[str, Any]:
+    """Grid-sized signed maps: per edit row (counterfactual - null edit) and per image (null edit - reconstruction)."""
+    from cfaudit.discover.regions import to_grid
+    from cfaudit.edit.difference import load_difference
+
+    null_maps: dict[str, np.ndarray] = {}
+    for image_id, group in edits.groupby("image_id", sort=False):
+        reconstruction = load_image(folder / group["reconstruction"].iloc[0])
+        null = load_image(folder / "images" / safe_name(str(image_id)) / IDENTITY_FILE)
+        null_maps[str(image_id)] = to_grid(null - reconstruction, grid)
+    edit_maps = []
+    for _, row in edits.iterrows():
+        difference = load_difference(folder / row["difference"])  # counterfactual - reconstruction
+        edit_maps.append(to_grid(difference, grid) - null_maps[str(row["image_id"])])
+    return {"edit": edit_maps, "null": null_maps}
+
+
+def _write_outputs(
+    out: Path,
+    candidates: pd.DataFrame,
+    cochange: pd.DataFrame,
+    clusters: pd.DataFrame,
+    members: pd.DataFrame,
+    settings: DiscoverySettings,
+    interventions: Sequence[Intervention],
+    plan: Any,
+    index: DataIndex,
+    model_id: str,
+    classifier: Any,
+    atlas: RegionAtlas,
+) -> None:
+    atomic_io.write_csv(out / "cochange.csv", cochange)
+    atomic_io.write_csv(out / "clusters.csv", clusters)
+    atomic_io.write_csv(out / "cluster_members.csv", members)
+    atomic_io.write_csv(out / "candidates.csv", candidates)
+    records = json.loads(candidates.to_json(orient="records"))
+    atomic_io.write_json(out / "candidates.json", records)
+    classifier_folder = getattr(classifier, "folder", None)
+    atomic_io.write_json(
+        out / "discovery.json",
+        {
+            "format": FORMAT,
+            "version": 1,
+            "cfaudit": __version__,
+            "model": model_id,
+            "index": str(index.path) if getattr(index, "path", None) else None,
+            "index_sha256": getattr(index, "sha256", None),
+            "classifier": str(classifier_folder) if classifier_folder else type(classifier).__name__,
+            "split": settings.split,
+            "settings": settings.to_dict(),
+            "regions": atlas.source,
+            "interventions": [str(i) for i in interventions],
+            "images_per_intervention": {k: len(v) for k, v in plan.images_by_intervention.items()},
+            "margin": settings.candidates.margin,
+            "region_margin": settings.candidates.region_margin,
+            "heads": list(HEAD_COLUMNS),
+            "flagged": int(candidates["flagged"].sum()) if not candidates.empty else 0,
+        },
+    )
+
+
+def nan_to_none(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else value

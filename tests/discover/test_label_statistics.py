@@ -1,0 +1,69 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cfaudit.discover.heads import HEAD_COLUMNS, head_columns, intervened_heads
+from cfaudit.discover.label_statistics import LabelStatistics
+from cfaudit.edit.interventions import Intervention
+
+
+def table(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    cardiomegaly = (rng.random(n) < 0.5).astype(float)
+    devices = (rng.random(n) < np.where(cardiomegaly == 1, 0.8, 0.2)).astype(float)
+    age = rng.uniform(20, 90, n)
+    effusion = (rng.random(n) < (age - 20) / 70).astype(float)  # P rises by 1/70 per year
+    frame = pd.DataFrame(
+        {"age": age, "sex": np.where(rng.random(n) < 0.5, "Male", "Female"), "race": "White",
+         "Cardiomegaly": cardiomegaly, "Support Devices": devices, "Pleural Effusion": effusion}
+    )  # fmt: skip
+    for column in ("No Finding", "Enlarged Cardiomediastinum", "Lung Opacity", "Lung Lesion", "Edema",
+                   "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Other", "Fracture"):  # fmt: skip
+        frame[column] = np.nan
+    return frame
+
+
+def test_label_association_recovers_a_planted_binary_relation():
+    frame = table()
+    statistics = LabelStatistics(frame)
+    records = frame[frame["Cardiomegaly"] == 1].to_dict("records")
+    association = statistics.association(Intervention.parse("Cardiomegaly=0"), records)
+    assert association["Support Devices"] == pytest.approx(-0.6, abs=0.12)
+    assert abs(association["sex"]) < 0.15  # unrelated
+    assert association["Cardiomegaly"] == pytest.approx(-1.0)
+
+
+def test_label_association_of_an_age_shift_follows_the_slope():
+    frame = table(2000, seed=1)
+    statistics = LabelStatistics(frame)
+    records = frame[(frame["age"] > 30) & (frame["age"] < 60)].to_dict("records")
+    association = statistics.association(Intervention.parse("age=+20"), records)
+    assert association["Pleural Effusion"] == pytest.approx(20 / 70, abs=0.08)
+    assert association["age"] == pytest.approx(20, abs=3)
+
+
+def test_values_override_gives_the_data_association_and_sparse_cells_are_unknown():
+    frame = table()
+    values = np.zeros((len(frame), len(HEAD_COLUMNS)))
+    values[:, HEAD_COLUMNS.index("Edema")] = frame["Cardiomegaly"].to_numpy() * 0.5
+    statistics = LabelStatistics(frame, values=values)
+    records = frame[frame["Cardiomegaly"] == 1].to_dict("records")
+    assert statistics.association(Intervention.parse("Cardiomegaly=0"), records)["Edema"] == pytest.approx(
+        -0.5
+    )
+    few = LabelStatistics(frame.head(12))
+    result = few.association(Intervention.parse("Cardiomegaly=0"), records[:3])
+    assert math.isnan(result["Support Devices"])  # fewer than MIN_ROWS rows in a stratum
+
+
+def test_head_columns_and_targets():
+    outputs = {"sex": np.array([0.2]), "race": np.array([[0.1, 0.6, 0.2, 0.1]]), "age": np.array([50.0])}
+    outputs |= {
+        c: np.array([0.5]) for c in HEAD_COLUMNS if c not in ("sex", "age") and not c.startswith("race:")
+    }
+    columns = head_columns(outputs)
+    assert list(columns) == list(HEAD_COLUMNS) and columns["race:White"][0] == pytest.approx(0.6)
+    assert intervened_heads(("Cardiomegaly",)) == {"Cardiomegaly", "No Finding"}
+    assert {"race:Asian", "race:Other"} <= intervened_heads(("race",))

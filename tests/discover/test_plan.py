@@ -1,0 +1,90 @@
+import math
+from pathlib import Path
+
+import pytest
+
+from cfaudit.data.vocabulary import PATHOLOGIES, RACES
+from cfaudit.discover.plan import build_plan, default_interventions, is_eligible, label_state
+from cfaudit.edit.interventions import Intervention
+from cfaudit.edit.job import JobItem
+from cfaudit.errors import CfauditError
+
+
+def record(**values):
+    base = {"age": 60.0, "sex": "Male", "race": "White", "Cardiomegaly": float("nan")}
+    return {**base, **values}
+
+
+def item(k, **values):
+    return JobItem(f"img{k}", Path(f"img{k}.png"), "prompt", record(**values))
+
+
+def test_default_interventions_cover_findings_sex_race_and_age_both_ways():
+    names = [str(i) for i in default_interventions()]
+    assert len(names) == 2 * len(PATHOLOGIES) + 2 + len(RACES) + 2
+    assert "do(Cardiomegaly=0)" in names and "do(Cardiomegaly=1)" in names
+    assert "do(age=+20)" in names and "do(age=-20)" in names and "do(sex=Female)" in names
+    assert len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize(
+    ("text", "values", "eligible"),
+    [
+        ("Cardiomegaly=0", {"Cardiomegaly": 1.0}, True),
+        ("Cardiomegaly=0", {"Cardiomegaly": 0.0}, False),
+        ("Cardiomegaly=0", {"Cardiomegaly": -1.0}, False),  # uncertain reads as negative by default
+        ("Cardiomegaly=1", {}, True),  # blank reads as negative by default
+        ("sex=Female", {"sex": "M"}, True),
+        ("sex=Female", {"sex": "F"}, False),
+        ("race=Black", {"race": "Unknown"}, False),  # the source race is not known to differ
+        ("race=Black", {"race": "WHITE"}, True),
+        ("age=+20", {"age": 95.0}, True),
+        ("age=+20", {"age": 110.0}, False),  # 130 is outside the valid range
+        ("age=-20", {"age": 15.0}, False),
+    ],
+)
+def test_eligibility(text, values, eligible):
+    assert is_eligible(Intervention.parse(text), record(**values)) is eligible
+
+
+def test_label_state_follows_the_policy():
+    from cfaudit.data.labels import LabelPolicy
+
+    assert label_state({"Edema": -1.0}, "Edema") == 0.0
+    assert label_state({"Edema": -1.0}, "Edema", LabelPolicy(uncertain="positive")) == 1.0
+    assert math.isnan(label_state({}, "Edema", LabelPolicy(blank="blank")))
+    assert label_state({"Edema": 1.0}, "Edema") == 1.0
+
+
+def test_plan_takes_eligible_images_in_one_seeded_order_and_shares_them():
+    items = [item(k, Cardiomegaly=float(k % 2), sex="Male" if k < 6 else "Female") for k in range(12)]
+    interventions = [Intervention.parse("Cardiomegaly=0"), Intervention.parse("sex=Female")]
+    plan = build_plan(items, interventions, per_intervention=3, seed=1)
+    removed = plan.images_by_intervention["do(Cardiomegaly=0)"]
+    swapped = plan.images_by_intervention["do(sex=Female)"]
+    assert len(removed) == 3 and all(int(i[3:]) % 2 == 1 for i in removed)
+    assert len(swapped) == 3 and all(int(i[3:]) < 6 for i in swapped)
+    assert plan.n_edits == 6
+    by_image = {p.image_id: [str(i) for i in p.interventions] for p in plan.items}
+    for image_id in removed:
+        assert "do(Cardiomegaly=0)" in by_image[image_id]
+    assert sum(len(v) for v in by_image.values()) == 6
+    assert build_plan(items, interventions, 3, seed=1).images_by_intervention == plan.images_by_intervention
+    assert build_plan(items, interventions, 3, seed=2).images_by_intervention != plan.images_by_intervention
+
+
+def test_plan_leaves_out_interventions_without_eligible_images():
+    items = [item(k, Cardiomegaly=0.0) for k in range(4)]
+    plan = build_plan(items, [Intervention.parse("Cardiomegaly=0"), Intervention.parse("Edema=1")], 2)
+    assert plan.images_by_intervention["do(Cardiomegaly=0)"] == []
+    assert len(plan.images_by_intervention["do(Edema=1)"]) == 2
+
+
+def test_plan_errors():
+    items = [item(0)]
+    with pytest.raises(CfauditError, match="at least 1"):
+        build_plan(items, default_interventions(), 0)
+    with pytest.raises(CfauditError, match="twice"):
+        build_plan(items, [Intervention.parse("Edema=1"), Intervention.parse("edema=present")], 1)
+    with pytest.raises(CfauditError, match="no record"):
+        build_plan([JobItem("x", Path("x.png"), "p")], [Intervention.parse("Edema=1")], 1)

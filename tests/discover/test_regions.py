@@ -1,0 +1,110 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from cfaudit.discover.regions import (
+    RegionAtlas,
+    RegionSettings,
+    cluster_components,
+    components,
+    describe_position,
+    find_clusters,
+    share_near,
+)
+from cfaudit.edit.interventions import Intervention
+from cfaudit.errors import CfauditError
+
+GRID = 32
+
+
+def blob(x, y, amplitude=-0.4, radius=2.5, grid=GRID):
+    rows, cols = np.mgrid[0:grid, 0:grid]
+    return amplitude * (((cols + 0.5 - x * grid) ** 2 + (rows + 0.5 - y * grid) ** 2) <= radius**2)
+
+
+def test_shipped_atlas_loads_and_maps_attributes():
+    atlas = RegionAtlas.load()
+    heart = atlas.mask(["Cardiomegaly"], 64)
+    assert heart.dtype == bool and 0.2 < heart.mean() < 0.5
+    assert heart[50, 35] and not heart[10, 45]  # lower centre yes, upper patient's left no
+    assert atlas.is_global(["sex"]) and atlas.is_global(["unknown attribute"])
+    assert not atlas.is_global(["Cardiomegaly"]) and atlas.mask(["age"], 8).all()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("boxes: {a: [0, 0, 2, 1]}\n", "must satisfy"),
+        ("boxes: {a: [0, 0, 1]}\n", "must be"),
+        ("boxes: {a: [0, 0, 1, 1]}\nattributes: {Edema: [b]}\n", "unknown box"),
+        ("colours: {}\n", "keys"),
+    ],
+)
+def test_bad_atlas_files_name_the_problem(tmp_path, text, message):
+    path = tmp_path / "regions.yaml"
+    path.write_text(text)
+    with pytest.raises(CfauditError, match=message):
+        RegionAtlas.load(path)
+
+
+def test_components_find_a_compact_change_and_ignore_diffuse_shading():
+    settings = RegionSettings(grid=GRID)
+    diffuse = np.linspace(0, 0.3, GRID)[None, :].repeat(GRID, 0)  # a broad gradient, no object
+    assert components("a", diffuse.astype(np.float32), settings) == []
+    found = components("a", (diffuse + blob(0.7, 0.25)).astype(np.float32), settings)
+    assert len(found) == 1
+    part = found[0]
+    assert (
+        part.sign == -1 and part.x == pytest.approx(0.7, abs=0.04) and part.y == pytest.approx(0.25, abs=0.04)
+    )
+    outside = np.ones((GRID, GRID), dtype=bool)
+    outside[:, GRID // 2 :] = False  # the blob's half of the image is expected to change
+    assert components("a", blob(0.7, 0.25).astype(np.float32), settings, outside) == []
+
+
+def test_clusters_group_changes_at_one_place_across_images():
+    settings = RegionSettings(grid=GRID)
+    rng = np.random.default_rng(0)
+    parts = []
+    for k in range(6):
+        x, y = 0.7 + rng.normal(0, 0.02), 0.25 + rng.normal(0, 0.02)
+        parts += components(f"i{k}", blob(x, y).astype(np.float32), settings)
+    parts += components("i9", blob(0.2, 0.7).astype(np.float32), settings)
+    parts += components("i8", blob(0.7, 0.25, amplitude=0.4).astype(np.float32), settings)  # other sign
+    clusters = cluster_components(parts, radius=0.12)
+    sizes = sorted(len(c.images) for c in clusters)
+    assert sizes == [1, 1, 6]
+    by_image = {p.image_id: [p] for p in parts}
+    assert share_near(by_image, 0.7, 0.25, -1, 0.1) == pytest.approx(6 / 8)
+
+
+def test_find_clusters_reports_frequency_controls_and_data_support():
+    settings = RegionSettings(grid=GRID, min_images=3)
+    removal = Intervention.parse("Cardiomegaly=0")
+    other = Intervention.parse("Edema=1")
+    rows, maps = [], []
+    for k in range(8):  # removal: 6 of 8 images lose a bright spot at the upper patient's left
+        rows.append({"image_id": f"i{k}", "intervention": str(removal)})
+        maps.append((blob(0.72, 0.22) if k < 6 else np.zeros((GRID, GRID))).astype(np.float32))
+    for k in range(8):  # the other edit never touches it
+        rows.append({"image_id": f"i{k}", "intervention": str(other)})
+        maps.append(np.zeros((GRID, GRID), dtype=np.float32))
+    edits = pd.DataFrame(rows)
+    null = {f"i{k}": np.zeros((GRID, GRID), dtype=np.float32) for k in range(8)}
+    # Real images: cardiomegaly cases are brighter there (the relation is in the data)
+    rng = np.random.default_rng(1)
+    states = (np.arange(60) % 2).astype(float)
+    data_table = pd.DataFrame({"age": 60.0, "sex": "Male", "race": "White", "Cardiomegaly": states})
+    details = np.stack([-blob(0.72, 0.22) * s + rng.normal(0, 0.01, (GRID, GRID)) for s in states])
+    records = {f"i{k}": {"age": 60.0, "sex": "Male", "race": "White", "Cardiomegaly": 1.0} for k in range(8)}
+    clusters, members = find_clusters(
+        edits, {"edit": maps, "null": null}, [removal, other], RegionAtlas.load(), settings, None,
+        (data_table, details), records,
+    )  # fmt: skip
+    assert len(clusters) == 1
+    row = clusters.iloc[0]
+    assert row["intervention"] == str(removal) and row["frequency"] == pytest.approx(0.75)
+    assert row["null_control"] == 0 and row["offtarget_control"] == 0 and row["sign"] == -1
+    assert row["data_support"] < -1.0  # real images without cardiomegaly are darker there
+    assert describe_position(row["x"], row["y"]) == "upper patient's left chest"
+    assert set(members["image_id"]) == {f"i{k}" for k in range(6)}
