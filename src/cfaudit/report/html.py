@@ -1,0 +1,748 @@
+"""Rendering: turn the collected inputs into the sections of the page and fill the jinja2 template.
+
+Each ``*_section`` function takes one input (a data set, an evaluation, a discovery, an edit job) and returns a
+plain dict for the template: formatted table cells and figure data URIs, nothing the template has to compute.
+:func:`render_report` puts them in reading order (summary, data, evaluation, discovery, edits) and renders
+``templates/report.html.j2``, which is loaded through :mod:`importlib.resources` so that it is found both in a
+source checkout and in an installed wheel.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib.resources
+import json
+import math
+import re
+import shlex
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+import pandas as pd
+from markupsafe import Markup
+from PIL import Image
+
+from cfaudit import __version__
+from cfaudit.data.images import load_image, resize_and_crop
+from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
+from cfaudit.data.stats import paper_rows, table1
+from cfaudit.edit.difference import load_difference
+from cfaudit.errors import CfauditError
+from cfaudit.report import figures
+from cfaudit.report.collect import (
+    MIN_LABEL_COUNT,
+    DatasetInput,
+    DiscoveryInput,
+    EditJobInput,
+    EvaluationInput,
+    ReportInputs,
+)
+
+TEMPLATE = "report.html.j2"
+#: Known metrics of Table 2 and whether lower or higher is better (others get no arrow and no "best").
+METRIC_DIRECTIONS = {"LPIPS": "lower", "L1": "lower", "CPG": "higher"}
+#: Example grids are shown at this fraction of their pixel width (six images fit beside the mean map at 1400 px;
+#: screens with more than one pixel per CSS pixel get the extra resolution).
+GRID_DISPLAY_SCALE = 0.72
+#: How many flagged candidates the summary at the top lists.
+SUMMARY_FINDINGS = 5
+
+Progress = Callable[[str], None]
+
+
+# --- small formatting helpers ------------------------------------------------------------------------------
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and math.isfinite(float(value))
+
+
+def number(value: Any, signed: bool = False) -> str:
+    """A figure for a table: 3 decimals below 10, fewer above; ``–`` for missing values."""
+    if not is_number(value):
+        return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+    value = float(value)
+    digits = 3 if abs(value) < 10 else 2 if abs(value) < 100 else 1
+    text = f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+    return text.replace("-", "−")
+
+
+def interval(mean: Any, low: Any, high: Any, signed: bool = False) -> str:
+    text = number(mean, signed)
+    if is_number(low) and is_number(high):
+        text += f" [{number(low, signed)}, {number(high, signed)}]"
+    return text
+
+
+def count(value: Any) -> str:
+    return f"{int(value)}" if is_number(value) else "–"
+
+
+def percent(value: Any) -> str:
+    return f"{100 * float(value):.0f}%" if is_number(value) else "–"
+
+
+def slugify(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "item"
+
+
+def intervention_slugs(intervention: str) -> list[str]:
+    """File-name slugs an intervention may have been saved under (the editor's, then a plain one)."""
+    slugs = []
+    try:
+        from cfaudit.edit.interventions import Intervention
+
+        slugs.append(Intervention.parse(intervention).slug)
+    except CfauditError:
+        pass
+    body = re.fullmatch(r"\s*do\s*\((.*)\)\s*", intervention)
+    plain = (body.group(1) if body else intervention).lower()
+    slugs += [
+        re.sub(r"[^a-z0-9_\-]+", "-", plain.replace("=", "-").replace(" ", "-")).strip("-"),
+        slugify(plain),
+    ]
+    return list(dict.fromkeys(slugs))
+
+
+def meta_items(meta: dict[str, Any], keys: Sequence[str]) -> list[tuple[str, str]]:
+    """(key, short text) for the given keys of a provenance dict that are present (nested dicts as k=v lists)."""
+    items = []
+    for key in keys:
+        value = meta.get(key)
+        if value is None or value == "" or value == {} or value == []:
+            continue
+        if isinstance(value, dict):
+            text = ", ".join(f"{k}={_short(v)}" for k, v in value.items() if not isinstance(v, dict | list))
+        elif isinstance(value, list):
+            text = ", ".join(_short(v) for v in value)
+        else:
+            text = _short(value)
+        items.append((key.replace("_", " "), text))
+    return items
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- the data set ------------------------------------------------------------------------------------------
+
+
+def dataset_section(dataset: DatasetInput, number_: int) -> dict[str, Any]:
+    index = dataset.index
+    meta = index.meta
+    # The label policy the index was made under (recorded in index.json), else the default one.
+    try:
+        recorded = meta.get("label_policy")
+        policy = LabelPolicy.from_dict(recorded) if isinstance(recorded, dict) else DEFAULT_POLICY
+    except CfauditError:
+        policy = DEFAULT_POLICY
+    header, rows = paper_rows(table1(index, policy))
+    associations, left_out = dataset.label_associations(policy)
+    figure = figures.association_heatmap(associations) if len(associations) >= 2 else None
+    summary = meta.get("summary") if isinstance(meta.get("summary"), dict) else {}
+    return {
+        "id": f"data-{number_}",
+        "title": "Data set",
+        "name": dataset.index_csv.parent.name or str(dataset.index_csv),
+        "path": str(dataset.index_csv),
+        "note": dataset.note,
+        "images": len(index),
+        "subjects": int(index.table["subject_id"].nunique()),
+        "meta": meta_items(meta, ("source", "root", "split")) + meta_items(summary, ("rows_skipped",)),
+        "policy": f"uncertain → {policy.uncertain}, blank → {policy.blank}",
+        "table1": {"header": header, "rows": rows},
+        "association_uri": figure,
+        "association_labels": len(associations),
+        "association_left_out": left_out,
+        "min_label_count": MIN_LABEL_COUNT,
+    }
+
+
+# --- the evaluation (Table 2) ------------------------------------------------------------------------------
+
+
+def _in_order(values: pd.Series) -> list[str]:
+    return list(dict.fromkeys(values.astype(str)))
+
+
+def table2_view(table: pd.DataFrame) -> dict[str, Any]:
+    """Table 2 in the paper's layout: a row group per metric, a row per method, a column per intervention."""
+    methods, columns, metrics = (_in_order(table[c]) for c in ("method", "column", "metric"))
+    cells = {(r["metric"], r["method"], r["column"]): r for _, r in table.iterrows()}
+    n_per_column: dict[str, str] = {}
+    for column in columns:
+        values = table.loc[table["column"] == column, "n"] if "n" in table else pd.Series(dtype=float)
+        distinct = {int(v) for v in values if is_number(v)}
+        n_per_column[column] = f"n = {distinct.pop()}" if len(distinct) == 1 else ""
+    groups = []
+    for metric in metrics:
+        direction = METRIC_DIRECTIONS.get(metric)
+        best: dict[str, float] = {}
+        if direction and len(methods) > 1:
+            for column in columns:
+                means = [cells[(metric, m, column)]["mean"] for m in methods if (metric, m, column) in cells]
+                means = [float(v) for v in means if is_number(v)]
+                if means:
+                    best[column] = min(means) if direction == "lower" else max(means)
+        rows = []
+        for method in methods:
+            row_cells = []
+            for column in columns:
+                record = cells.get((metric, method, column))
+                if record is None:
+                    row_cells.append({"text": "–", "n": "", "best": False})
+                    continue
+                signed = "signed" in metric.lower()
+                text = interval(record["mean"], record.get("ci_low"), record.get("ci_high"), signed)
+                n_text = (
+                    "" if n_per_column[column] else (f"n = {count(record['n'])}" if "n" in record else "")
+                )
+                is_best = (
+                    column in best and is_number(record["mean"]) and float(record["mean"]) == best[column]
+                )
+                row_cells.append({"text": text, "n": n_text, "best": is_best})
+            rows.append({"method": method, "cells": row_cells})
+        arrow = {"lower": "↓", "higher": "↑"}.get(direction or "", "")
+        groups.append({"metric": metric, "arrow": arrow, "rows": rows})
+    notes = []
+    if "size" in table and table["size"].notna().any():
+        sizes = ", ".join(str(int(v)) if is_number(v) else str(v) for v in _in_order(table["size"].dropna()))
+        notes.append(f"Images compared at {sizes} px (L1 on the 0–255 scale).")
+    if "classifier" in table and table["classifier"].notna().any():
+        notes.append(
+            "CPG measured with the classifier " + ", ".join(_in_order(table["classifier"].dropna())) + "."
+        )
+    return {"columns": columns, "n": [n_per_column[c] for c in columns], "groups": groups, "notes": notes}
+
+
+def generic_table(table: pd.DataFrame) -> dict[str, Any]:
+    """Any table, every column as it is (numbers formatted), for inputs whose columns are not fixed."""
+    numeric = [pd.api.types.is_numeric_dtype(table[c]) for c in table.columns]
+    whole = [
+        is_numeric and bool((table[c].dropna().astype(float) % 1 == 0).all())
+        for c, is_numeric in zip(table.columns, numeric, strict=True)
+    ]
+    rows = []
+    for record in table.itertuples(index=False):
+        cells = []
+        for value, is_whole in zip(record, whole, strict=True):
+            if is_number(value):
+                cells.append(count(value) if is_whole else number(value))
+            else:
+                cells.append("" if pd.isna(value) else str(value))
+        rows.append(cells)
+    return {"header": [str(c) for c in table.columns], "rows": rows, "numeric": numeric}
+
+
+def evaluation_section(evaluation: EvaluationInput, number_: int) -> dict[str, Any]:
+    return {
+        "id": f"evaluation-{number_}",
+        "title": "Counterfactual quality",
+        "name": evaluation.folder.name,
+        "path": str(evaluation.folder),
+        "table2": table2_view(evaluation.table2),
+        "axioms": generic_table(evaluation.axioms) if evaluation.axioms is not None else None,
+        "markdown": evaluation.markdown,
+        "figure_uri": figures.image_file_uri(evaluation.figure, 1100) if evaluation.figure else None,
+        "meta": meta_items(
+            evaluation.meta, ("model", "models", "index", "classifier", "split", "size", "bootstrap")
+        ),
+    }
+
+
+# --- discovery ---------------------------------------------------------------------------------------------
+
+
+def _pivot(table: pd.DataFrame, value: str) -> pd.DataFrame:
+    rows, columns = _in_order(table["intervention"]), _in_order(table["head"])
+    if value not in table:
+        return pd.DataFrame(np.nan, index=rows, columns=columns)
+    frame = table.pivot_table(
+        index="intervention", columns="head", values=value, aggfunc="mean", dropna=False
+    )
+    return frame.reindex(index=rows, columns=columns).astype(float)
+
+
+def cochange_figure(discovery: DiscoveryInput) -> str | None:
+    cochange = discovery.cochange
+    if cochange is None or cochange.empty:
+        return None
+    effect = _pivot(cochange, "effect")
+    label = _pivot(cochange, "label_association")
+    significant = None
+    if "ci_low" in cochange and "ci_high" in cochange:
+        low, high = _pivot(cochange, "ci_low"), _pivot(cochange, "ci_high")
+        significant = (low > 0) | (high < 0)
+    flagged: list[tuple[str, str]] = []
+    if discovery.candidates is not None:
+        marked = discovery.candidates[discovery.candidates["flagged"]]
+        if "kind" in marked:
+            marked = marked[marked["kind"].astype(str) == "head"]
+        flagged = list(zip(marked["intervention"], marked["target"], strict=True))
+    return figures.cochange_heatmaps(effect, label, significant, flagged)
+
+
+def _forest_limits(candidates: pd.DataFrame) -> dict[int, float]:
+    """Axis half-width per row: shared by the rows of one kind whose numbers are within [-1, 1], own otherwise."""
+    fields = [
+        c
+        for c in ("effect", "ci_low", "ci_high", "null_control", "offtarget_control", "label_association")
+        if c in candidates
+    ]
+    kinds = (
+        candidates["kind"].astype(str) if "kind" in candidates else pd.Series("head", index=candidates.index)
+    )
+    own = candidates[fields].abs().max(axis=1).fillna(0.0)
+    limits: dict[int, float] = {}
+    for kind in kinds.unique():
+        in_unit = (kinds == kind) & (own <= 1.0)
+        shared = float(own[in_unit].max()) if in_unit.any() else 0.0
+        for i in candidates.index[kinds == kind]:
+            limit = shared if in_unit[i] else float(own[i])
+            limits[i] = _nice(limit * 1.1) if limit > 0 else 1.0
+    return limits
+
+
+def _nice(value: float) -> float:
+    exponent = math.floor(math.log10(value))
+    for step in (1, 2, 2.5, 5, 10):
+        if step * 10**exponent >= value:
+            return step * 10**exponent
+    return 10 ** (exponent + 1)
+
+
+def forest_svg(row: pd.Series, limit: float, flagged: bool) -> Markup:
+    """A one-line forest plot: the effect with its interval against the null, off-target and label controls."""
+    width, height, pad = 190, 30, 8
+    middle = height / 2
+
+    def x(value: float) -> float:
+        return pad + (max(-limit, min(limit, value)) + limit) / (2 * limit) * (width - 2 * pad)
+
+    def get(name: str) -> float | None:
+        value = row.get(name)
+        return float(value) if is_number(value) else None
+
+    parts = [
+        f'<line x1="{x(0):.1f}" y1="3" x2="{x(0):.1f}" y2="{height - 3}" class="f-zero"/>',
+    ]
+    label = get("label_association")
+    if label is not None:
+        cx = x(label)
+        parts.append(f'<path d="M{cx:.1f},{middle - 6} l5,6 l-5,6 l-5,-6 z" class="f-label"/>')
+    null = get("null_control")
+    if null is not None:
+        parts.append(f'<rect x="{x(null) - 4:.1f}" y="{middle - 4}" width="8" height="8" class="f-null"/>')
+    offtarget = get("offtarget_control")
+    if offtarget is not None:
+        cx = x(offtarget)
+        parts.append(f'<path d="M{cx:.1f},{middle - 5} l5,9 l-10,0 z" class="f-off"/>')
+    low, high, effect = get("ci_low"), get("ci_high"), get("effect")
+    if low is not None and high is not None:
+        parts.append(f'<line x1="{x(low):.1f}" y1="{middle}" x2="{x(high):.1f}" y2="{middle}" class="f-ci"/>')
+        for end in (low, high):
+            parts.append(
+                f'<line x1="{x(end):.1f}" y1="{middle - 4}" x2="{x(end):.1f}" y2="{middle + 4}" class="f-ci"/>'
+            )
+    if effect is not None:
+        parts.append(
+            f'<circle cx="{x(effect):.1f}" cy="{middle}" r="4.5" class="{"f-effect flagged" if flagged else "f-effect"}"/>'
+        )
+    tooltip = (
+        f"effect {interval(effect, low, high, True)}; null {number(null, True)}; "
+        f"off-target {number(offtarget, True)}; labels {number(label, True)}; axis ±{limit:g}"
+    )
+    svg = (
+        f'<svg class="forest" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+        f'aria-label="{html.escape(tooltip)}"><title>{html.escape(tooltip)}</title>{"".join(parts)}</svg>'
+    )
+    return Markup(svg)
+
+
+def candidates_view(discovery: DiscoveryInput, notes: list[str]) -> list[dict[str, Any]]:
+    candidates = discovery.candidates
+    if candidates is None or candidates.empty:
+        return []
+    limits = _forest_limits(candidates)
+    rows = []
+    for i, row in candidates.iterrows():
+        evidence_uri = None
+        evidence = row.get("evidence")
+        if isinstance(evidence, str) and evidence.strip():
+            path = discovery.folder / evidence.strip()
+            if path.is_file():
+                evidence_uri = figures.image_file_uri(path, 360)
+            else:
+                notes.append(
+                    f"{discovery.folder / 'candidates.csv'}: evidence {evidence} of rank {count(row['rank'])} is missing"
+                )
+        kind = str(row.get("kind", "head"))
+        where = ""
+        if kind == "region" and is_number(row.get("x")) and is_number(row.get("y")):
+            where = (
+                f"at x = {float(row['x']):.2f}, y = {float(row['y']):.2f} (0–1, from the image's top left)"
+            )
+        examples = str(row.get("examples", "")) if isinstance(row.get("examples"), str) else ""
+        flagged = bool(row["flagged"])
+        rows.append(
+            {
+                "rank": count(row["rank"]),
+                "intervention": row["intervention"],
+                "target": row["target"],
+                "kind": kind,
+                "description": row.get("description") if isinstance(row.get("description"), str) else "",
+                "effect": interval(row["effect"], row.get("ci_low"), row.get("ci_high"), True),
+                "null": number(row.get("null_control"), True),
+                "offtarget": number(row.get("offtarget_control"), True),
+                "label": number(row.get("label_association"), True),
+                "excess": number(row.get("excess"), True),
+                "frequency": percent(row.get("frequency")),
+                "n_images": count(row.get("n_images")),
+                "where": where,
+                "examples": [figures.short_id(e, 14) for e in examples.split(";") if e.strip()][:4],
+                "flagged": flagged,
+                "forest": forest_svg(row, limits[i], flagged),
+                "axis": f"±{limits[i]:g}",
+                "evidence_uri": evidence_uri,
+            }
+        )
+    return rows
+
+
+def _map_picture(discovery: DiscoveryInput, intervention: str) -> np.ndarray | None:
+    for slug in intervention_slugs(intervention):
+        path = discovery.maps.get(slug)
+        if path is not None:
+            with Image.open(path) as image:
+                return np.asarray(image.convert("RGB"))
+    return None
+
+
+def cluster_views(discovery: DiscoveryInput, notes: list[str]) -> list[dict[str, Any]]:
+    clusters = discovery.clusters
+    if clusters is None or clusters.empty:
+        return []
+    views = []
+    for intervention in _in_order(clusters["intervention"]):
+        boxes = clusters[clusters["intervention"] == intervention]
+        picture = _map_picture(discovery, intervention)
+        if picture is None:
+            notes.append(
+                f"{discovery.folder / 'maps'}: no mean map for {intervention}; its clusters are listed only"
+            )
+        lines = []
+        for _, box in boxes.iterrows():
+            parts = [f"cluster {box['cluster']}"]
+            if is_number(box.get("frequency")):
+                parts.append(f"in {percent(box['frequency'])} of images")
+            if isinstance(box.get("sign"), str) and box["sign"]:
+                parts.append(box["sign"])
+            if isinstance(box.get("head"), str) and box["head"]:
+                parts.append(f"with {box['head']}")
+            lines.append(", ".join(parts))
+        views.append(
+            {
+                "intervention": intervention,
+                "uri": figures.cluster_overlay(picture, boxes, intervention) if picture is not None else None,
+                "lines": lines,
+            }
+        )
+    return views
+
+
+def discovery_section(discovery: DiscoveryInput, number_: int, notes: list[str]) -> dict[str, Any]:
+    meta = discovery.meta
+    local_notes: list[str] = []
+    if discovery.candidates is None:
+        local_notes.append("candidates.csv not found: no ranked list.")
+    if discovery.cochange is None:
+        local_notes.append("cochange.csv not found: no co-change matrix.")
+    candidates = candidates_view(discovery, notes)
+    flagged = [c for c in candidates if c["flagged"]]
+    return {
+        "id": f"discovery-{number_}",
+        "title": "Hidden relations",
+        "name": discovery.folder.name,
+        "path": str(discovery.folder),
+        "meta": meta_items(
+            meta, ("model", "index", "classifier", "split", "interventions", "margin", "settings")
+        ),
+        "margin": number(meta.get("margin")) if is_number(meta.get("margin")) else None,
+        "cochange_uri": cochange_figure(discovery),
+        "candidates": candidates,
+        "flagged": len(flagged),
+        "clusters": cluster_views(discovery, notes),
+        "notes": local_notes,
+    }
+
+
+# --- edits -------------------------------------------------------------------------------------------------
+
+
+def _load_float_map(path: Path, edits_csv: Path, line: int) -> np.ndarray:
+    if not path.is_file():
+        raise CfauditError(f"{edits_csv}, line {line}: difference map {path} is missing; re-run the edit job")
+    try:
+        array = load_difference(path)
+    except (ValueError, OSError) as error:
+        raise CfauditError(
+            f"{path}: not a readable .npy difference map ({error}); re-run the edit job"
+        ) from None
+    array = np.asarray(array, dtype=np.float32)
+    if array.ndim == 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 2:
+        raise CfauditError(f"{path}: difference map has shape {array.shape}; expected a 2-D map")
+    return array
+
+
+def _resize_float(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    if array.shape == shape:
+        return array
+    resized = Image.fromarray(array.astype(np.float32), mode="F").resize(
+        (shape[1], shape[0]), Image.Resampling.BILINEAR
+    )
+    return np.asarray(resized, dtype=np.float32)
+
+
+def _example(job: EditJobInput, row: pd.Series, line: int, notes: list[str]) -> figures.Example:
+    edits_csv = job.folder / "edits.csv"
+    counterfactual_path = job.folder / row["counterfactual"]
+    if not counterfactual_path.is_file():
+        raise CfauditError(
+            f"{edits_csv}, line {line}: counterfactual {counterfactual_path} is missing; re-run the edit job"
+        )
+    counterfactual = load_image(counterfactual_path)
+    difference = _resize_float(
+        _load_float_map(job.folder / row["difference"], edits_csv, line), counterfactual.shape
+    )
+    original_path = Path(str(row.get("original", ""))) if isinstance(row.get("original"), str) else None
+    label = "original"
+    if original_path is not None and original_path.is_file():
+        original = resize_and_crop(load_image(original_path), counterfactual.shape[0])
+        original = _resize_float(original, counterfactual.shape)
+    else:
+        reconstruction = job.folder / str(row.get("reconstruction", ""))
+        if isinstance(row.get("reconstruction"), str) and reconstruction.is_file():
+            original, label = load_image(reconstruction), "reconstruction"
+            original = _resize_float(original, counterfactual.shape)
+        else:
+            original, label = np.full(counterfactual.shape, 0.5, dtype=np.float32), "missing"
+        notes.append(f"{edits_csv}: original image {original_path} not found; showing the {label} instead")
+    return figures.Example(str(row["image_id"]), original, counterfactual, difference, label)
+
+
+def mean_difference(job: EditJobInput, rows: pd.DataFrame, shape: tuple[int, int]) -> np.ndarray:
+    """The mean signed difference map over ``rows`` of a job (every row, not only the examples shown)."""
+    total = np.zeros(shape, dtype=np.float64)
+    for i, row in rows.iterrows():
+        path = job.folder / row["difference"]
+        total += _resize_float(_load_float_map(path, job.folder / "edits.csv", int(i) + 2), shape)
+    return (total / max(1, len(rows))).astype(np.float32)
+
+
+def edit_groups(
+    job: EditJobInput, prefix: str, max_examples: int, notes: list[str], progress: Progress | None
+) -> list[dict[str, Any]]:
+    """One entry per (method, intervention) of a job: the example grid and the mean difference map."""
+    edits = job.edits.reset_index(drop=True)
+    groups = []
+    for (method, intervention), rows in edits.groupby(["method", "intervention"], sort=False):
+        if progress is not None:
+            progress(f"edits: {intervention} ({method})")
+        first = rows.drop_duplicates("image_id").head(max_examples)
+        examples = [_example(job, row, int(i) + 2, notes) for i, row in first.iterrows()]
+        mean = mean_difference(job, rows, examples[0].counterfactual.shape)
+        grid_uri, scale, grid_width = figures.edit_grid(examples)
+        prompts = rows["target_prompt"].dropna().astype(str).unique() if "target_prompt" in rows else []
+        groups.append(
+            {
+                "id": f"{prefix}-{slugify(str(method))}-{slugify(str(intervention))}",
+                "intervention": str(intervention),
+                "method": str(method),
+                "images": int(rows["image_id"].nunique()),
+                "shown": len(examples),
+                "target_prompt": prompts[0] if len(prompts) else "",
+                "prompt_varies": len(prompts) > 1,
+                "grid_uri": grid_uri,
+                # Shown at a fixed fraction of its pixels, so grids of fewer images are not blown up.
+                "grid_width": round(grid_width * GRID_DISPLAY_SCALE),
+                "scale": number(scale),
+                "mean_uri": figures.mean_map(mean, len(rows)),
+                "mean_edit_l1": number(rows["edit_l1"].mean()) if "edit_l1" in rows else "–",
+            }
+        )
+    return groups
+
+
+def edit_job_section(
+    job: EditJobInput, number_: int, max_examples: int, notes: list[str], progress: Progress | None
+) -> dict[str, Any]:
+    settings = job.job.get("settings", {}) if isinstance(job.job.get("settings"), dict) else {}
+    details = meta_items(job.job, ("model", "model_fingerprint"))
+    inversion = settings.get("inversion", {}) if isinstance(settings.get("inversion"), dict) else {}
+    details += meta_items(inversion, ("method", "steps", "guidance_scale"))
+    details += meta_items(settings, ("prompt_mode", "seed"))
+    label = job.folder.name
+    if job.part_of is not None:
+        label = f"{job.part_of.name}/{job.folder.name}"
+    return {
+        "id": f"edits-{number_}",
+        "title": "Counterfactual examples",
+        "name": label,
+        "path": str(job.folder),
+        "images": int(job.edits["image_id"].nunique()),
+        "edits": len(job.edits),
+        "meta": details,
+        "groups": edit_groups(job, f"edits-{number_}", max_examples, notes, progress),
+    }
+
+
+# --- the page ----------------------------------------------------------------------------------------------
+
+
+def key_findings(discoveries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    findings = []
+    for section in discoveries:
+        for candidate in section["candidates"]:
+            if candidate["flagged"]:
+                findings.append({**candidate, "section": section["id"]})
+    return findings[:SUMMARY_FINDINGS]
+
+
+def provenance(inputs: ReportInputs) -> dict[str, Any]:
+    """What the report was made from: folders, what each held, the models and data named in the inputs."""
+    models: list[str] = []
+    data: list[str] = [str(d.index_csv) for d in inputs.datasets]
+    for job in inputs.edit_jobs:
+        if job.job.get("model"):
+            models.append(str(job.job["model"]))
+    for discovery in inputs.discoveries:
+        if discovery.meta.get("model"):
+            models.append(str(discovery.meta["model"]))
+        if isinstance(discovery.meta.get("index"), str):
+            data.append(discovery.meta["index"])
+    for evaluation in inputs.evaluations:
+        for key in ("model", "models"):
+            value = evaluation.meta.get(key)
+            if isinstance(value, str):
+                models.append(value)
+            elif isinstance(value, list | dict):
+                models += [str(v) for v in value]
+    return {
+        "sources": [str(s) for s in inputs.sources],
+        "datasets": [str(d.index_csv) for d in inputs.datasets],
+        "evaluations": [str(e.folder) for e in inputs.evaluations],
+        "edit_jobs": [str(j.folder) for j in inputs.edit_jobs],
+        "discoveries": [str(d.folder) for d in inputs.discoveries],
+        "models": list(dict.fromkeys(models)),
+        "data": list(dict.fromkeys(data)),
+        "cfaudit_version": __version__,
+    }
+
+
+def report_command(sources: Sequence[Path], out: Path, title: str | None, max_examples: int) -> str:
+    """The command line that makes this report (written in its footer)."""
+    words = ["cfaudit", "report"]
+    for source in sources:
+        words += ["--from", str(source)]
+    words += ["--out", str(out)]
+    if title:
+        words += ["--title", title]
+    words += ["--examples", str(max_examples)]
+    return shlex.join(words)
+
+
+def load_template() -> jinja2.Template:
+    text = (
+        importlib.resources.files("cfaudit.report")
+        .joinpath("templates")
+        .joinpath(TEMPLATE)
+        .read_text(encoding="utf-8")
+    )
+    environment = jinja2.Environment(
+        autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined
+    )
+    return environment.from_string(text)
+
+
+def render_report(
+    inputs: ReportInputs,
+    *,
+    title: str | None = None,
+    max_examples: int = 6,
+    command: str = "",
+    generated: datetime | None = None,
+    progress: Progress | None = None,
+) -> str:
+    """The whole page as one HTML string (every picture embedded)."""
+    notes = list(inputs.notes)
+    generated = generated or datetime.now().astimezone()
+
+    def step(message: str) -> None:
+        if progress is not None:
+            progress(message)
+
+    step("data set")
+    datasets = [dataset_section(d, i + 1) for i, d in enumerate(inputs.datasets)]
+    step("evaluation")
+    evaluations = [evaluation_section(e, i + 1) for i, e in enumerate(inputs.evaluations)]
+    step("discovery")
+    discoveries = [discovery_section(d, i + 1, notes) for i, d in enumerate(inputs.discoveries)]
+    edit_jobs = [
+        edit_job_section(j, i + 1, max_examples, notes, progress) for i, j in enumerate(inputs.edit_jobs)
+    ]
+    absent = []
+    if not datasets:
+        absent.append(("Data set", "no index.csv found; add the folder with the index to --from"))
+    if not evaluations:
+        absent.append(
+            ("Counterfactual quality", "no table2.csv found; run `cfaudit evaluate` and add its folder")
+        )
+    if not discoveries:
+        absent.append(
+            ("Hidden relations", "no discovery.json found; run `cfaudit discover` and add its folder")
+        )
+    if not edit_jobs:
+        absent.append(
+            ("Counterfactual examples", "no edits.csv found; run `cfaudit edit` and add its folder")
+        )
+    toc = [("summary", "Summary", [])]
+    for group_title, sections in (
+        ("Data set", datasets), ("Counterfactual quality", evaluations), ("Hidden relations", discoveries),
+        ("Counterfactual examples", edit_jobs),
+    ):  # fmt: skip
+        if len(sections) == 1:
+            toc.append((sections[0]["id"], group_title, []))
+        elif sections:
+            toc.append((sections[0]["id"], group_title, [(s["id"], s["name"]) for s in sections]))
+    record = provenance(inputs)
+    record.update({"command": command, "generated": generated.isoformat(timespec="seconds"), "title": title})
+    step("page")
+    page = load_template().render(
+        title=title or "Counterfactual audit report",
+        generated=generated.strftime("%Y-%m-%d %H:%M %Z").strip(),
+        version=__version__,
+        command=command,
+        provenance=record,
+        provenance_text=json.dumps(record, indent=1, default=str),
+        # In a <script> block nothing is escaped by HTML rules: write "<" as its JSON escape so that no value can
+        # end the block.
+        provenance_json=Markup(json.dumps(record, default=str).replace("<", "\\u003c")),
+        datasets=datasets,
+        evaluations=evaluations,
+        discoveries=discoveries,
+        edit_jobs=edit_jobs,
+        findings=key_findings(discoveries),
+        absent=absent,
+        notes=list(dict.fromkeys(notes)),
+        toc=toc,
+        max_examples=max_examples,
+    )
+    return page
