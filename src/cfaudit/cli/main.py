@@ -21,9 +21,37 @@ app = typer.Typer(
 
 def _register_commands() -> None:
     # Imported here so that `cfaudit --help` stays fast: command modules import torch lazily, inside commands.
-    from cfaudit.cli import assets, classifiers, data, demo, edit, models, phantom, sample, scm, train
+    from cfaudit.cli import (
+        assets,
+        classifiers,
+        data,
+        demo,
+        discover,
+        edit,
+        models,
+        phantom,
+        report,
+        sample,
+        scm,
+        train,
+        ui,
+    )
 
-    for module in (assets, phantom, data, models, train, sample, classifiers, edit, scm, demo):
+    for module in (
+        assets,
+        phantom,
+        data,
+        models,
+        train,
+        sample,
+        classifiers,
+        edit,
+        scm,
+        discover,
+        report,
+        ui,
+        demo,
+    ):
         module.register(app)
 
 
