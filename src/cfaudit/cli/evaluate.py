@@ -1,0 +1,96 @@
+"""``cfaudit evaluate``: Table 2 (LPIPS, L1, CPG per method and intervention) and the soundness axioms."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+
+def evaluate_command(
+    edits: Annotated[
+        list[Path],
+        typer.Option(
+            "--edits",
+            help="Output folder of `cfaudit edit` / `cfaudit scm edit` (or a folder with pairs.csv); repeat.",
+        ),
+    ],
+    classifier: Annotated[Path, typer.Option(help="Folder of `cfaudit classifiers train` (judges CPG).")],
+    out: Annotated[Path, typer.Option(help="Folder for table2.csv/.md/.png, axioms.csv, scores.csv.")],
+    size: Annotated[
+        int, typer.Option(help="Both images are compared at SIZE x SIZE pixels (one size for every method).")
+    ] = 192,
+    bootstrap: Annotated[
+        int, typer.Option(help="Bootstrap resamples for the 95% intervals (0: none).")
+    ] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    axiom_images: Annotated[
+        int, typer.Option(help="Images per job for composition and reversibility (they re-run the model).")
+    ] = 8,
+    model_axioms: Annotated[
+        bool | None,
+        typer.Option(
+            "--model-axioms/--no-model-axioms",
+            help="Composition and reversibility by re-running each job's model. Default: where the model "
+            "loads (a warning otherwise); --model-axioms makes a model that cannot be loaded an error.",
+        ),
+    ] = None,
+    index: Annotated[
+        Path | None,
+        typer.Option(help="index.csv of the edited images: exact records (default: read from the captions)."),
+    ] = None,
+    include_null_edits: Annotated[
+        bool,
+        typer.Option(help="Keep edits whose intervention leaves the record unchanged in Table 2."),
+    ] = False,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda when available).")] = None,
+) -> None:
+    """Score edits side by side: LPIPS, L1 (0-255) and CPG with bootstrap intervals, plus the axioms."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from cfaudit.evaluate.table2 import evaluate_edits
+
+    console, errors = Console(), Console(stderr=True)
+    command = shlex.join(["cfaudit", *sys.argv[1:]]) if Path(sys.argv[0]).name == "cfaudit" else None
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        result = evaluate_edits(
+            edits,
+            classifier,
+            out,
+            size=size,
+            n_boot=bootstrap,
+            seed=seed,
+            axiom_images=axiom_images,
+            model_axioms=model_axioms,
+            include_null_edits=include_null_edits,
+            index=index,
+            device=device,
+            command=command,
+            progress=progress,
+            warn=lambda message: errors.print(f"[yellow]warning:[/] {message}", highlight=False),
+        )
+    console.print(result.markdown, markup=False, highlight=False, soft_wrap=True)
+    for path in result.paths.values():
+        console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate_command)
