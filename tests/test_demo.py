@@ -1,5 +1,6 @@
 """The README's main job, end to end on a small phantom."""
 
+import pandas as pd
 import pytest
 
 from cfaudit.cli.main import main
@@ -8,7 +9,7 @@ from cfaudit.demo import run_demo
 
 
 def test_demo_makes_phantom_index_and_table1(tmp_path):
-    result = run_demo(tmp_path / "demo", n=60, size=64, seed=3, workers=1)
+    result = run_demo(tmp_path / "demo", n=60, size=64, seed=3, workers=1, until="data")
     index = DataIndex.read(result.index)
     assert len(index) == 60
     assert set(index.table["split"]) <= {"train", "val", "test"}
@@ -24,9 +25,38 @@ def test_demo_makes_phantom_index_and_table1(tmp_path):
 
 
 def test_demo_command_is_resumable(tmp_path, capsys):
-    args = ["demo", "--out", str(tmp_path / "demo"), "--n", "30", "--size", "64", "--workers", "1"]
+    args = [
+        "demo",
+        "--out",
+        str(tmp_path / "demo"),
+        "--n",
+        "30",
+        "--size",
+        "64",
+        "--workers",
+        "1",
+        "--until",
+        "data",
+    ]
     assert main(args) == 0
     first = (tmp_path / "demo" / "index.csv").read_bytes()
     assert main(args) == 0
     assert (tmp_path / "demo" / "index.csv").read_bytes() == first
     assert "Table 1" in capsys.readouterr().out
+
+
+def test_demo_runs_every_stage_to_the_report(tmp_path, capsys):
+    """The main job end to end, small: edits by both methods, Table 2, a discovery and the report."""
+    args = ["demo", "--out", str(tmp_path / "demo"), "--n", "300", "--workers", "1", "--edit-images", "3",
+            "--images", "3", "--do", "Cardiomegaly=0", "--do", "Edema=1"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    demo = tmp_path / "demo"
+    for name in ("edits/diffusion/edits.csv", "evaluation/table2.csv", "evaluation/table2.md",
+                 "discovery/candidates.csv", "discovery/discovery.json", "report.html"):  # fmt: skip
+        assert (demo / name).is_file(), name
+    methods = set(pd.read_csv(demo / "evaluation" / "table2.csv")["method"])
+    assert len(methods) == 2  # the diffusion editor and the SCM baseline
+    html = (demo / "report.html").read_text()
+    assert "Table 1" in html and "data:image/png;base64," in html
+    assert "Top discoveries" in out and f"report: {demo / 'report.html'}" in out.replace("\n", "")

@@ -1,16 +1,20 @@
 """The end-to-end demo on the embedded default: the README's main job, as a Python function.
 
-Today it runs the data layer: phantom -> index with a patient-level split -> Table 1. Each later stage (model,
-edits, scores, discovery, report) is added here as it lands, so ``cfaudit demo`` always shows the whole tool.
-Every step is resumable: re-running into the same folder reuses what is already there.
+phantom -> index (patient-level split) -> Table 1 -> the shipped tiny model and classifier (or, with
+``train=True``, ones fitted here) -> counterfactual edits of test images (sex, disease, race) by the diffusion
+editor and by the SCM baseline -> Table 2 and the axioms -> discovery of hidden relations -> the HTML report.
+
+Every stage is resumable: re-running into the same folder reuses what is already there (each stage's own
+resume rules: the phantom and the edit jobs check their recorded settings and refuse to mix).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -18,6 +22,12 @@ from cfaudit.data.adapters import build_index, write_index
 from cfaudit.data.phantom import default_config_path, generate_phantom, load_config
 from cfaudit.data.records import DataIndex
 from cfaudit.data.stats import table1
+from cfaudit.errors import CfauditError
+
+#: The stages of the demo, in order; ``until`` stops after one of them.
+STAGES: tuple[str, ...] = ("data", "edit", "evaluate", "discover", "report")
+#: ``progress(stage, done, total)``.
+Progress = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -27,27 +37,199 @@ class DemoResult:
     index: Path
     contact_sheet: Path
     table1: pd.DataFrame
+    edits: list[Path] = field(default_factory=list)
+    evaluation: Path | None = None
+    table2_markdown: str = ""
+    discovery: Path | None = None
+    candidates: pd.DataFrame | None = None
+    report: Path | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 def run_demo(
     out: str | os.PathLike[str],
     *,
     n: int = 2000,
-    size: int | None = None,
+    size: int | None = 128,
     seed: int = 0,
     workers: int = 2,
     config: str | os.PathLike[str] | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    train: bool = False,
+    edit_images: int = 16,
+    discover_images: int = 8,
+    discover_do: Sequence[str] | None = None,
+    steps: int = 20,
+    until: str = "report",
+    progress: Progress | Callable[[int, int], None] | None = None,
 ) -> DemoResult:
-    """Make the phantom data set in ``out/phantom``, index it into ``out/index.csv`` and compute Table 1."""
+    """Run the demo into ``out``; see the module docstring for the stages (``until`` stops early)."""
+    if until not in STAGES:
+        raise CfauditError(f"unknown demo stage {until!r}; choose one of {', '.join(STAGES)}")
     out = Path(out)
-    # 1. Data: a phantom with planted relations (the default config plants pacemaker <-> cardiomegaly, age -> effusion).
+    tell = _stage_progress(progress)
+    last = STAGES.index(until)
+
+    # 1. Data: a phantom with planted relations (the default config plants pacemaker <-> cardiomegaly,
+    #    age -> effusion), indexed with a seeded patient-level 70/15/15 split, and Table 1.
     settings = load_config(config or default_config_path("default")).with_overrides(n=n, size=size)
-    phantom = generate_phantom(out / "phantom", settings, seed=seed, workers=workers, progress=progress)
-    # 2. Index with a seeded patient-level 70/15/15 split (written beside it as splits.csv).
+    phantom = generate_phantom(
+        out / "phantom", settings, seed=seed, workers=workers, progress=lambda d, t: tell("phantom", d, t)
+    )
     index_path = out / "index.csv"
-    index = build_index("phantom", phantom.out, seed=seed)
-    write_index(index, index_path)
-    # 3. Table 1 of the paper for this data set.
-    stats = table1(DataIndex.read(index_path))
-    return DemoResult(out, phantom.out, index_path, phantom.out / "contact_sheet.png", stats)
+    if not index_path.is_file():
+        write_index(build_index("phantom", phantom.out, seed=seed), index_path)
+    index = DataIndex.read(index_path)
+    result = DemoResult(out, phantom.out, index_path, phantom.out / "contact_sheet.png", table1(index))
+    if last < STAGES.index("edit"):
+        return result
+
+    # 2. Models: the shipped ones, or fitted here on this phantom (slow on a CPU: tens of minutes)
+    model, classifier, scm = _models(out, index_path, train, seed, result.notes, tell)
+
+    # 3. Edits of test images: each image's sex swapped, cardiomegaly flipped and race changed, by both methods
+    result.edits = _edits(out, index, model, scm, edit_images, steps, seed, tell)
+    if last < STAGES.index("evaluate"):
+        return result
+
+    # 4. Table 2 and the axioms for both methods
+    from cfaudit.evaluate.table2 import evaluate_edits
+
+    evaluation = evaluate_edits(
+        result.edits, classifier, out / "evaluation", seed=seed, axiom_images=4, index=index_path,
+        progress=lambda *args: tell("evaluate", *args[-2:]) if len(args) >= 2 else None,
+        warn=result.notes.append,
+    )  # fmt: skip
+    result.evaluation = out / "evaluation"
+    result.table2_markdown = getattr(evaluation, "markdown", "")
+    if last < STAGES.index("discover"):
+        return result
+
+    # 5. Discovery: every finding added and removed, sex, race, age +-20, against the controls
+    from cfaudit.discover.api import discover
+
+    found = discover(
+        model, index_path, classifier, out / "discovery", list(discover_do) if discover_do else None,
+        images=discover_images, steps=steps, seed=seed,
+        progress=lambda stage, done, total: tell(f"discover: {stage}", done, total),
+    )  # fmt: skip
+    result.discovery, result.candidates = out / "discovery", found.candidates
+    if last < STAGES.index("report"):
+        return result
+
+    # 6. The report: one HTML file with everything above
+    from cfaudit.report import build_report
+
+    tell("report", 0, 1)
+    result.report = build_report([out], out / "report.html", title="cfaudit demo: the phantom audit")
+    tell("report", 1, 1)
+    return result
+
+
+def _stage_progress(progress: Progress | Callable[[int, int], None] | None) -> Progress:
+    """Accept the old ``progress(done, total)`` (phantom only) and the staged ``progress(stage, done, total)``."""
+    import inspect
+
+    if progress is None:
+        return lambda stage, done, total: None
+    try:
+        staged = len(inspect.signature(progress).parameters) >= 3
+    except (TypeError, ValueError):
+        staged = True
+    if staged:
+        return progress  # type: ignore[return-value]
+    return lambda stage, done, total: progress(done, total) if stage == "phantom" else None  # type: ignore[call-arg]
+
+
+def _models(
+    out: Path, index_path: Path, train: bool, seed: int, notes: list[str], tell: Progress
+) -> tuple[str, str, str | None]:
+    """(diffusion model, classifier, SCM model) to use: the shipped ones, or ones trained into ``out``."""
+    from cfaudit.scm.shipped import DEMO_SCM, demo_scm_dir
+
+    if not train:
+        scm = str(demo_scm_dir()) if demo_scm_dir().is_dir() else None
+        if scm is None:
+            notes.append(f"no shipped SCM model ({DEMO_SCM}); Table 2 shows the diffusion editor only")
+        return "demo", "demo", scm
+    from cfaudit.demo_training import train_demo_models
+
+    return train_demo_models(out / "models", index_path, seed, tell)
+
+
+def _plan_for_table2(index: DataIndex, limit: int) -> list[Any]:
+    """The first ``limit`` test images, each with its own sex swap, cardiomegaly flip and race change."""
+    from cfaudit.data.vocabulary import RACES, normalize_race
+    from cfaudit.discover.plan import label_state
+    from cfaudit.edit.interventions import Intervention
+    from cfaudit.edit.job import JobItem, items_from_index
+
+    items = []
+    for item in items_from_index(index, "test", limit):
+        record = item.record or {}
+        sex = "Female" if str(record.get("sex")) == "Male" else "Male"
+        cardiomegaly = 0 if label_state(record, "Cardiomegaly") == 1 else 1
+        try:
+            race = normalize_race(record.get("race"))
+        except CfauditError:
+            race = "Unknown"
+        new_race = "Black" if race == "White" else "White"
+        plan = [
+            Intervention((("sex", sex),)),
+            Intervention((("Cardiomegaly", cardiomegaly),)),
+            Intervention((("race", new_race),)),
+        ]
+        if race not in RACES:  # an unknown race cannot be said to change
+            plan = plan[:2]
+        items.append(JobItem(item.image_id, item.path, item.source_prompt, item.record, tuple(plan)))
+    return items
+
+
+def _edits(
+    out: Path,
+    index: DataIndex,
+    model: str,
+    scm: str | None,
+    limit: int,
+    steps: int,
+    seed: int,
+    tell: Progress,
+) -> list[Path]:
+    from cfaudit.edit.editor import CounterfactualEditor
+    from cfaudit.edit.inversion import InversionSettings
+    from cfaudit.edit.job import JobSettings, run_edit_job
+    from cfaudit.models.loading import load_components
+
+    items = _plan_for_table2(index, limit)
+    editor = CounterfactualEditor.from_components(load_components(model, device="cpu"))
+    done = [0]
+
+    def one_done(_: str) -> None:
+        done[0] += 1
+        tell("edit (diffusion)", done[0], len(items))
+
+    settings = JobSettings(
+        inversion=InversionSettings(steps=steps), batch_size=4, seed=seed, identity_check=True
+    )
+    run_edit_job(
+        editor, items, [], out / "edits" / "diffusion", settings, model_id=model, on_image_done=one_done
+    )
+    folders = [out / "edits" / "diffusion"]
+    if scm is None:
+        return folders
+
+    from cfaudit.edit.interventions import Intervention
+    from cfaudit.scm.job import ScmEditSettings, run_scm_edit_job
+    from cfaudit.scm.model import CausalImageModel
+
+    loaded = CausalImageModel.load(scm, device="cpu")
+    nodes = set(loaded.graph.names)
+    every = sorted(
+        {str(i) for item in items for i in item.interventions or () if {n for n, _ in i.changes} <= nodes}
+    )
+    tell("edit (SCM)", 0, 1)
+    run_scm_edit_job(
+        loaded, items, [Intervention.parse(i) for i in every], out / "edits" / "scm", ScmEditSettings(seed=seed),
+        model_id=scm,
+    )  # fmt: skip
+    tell("edit (SCM)", 1, 1)
+    return [*folders, out / "edits" / "scm"]

@@ -13,30 +13,54 @@ def register(app: typer.Typer) -> None:
 
 def demo(
     out: Path = typer.Option(Path("demo"), "--out", help="Folder for everything the demo makes (resumable)."),
-    n: int = typer.Option(2000, "--n", help="Number of phantom images."),
-    size: int | None = typer.Option(
-        None, "--size", help="Phantom image size in pixels (default: the config's)."
+    train: bool = typer.Option(
+        False,
+        "--train",
+        help="Fit the diffusion model, classifier and SCM here (~45 min on 2 cores) instead of the shipped ones.",
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed for the phantom and the split."),
+    n: int = typer.Option(2000, "--n", help="Number of phantom images."),
+    size: int = typer.Option(
+        128, "--size", help="Phantom image size in pixels (the tiny model works at 128)."
+    ),
+    seed: int = typer.Option(
+        0, "--seed", help="Seed for the phantom, the split, the edits and the bootstrap."
+    ),
     workers: int = typer.Option(2, "--workers", help="Worker processes for the phantom."),
+    edit_images: int = typer.Option(16, "--edit-images", help="Test images edited for Table 2."),
+    images: int = typer.Option(8, "--images", help="Images per intervention in the discovery."),
+    do: list[str] | None = typer.Option(
+        None,
+        "--do",
+        help="Discovery interventions A=v (repeat; default: every finding, sex, race, age +-20).",
+    ),
+    until: str = typer.Option(
+        "report", "--until", help="Stop after: data, edit, evaluate, discover or report."
+    ),
 ) -> None:
-    """Run the whole tool on the embedded default (synthetic phantom data); prints where the results are."""
+    """Run the whole tool on the embedded default (synthetic phantom data) and print where the results are."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
     from rich.table import Table
 
+    from cfaudit.cli.discover import print_candidates
     from cfaudit.data.stats import paper_rows
     from cfaudit.demo import run_demo
 
     console = Console()
     with Progress(
-        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, transient=True,
     ) as bar:  # fmt: skip
-        task = bar.add_task("phantom", total=n)
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
         result = run_demo(
-            out, n=n, size=size, seed=seed, workers=workers,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            out, n=n, size=size, seed=seed, workers=workers, train=train, edit_images=edit_images,
+            discover_images=images, discover_do=do, until=until, progress=progress,
         )  # fmt: skip
     header, rows = paper_rows(result.table1)
     table = Table(title="Table 1 (paper layout) of the demo data set")
@@ -48,3 +72,16 @@ def demo(
     console.print(f"phantom data set: {result.phantom}")
     console.print(f"index: {result.index} (splits.csv beside it)")
     console.print(f"contact sheet: {result.contact_sheet}")
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    if result.table2_markdown:
+        console.print("\nTable 2 (LPIPS, L1, CPG; mean [95% CI]):")
+        console.print(result.table2_markdown, highlight=False, markup=False)
+    if result.evaluation is not None:
+        console.print(f"evaluation: {result.evaluation}")
+    if result.candidates is not None:
+        console.print("\nTop discoveries:")
+        print_candidates(console, result.candidates, 3)
+        console.print(f"discovery: {result.discovery}")
+    if result.report is not None:
+        console.print(f"\n[bold]report: {result.report}[/]")
