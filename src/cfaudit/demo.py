@@ -120,7 +120,9 @@ def run_demo(
     from cfaudit.report import build_report
 
     tell("report", 0, 1)
-    result.report = build_report([out], out / "report.html", title="cfaudit demo: the phantom audit")
+    result.report = build_report(
+        [out], out / "report.html", title="cfaudit demo: the phantom audit", max_examples=4
+    )
     tell("report", 1, 1)
     return result
 

@@ -67,3 +67,17 @@ def test_head_columns_and_targets():
     assert list(columns) == list(HEAD_COLUMNS) and columns["race:White"][0] == pytest.approx(0.6)
     assert intervened_heads(("Cardiomegaly",)) == {"Cardiomegaly", "No Finding"}
     assert {"race:Asian", "race:Other"} <= intervened_heads(("race",))
+
+
+def test_sex_and_race_interventions_with_unknown_values_in_a_string_column():
+    frame = table(300, seed=2)
+    frame["race"] = pd.array(["White", "Black", "Unknown", None] * 75, dtype="string")
+    frame["sex"] = pd.array(["Male", "Female", None] * 100, dtype="string")
+    frame["Support Devices"] = (frame["race"] == "Black").fillna(False).astype(float)
+    statistics = LabelStatistics(frame)
+    records = frame[frame["race"] == "White"].to_dict("records")
+    association = statistics.association(Intervention.parse("race=Black"), records)
+    assert association["Support Devices"] == pytest.approx(1.0)
+    assert association["race:Black"] == pytest.approx(1.0) and association["race:White"] == pytest.approx(-1.0)
+    males = frame[frame["sex"] == "Male"].to_dict("records")
+    assert abs(statistics.association(Intervention.parse("sex=Female"), males)["sex"] + 1.0) < 1e-9

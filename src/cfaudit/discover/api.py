@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from cfaudit.data.records import DataIndex
 from cfaudit.discover.candidates import CandidateSettings
 from cfaudit.discover.regions import RegionAtlas, RegionSettings
 from cfaudit.discover.run import DiscoveryResult, DiscoverySettings, Progress
@@ -13,7 +14,7 @@ from cfaudit.discover.run import discover as run_discovery
 
 def discover(
     model: str = "demo",
-    index: str | os.PathLike[str] = "index.csv",
+    index: str | os.PathLike[str] | DataIndex = "index.csv",
     classifier: str | os.PathLike[str] = "demo",
     out: str | os.PathLike[str] = "discovery",
     do: Sequence[str] | None = None,
@@ -45,7 +46,11 @@ def discover(
     from cfaudit.evaluate.classifiers import load_classifier
     from cfaudit.models.loading import load_components
 
+    # Check what the user typed before loading any model
     interventions = parse_interventions(list(do)) if do else None
+    if not isinstance(index, DataIndex):
+        DataIndex.read(index)  # a missing or broken index fails here, in a second
+    atlas = RegionAtlas.load(regions)
     if device is None:
         from accelerate import PartialState
 
@@ -75,6 +80,6 @@ def discover(
         settings,
         job,
         model_id=model,
-        atlas=RegionAtlas.load(regions),
+        atlas=atlas,
         progress=progress,
     )

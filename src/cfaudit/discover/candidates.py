@@ -5,12 +5,12 @@ beyond the editor's own controls, the label statistics do not explain it, and re
 data association): a property of the data the metadata does not hold, not a quirk of the editor.
 
 **head** (a classifier head moved by an intervention that does not target it), in margin units
-(probability; decades for age). The edit *shows* a change when its interval beyond the null edit excludes 0
+(probability; 50 years = 1 for age). The edit *shows* a change when its interval beyond the null edit excludes 0
 and it exceeds the editor's habit on that head (``offtarget_control``) by ``margin``. Then:
 
 * ``in labels``: the label statistics predict a change of the same sign of at least ``margin``;
-* ``hidden`` (flagged): they do not, and the classifier's outputs on real images predict it (same sign, at
-  least ``margin``);
+* ``hidden`` (flagged): they do not, and the classifier's outputs on real images show it beyond what the labels
+  predict (the real-image change minus the label change has the edit's sign and at least ``margin``);
 * ``editor quirk``: they do not, and real images do not show it either;
 * ``edit only``: neither labels nor real images can be compared (too few rows);
 * ``labels only``: the edit shows nothing but the labels predict a change of at least ``margin``.
@@ -40,7 +40,7 @@ _ORDER = {"hidden": 0, "in labels": 1, "editor quirk": 2, "edit only": 3, "label
 
 @dataclass(frozen=True)
 class CandidateSettings:
-    #: Head changes must beat the controls by this much (probability units; decades for age).
+    #: Head changes must beat the controls by this much (probability units; age: 50 years = 1, so 0.1 is 5 years).
     margin: float = 0.1
     #: Change clusters must be more frequent than in the controls by this share of images.
     region_margin: float = 0.2
@@ -62,7 +62,13 @@ def head_candidates(cochange: pd.DataFrame, settings: CandidateSettings) -> list
         data = row.data_association / scale if not math.isnan(row.data_association) else math.nan
         shows = (low > 0 or high < 0) and abs(delta) >= settings.margin + offtarget
         labelled = not math.isnan(label) and label * delta > 0 and abs(label) >= settings.margin
-        in_data = not math.isnan(data) and data * delta > 0 and abs(data) >= settings.margin
+        # Real images show it beyond what the labels explain, in the edit's direction
+        beyond_labels = data - _nan0(label) if not math.isnan(data) else math.nan
+        in_data = (
+            not math.isnan(beyond_labels)
+            and beyond_labels * delta > 0
+            and abs(beyond_labels) >= settings.margin
+        )
         if shows and labelled:
             status, excess = "in labels", abs(delta) - offtarget
         elif shows and in_data:
@@ -90,7 +96,7 @@ def head_candidates(cochange: pd.DataFrame, settings: CandidateSettings) -> list
                 "offtarget_control": row.offtarget_control,
                 "label_association": row.label_association,
                 "data_association": row.data_association,
-                "excess": excess * scale,
+                "excess": excess,  # in margin units (probability; age: years / 50)
                 "n_images": row.n_images,
             }
         )

@@ -2,8 +2,9 @@
 
 Binary heads are probabilities (``sex`` is P(male), each finding P(present)), race is split into one
 probability per group (``race:White``...), age is in years. :data:`HEAD_SCALE` converts a change into the
-common unit in which margins are stated: probability for every head, decades for age (a 10-year change of
-the predicted age counts like a change of 1.0 in a probability).
+common unit in which margins are stated: probability for every head; for age, 50 years count as 1.0, so the
+default margin of 0.1 is 5 years, about the error of an age regressor on chest X-rays (and of the phantom's
+classifier), below which an age change is not told from noise.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 from cfaudit.data.vocabulary import FINDINGS, RACES
 
 HEAD_COLUMNS: tuple[str, ...] = ("sex", *(f"race:{race}" for race in RACES), "age", *FINDINGS)
-HEAD_SCALE: dict[str, float] = {column: (10.0 if column == "age" else 1.0) for column in HEAD_COLUMNS}
+HEAD_SCALE: dict[str, float] = {column: (50.0 if column == "age" else 1.0) for column in HEAD_COLUMNS}
 
 
 def head_columns(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

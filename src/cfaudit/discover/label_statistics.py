@@ -51,11 +51,14 @@ class LabelStatistics:
         if missing:  # an index always has them; other tables (tests, custom data) may not
             table = table.assign(**{f: np.nan for f in missing})
         findings = policy.binarize(table)
-        sex = table["sex"].map(_sex_or_nan)
-        race = table["race"].map(_race_or_none)
-        values = {"sex": (sex == "Male").astype(float).where(sex.notna())}
+        # Plain object arrays with None for unknown (a pandas string column would hold NA, which cannot compare)
+        sexes = np.array([_sex_or_nan(v) for v in table["sex"]], dtype=object)
+        races = np.array([_race_or_none(v) for v in table["race"]], dtype=object)
+        known_sex = np.array([v is not None for v in sexes])
+        known_race = np.array([v is not None for v in races])
+        values = {"sex": np.where(known_sex, (sexes == "Male").astype(float), np.nan)}
         for group in RACES:
-            values[f"race:{group}"] = (race == group).astype(float).where(race.notna())
+            values[f"race:{group}"] = np.where(known_race, (races == group).astype(float), np.nan)
         values["age"] = pd.to_numeric(table["age"], errors="coerce")
         for finding in FINDINGS:
             values[finding] = findings[finding]
@@ -71,7 +74,7 @@ class LabelStatistics:
         elif self.columns != HEAD_COLUMNS:
             raise ValueError("labels give the head columns only; pass values for other columns")
         # The attributes an intervention can condition on: same encoding as the heads
-        self.attributes = {"sex": sex.to_numpy(dtype=object), "race": race.to_numpy(dtype=object)}
+        self.attributes = {"sex": sexes, "race": races}
         self.ages = values["age"].to_numpy(dtype=np.float64)
         self.findings = {finding: findings[finding].to_numpy(dtype=np.float64) for finding in FINDINGS}
 

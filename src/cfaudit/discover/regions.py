@@ -457,6 +457,10 @@ def _name_cluster(
         with_cluster = delta[present == 1]
         without = delta[present == 0]
         change = float(with_cluster.mean() - (without.mean() if without.size else 0.0))
+        spread = with_cluster.var(ddof=1) / with_cluster.size if with_cluster.size > 1 else math.inf
+        spread += without.var(ddof=1) / without.size if without.size > 1 else 0.0
+        if abs(change) < 3.0 * math.sqrt(spread):  # not told from noise (Welch's t below 3)
+            continue
         if abs(change) > abs(best_change):
             best, best_change = head, change
     if abs(best_change) < 0.1:  # no head moves with it: leave it unnamed rather than name it by noise

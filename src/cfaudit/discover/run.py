@@ -106,6 +106,7 @@ def discover(
     started = time.perf_counter()
     settings = settings or DiscoverySettings()
     out = Path(out)
+    index_file = None if isinstance(index, DataIndex) else Path(index)
     index = index if isinstance(index, DataIndex) else DataIndex.read(index)
     atlas = atlas or RegionAtlas.load()
     interventions = list(interventions) if interventions else default_interventions()
@@ -190,7 +191,7 @@ def discover(
         settings,
         interventions,
         plan,
-        index,
+        index_file,
         model_id,
         classifier,
         atlas,
@@ -250,11 +251,13 @@ def _write_outputs(
     settings: DiscoverySettings,
     interventions: Sequence[Intervention],
     plan: Any,
-    index: DataIndex,
+    index_file: Path | None,
     model_id: str,
     classifier: Any,
     atlas: RegionAtlas,
 ) -> None:
+    from cfaudit.train.latent_cache import file_sha256
+
     atomic_io.write_csv(out / "cochange.csv", cochange)
     atomic_io.write_csv(out / "clusters.csv", clusters)
     atomic_io.write_csv(out / "cluster_members.csv", members)
@@ -269,8 +272,8 @@ def _write_outputs(
             "version": 1,
             "cfaudit": __version__,
             "model": model_id,
-            "index": str(index.path) if getattr(index, "path", None) else None,
-            "index_sha256": getattr(index, "sha256", None),
+            "index": str(index_file.resolve()) if index_file else None,
+            "index_sha256": file_sha256(index_file) if index_file else None,
             "classifier": str(classifier_folder) if classifier_folder else type(classifier).__name__,
             "split": settings.split,
             "settings": settings.to_dict(),
