@@ -39,25 +39,15 @@ def demo(
 ) -> None:
     """Run the whole tool on the embedded default (synthetic phantom data) and print where the results are."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
     from rich.table import Table
 
     from cfaudit.cli.discover import print_candidates
+    from cfaudit.cli.progress import staged_progress
     from cfaudit.data.stats import paper_rows
     from cfaudit.demo import run_demo
 
     console = Console()
-    with Progress(
-        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=True,
-    ) as bar:  # fmt: skip
-        tasks: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
+    with staged_progress(console) as progress:
         result = run_demo(
             out, n=n, size=size, seed=seed, workers=workers, train=train, edit_images=edit_images,
             discover_images=images, discover_do=do, until=until, progress=progress,

@@ -56,22 +56,12 @@ def discover_command(
 ) -> None:
     """Edit many images with many interventions and rank what else changes (resumable: re-run to continue)."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+    from cfaudit.cli.progress import staged_progress
     from cfaudit.discover.api import discover
 
     console = Console()
-    with Progress(
-        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=console, transient=True,
-    ) as bar:  # fmt: skip
-        tasks: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
+    with staged_progress(console) as progress:
         result = discover(
             model, index, classifier, out, do, split=split, images=images, method=method, steps=steps,
             guidance=guidance, prompt_mode=prompt_mode, batch_size=batch_size, margin=margin,

@@ -50,27 +50,13 @@ def evaluate_command(
     device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda when available).")] = None,
 ) -> None:
     """Score edits side by side: LPIPS, L1 (0-255) and CPG with bootstrap intervals, plus the axioms."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from cfaudit.cli.progress import staged_progress
     from cfaudit.evaluate.table2 import evaluate_edits
 
     console, errors = Console(), Console(stderr=True)
     command = shlex.join(["cfaudit", *sys.argv[1:]]) if Path(sys.argv[0]).name == "cfaudit" else None
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=errors,
-        transient=True,
-    ) as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
+    with staged_progress(errors) as progress:
         result = evaluate_edits(
             edits,
             classifier,

@@ -256,7 +256,7 @@ def _write_outputs(
     classifier: Any,
     atlas: RegionAtlas,
 ) -> None:
-    from cfaudit.train.latent_cache import file_sha256
+    from cfaudit.digests import file_sha256
 
     atomic_io.write_csv(out / "cochange.csv", cochange)
     atomic_io.write_csv(out / "clusters.csv", clusters)

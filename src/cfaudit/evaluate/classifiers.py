@@ -23,7 +23,6 @@ loads a saved classifier and predicts calibrated outputs for ``[0, 1]`` images (
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -41,6 +40,7 @@ from cfaudit.data.images import load_model_tensor, to_model_tensor
 from cfaudit.data.labels import LabelPolicy
 from cfaudit.data.records import DataIndex
 from cfaudit.data.vocabulary import FINDINGS, RACES
+from cfaudit.digests import file_sha256
 from cfaudit.errors import CfauditError
 from cfaudit.evaluate.classifier_models import (
     AGE_CENTER,
@@ -298,14 +298,6 @@ def fit_temperatures(logits: torch.Tensor, targets: Mapping[str, torch.Tensor]) 
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @torch.no_grad()

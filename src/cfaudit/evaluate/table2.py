@@ -23,7 +23,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import platform
@@ -42,6 +41,7 @@ from cfaudit.data.images import load_image, resize_and_crop, to_model_tensor
 from cfaudit.data.labels import DEFAULT_POLICY
 from cfaudit.data.prompts import record_prompt
 from cfaudit.data.vocabulary import FINDINGS, PATHOLOGIES, RACES
+from cfaudit.digests import file_sha256
 from cfaudit.edit.interventions import Intervention, caption_record
 from cfaudit.errors import CfauditError
 from cfaudit.evaluate import metrics
@@ -1043,13 +1043,7 @@ def plot_table2(table: pd.DataFrame, path: Path, size: int) -> None:
 
 
 def _sha256(path: Path) -> str | None:
-    if not path.is_file():
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path) if path.is_file() else None
 
 
 def classifier_provenance(classifier: Any) -> dict[str, Any]:

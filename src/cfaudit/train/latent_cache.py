@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from cfaudit import atomic_io
+from cfaudit.digests import file_sha256
 from cfaudit.errors import CfauditError
 
 
@@ -39,14 +40,6 @@ class LatentCache:
         """One latent sample per row, noise drawn from ``generator`` (CPU)."""
         mean, std = self.mean[rows], self.std[rows]
         return mean + std * torch.randn(mean.shape, generator=generator)
-
-
-def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def vae_fingerprint(vae: Any, folder: str | os.PathLike[str] | None = None) -> str:

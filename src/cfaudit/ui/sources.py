@@ -12,7 +12,6 @@ A picked image comes from an index (:class:`DataSource`); its record gives the s
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
 from cfaudit.data.prompts import DEFAULT_TEMPLATE, PromptTemplate, record_prompt
 from cfaudit.data.records import DataIndex
 from cfaudit.data.vocabulary import PATHOLOGIES, normalize_sex
+from cfaudit.digests import file_sha256
 from cfaudit.errors import CfauditError
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", *DICOM_SUFFIXES)
@@ -79,14 +79,6 @@ class SourceImage:
             if self.record and "image_id" in self.record
             else Path(self.name).stem
         )
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _megabytes(count: int) -> str:

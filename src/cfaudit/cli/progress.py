@@ -1,0 +1,28 @@
+"""One rich progress bar per named stage, for commands whose library functions report ``(stage, done, total)``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+StageProgress = Callable[[str, int, int], None]
+
+
+@contextmanager
+def staged_progress(console: Console) -> Iterator[StageProgress]:
+    """Yield ``progress(stage, done, total)``: the first call of a stage adds its bar, later calls move it."""
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True,
+    ) as bar:  # fmt: skip
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield progress
