@@ -17,7 +17,18 @@ def test_user_error_is_one_red_line(tmp_path, capsys):
 def test_help_lists_commands(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("phantom", "data", "train", "edit", "evaluate", "scm", "discover", "report", "ui", "demo"):
+    for command in (
+        "phantom",
+        "data",
+        "train",
+        "edit",
+        "evaluate",
+        "scm",
+        "discover",
+        "report",
+        "ui",
+        "demo",
+    ):
         assert command in out, command
 
 
@@ -25,5 +36,18 @@ def test_discover_errors_are_one_line(tmp_path, capsys):
     assert main(["discover", "--index", str(tmp_path / "none.csv"), "--out", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "none.csv" in err and "Traceback" not in err
-    assert main(["discover", "--index", str(tmp_path / "none.csv"), "--out", str(tmp_path / "d"), "--do", "Heart=0"]) == 2
+    assert (
+        main(
+            [
+                "discover",
+                "--index",
+                str(tmp_path / "none.csv"),
+                "--out",
+                str(tmp_path / "d"),
+                "--do",
+                "Heart=0",
+            ]
+        )
+        == 2
+    )
     assert "unknown attribute 'Heart'" in capsys.readouterr().err

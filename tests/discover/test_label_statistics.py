@@ -78,6 +78,8 @@ def test_sex_and_race_interventions_with_unknown_values_in_a_string_column():
     records = frame[frame["race"] == "White"].to_dict("records")
     association = statistics.association(Intervention.parse("race=Black"), records)
     assert association["Support Devices"] == pytest.approx(1.0)
-    assert association["race:Black"] == pytest.approx(1.0) and association["race:White"] == pytest.approx(-1.0)
+    assert association["race:Black"] == pytest.approx(1.0) and association["race:White"] == pytest.approx(
+        -1.0
+    )
     males = frame[frame["sex"] == "Male"].to_dict("records")
     assert abs(statistics.association(Intervention.parse("sex=Female"), males)["sex"] + 1.0) < 1e-9
