@@ -1,5 +1,6 @@
 """The README's main job, end to end on a small phantom."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -60,3 +61,21 @@ def test_demo_runs_every_stage_to_the_report(tmp_path, capsys):
     html = (demo / "report.html").read_text()
     assert "Table 1" in html and "data:image/png;base64," in html
     assert "Top discoveries" in out and f"report: {demo / 'report.html'}" in out.replace("\n", "")
+
+
+def test_demo_training_recipes_run_and_give_loadable_models(tmp_path):
+    """`cfaudit demo --train` at a tiny scale: each recipe trains a few steps and its model loads."""
+    from cfaudit.demo_training import train_demo_models
+    from cfaudit.evaluate.classifiers import load_classifier
+    from cfaudit.models.loading import load_components
+    from cfaudit.scm.model import CausalImageModel
+
+    result = run_demo(tmp_path / "demo", n=80, size=128, seed=1, workers=1, until="data")
+    stages = []
+    model, classifier, scm = train_demo_models(
+        tmp_path / "models", result.index, seed=1, tell=lambda *a: stages.append(a[0]), scale=0.004
+    )
+    assert load_components(model, device="cpu").unet is not None
+    assert load_classifier(classifier, "cpu").predict([np.zeros((128, 128))])["sex"].shape == (1,)
+    assert "Cardiomegaly" in CausalImageModel.load(scm, device="cpu").graph.names
+    assert stages[0] == "train: VAE" and stages[-1] == "train: SCM"

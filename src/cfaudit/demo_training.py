@@ -14,10 +14,17 @@ from pathlib import Path
 Progress = Callable[[str, int, int], None]
 
 
-def train_demo_models(folder: Path, index_path: Path, seed: int, tell: Progress) -> tuple[str, str, str]:
+def train_demo_models(
+    folder: Path, index_path: Path, seed: int, tell: Progress, scale: float = 1.0
+) -> tuple[str, str, str]:
     """Train the tiny diffusion model (VAE, then UNet + text encoder), the classifier and the SCM into ``folder``.
 
+    ``scale`` multiplies every step and epoch count (the tests run the recipes at a tiny scale).
     Returns (diffusion model folder, classifier folder, SCM model folder)."""
+
+    def steps(count: int) -> int:
+        return max(1, round(count * scale))
+
     from cfaudit.evaluate.classifiers import ClassifierConfig, train_classifier
     from cfaudit.models.random_init import write_random_pipeline
     from cfaudit.scm.config import load_config as load_scm_config
@@ -37,7 +44,7 @@ def train_demo_models(folder: Path, index_path: Path, seed: int, tell: Progress)
         train_vae(
             VaeTrainConfig(
                 model=str(init), index=str(index_path), split="train", output_dir=str(folder / "vae"),
-                resolution=128, crop=64, max_steps=400, batch_size=8, learning_rate=0.002, kl_weight=1e-6,
+                resolution=128, crop=64, max_steps=steps(400), batch_size=8, learning_rate=0.002, kl_weight=1e-6,
                 seed=seed, log_every=50,
             ),
             progress=False,
@@ -48,9 +55,9 @@ def train_demo_models(folder: Path, index_path: Path, seed: int, tell: Progress)
         config = TrainConfig(
             model=str(vae_model), index=str(index_path), split="train", output_dir=str(folder / "unet"),
             resolution=128, train_text_encoder=True, text_encoder_lr=1e-3, snr_gamma=5.0, caption_dropout=0.1,
-            max_steps=2500, batch_size=16, learning_rate=1e-3, lr_schedule="cosine", lr_warmup_steps=100,
+            max_steps=steps(2500), batch_size=16, learning_rate=1e-3, lr_schedule="cosine", lr_warmup_steps=steps(100),
             adam_weight_decay=0.0, use_ema=True, ema_decay=0.995, mixed_precision="no", seed=seed,
-            checkpoint_every=250, keep_checkpoints=2, sample_every=0, save_dtype="float16",
+            checkpoint_every=steps(250), keep_checkpoints=2, sample_every=0, save_dtype="float16",
         )  # fmt: skip
         has_checkpoint = (folder / "unet" / "checkpoints").is_dir()
         train(config, resume="latest" if has_checkpoint else None, progress=False)
@@ -58,13 +65,14 @@ def train_demo_models(folder: Path, index_path: Path, seed: int, tell: Progress)
     tell("train: classifier", 2, 3)
     classifier = folder / "classifier"
     if not (classifier / "classifier.json").is_file():
-        train_classifier(index_path, classifier, ClassifierConfig(epochs=15, seed=seed), device="cpu")
+        train_classifier(index_path, classifier, ClassifierConfig(epochs=steps(15), seed=seed), device="cpu")
     # 3. SCM baseline, the small preset
     scm = folder / "scm"
     if not (scm / "model").is_dir():
         graph = Path(__file__).resolve().parent / "scm" / "presets" / "graph_demo.yaml"  # + Cardiomegaly
-        overrides = {"index": str(index_path), "output_dir": str(scm), "seed": seed, "max_steps": 1000,
-                     "graph_file": str(graph)}  # fmt: skip
+        overrides = {"index": str(index_path), "output_dir": str(scm), "seed": seed, "max_steps": steps(1000),
+                     "mechanism_steps": steps(400), "lr_warmup_steps": steps(100), "checkpoint_every": steps(250),
+                     "eval_images": steps(256), "graph_file": str(graph)}  # fmt: skip
         settings = load_scm_config("small", None, overrides)
         train_scm(settings, resume="latest" if (scm / "checkpoints").is_dir() else None, progress=False)
     tell("train: SCM", 3, 3)
