@@ -88,3 +88,25 @@ def test_plan_errors():
         build_plan(items, [Intervention.parse("Edema=1"), Intervention.parse("edema=present")], 1)
     with pytest.raises(CfauditError, match="no record"):
         build_plan([JobItem("x", Path("x.png"), "p")], [Intervention.parse("Edema=1")], 1)
+
+
+def test_discovery_refuses_an_index_without_the_control_splits_before_editing(tmp_path):
+    from cfaudit.data.adapters import build_index, write_index
+    from cfaudit.data.phantom import default_config_path, generate_phantom, load_config
+    from cfaudit.discover import run_discovery
+
+    phantom = generate_phantom(
+        tmp_path / "p", load_config(default_config_path()).with_overrides(n=12, size=32), seed=0, workers=1
+    )
+    index = build_index("phantom", phantom.out, seed=0)
+    index.table["split"] = "test"
+    write_index(index, tmp_path / "index.csv")
+
+    class NoEditor:  # discovery must stop before it needs one
+        def __getattr__(self, name):
+            raise AssertionError(f"editor used: {name}")
+
+    with pytest.raises(CfauditError, match=r"no images in split 'train'.*--label-split"):
+        run_discovery(
+            NoEditor(), tmp_path / "index.csv", None, tmp_path / "out", [Intervention.parse("Edema=1")]
+        )

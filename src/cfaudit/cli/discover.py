@@ -31,6 +31,13 @@ def discover_command(
         ),
     ] = None,
     split: Annotated[str, typer.Option(help="Split whose images are edited.")] = "test",
+    label_split: Annotated[str, typer.Option(help="Split whose labels give the label statistics.")] = "train",
+    data_split: Annotated[
+        str,
+        typer.Option(
+            help="Split whose real images give the data association (not the classifier's train split)."
+        ),
+    ] = "val",
     images: Annotated[int, typer.Option(help="Eligible images per intervention.")] = 16,
     method: Annotated[str, typer.Option(help="Inversion: direct (default), nti, npi or ddim.")] = "direct",
     steps: Annotated[int | None, typer.Option(help="DDIM steps (default: the method's).")] = None,
@@ -63,7 +70,7 @@ def discover_command(
     console = Console()
     with staged_progress(console) as progress:
         result = discover(
-            model, index, classifier, out, do, split=split, images=images, method=method, steps=steps,
+            model, index, classifier, out, do, split=split, label_split=label_split, data_split=data_split, images=images, method=method, steps=steps,
             guidance=guidance, prompt_mode=prompt_mode, batch_size=batch_size, margin=margin,
             region_margin=region_margin, regions=regions, seed=seed, device=device, progress=progress,
         )  # fmt: skip

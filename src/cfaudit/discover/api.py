@@ -20,6 +20,8 @@ def discover(
     do: Sequence[str] | None = None,
     *,
     split: str = "test",
+    label_split: str = "train",
+    data_split: str = "val",
     images: int = 16,
     method: str = "direct",
     steps: int | None = None,
@@ -65,6 +67,8 @@ def discover(
     )
     settings = DiscoverySettings(
         split=split,
+        label_split=label_split,
+        data_split=data_split,
         images=images,
         prompt_mode=prompt_mode,
         seed=seed,

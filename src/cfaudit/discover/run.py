@@ -120,7 +120,9 @@ def discover(
         identity_check=True,  # the null edit is a control
     )
 
-    # 1. Plan
+    # 1. Plan (the controls' splits are checked first: an empty one would only fail after the edits)
+    _needed_split(index, settings.label_split, "label")
+    _needed_split(index, settings.data_split, "data")
     items = items_from_index(index, settings.split, policy=policy)
     plan = build_plan(items, interventions, settings.images, settings.seed, policy)
     if not plan.items:
@@ -198,6 +200,17 @@ def discover(
     )
     _tell(progress, "done", 1, 1)
     return DiscoveryResult(out, candidates, cochange, clusters, time.perf_counter() - started)
+
+
+def _needed_split(index: DataIndex, name: str, role: str) -> pd.DataFrame:
+    """The rows of a split a control needs; an empty one is an error that says which option picks another."""
+    table = index.split(name).table
+    if table.empty:
+        raise CfauditError(
+            f"the index has no images in split {name!r}, which the {role} statistics of a discovery read; "
+            f"choose another with --{role}-split (e.g. all)"
+        )
+    return table
 
 
 def _tell(progress: Progress | None, stage: str, done: int, total: int) -> None:
