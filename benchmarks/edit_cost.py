@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cfaudit.edit.attention import AttentionSettings
 from cfaudit.edit.editor import CounterfactualEditor, EditSettings, Target
 from cfaudit.edit.interventions import Intervention
 from cfaudit.edit.inversion import InversionSettings
@@ -46,6 +47,7 @@ class Config:
     steps: int
     correct_target: bool = True
     inner_steps: int = 10
+    cross_fraction: float = 0.8  # prompt-to-prompt cross-attention injection (the default)
 
 
 CONFIGS = [
@@ -56,6 +58,9 @@ CONFIGS = [
     Config("direct", "direct", 50),
     Config("direct", "direct", 20),
     Config("direct", "direct", 10),
+    Config("direct", "direct", 15),
+    Config("direct, cross-attention 60%", "direct", 15, cross_fraction=0.6),
+    Config("direct, cross-attention 60%", "direct", 20, cross_fraction=0.6),
 ]
 
 
@@ -145,7 +150,11 @@ def main(argv: list[str] | None = None) -> int:
             guidance_scale=args.guidance,
             inner_steps=config.inner_steps,
         )
-        edit = EditSettings(guidance_scale=args.guidance, correct_target=config.correct_target)
+        edit = EditSettings(
+            guidance_scale=args.guidance,
+            correct_target=config.correct_target,
+            attention=AttentionSettings(cross_fraction=config.cross_fraction),
+        )
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         inversions = editor.invert(images.to(editor.device), prompts, settings)
