@@ -48,6 +48,7 @@ class Config:
     correct_target: bool = True
     inner_steps: int = 10
     cross_fraction: float = 0.8  # prompt-to-prompt cross-attention injection (the default)
+    self_fraction: float = 0.4  # self-attention injection (the default)
 
 
 CONFIGS = [
@@ -61,6 +62,10 @@ CONFIGS = [
     Config("direct", "direct", 15),
     Config("direct, cross-attention 60%", "direct", 15, cross_fraction=0.6),
     Config("direct, cross-attention 60%", "direct", 20, cross_fraction=0.6),
+    Config("direct, cross-attention 40%", "direct", 15, cross_fraction=0.4),
+    Config("direct, cross 60%, self 20%", "direct", 15, cross_fraction=0.6, self_fraction=0.2),
+    Config("direct, cross-attention 30%", "direct", 15, cross_fraction=0.3),
+    Config("direct, cross-attention 20%", "direct", 15, cross_fraction=0.2),
 ]
 
 
@@ -153,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         edit = EditSettings(
             guidance_scale=args.guidance,
             correct_target=config.correct_target,
-            attention=AttentionSettings(cross_fraction=config.cross_fraction),
+            attention=AttentionSettings(
+                cross_fraction=config.cross_fraction, self_fraction=config.self_fraction
+            ),
         )
         if cuda:
             torch.cuda.reset_peak_memory_stats()
