@@ -2,7 +2,7 @@
 
 The same recipes that made the shipped models (``configs/train/tiny_vae.yaml``, ``configs/train/demo.yaml``,
 ``cfaudit/evaluate/demo_classifier/README.txt``, the SCM ``small`` preset), written here so that an installed
-package needs no repository checkout. On 2 CPU cores this takes about 45 minutes (most of it the UNet);
+package needs no repository checkout. On 2 CPU cores this should take about 45 minutes (the sum of the recipes' measured times, most of it the UNet; not timed as one run);
 every step resumes where it stopped.
 """
 
