@@ -385,3 +385,20 @@ def test_report_stays_small(report_path: Path, page: Node):
         sizes = [len(base64.b64decode(img.attrs["src"].split(",", 1)[1])) for img in article.iter("img")]
         assert len(sizes) == 2 and sum(sizes) < 450_000
     assert report_path.stat().st_size < 4e6
+
+
+def test_a_discoverys_edits_show_only_its_flagged_and_top_interventions(workspace: Workspace, monkeypatch):
+    import cfaudit.report.html as html
+
+    job = next(j for j in collect_inputs([workspace.root]).edit_jobs if j.part_of is not None)
+    notes: list[str] = []
+    monkeypatch.setattr(html, "DISCOVERY_EXAMPLE_INTERVENTIONS", 1)  # rank 1 and the flagged ones
+    shown = {g["intervention"] for g in edit_groups(job, "d", 2, notes, None)}
+    assert shown == {
+        "do(Cardiomegaly=0)"
+    }  # ranks 1-2 (both flagged) are Cardiomegaly; age and sex are not shown
+    assert any("2 more are in the folder" in note for note in notes)
+    monkeypatch.setattr(html, "DISCOVERY_EXAMPLE_INTERVENTIONS", 5)
+    assert {g["intervention"] for g in edit_groups(job, "d", 2, [], None)} == {
+        "do(Cardiomegaly=0)", "do(sex=Female)", "do(age=80)",
+    }  # fmt: skip

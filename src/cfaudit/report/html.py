@@ -547,11 +547,41 @@ def mean_difference(job: EditJobInput, rows: pd.DataFrame, shape: tuple[int, int
     return (total / max(1, len(rows))).astype(np.float32)
 
 
+#: A discovery's edit job shows the examples of its flagged interventions and of this many top-ranked ones.
+DISCOVERY_EXAMPLE_INTERVENTIONS = 6
+
+
+def discovery_interventions_to_show(job: EditJobInput) -> set[str] | None:
+    """For the edit job of a discovery: the interventions of its flagged and top-ranked candidates (None: all)."""
+    if job.part_of is None or not (job.part_of / "candidates.csv").is_file():
+        return None
+    try:
+        candidates = pd.read_csv(job.part_of / "candidates.csv")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError):
+        return None
+    if not {"intervention", "flagged"} <= set(candidates.columns):
+        return None
+    if "rank" in candidates.columns:
+        candidates = candidates.sort_values("rank", kind="stable")
+    flagged = candidates[candidates["flagged"].astype(str).str.lower() == "true"]["intervention"]
+    top = candidates["intervention"].head(DISCOVERY_EXAMPLE_INTERVENTIONS)
+    return set(flagged.astype(str)) | set(top.astype(str))
+
+
 def edit_groups(
     job: EditJobInput, prefix: str, max_examples: int, notes: list[str], progress: Progress | None
 ) -> list[dict[str, Any]]:
     """One entry per (method, intervention) of a job: the example grid and the mean difference map."""
     edits = job.edits.reset_index(drop=True)
+    keep = discovery_interventions_to_show(job)
+    if keep is not None:
+        left_out = sorted(set(edits["intervention"].astype(str)) - keep)
+        edits = edits[edits["intervention"].astype(str).isin(keep)]  # keeps the CSV line numbers
+        if left_out:
+            notes.append(
+                f"{job.folder}: examples shown for the discovery's flagged and top-ranked interventions only; "
+                f"{len(left_out)} more are in the folder ({', '.join(left_out[:4])}{', ...' if len(left_out) > 4 else ''})"
+            )
     groups = []
     for (method, intervention), rows in edits.groupby(["method", "intervention"], sort=False):
         if progress is not None:
