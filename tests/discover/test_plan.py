@@ -110,3 +110,16 @@ def test_discovery_refuses_an_index_without_the_control_splits_before_editing(tm
         run_discovery(
             NoEditor(), tmp_path / "index.csv", None, tmp_path / "out", [Intervention.parse("Edema=1")]
         )
+
+
+def test_real_images_are_read_square_and_no_larger_than_the_working_size(tmp_path):
+    import numpy as np
+
+    from cfaudit.data.images import save_image
+    from cfaudit.discover.run import _read_at_most
+
+    save_image(np.random.default_rng(0).random((300, 500)).astype(np.float32), tmp_path / "big.png", bits=16)
+    save_image(np.full((128, 128), 0.5, dtype=np.float32), tmp_path / "small.png", bits=16)
+    assert _read_at_most(tmp_path / "big.png", 256).shape == (256, 256)
+    small = _read_at_most(tmp_path / "small.png", 256)
+    assert small.shape == (128, 128) and abs(float(small.mean()) - 0.5) < 1e-3  # never upsampled

@@ -46,6 +46,7 @@ class LabelStatistics:
         table row, one column per :data:`HEAD_COLUMNS` entry) when given, e.g. classifier outputs on the
         images: then the expectations say what the *images* with an attribute look like to the classifier."""
         self.bandwidth = bandwidth
+        self._cache: dict[tuple[tuple[str, str], ...], tuple[np.ndarray, np.ndarray]] = {}
         values_override = values
         missing = [f for f in FINDINGS if f not in table.columns]
         if missing:  # an index always has them; other tables (tests, custom data) may not
@@ -91,7 +92,15 @@ class LabelStatistics:
         return weights
 
     def expected(self, conditions: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        """Weighted mean of every head given ``conditions``, and its effective number of rows, per head."""
+        """Weighted mean of every head given ``conditions``, and its effective number of rows, per head.
+
+        Cached: the edited records of one intervention mostly share their conditions (and ages repeat)."""
+        key = tuple(sorted((name, str(value)) for name, value in conditions.items()))
+        if key not in self._cache:
+            self._cache[key] = self._expected(conditions)
+        return self._cache[key]
+
+    def _expected(self, conditions: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         weights = self._weights(conditions)
         known = ~np.isnan(self.values)
         w = weights[:, None] * known

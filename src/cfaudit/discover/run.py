@@ -19,7 +19,6 @@ Discovery reads images, labels and classifier outputs only; a phantom's ground t
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from cfaudit import __version__, atomic_io
-from cfaudit.data.images import load_image
+from cfaudit.data.images import load_image, resize_and_crop
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
 from cfaudit.data.records import DataIndex
 from cfaudit.discover.candidates import CandidateSettings, rank_candidates
@@ -61,6 +60,9 @@ class DiscoverySettings:
     #: The data association (classifier outputs and local image detail of real images) comes from this split,
     #: which the classifier was not fitted on.
     data_split: str = "val"
+    #: At most this many images of the data split are read (a seeded sample): a real validation split can hold
+    #: tens of thousands of images, and the data association needs a few hundred.
+    data_images: int = 2000
     prompt_mode: str = "full"
     bootstrap: int = 1000
     seed: int = 0
@@ -147,8 +149,16 @@ def discover(
     scores = _score_images(classifier, edits, out / "edits", progress)
     labels = LabelStatistics(index.split(settings.label_split).table, policy)
     data_index = index.split(settings.data_split)
-    data_images = [load_image(path) for path in data_index.image_paths()]
-    data_heads = head_columns(classifier.predict(data_images))
+    if len(data_index) > settings.data_images:
+        keep = np.sort(
+            np.random.default_rng(settings.seed).choice(len(data_index), settings.data_images, replace=False)
+        )
+        data_index = DataIndex(
+            data_index.table.iloc[keep].reset_index(drop=True), data_index.root, data_index.meta
+        )
+    size = _working_size(classifier)
+    real_images = [_read_at_most(path, size) for path in data_index.image_paths()]
+    data_heads = head_columns(classifier.predict(real_images))
     data = LabelStatistics(
         data_index.table, policy, values=np.stack([data_heads[c] for c in HEAD_COLUMNS], axis=1)
     )
@@ -160,7 +170,7 @@ def discover(
     # 4. Change clusters outside each intervention's expected region
     maps = _load_maps(edits, out / "edits", settings.regions.grid)
     details = np.stack(
-        [local_detail(to_grid(image, settings.regions.grid), settings.regions) for image in data_images]
+        [local_detail(to_grid(image, settings.regions.grid), settings.regions) for image in real_images]
     )
     clusters, members = find_clusters(
         edits,
@@ -218,13 +228,28 @@ def _tell(progress: Progress | None, stage: str, done: int, total: int) -> None:
         progress(stage, done, total)
 
 
+def _working_size(classifier: Any) -> int:
+    """Real images (a MIMIC JPEG is ~3000 px) are read at this size: the classifier's input, at least 256."""
+    config = getattr(classifier, "config", None)
+    return max(256, int(getattr(config, "size", 0) or 0))
+
+
+def _read_at_most(path: Any, size: int) -> np.ndarray:
+    """A real image, square (centre crop, as every model here sees it) and no larger than ``size``."""
+    image = load_image(path)
+    if image.shape[0] != image.shape[1] or min(image.shape) > size:
+        image = resize_and_crop(image, min(size, *image.shape))
+    return image
+
+
 def _score_images(
     classifier: Any, edits: pd.DataFrame, folder: Path, progress: Progress | None
 ) -> dict[str, Any]:
     """Head columns for the originals and null edits (per image) and the counterfactuals (per edit row)."""
     images = list(dict.fromkeys(edits["image_id"]))
     first = edits.drop_duplicates("image_id").set_index("image_id")
-    originals = [load_image(first.loc[i, "original"]) for i in images]
+    size = _working_size(classifier)
+    originals = [_read_at_most(first.loc[i, "original"], size) for i in images]
     nulls = [load_image(folder / "images" / safe_name(i) / IDENTITY_FILE) for i in images]
     counterfactuals = [load_image(folder / p) for p in edits["counterfactual"]]
     _tell(progress, "score", 0, 1)
@@ -299,7 +324,3 @@ def _write_outputs(
             "flagged": int(candidates["flagged"].sum()) if not candidates.empty else 0,
         },
     )
-
-
-def nan_to_none(value: Any) -> Any:
-    return None if isinstance(value, float) and math.isnan(value) else value

@@ -414,7 +414,6 @@ def _write_outputs(
     cached: bool,
 ) -> list[dict[str, Any]]:
     folder = out / "images" / safe_name(item.image_id)
-    relative = folder.relative_to(out)
     original01 = ((original[0].float().cpu().numpy() + 1.0) / 2.0).clip(0, 1)
     reconstruction = ((result.reconstruction[0].numpy() + 1.0) / 2.0).clip(0, 1)
     save_image(reconstruction, folder / "reconstruction.png", bits=16)
@@ -427,10 +426,9 @@ def _write_outputs(
     rows = []
     for k, intervention in enumerate(interventions):
         counterfactual = ((result.counterfactuals[k, 0].numpy() + 1.0) / 2.0).clip(0, 1)
-        slug = intervention.slug
-        save_image(counterfactual, folder / f"{slug}.png", bits=16)
-        difference = signed_difference(counterfactual, reconstruction)
-        scale = save_difference(difference, folder / f"{slug}_diff.npy", folder / f"{slug}_diff.png")
+        files = write_counterfactual(
+            out, folder, intervention.slug, counterfactual, reconstruction, item.path
+        )
         rows.append(
             {
                 "image_id": item.image_id,
@@ -446,14 +444,29 @@ def _write_outputs(
                 "seconds": round(result.seconds[k], 4),
                 "reconstruction_l1": reconstruction_l1,
                 "identity_l1": identity_l1,
-                "edit_l1": float(np.abs(difference).mean()),
-                "diff_scale": scale,
                 "inversion_cached": cached,
-                "original": str(Path(item.path).resolve()),
-                "counterfactual": str(relative / f"{slug}.png"),
-                "reconstruction": str(relative / "reconstruction.png"),
-                "difference": str(relative / f"{slug}_diff.npy"),
-                "difference_png": str(relative / f"{slug}_diff.png"),
+                **files,
             }
         )
     return rows
+
+
+def write_counterfactual(
+    out: Path, folder: Path, slug: str, counterfactual: np.ndarray, reconstruction: np.ndarray, original: Path
+) -> dict[str, Any]:
+    """Write one counterfactual (16-bit PNG), its signed difference from the reconstruction (exact ``.npy`` and a
+    colour PNG); return the file columns of its ``edits.csv`` row (paths relative to ``out``), ``edit_l1`` and
+    ``diff_scale``. Both editors write their outputs through here, so their folders have one layout."""
+    relative = folder.relative_to(out)
+    save_image(counterfactual, folder / f"{slug}.png", bits=16)
+    difference = signed_difference(counterfactual, reconstruction)
+    scale = save_difference(difference, folder / f"{slug}_diff.npy", folder / f"{slug}_diff.png")
+    return {
+        "edit_l1": float(np.abs(difference).mean()),
+        "diff_scale": scale,
+        "original": str(Path(original).resolve()),
+        "counterfactual": str(relative / f"{slug}.png"),
+        "reconstruction": str(relative / "reconstruction.png"),
+        "difference": str(relative / f"{slug}_diff.npy"),
+        "difference_png": str(relative / f"{slug}_diff.png"),
+    }

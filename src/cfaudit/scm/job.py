@@ -32,9 +32,15 @@ import torch
 from cfaudit import atomic_io
 from cfaudit.data.images import load_model_tensor, save_image
 from cfaudit.data.prompts import DEFAULT_TEMPLATE, PromptTemplate, record_prompt
-from cfaudit.edit.difference import save_difference, signed_difference
 from cfaudit.edit.interventions import Intervention
-from cfaudit.edit.job import JobItem, JobReport, check_job_file, safe_name, write_edits_csv
+from cfaudit.edit.job import (
+    JobItem,
+    JobReport,
+    check_job_file,
+    safe_name,
+    write_counterfactual,
+    write_edits_csv,
+)
 from cfaudit.errors import CfauditError
 from cfaudit.scm.counterfactual import ScmCounterfactuals, image_seed
 from cfaudit.scm.hvae import LATENT_MODES
@@ -168,7 +174,6 @@ def _edit_batch(
     rows = []
     for b, item in enumerate(batch):
         folder = out / "images" / safe_name(item.image_id)
-        relative = folder.relative_to(out)
         original = ((images[b, 0].numpy() + 1.0) / 2.0).clip(0, 1)
         reconstruction = ((result.identity[b, 0].numpy() + 1.0) / 2.0).clip(0, 1)
         save_image(reconstruction, folder / "reconstruction.png", bits=16)
@@ -178,10 +183,9 @@ def _edit_batch(
         image_rows = []
         for k, intervention in enumerate(interventions):
             counterfactual = ((result.images[k, b, 0].numpy() + 1.0) / 2.0).clip(0, 1)
-            slug = intervention.slug
-            save_image(counterfactual, folder / f"{slug}.png", bits=16)
-            difference = signed_difference(counterfactual, reconstruction)
-            scale = save_difference(difference, folder / f"{slug}_diff.npy", folder / f"{slug}_diff.png")
+            files = write_counterfactual(
+                out, folder, intervention.slug, counterfactual, reconstruction, item.path
+            )
             changed_values = model.graph.decode(result.values[k], b)
             image_rows.append({
                 "image_id": item.image_id,
@@ -197,14 +201,8 @@ def _edit_batch(
                 "seconds": round(seconds, 4),
                 "reconstruction_l1": reconstruction_l1,  # 0: the null intervention returns the input exactly
                 "identity_l1": None,
-                "edit_l1": float(np.abs(difference).mean()),
-                "diff_scale": scale,
                 "inversion_cached": False,
-                "original": str(Path(item.path).resolve()),
-                "counterfactual": str(relative / f"{slug}.png"),
-                "reconstruction": str(relative / "reconstruction.png"),
-                "difference": str(relative / f"{slug}_diff.npy"),
-                "difference_png": str(relative / f"{slug}_diff.png"),
+                **files,
                 # SCM-only fields (kept in rows/, summarised in counterfactual_values.csv)
                 "factual_values": factual,
                 "counterfactual_values": changed_values,
