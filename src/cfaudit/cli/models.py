@@ -23,8 +23,23 @@ def init_random_command(
     dtype: Annotated[
         str, typer.Option(help="Stored precision: float32 or float16 (half the disk).")
     ] = "float32",
+    text_encoder: Annotated[
+        str,
+        typer.Option(
+            help="clip (random, SD's architecture) or minilm (the frozen pretrained MiniLM-L6; "
+            "`cfaudit assets fetch --minilm` first)."
+        ),
+    ] = "clip",
+    vae: Annotated[
+        str | None,
+        typer.Option(help="Take the trained VAE of this model (demo, a folder) instead of a random one."),
+    ] = None,
 ) -> None:
-    """Write a randomly initialised pipeline with the exact architecture of ARCH (no download needed)."""
+    """Write a randomly initialised pipeline with the exact architecture of ARCH (no download needed).
+
+    With --text-encoder minilm and --vae, it is the start of a UNet trained under a frozen pretrained text
+    encoder on the same latents as the demo model (configs/train/demo_minilm.yaml).
+    """
     import torch
 
     from cfaudit.errors import CfauditError
@@ -33,8 +48,10 @@ def init_random_command(
     dtypes = {"float32": torch.float32, "float16": torch.float16}
     if dtype not in dtypes:
         raise CfauditError(f"--dtype {dtype!r} is not one of {', '.join(dtypes)}")
-    folder = write_random_pipeline(out, arch, seed=seed, dtype=dtypes[dtype])
-    Console().print(f"wrote random {arch} pipeline to {folder}")
+    folder = write_random_pipeline(
+        out, arch, seed=seed, dtype=dtypes[dtype], text_encoder=text_encoder, vae_from=vae
+    )
+    Console().print(f"wrote random {arch} pipeline ({text_encoder} text encoder) to {folder}")
 
 
 @models_app.command("fetch-tokenizer")

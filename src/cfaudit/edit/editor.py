@@ -44,8 +44,8 @@ from cfaudit.edit.attention import (
 from cfaudit.edit.ddim import DDIMGrid
 from cfaudit.edit.denoiser import Denoiser, guide
 from cfaudit.edit.inversion import Inversion, InversionSettings, invert
-from cfaudit.edit.tokens import max_length
 from cfaudit.errors import CfauditError
+from cfaudit.models.text_encoding import encode_prompts
 
 
 @dataclass(frozen=True)
@@ -134,12 +134,7 @@ class CounterfactualEditor:
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
         """Text-encoder states ``[n, L, D]`` (float32) for ``prompts`` (padded / cut to the tokenizer's length)."""
-        length = max_length(self.tokenizer)
-        ids = self.tokenizer(
-            list(prompts), padding="max_length", max_length=length, truncation=True, return_tensors="pt"
-        ).input_ids
-        device = next(self.text_encoder.parameters()).device
-        return self.text_encoder(ids.to(device))[0].float()
+        return encode_prompts(self.text_encoder, self.tokenizer, prompts).float()
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:

@@ -20,12 +20,7 @@ from typing import Any
 import torch
 
 from cfaudit.errors import CfauditError
-
-
-def max_length(tokenizer: Any) -> int:
-    """The number of token positions the text encoder sees (77 for CLIP)."""
-    length = int(getattr(tokenizer, "model_max_length", 77))
-    return length if length < 100_000 else 77
+from cfaudit.models.text_encoding import max_length
 
 
 def token_ids(tokenizer: Any, prompt: str) -> list[int]:

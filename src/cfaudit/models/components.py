@@ -125,7 +125,11 @@ class PipelineComponents:
         from diffusers import DDIMScheduler
 
         DDIMScheduler.from_config(self.noise_scheduler.config).save_pretrained(str(folder / "scheduler"))
-        write_model_index(folder, scheduler_class="DDIMScheduler")
+        classes = {
+            "text_encoder": type(self.text_encoder).__name__,
+            "tokenizer": type(self.tokenizer).__name__,
+        }
+        write_model_index(folder, scheduler_class="DDIMScheduler", classes=classes)
 
 
 def save_model(model: Any, folder: Path, dtype: torch.dtype | None = None) -> None:
@@ -159,8 +163,13 @@ def save_tokenizer(tokenizer: Any, folder: Path) -> None:
     fast.unlink()
 
 
-def write_model_index(folder: Path, scheduler_class: str = "DDIMScheduler") -> None:
-    """``model_index.json``: what makes the folder a ``StableDiffusionPipeline`` for diffusers."""
+def write_model_index(
+    folder: Path, scheduler_class: str = "DDIMScheduler", classes: dict[str, str] | None = None
+) -> None:
+    """``model_index.json``: what makes the folder a ``StableDiffusionPipeline`` for diffusers.
+
+    ``classes`` overrides the class recorded for a part (a BERT text encoder instead of CLIP's).
+    """
     import diffusers
 
     index: dict[str, Any] = {
@@ -172,5 +181,5 @@ def write_model_index(folder: Path, scheduler_class: str = "DDIMScheduler") -> N
         "requires_safety_checker": False,
     }
     for name, (library, cls) in MODEL_INDEX_CLASSES.items():
-        index[name] = [library, scheduler_class if name == "scheduler" else cls]
+        index[name] = [library, scheduler_class if name == "scheduler" else (classes or {}).get(name, cls)]
     atomic_io.write_json(folder / "model_index.json", index)

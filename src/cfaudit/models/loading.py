@@ -25,6 +25,9 @@ _WEIGHT_FILES = {
     "vae": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json"),
     "text_encoder": ("model.safetensors", "model.safetensors.index.json"),
 }
+#: Text encoders a pipeline may name: SD's CLIP, and BERT-family encoders (the tiny preset's frozen MiniLM).
+TEXT_ENCODER_CLASSES = ("CLIPTextModel", "BertModel")
+TOKENIZER_CLASSES = ("CLIPTokenizer", "CLIPTokenizerFast", "BertTokenizer", "BertTokenizerFast")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 _HUB_PATTERNS = ["model_index.json", "unet/*", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*"]
 _HUB_IGNORE = [
@@ -69,12 +72,47 @@ def check_pipeline_folder(folder: Path, label: str | None = None) -> None:
     if (
         not ((tokenizer / "vocab.json").is_file() and (tokenizer / "merges.txt").is_file())
         and not (tokenizer / "tokenizer.json").is_file()
+        and not (tokenizer / "vocab.txt").is_file()
     ):
         raise CfauditError(
-            f"{label}: missing tokenizer/vocab.json and merges.txt; copy SD's tokenizer folder there"
+            f"{label}: missing tokenizer/vocab.json and merges.txt (or a BERT vocab.txt); copy the model's "
+            "tokenizer folder there"
         )
     if not (folder / "scheduler" / "scheduler_config.json").is_file():
         raise CfauditError(f"{label}: missing scheduler/scheduler_config.json")
+
+
+def text_classes(folder: Path, label: str | None = None) -> tuple[type, type]:
+    """The text encoder and tokenizer classes a pipeline folder names (``model_index.json``, else CLIP's).
+
+    Only the classes in :data:`TEXT_ENCODER_CLASSES` and :data:`TOKENIZER_CLASSES` are accepted: a folder cannot
+    make cfaudit import an arbitrary class.
+    """
+    import json
+
+    import transformers
+
+    label = label or str(folder)
+    index_file = folder / "model_index.json"
+    try:
+        index = json.loads(index_file.read_text(encoding="utf-8")) if index_file.is_file() else {}
+    except (OSError, ValueError) as error:
+        raise CfauditError(
+            f"{label}: model_index.json is not readable JSON ({error}); re-save the pipeline"
+        ) from None
+    names = []
+    for part, allowed, default in (
+        ("text_encoder", TEXT_ENCODER_CLASSES, "CLIPTextModel"),
+        ("tokenizer", TOKENIZER_CLASSES, "CLIPTokenizer"),
+    ):
+        entry = index.get(part) or [None, default]
+        name = str(entry[1]) if isinstance(entry, (list, tuple)) and len(entry) == 2 else default
+        if name not in allowed:
+            raise CfauditError(
+                f"{label}: model_index.json names {part} class {name!r}; cfaudit loads {', '.join(allowed)}"
+            )
+        names.append(name)
+    return getattr(transformers, names[0]), getattr(transformers, names[1])
 
 
 def _hub_offline() -> bool:
@@ -145,16 +183,16 @@ def load_components(
     Parts are returned in eval mode with gradients off; the trainer switches on what it trains.
     """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
 
     folder = resolve_model(model)
     check_pipeline_folder(folder, label=str(model))
+    text_class, tokenizer_class = text_classes(folder, label=str(model))
     parts = {}
     loaders = {
         "unet": lambda: _load_strict(UNet2DConditionModel, folder / "unet", torch_dtype=dtype),
         "vae": lambda: _load_strict(AutoencoderKL, folder / "vae", torch_dtype=dtype),
-        "text_encoder": lambda: _load_strict(CLIPTextModel, folder / "text_encoder", dtype=dtype),
-        "tokenizer": lambda: CLIPTokenizer.from_pretrained(str(folder / "tokenizer")),
+        "text_encoder": lambda: _load_strict(text_class, folder / "text_encoder", dtype=dtype),
+        "tokenizer": lambda: tokenizer_class.from_pretrained(str(folder / "tokenizer")),
         "noise_scheduler": lambda: DDPMScheduler.from_pretrained(str(folder), subfolder="scheduler"),
     }  # fmt: skip
     for name, load in loaders.items():

@@ -12,45 +12,98 @@ from pathlib import Path
 
 import torch
 
+from cfaudit.errors import CfauditError
 from cfaudit.models.components import PipelineComponents
 from cfaudit.models.presets import Architecture, architecture
 from cfaudit.models.tokenizer import copy_tokenizer
 
 
 def build_random(
-    arch: str | Architecture, *, seed: int = 0, tokenizer_dir: Path | None = None
+    arch: str | Architecture,
+    *,
+    seed: int = 0,
+    tokenizer_dir: Path | None = None,
+    text_encoder: str = "clip",
 ) -> PipelineComponents:
-    """A randomly initialised pipeline of ``arch`` (seeded); the tokenizer is SD's (or the one in ``tokenizer_dir``)."""
+    """A randomly initialised pipeline of ``arch`` (seeded); the tokenizer is SD's (or the one in ``tokenizer_dir``).
+
+    ``text_encoder="minilm"`` puts the frozen pretrained MiniLM (:mod:`cfaudit.models.pretrained_text`) in place
+    of the random CLIP text encoder, and gives the UNet the one linear layer that projects MiniLM's 384-wide
+    states onto its cross-attention width; everything else is the same random architecture.
+    """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+    from cfaudit.models.pretrained_text import (
+        MINILM_WIDTH,
+        TEXT_ENCODERS,
+        load_minilm,
+        unet_text_projection,
+    )
+
+    if text_encoder not in TEXT_ENCODERS:
+        raise CfauditError(f"unknown text encoder {text_encoder!r}; choose one of {', '.join(TEXT_ENCODERS)}")
     spec = architecture(arch) if isinstance(arch, str) else arch
     configs = spec.configs()
+    if text_encoder == "minilm":
+        configs["unet"].update(unet_text_projection(MINILM_WIDTH))
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**configs["unet"])
     vae = AutoencoderKL(**configs["vae"])
-    text_config = {
-        k: v for k, v in configs["text_encoder"].items() if k not in ("architectures", "model_type")
-    }
-    text_encoder = CLIPTextModel(CLIPTextConfig(**text_config))
     scheduler_config = {k: v for k, v in configs["scheduler"].items() if not k.startswith("_")}
     noise_scheduler = DDPMScheduler.from_config(scheduler_config)
-    if tokenizer_dir is None:
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as scratch:
-            tokenizer = CLIPTokenizer.from_pretrained(str(copy_tokenizer(Path(scratch), spec.pad_token)))
+    if text_encoder == "minilm":
+        encoder, tokenizer = load_minilm()
     else:
-        tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir))
+        text_config = {
+            k: v for k, v in configs["text_encoder"].items() if k not in ("architectures", "model_type")
+        }
+        encoder = CLIPTextModel(CLIPTextConfig(**text_config))
+        if tokenizer_dir is None:
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as scratch:
+                tokenizer = CLIPTokenizer.from_pretrained(str(copy_tokenizer(Path(scratch), spec.pad_token)))
+        else:
+            tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir))
+    meta = {"seed": seed, "text_encoder": text_encoder}
     components = PipelineComponents(
-        unet, vae, text_encoder, tokenizer, noise_scheduler, source=f"random:{spec.name}", meta={"seed": seed}
+        unet, vae, encoder, tokenizer, noise_scheduler, source=f"random:{spec.name}", meta=meta
     )
     return components.eval()
 
 
 def write_random_pipeline(
-    out: str | os.PathLike[str], arch: str = "sd15", *, seed: int = 0, dtype: torch.dtype | None = None
+    out: str | os.PathLike[str],
+    arch: str = "sd15",
+    *,
+    seed: int = 0,
+    dtype: torch.dtype | None = None,
+    text_encoder: str = "clip",
+    vae_from: str | None = None,
 ) -> Path:
-    """Write a random pipeline of ``arch`` to ``out`` (diffusers format, safetensors) and return the folder."""
-    components = build_random(arch, seed=seed)
-    return components.save(out, dtype=dtype)
+    """Write a random pipeline of ``arch`` to ``out`` (diffusers format, safetensors) and return the folder.
+
+    ``vae_from`` (a model: ``demo``, a folder, a hub id) takes that pipeline's trained VAE instead of a random one,
+    so that a new UNet can be trained on the same latents (the tiny preset's text-encoder comparison).
+    """
+    components = build_random(arch, seed=seed, text_encoder=text_encoder)
+    extra: dict[str, object] = {}
+    if vae_from is not None:
+        import json
+
+        from cfaudit.models.loading import load_components
+
+        donor = load_components(vae_from)
+        theirs = (int(donor.vae.config.latent_channels), donor.vae_scale_factor)
+        ours = (int(components.vae.config.latent_channels), components.vae_scale_factor)
+        if theirs != ours:
+            raise CfauditError(
+                f"{vae_from}: its VAE ({theirs[0]} latent channels, {theirs[1]}x) does not fit the {arch} UNet "
+                f"({ours[0]} latent channels, {ours[1]}x)"
+            )
+        components.vae = donor.vae
+        record = Path(donor.meta["folder"]) / "vae_provenance.json"
+        if record.is_file():
+            extra["vae_provenance.json"] = json.loads(record.read_text(encoding="utf-8"))
+    return components.save(out, dtype=dtype, extra_json=extra or None)

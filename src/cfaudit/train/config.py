@@ -118,6 +118,10 @@ class TrainConfig(ConfigFile):
     cache_latents: bool = True  #: encode every image with the VAE once, not every epoch
     latent_cache_dir: str | None = None  #: default: ``cache_dir()/latents``
     encode_batch_size: int = 16
+    #: with a frozen text encoder, encode every distinct caption once (not every step) when their states fit
+    #: in ``text_cache_mb`` of memory; else encode per step as usual
+    cache_text: bool = True
+    text_cache_mb: int = 2048
     # Bookkeeping
     seed: int = 0
     log_every: int = 10
@@ -179,6 +183,7 @@ class TrainConfig(ConfigFile):
         need(not self.sample_every or bool(self.sample_prompts), "sample_every needs sample_prompts")
         need(self.save_dtype in ("float32", "float16", "bfloat16"), f"save_dtype {self.save_dtype!r} is not float32, float16 or bfloat16")  # fmt: skip
         need(self.encode_batch_size >= 1, "encode_batch_size must be at least 1")
+        need(self.text_cache_mb >= 0, "text_cache_mb must be at least 0")
 
 
 @dataclass

@@ -30,6 +30,7 @@ from cfaudit.models.text_encoding import encode_ids, tokenize
 from cfaudit.train import checkpoint as ckpt
 from cfaudit.train.config import TrainConfig
 from cfaudit.train.latent_cache import LatentCache, cache_key, file_sha256, load_or_encode, vae_fingerprint
+from cfaudit.train.text_cache import build_text_cache
 
 log = logging.getLogger("cfaudit")
 _SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -239,6 +240,11 @@ def train(
     text_encoder.to(device)
     if not config.train_text_encoder and weight_dtype != torch.float32:
         text_encoder.to(dtype=weight_dtype)
+    text_cache = None
+    if not config.train_text_encoder and config.cache_text:
+        text_cache = build_text_cache(
+            text_encoder, data.input_ids, data.empty_ids, budget_mb=config.text_cache_mb
+        )
     optimizer = torch.optim.AdamW(groups, betas=(config.adam_beta1, config.adam_beta2),
                                   weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)  # fmt: skip
     # accelerate steps a prepared schedule once per process: count in process-steps, as diffusers' scripts do
@@ -389,8 +395,11 @@ def train(
                 latents, noise, timesteps = latents.to(device), noise.to(device), timesteps.to(device)
                 sync = micro == config.gradient_accumulation_steps - 1
                 with contextlib.nullcontext() if sync else accelerator.no_sync(unet):
-                    with torch.set_grad_enabled(config.train_text_encoder):
-                        hidden = encode_ids(text_encoder, ids)
+                    if text_cache is not None:  # frozen encoder: each caption's states were encoded once
+                        hidden = text_cache.lookup(rows, dropped).to(device)
+                    else:
+                        with torch.set_grad_enabled(config.train_text_encoder):
+                            hidden = encode_ids(text_encoder, ids)
                     with accelerator.autocast():
                         loss = diffusion_loss(unet, noise_scheduler, latents, hidden, noise, timesteps,
                                               prediction_type, config.snr_gamma)  # fmt: skip
