@@ -21,6 +21,16 @@ def _umask() -> int:
     return mask
 
 
+def normal_permissions(root: str | os.PathLike[str]) -> None:
+    """Give a staged folder tree the permissions plain ``mkdir`` / ``open`` would (``mkdtemp`` and some library
+    writers make them private), so a model folder written for a lab is readable by the lab."""
+    mask = _umask()
+    for folder, _, files in os.walk(root):
+        os.chmod(folder, 0o777 & ~mask)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o666 & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on failure removed."""

@@ -94,3 +94,14 @@ def test_v_prediction_model_loads_as_such(tiny_model_dir: Path, tmp_path: Path) 
     config = json.loads(config_path.read_text())
     config_path.write_text(json.dumps({**config, "prediction_type": "v_prediction"}))
     assert load_components(folder).prediction_type == "v_prediction"
+
+
+def test_saved_pipeline_folder_has_normal_permissions(tiny_model_dir: Path) -> None:
+    import os
+    import stat
+
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(tiny_model_dir.stat().st_mode) == 0o777 & ~mask  # not mkdtemp's private 0700
+    weights = tiny_model_dir / "unet" / "diffusion_pytorch_model.safetensors"
+    assert stat.S_IMODE(weights.stat().st_mode) == 0o666 & ~mask

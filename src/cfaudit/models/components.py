@@ -104,6 +104,7 @@ class PipelineComponents:
             self._write(staging, dtype)
             for name, data in (extra_json or {}).items():
                 atomic_io.write_json(staging / name, data)
+            atomic_io.normal_permissions(staging)
             if folder.exists():
                 old = folder.with_name(f".{folder.name}.old")
                 shutil.rmtree(old, ignore_errors=True)
