@@ -2,6 +2,7 @@
 
     python benchmarks/edit_cost.py                          # random tiny preset, 2 synthetic images
     python benchmarks/edit_cost.py --model demo --index phantom/index.csv --images 8   # a trained model
+    python benchmarks/edit_cost.py --arch sd15 --device cuda --threads 16 --only 1,6  # SD v1.5 at 512 (GPU)
 
 For each configuration (inversion method, steps, target correction) every image is inverted once and then edited
 with one intervention and, separately, with five (the first one the same). Reported per configuration:
@@ -94,13 +95,13 @@ def index_images(path: str, count: int, size: int) -> tuple[torch.Tensor, list[s
     return images, [source_prompt(r.to_dict()) for _, r in rows.iterrows()]
 
 
-def load_editor(model: str | None, device: str) -> tuple[CounterfactualEditor, str]:
+def load_editor(model: str | None, device: str, arch: str = "tiny") -> tuple[CounterfactualEditor, str]:
     if model is None:
         from cfaudit.models.random_init import build_random
 
         return CounterfactualEditor.from_components(
-            build_random("tiny", seed=0).to(device)
-        ), "random tiny preset"
+            build_random(arch, seed=0).to(device)
+        ), f"random {arch} architecture"
     from cfaudit.models.loading import load_components
 
     return CounterfactualEditor.from_components(load_components(model, device=device)), model
@@ -122,9 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--heart", action="store_true", help="report the phantom heart width ratio change")
     parser.add_argument("--only", default=None, help="comma-separated config numbers to run (1-based)")
+    parser.add_argument(
+        "--arch", default="tiny", help="without --model: random weights of tiny, sd15 or sd21"
+    )
+    parser.add_argument(
+        "--nti-inner", type=int, default=None, help="null-text inner steps (default: each config's)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    editor, model_name = load_editor(args.model, args.device)
+    editor, model_name = load_editor(args.model, args.device, args.arch)
     if args.index:
         images, prompts = index_images(args.index, args.images, editor.resolution)
     else:
@@ -153,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             method=config.method,
             steps=config.steps,
             guidance_scale=args.guidance,
-            inner_steps=config.inner_steps,
+            inner_steps=args.nti_inner or config.inner_steps,
         )
         edit = EditSettings(
             guidance_scale=args.guidance,

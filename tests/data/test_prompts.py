@@ -3,7 +3,13 @@ import math
 import pytest
 
 from cfaudit.data.labels import LabelPolicy
-from cfaudit.data.prompts import PromptTemplate, parse_attribute_value, partial_prompt, record_prompt
+from cfaudit.data.prompts import (
+    PromptTemplate,
+    parse_attribute_value,
+    partial_prompt,
+    record_prompt,
+    varied_prompt,
+)
 from cfaudit.errors import CfauditError
 
 
@@ -74,3 +80,19 @@ def test_custom_template_round_trips():
 def test_bad_interventions_are_clear(name, value, message):
     with pytest.raises(CfauditError, match=message):
         parse_attribute_value(name, value)
+
+
+def test_varied_captions_leave_parts_out_and_name_an_absent_finding():
+    record = {"age": 63.4, "sex": "M", "race": "White", "Cardiomegaly": 1.0, "Edema": -1.0}
+    assert varied_prompt(record) == record_prompt(record)
+    assert varied_prompt(record, (True, True, True, False)) == "Chest X-ray of subject with cardiomegaly"
+    # the first absent finding in CheXpert's order; uncertain Edema is negative under the default policy
+    assert varied_prompt(record, (False, True, True, True), 0) == (
+        "Chest X-ray of 63-years old subject with no enlarged cardiomediastinum"
+    )
+    fourth = varied_prompt(record, (True, True, True, False), 3)
+    assert fourth == "Chest X-ray of subject with cardiomegaly and no edema"
+    # the index wraps around the absent findings; a removal reads as the paper's partial prompt does
+    assert varied_prompt(record, (True, True, True, True), 12 + 3) == partial_prompt({"Edema": 0})  # 12 absent
+    healthy = {"age": 40, "sex": "Female", "race": "Black"}
+    assert varied_prompt(healthy, (True, True, True, False)) == "Chest X-ray of subject with no finding"

@@ -107,23 +107,65 @@ def _ordered(findings: list[str]) -> tuple[str, ...]:
     return tuple(f for f in FINDINGS if f in findings)
 
 
+def record_findings(
+    record: Mapping[str, Any], policy: LabelPolicy = DEFAULT_POLICY
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The record's findings (``No Finding`` excluded) the policy makes positive, and those it makes negative."""
+    import pandas as pd
+
+    labels = pd.DataFrame([{f: record.get(f, math.nan) for f in FINDINGS}])
+    binary = policy.binarize(labels).iloc[0]
+    present = [f for f in PATHOLOGIES if binary[f] == 1.0]
+    absent = [f for f in PATHOLOGIES if binary[f] == 0.0]
+    return _ordered(present), _ordered(absent)
+
+
 def record_prompt(
     record: Mapping[str, Any],
     template: PromptTemplate = DEFAULT_TEMPLATE,
     policy: LabelPolicy = DEFAULT_POLICY,
 ) -> str:
     """The full caption of one index row (age, race, sex and every finding the policy makes positive)."""
-    import pandas as pd
-
-    labels = pd.DataFrame([{f: record.get(f, math.nan) for f in FINDINGS}])
-    binary = policy.binarize(labels).iloc[0]
-    present = [f for f in PATHOLOGIES if binary[f] == 1.0]
+    present, _ = record_findings(record, policy)
     return template.compose(
         age=check_age(record["age"]),
         race=normalize_race(record.get("race")),
         sex=normalize_sex(record["sex"]),
-        present=_ordered(present),
+        present=present,
         no_finding=True,
+    )
+
+
+#: The parts of a caption :func:`varied_prompt` may leave out, in the order of its ``omit`` flags.
+CAPTION_PARTS: tuple[str, ...] = ("age", "race", "sex", "findings")
+
+
+def varied_prompt(
+    record: Mapping[str, Any],
+    omit: tuple[bool, bool, bool, bool] = (False, False, False, False),
+    negative: int | None = None,
+    template: PromptTemplate = DEFAULT_TEMPLATE,
+    policy: LabelPolicy = DEFAULT_POLICY,
+) -> str:
+    """A caption of the record with parts left out and one absent finding named as such (training variety).
+
+    The paper's counterfactual prompts are partial (``Chest X-ray of subject with no cardiomegaly``) and name
+    absent findings; captions of full records never do either. A text encoder pretrained on language can bridge
+    that; one trained from scratch with the UNet only learns what the captions show. ``omit`` leaves out the age,
+    race, sex and findings (:data:`CAPTION_PARTS`); ``negative`` adds the record's ``negative``-th absent
+    finding (modulo their number) as ``no <finding>``, so a caption may read ``Chest X-ray of 63-years old
+    subject with no cardiomegaly``.
+    """
+    present, absent = record_findings(record, policy)
+    drop_age, drop_race, drop_sex, drop_findings = omit
+    named_absent = (absent[negative % len(absent)],) if negative is not None and absent else ()
+    return template.compose(
+        age=None if drop_age else check_age(record["age"]),
+        race=None if drop_race else normalize_race(record.get("race")),
+        sex=None if drop_sex else normalize_sex(record["sex"]),
+        present=() if drop_findings else present,
+        absent=named_absent,
+        no_finding=not drop_findings,
     )
 
 

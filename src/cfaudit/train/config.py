@@ -97,6 +97,10 @@ class TrainConfig(ConfigFile):
     prediction_type: str | None = None  #: default: the model's scheduler config
     snr_gamma: float | None = None  #: min-SNR-gamma weighting (Hang et al. 2023: 5.0); None: plain MSE
     caption_dropout: float = 0.0  #: chance of the empty prompt instead (for classifier-free guidance)
+    #: chance that each of age, race, sex and the findings is left out of a caption (partial prompts)
+    caption_omit: float = 0.0
+    #: chance that a caption also names one of the record's absent findings (``... and no cardiomegaly``)
+    caption_negative: float = 0.0
     noise_offset: float = 0.0
     # Optimisation
     max_steps: int = 1000
@@ -162,6 +166,10 @@ class TrainConfig(ConfigFile):
             f"prediction_type {self.prediction_type!r} is not one of {', '.join(PREDICTION_TYPES)}",
         )
         need(0.0 <= self.caption_dropout <= 1.0, f"caption_dropout {self.caption_dropout} must be in [0, 1]")
+        need(0.0 <= self.caption_omit <= 1.0, f"caption_omit {self.caption_omit} must be in [0, 1]")
+        need(
+            0.0 <= self.caption_negative <= 1.0, f"caption_negative {self.caption_negative} must be in [0, 1]"
+        )
         need(
             self.snr_gamma is None or self.snr_gamma > 0,
             f"snr_gamma must be positive or null, got {self.snr_gamma}",

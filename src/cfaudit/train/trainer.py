@@ -43,6 +43,7 @@ class TrainingData:
     latents: LatentCache
     input_ids: torch.Tensor  # [N, 77]
     captions: list[str]
+    records: list[dict[str, Any]]  # the index rows (varied captions are built from them per step)
     empty_ids: torch.Tensor  # [77] the empty prompt (caption dropout)
     index_path: str
     index_sha256: str
@@ -76,7 +77,8 @@ def prepare_data(config: TrainConfig, components: PipelineComponents, progress: 
         raise CfauditError(f"{config.index}: split {config.split!r} has no rows; nothing to train on")
     template = PromptTemplate.from_dict(config.prompt_template)
     policy = LabelPolicy.from_dict(config.label_policy)
-    captions = [record_prompt(row, template, policy) for _, row in index.table.iterrows()]
+    records = [row.to_dict() for _, row in index.table.iterrows()]
+    captions = [record_prompt(row, template, policy) for row in records]
     input_ids = tokenize(components.tokenizer, captions)
     empty_ids = tokenize(components.tokenizer, [""], warn=False)[0]
     paths = index.image_paths()
@@ -97,8 +99,29 @@ def prepare_data(config: TrainConfig, components: PipelineComponents, progress: 
 
         latents = encode_images(components.vae, paths, config.resolution, batch_size=config.encode_batch_size)
     return TrainingData(
-        latents, input_ids, captions, empty_ids, str(Path(config.index).resolve()), index_hash
+        latents, input_ids, captions, records, empty_ids, str(Path(config.index).resolve()), index_hash
     )
+
+
+def varied_ids(
+    config: TrainConfig, data: TrainingData, tokenizer: Any, rows: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """Token ids of this batch's captions with parts left out and absent findings named (``caption_omit``,
+    ``caption_negative``), drawn from ``generator`` so that a resumed run draws the same captions."""
+    from cfaudit.data.labels import LabelPolicy
+    from cfaudit.data.prompts import CAPTION_PARTS, PromptTemplate, varied_prompt
+
+    omit = torch.rand(len(rows), len(CAPTION_PARTS), generator=generator) < config.caption_omit
+    negative = torch.rand(len(rows), generator=generator) < config.caption_negative
+    which = torch.randint(0, 1 << 16, (len(rows),), generator=generator)
+    template = PromptTemplate.from_dict(config.prompt_template)
+    policy = LabelPolicy.from_dict(config.label_policy)
+    captions = [
+        varied_prompt(data.records[int(row)], tuple(omit[k].tolist()), int(which[k]) if negative[k] else None,
+                      template, policy)
+        for k, row in enumerate(rows)
+    ]  # fmt: skip
+    return tokenize(tokenizer, captions, warn=False)
 
 
 def diffusion_loss(
@@ -241,7 +264,8 @@ def train(
     if not config.train_text_encoder and weight_dtype != torch.float32:
         text_encoder.to(dtype=weight_dtype)
     text_cache = None
-    if not config.train_text_encoder and config.cache_text:
+    varied = config.caption_omit > 0 or config.caption_negative > 0
+    if not config.train_text_encoder and config.cache_text and not varied:
         text_cache = build_text_cache(
             text_encoder, data.input_ids, data.empty_ids, budget_mb=config.text_cache_mb
         )
@@ -390,12 +414,14 @@ def train(
                     0, noise_scheduler.config.num_train_timesteps, (len(rows),), generator=noise_gen
                 )
                 ids = data.input_ids[rows]
+                if varied:  # partial captions and named absent findings, drawn per step
+                    ids = varied_ids(config, data, components.tokenizer, rows, noise_gen)
                 dropped = torch.rand(len(rows), generator=noise_gen) < config.caption_dropout
                 ids[dropped] = data.empty_ids
                 latents, noise, timesteps = latents.to(device), noise.to(device), timesteps.to(device)
                 sync = micro == config.gradient_accumulation_steps - 1
                 with contextlib.nullcontext() if sync else accelerator.no_sync(unet):
-                    if text_cache is not None:  # frozen encoder: each caption's states were encoded once
+                    if text_cache is not None:  # a frozen encoder's states of each caption, encoded once
                         hidden = text_cache.lookup(rows, dropped).to(device)
                     else:
                         with torch.set_grad_enabled(config.train_text_encoder):
