@@ -92,7 +92,7 @@ def test_varied_captions_leave_parts_out_and_name_an_absent_finding():
     )
     fourth = varied_prompt(record, (True, True, True, False), 3)
     assert fourth == "Chest X-ray of subject with cardiomegaly and no edema"
-    # the index wraps around the absent findings; a removal reads as the paper's partial prompt does
-    assert varied_prompt(record, (True, True, True, True), 12 + 3) == partial_prompt({"Edema": 0})  # 12 absent
+    # the index wraps around the 12 absent findings; a removal reads as the paper's partial prompt does
+    assert varied_prompt(record, (True, True, True, True), 12 + 3) == partial_prompt({"Edema": 0})
     healthy = {"age": 40, "sex": "Female", "race": "Black"}
     assert varied_prompt(healthy, (True, True, True, False)) == "Chest X-ray of subject with no finding"
