@@ -76,6 +76,8 @@ def train_command(
             overrides[key] = value
     settings = TrainConfig.from_yaml(config, overrides)
     result = train(settings, resume=resume, stop_after=stop_after, progress=progress)
+    if not result.main_process:
+        return
     console = Console()
     last = f"{result.losses[-1]:.4f}" if result.losses else "n/a"
     console.print(

@@ -59,6 +59,7 @@ class TrainResult:
     images_per_second: float = 0.0
     model_dir: Path | None = None
     last_checkpoint: Path | None = None
+    main_process: bool = True  # False on the other processes of a distributed launch (they print nothing)
 
 
 def prepare_data(config: TrainConfig, components: PipelineComponents, progress: Any = None) -> TrainingData:
@@ -389,7 +390,7 @@ def train(
                 tracker.writer.add_images("samples", images, state["step"])
 
     # 5. The loop
-    result = TrainResult(step=state["step"])
+    result = TrainResult(step=state["step"], main_process=accelerator.is_main_process)
     per_step = config.batch_size * config.gradient_accumulation_steps * accelerator.num_processes
     scale = components.latent_scale
     steps_this_call = 0
@@ -430,7 +431,7 @@ def train(
                         loss = diffusion_loss(unet, noise_scheduler, latents, hidden, noise, timesteps,
                                               prediction_type, config.snr_gamma)  # fmt: skip
                     accelerator.backward(loss / config.gradient_accumulation_steps)
-                step_loss += loss.detach().item() / config.gradient_accumulation_steps
+                step_loss += loss.detach() / config.gradient_accumulation_steps
             if config.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(trained, config.max_grad_norm)
             optimizer.step()
@@ -440,6 +441,8 @@ def train(
                 ema.step(accelerator.unwrap_model(unet).parameters())
             state["step"] += 1
             steps_this_call += 1
+            # the loss of the whole batch: the mean over processes (one number per step, the same on each)
+            step_loss = accelerator.reduce(torch.as_tensor(step_loss, device=device).float(), "mean").item()
             result.losses.append(step_loss)
             result.step_seconds.append(time.perf_counter() - step_started)
 
