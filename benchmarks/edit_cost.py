@@ -2,7 +2,7 @@
 
     python benchmarks/edit_cost.py                          # random tiny preset, 2 synthetic images
     python benchmarks/edit_cost.py --model demo --index phantom/index.csv --images 8   # a trained model
-    python benchmarks/edit_cost.py --arch sd15 --device cuda --threads 16 --only 1,6  # SD v1.5 at 512 (GPU)
+    python benchmarks/edit_cost.py --arch sd15 --device cuda --threads 16 --only 1,15  # SD v1.5 at 512 (GPU)
 
 For each configuration (inversion method, steps, target correction) every image is inverted once and then edited
 with one intervention and, separately, with five (the first one the same). Reported per configuration:
@@ -67,6 +67,7 @@ CONFIGS = [
     Config("direct, cross 60%, self 20%", "direct", 15, cross_fraction=0.6, self_fraction=0.2),
     Config("direct, cross-attention 30%", "direct", 15, cross_fraction=0.3),
     Config("direct, cross-attention 20%", "direct", 15, cross_fraction=0.2),
+    Config("direct (the default)", "direct", 12),
 ]
 
 

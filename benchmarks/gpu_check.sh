@@ -3,7 +3,7 @@
 #   1. training throughput, SD v1.5 architecture at 512 x 512, batch 8, bf16: cfaudit's step against the
 #      diffusers-example reference loop, side by side, with the peak GPU memory of each (benchmarks/train_throughput.py);
 #   2. editing cost at 512 x 512 with the SD v1.5 architecture: null-text inversion + P2P (the reference) against the
-#      default (direct inversion, 20 steps), one and five edits per image, seconds per edit and peak memory
+#      default (direct inversion, 12 steps), one and five edits per image, seconds per edit and peak memory
 #      (benchmarks/edit_cost.py). Random weights: the cost, time and memory columns hold; fidelity ones do not.
 #
 #   bash benchmarks/gpu_check.sh --prepare   # here, once: wheels the GPU image lacks -> .whl/, assets -> .gpu-assets/
@@ -32,7 +32,7 @@ fi
 if [ "$mode" = "--smoke" ]; then
   py=.venv/bin/python
   train_args=(--arch tiny --resolution 64 --batch-size 2 --images 8 --steps 2 --warmup 1 --device cpu --threads 2)
-  edit_args=(--arch tiny --images 1 --device cpu --threads 2 --only 6 --nti-inner 2)
+  edit_args=(--arch tiny --images 1 --device cpu --threads 2 --only 15 --nti-inner 2)
 else
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH="$PWD/src:/tmp/site" CFAUDIT_HOME="$PWD/.gpu-assets" HF_HUB_OFFLINE=1
@@ -40,7 +40,7 @@ else
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
   train_args=(--arch sd15 --resolution 512 --batch-size 8 --images 64 --steps 10 --warmup 3 --device cuda
               --mixed-precision bf16 --threads 16)
-  edit_args=(--arch sd15 --images 2 --device cuda --threads 16 --only 1,6)
+  edit_args=(--arch sd15 --images 2 --device cuda --threads 16 --only 1,15)
 fi
 export PYTHONUNBUFFERED=1
 

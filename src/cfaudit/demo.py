@@ -58,7 +58,7 @@ def run_demo(
     edit_images: int = 16,
     discover_images: int = 8,
     discover_do: Sequence[str] | None = None,
-    steps: int = 20,
+    steps: int | None = None,
     until: str = "report",
     progress: Progress | Callable[[int, int], None] | None = None,
 ) -> DemoResult:
@@ -192,7 +192,7 @@ def _edits(
     model: str,
     scm: str | None,
     limit: int,
-    steps: int,
+    steps: int | None,
     seed: int,
     tell: Progress,
 ) -> list[Path]:

@@ -264,6 +264,20 @@ def test_methods_sharing_a_name_but_not_a_model_are_told_apart(tmp_path):
     assert set(table["method"]) == {"direct [one]", "direct [two]"}
 
 
+def test_one_model_edited_with_other_settings_is_two_methods(tmp_path):
+    def job(name: str, steps: int, batch_size: int) -> Path:
+        folder = write_job(tmp_path / name, WOMAN, [("a", 0.6, 0.2, "sex=male")], model="m")
+        settings = {"inversion": {"method": "direct", "steps": steps}, "batch_size": batch_size}
+        (folder / "job.json").write_text(json.dumps({"model": "m", "settings": settings}))
+        return folder
+
+    # steps change the edits; the batch size does not
+    table = run([job("s12", 12, 1), job("s20", 20, 1)], tmp_path / "out").table
+    assert set(table["method"]) == {"direct [s12]", "direct [s20]"}
+    table = run([job("b1", 12, 1), job("b4", 12, 4)], tmp_path / "same").table
+    assert set(table["method"]) == {"direct"}
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [

@@ -29,7 +29,7 @@ def edit_command(
         str, typer.Option(help="Inversion: direct (default, fast), nti, npi or ddim.")
     ] = "direct",
     steps: Annotated[
-        int | None, typer.Option(help="DDIM steps (default: 20 for direct, 50 for nti, npi, ddim).")
+        int | None, typer.Option(help="DDIM steps (default: 12 for direct, 50 for nti, npi, ddim).")
     ] = None,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 7.5,
     prompt_mode: Annotated[

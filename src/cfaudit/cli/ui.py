@@ -51,7 +51,7 @@ def ui_command(
         str, typer.Option(help="Inversion preselected in the page: direct, nti, npi or ddim.")
     ] = "direct",
     steps: Annotated[
-        int | None, typer.Option(help="Steps preselected (default: 20 for direct, 50 for the others).")
+        int | None, typer.Option(help="Steps preselected (default: 12 for direct, 50 for the others).")
     ] = None,
     cache: Annotated[
         Path | None,

@@ -184,12 +184,20 @@ def read_edit_folder(folder: str | Path) -> EditFolder:
 
 
 def _model_key(edit_folder: EditFolder) -> str:
+    """What makes two folders' edits one method: the model and the editing settings (steps, prompts, attention),
+    less the settings that change only speed (batch size) or what else the job wrote (identity check)."""
+    import json
+
     job = edit_folder.job or {}
-    return f"{job.get('model', '')}|{job.get('model_fingerprint', '')}"
+    settings = {
+        k: v for k, v in (job.get("settings") or {}).items() if k not in ("batch_size", "identity_check")
+    }
+    return f"{job.get('model', '')}|{job.get('model_fingerprint', '')}|{json.dumps(settings, sort_keys=True)}"
 
 
 def label_methods(folders: Sequence[EditFolder]) -> None:
-    """Method labels: the ``method`` column; where folders share a method but not a model, the folder name is added."""
+    """Method labels: the ``method`` column; where folders share a method but not its model and settings (another
+    model, other steps...), the folder name is added."""
     models: dict[str, set[str]] = {}
     for f in folders:
         for method in f.rows["method"].unique():
