@@ -58,6 +58,9 @@ def test_demo_runs_every_stage_to_the_report(tmp_path, capsys):
         assert (demo / name).is_file(), name
     methods = set(pd.read_csv(demo / "evaluation" / "table2.csv")["method"])
     assert len(methods) == 2  # the diffusion editor and the SCM baseline
+    # Table 2's edits take the editor's default steps; the discovery's, more (DISCOVERY_STEPS)
+    assert set(pd.read_csv(demo / "edits" / "diffusion" / "edits.csv")["steps"]) == {12}
+    assert set(pd.read_csv(demo / "discovery" / "edits" / "edits.csv")["steps"]) == {20}
     html = (demo / "report.html").read_text()
     assert "Table 1" in html and "data:image/png;base64," in html
     assert "Top discoveries" in out and f"report: {demo / 'report.html'}" in out.replace("\n", "")

@@ -40,7 +40,9 @@ def discover_command(
     ] = "val",
     images: Annotated[int, typer.Option(help="Eligible images per intervention.")] = 16,
     method: Annotated[str, typer.Option(help="Inversion: direct (default), nti, npi or ddim.")] = "direct",
-    steps: Annotated[int | None, typer.Option(help="DDIM steps (default: the method's).")] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="DDIM steps (default: 20 for direct, 50 for the others).")
+    ] = None,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 7.5,
     prompt_mode: Annotated[
         str, typer.Option(help="full (default: every other attribute stays named) or partial (the paper's).")
