@@ -4,12 +4,14 @@ import pytest
 
 from cfaudit.data.labels import LabelPolicy
 from cfaudit.data.prompts import (
+    CAPTION_STATEMENTS,
     PromptTemplate,
     parse_attribute_value,
     partial_prompt,
     record_prompt,
-    varied_prompt,
+    subset_caption,
 )
+from cfaudit.data.vocabulary import FINDINGS
 from cfaudit.errors import CfauditError
 
 
@@ -82,17 +84,33 @@ def test_bad_interventions_are_clear(name, value, message):
         parse_attribute_value(name, value)
 
 
-def test_varied_captions_leave_parts_out_and_name_an_absent_finding():
-    record = {"age": 63.4, "sex": "M", "race": "White", "Cardiomegaly": 1.0, "Edema": -1.0}
-    assert varied_prompt(record) == record_prompt(record)
-    assert varied_prompt(record, (True, True, True, False)) == "Chest X-ray of subject with cardiomegaly"
-    # the first absent finding in CheXpert's order; uncertain Edema is negative under the default policy
-    assert varied_prompt(record, (False, True, True, True), 0) == (
-        "Chest X-ray of 63-years old subject with no enlarged cardiomediastinum"
+def _flags(*names: str) -> list[bool]:
+    return [name in names for name in CAPTION_STATEMENTS]
+
+
+def test_subset_captions_name_only_the_kept_statements_and_the_named_absent_findings():
+    record = {
+        "age": 63.4,
+        "sex": "M",
+        "race": "White",
+        "Cardiomegaly": 1.0,
+        "Edema": -1.0,
+        "Support Devices": 1,
+    }
+    assert subset_caption(record, [True] * len(CAPTION_STATEMENTS)) == record_prompt(record)
+    assert subset_caption(record, _flags("Cardiomegaly")) == "Chest X-ray of subject with cardiomegaly"
+    assert subset_caption(record, _flags("age", "Support Devices")) == (
+        "Chest X-ray of 63-years old subject with support devices"
     )
-    fourth = varied_prompt(record, (True, True, True, False), 3)
-    assert fourth == "Chest X-ray of subject with cardiomegaly and no edema"
-    # the index wraps around the 12 absent findings; a removal reads as the paper's partial prompt does
-    assert varied_prompt(record, (True, True, True, True), 12 + 3) == partial_prompt({"Edema": 0})
+    assert subset_caption(record, _flags()) == "Chest X-ray of subject"
+    # an absent finding is named only when flagged; uncertain Edema is negative under the default policy
+    no_edema = [f == "Edema" for f in FINDINGS]
+    assert subset_caption(record, _flags(), no_edema) == partial_prompt({"Edema": 0})
+    assert subset_caption(record, _flags("sex"), [f == "Cardiomegaly" for f in FINDINGS]) == (
+        "Chest X-ray of male subject"
+    )  # a present finding is never named as absent
     healthy = {"age": 40, "sex": "Female", "race": "Black"}
-    assert varied_prompt(healthy, (True, True, True, False)) == "Chest X-ray of subject with no finding"
+    assert subset_caption(healthy, _flags("No Finding")) == "Chest X-ray of subject with no finding"
+    assert subset_caption(healthy, _flags("race", "Cardiomegaly")) == "Chest X-ray of black subject"
+    with pytest.raises(ValueError, match="flags"):
+        subset_caption(record, [True])

@@ -36,7 +36,7 @@ def _unet_weights(run: Path) -> dict[str, torch.Tensor]:
         {},
         {"use_ema": True, "ema_decay": 0.9, "train_text_encoder": True, "caption_dropout": 0.5, "snr_gamma": 5.0,
          "prediction_type": "v_prediction", "gradient_accumulation_steps": 2, "lr_schedule": "cosine",
-         "caption_omit": 0.5, "caption_negative": 0.5},
+         "caption_partial": 0.5, "caption_negative": 0.5},
     ],
     ids=["defaults", "ema-text-encoder-vpred-minsnr-accum"],
 )  # fmt: skip

@@ -12,7 +12,7 @@ subject``; ``do(Cardiomegaly=0)`` gives ``Chest X-ray of subject with no cardiom
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -136,36 +136,43 @@ def record_prompt(
     )
 
 
-#: The parts of a caption :func:`varied_prompt` may leave out, in the order of its ``omit`` flags.
-CAPTION_PARTS: tuple[str, ...] = ("age", "race", "sex", "findings")
+#: The statements :func:`subset_caption` draws from, in the order of its ``keep`` draws: the demographics, then
+#: one per finding (a present finding, or ``no finding`` for a record without any).
+CAPTION_STATEMENTS: tuple[str, ...] = ("age", "race", "sex", *FINDINGS)
 
 
-def varied_prompt(
+def subset_caption(
     record: Mapping[str, Any],
-    omit: tuple[bool, bool, bool, bool] = (False, False, False, False),
-    negative: int | None = None,
+    keep: Sequence[bool],
+    name_absent: Sequence[bool] = (),
     template: PromptTemplate = DEFAULT_TEMPLATE,
     policy: LabelPolicy = DEFAULT_POLICY,
 ) -> str:
-    """A caption of the record with parts left out and one absent finding named as such (training variety).
+    """A caption that names a subset of what is true of the record (training captions for partial prompts).
 
-    The paper's counterfactual prompts are partial (``Chest X-ray of subject with no cardiomegaly``) and name
-    absent findings; captions of full records never do either. A text encoder pretrained on language can bridge
-    that; one trained from scratch with the UNet only learns what the captions show. ``omit`` leaves out the age,
-    race, sex and findings (:data:`CAPTION_PARTS`); ``negative`` adds the record's ``negative``-th absent
-    finding (modulo their number) as ``no <finding>``, so a caption may read ``Chest X-ray of 63-years old
-    subject with no cardiomegaly``.
+    The paper's counterfactual prompts name only what changes (``Chest X-ray of subject with no cardiomegaly``):
+    the model must read a prompt as *some* true statements about the image, the rest left open. A model trained
+    only on full captions never sees that; one trained on random subsets of each record's true statements learns
+    p(image | any subset), which is what a partial prompt asks for. ``keep`` holds one flag per entry of
+    :data:`CAPTION_STATEMENTS` (age, race, sex, then each finding in CheXpert's order: a present finding is named
+    when its flag is set; ``No Finding``'s flag names ``no finding`` for a record without positive findings).
+    ``name_absent`` holds one flag per finding: an absent finding whose flag is set is named as ``no <finding>``.
+    All flags set and none absent named gives :func:`record_prompt`'s caption.
     """
+    if len(keep) != len(CAPTION_STATEMENTS):
+        raise ValueError(f"keep needs {len(CAPTION_STATEMENTS)} flags (one per CAPTION_STATEMENTS entry)")
+    if name_absent and len(name_absent) != len(FINDINGS):
+        raise ValueError(f"name_absent needs {len(FINDINGS)} flags (one per finding) or none")
+    flags = dict(zip(CAPTION_STATEMENTS, keep, strict=True))
+    absent_flags = dict(zip(FINDINGS, name_absent, strict=True)) if name_absent else {}
     present, absent = record_findings(record, policy)
-    drop_age, drop_race, drop_sex, drop_findings = omit
-    named_absent = (absent[negative % len(absent)],) if negative is not None and absent else ()
     return template.compose(
-        age=None if drop_age else check_age(record["age"]),
-        race=None if drop_race else normalize_race(record.get("race")),
-        sex=None if drop_sex else normalize_sex(record["sex"]),
-        present=() if drop_findings else present,
-        absent=named_absent,
-        no_finding=not drop_findings,
+        age=check_age(record["age"]) if flags["age"] else None,
+        race=normalize_race(record.get("race")) if flags["race"] else None,
+        sex=normalize_sex(record["sex"]) if flags["sex"] else None,
+        present=tuple(f for f in present if flags[f]),
+        absent=tuple(f for f in absent if absent_flags.get(f, False)),
+        no_finding=not present and flags["No Finding"],
     )
 
 

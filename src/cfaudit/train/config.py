@@ -97,9 +97,10 @@ class TrainConfig(ConfigFile):
     prediction_type: str | None = None  #: default: the model's scheduler config
     snr_gamma: float | None = None  #: min-SNR-gamma weighting (Hang et al. 2023: 5.0); None: plain MSE
     caption_dropout: float = 0.0  #: chance of the empty prompt instead (for classifier-free guidance)
-    #: chance that each of age, race, sex and the findings is left out of a caption (partial prompts)
-    caption_omit: float = 0.0
-    #: chance that a caption also names one of the record's absent findings (``... and no cardiomegaly``)
+    #: chance that a caption names a random subset of what is true of the image instead of all of it, so that
+    #: the model learns the paper's partial prompts (each statement kept at a rate drawn per caption)
+    caption_partial: float = 0.0
+    #: in a partial caption, the chance that each absent finding is named as such (``... with no cardiomegaly``)
     caption_negative: float = 0.0
     noise_offset: float = 0.0
     # Optimisation
@@ -166,7 +167,7 @@ class TrainConfig(ConfigFile):
             f"prediction_type {self.prediction_type!r} is not one of {', '.join(PREDICTION_TYPES)}",
         )
         need(0.0 <= self.caption_dropout <= 1.0, f"caption_dropout {self.caption_dropout} must be in [0, 1]")
-        need(0.0 <= self.caption_omit <= 1.0, f"caption_omit {self.caption_omit} must be in [0, 1]")
+        need(0.0 <= self.caption_partial <= 1.0, f"caption_partial {self.caption_partial} must be in [0, 1]")
         need(
             0.0 <= self.caption_negative <= 1.0, f"caption_negative {self.caption_negative} must be in [0, 1]"
         )
@@ -203,15 +204,27 @@ class VaeTrainConfig(ConfigFile):
     split: str = "train"
     output_dir: str = "runs/vae"  #: the pipeline with the trained VAE is written to ``output_dir/model``
     resolution: int = 128
-    crop: int = (
-        0  #: > 0: train on random square crops of this size (the VAE is convolutional; 4x cheaper at half)
-    )
+    #: > 0: train on random square crops of this size (the VAE is convolutional; 4x cheaper at half the size)
+    crop: int = 0
     max_steps: int = 500
     batch_size: int = 16
     learning_rate: float = 1e-3
+    lr_schedule: str = "constant"  #: ``constant`` or ``cosine`` (decay to 0 at ``max_steps``)
+    lr_warmup_steps: int = 0
+    max_grad_norm: float = 1.0  #: 0: no clipping
     kl_weight: float = 1e-6
+    #: weight of the perceptual loss (LPIPS, AlexNet; needs ``cfaudit assets fetch``); 0: L1 + KL only
+    lpips_weight: float = 0.0
+    #: weight of a squared-error term beside L1: it weighs large errors (a thin bright line drawn too faintly)
+    #: above small ones (grain), which L1 weighs alike
+    mse_weight: float = 0.0
     seed: int = 0
     log_every: int = 50
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    #: held-out images whose reconstruction L1 is measured at every checkpoint (0: none)
+    eval_split: str = "val"
+    eval_images: int = 32
 
     def __post_init__(self) -> None:
         def need(condition: bool, message: str) -> None:
@@ -227,5 +240,16 @@ class VaeTrainConfig(ConfigFile):
              f"crop {self.crop} must be 0 (off) or a multiple of 8 up to the resolution")  # fmt: skip
         need(self.batch_size >= 1, "batch_size must be at least 1")
         need(self.learning_rate > 0, "learning_rate must be positive")
+        need(
+            self.lr_schedule in ("constant", "cosine"),
+            f"lr_schedule {self.lr_schedule!r} is not constant or cosine",
+        )
+        need(self.lr_warmup_steps >= 0, "lr_warmup_steps must be 0 or positive")
+        need(self.max_grad_norm >= 0, "max_grad_norm must be 0 (off) or positive")
         need(self.kl_weight >= 0, "kl_weight must be 0 or positive")
+        need(self.lpips_weight >= 0, "lpips_weight must be 0 (off) or positive")
+        need(self.mse_weight >= 0, "mse_weight must be 0 (off) or positive")
         need(self.log_every >= 1, "log_every must be at least 1")
+        need(self.checkpoint_every >= 1, "checkpoint_every must be at least 1")
+        need(self.keep_checkpoints >= 1, "keep_checkpoints must be at least 1")
+        need(self.eval_images >= 0, "eval_images must be 0 (off) or positive")

@@ -104,24 +104,27 @@ def prepare_data(config: TrainConfig, components: PipelineComponents, progress: 
     )
 
 
-def varied_ids(
+def sampled_caption_ids(
     config: TrainConfig, data: TrainingData, tokenizer: Any, rows: torch.Tensor, generator: torch.Generator
 ) -> torch.Tensor:
-    """Token ids of this batch's captions with parts left out and absent findings named (``caption_omit``,
-    ``caption_negative``), drawn from ``generator`` so that a resumed run draws the same captions."""
+    """Token ids of this batch's captions, a ``caption_partial`` share of them naming a random subset of what is
+    true of the image (:func:`cfaudit.data.prompts.subset_caption`), drawn from ``generator`` so that a resumed
+    run draws the same captions."""
     from cfaudit.data.labels import LabelPolicy
-    from cfaudit.data.prompts import CAPTION_PARTS, PromptTemplate, varied_prompt
+    from cfaudit.data.prompts import CAPTION_STATEMENTS, PromptTemplate, subset_caption
+    from cfaudit.data.vocabulary import FINDINGS
 
-    omit = torch.rand(len(rows), len(CAPTION_PARTS), generator=generator) < config.caption_omit
-    negative = torch.rand(len(rows), generator=generator) < config.caption_negative
-    which = torch.randint(0, 1 << 16, (len(rows),), generator=generator)
+    n = len(rows)
+    partial = torch.rand(n, generator=generator) < config.caption_partial
+    rate = torch.rand(n, 1, generator=generator)  # each partial caption keeps its statements at its own rate
+    keep = (torch.rand(n, len(CAPTION_STATEMENTS), generator=generator) < rate) | ~partial[:, None]
+    absent = (torch.rand(n, len(FINDINGS), generator=generator) < config.caption_negative) & partial[:, None]
     template = PromptTemplate.from_dict(config.prompt_template)
     policy = LabelPolicy.from_dict(config.label_policy)
     captions = [
-        varied_prompt(data.records[int(row)], tuple(omit[k].tolist()), int(which[k]) if negative[k] else None,
-                      template, policy)
+        subset_caption(data.records[int(row)], keep[k].tolist(), absent[k].tolist(), template, policy)
         for k, row in enumerate(rows)
-    ]  # fmt: skip
+    ]
     return tokenize(tokenizer, captions, warn=False)
 
 
@@ -265,7 +268,7 @@ def train(
     if not config.train_text_encoder and weight_dtype != torch.float32:
         text_encoder.to(dtype=weight_dtype)
     text_cache = None
-    varied = config.caption_omit > 0 or config.caption_negative > 0
+    varied = config.caption_partial > 0
     if not config.train_text_encoder and config.cache_text and not varied:
         text_cache = build_text_cache(
             text_encoder, data.input_ids, data.empty_ids, budget_mb=config.text_cache_mb
@@ -416,7 +419,7 @@ def train(
                 )
                 ids = data.input_ids[rows]
                 if varied:  # partial captions and named absent findings, drawn per step
-                    ids = varied_ids(config, data, components.tokenizer, rows, noise_gen)
+                    ids = sampled_caption_ids(config, data, components.tokenizer, rows, noise_gen)
                 dropped = torch.rand(len(rows), generator=noise_gen) < config.caption_dropout
                 ids[dropped] = data.empty_ids
                 latents, noise, timesteps = latents.to(device), noise.to(device), timesteps.to(device)
