@@ -97,6 +97,10 @@ def info_command(
 @models_app.command("train-vae")
 def train_vae_command(
     config: Annotated[Path, typer.Option(help="YAML config (see configs/train/tiny_vae.yaml).")],
+    resume: Annotated[
+        str | None,
+        typer.Option(help="`latest` (the run's newest checkpoint, if any) or a checkpoint folder."),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Train a pipeline's VAE on a data index (for the tiny preset) and write the pipeline with it."""
@@ -105,7 +109,7 @@ def train_vae_command(
     from cfaudit.train.vae import train_vae
 
     log_to_console()
-    result = train_vae(VaeTrainConfig.from_yaml(config), progress=progress)
+    result = train_vae(VaeTrainConfig.from_yaml(config), resume=resume, progress=progress)
     Console().print(
         f"VAE trained {result.step} steps, final loss {result.losses[-1]:.4f}, latent scale "
         f"{result.scaling_factor:.4f}; pipeline written to {result.model_dir}"

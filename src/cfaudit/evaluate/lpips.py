@@ -30,6 +30,7 @@ SCALE = (0.458, 0.448, 0.450)
 #: Positions in ``features`` right after which the five ReLU taps are read.
 TAP_AFTER = (1, 4, 7, 9, 11)
 _EPS = 1e-10
+MIN_SIZE = 32  #: the smallest side AlexNet's five stages read
 
 
 def alexnet_features() -> nn.Sequential:
@@ -91,6 +92,13 @@ class LPIPS(nn.Module):
         x, y = _prepare(x, "x"), _prepare(y, "y")
         if x.shape != y.shape:
             raise CfauditError(f"LPIPS needs images of one shape; got {tuple(x.shape)} and {tuple(y.shape)}")
+        return self.distance(x, y)
+
+    def distance(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The distance without :meth:`forward`'s input checks, for use as a training loss (a decoder's output
+        may overshoot ``[-1, 1]`` a little; gradients flow through it). Grayscale inputs are repeated to RGB."""
+        if x.shape[1] == 1:
+            x, y = x.expand(-1, 3, -1, -1), y.expand(-1, 3, -1, -1)
         both = self.taps(torch.cat([x, y]))
         total = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
         for lin, tap in zip(self.lins, both, strict=True):
@@ -104,9 +112,9 @@ def _prepare(images: torch.Tensor, name: str) -> torch.Tensor:
         images = images.unsqueeze(1)
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise CfauditError(f"LPIPS input {name} has shape {tuple(images.shape)}; expected (N, 1 or 3, H, W)")
-    if min(images.shape[-2:]) < 32:
+    if min(images.shape[-2:]) < MIN_SIZE:
         raise CfauditError(
-            f"LPIPS input {name} is {tuple(images.shape[-2:])} pixels; AlexNet needs at least 32"
+            f"LPIPS input {name} is {tuple(images.shape[-2:])} pixels; AlexNet needs at least {MIN_SIZE}"
         )
     low, high = float(images.min()), float(images.max())
     if low < -1.0 - 1e-3 or high > 1.0 + 1e-3:
