@@ -1,4 +1,4 @@
-"""``cfaudit evaluate``: Table 2 (LPIPS, L1, CPG per method and intervention) and the soundness axioms."""
+"""``cfaudit evaluate``: Table 2 (LPIPS, L1, CPG per method and intervention), the soundness axioms, realism."""
 
 from __future__ import annotations
 
@@ -20,10 +20,16 @@ def evaluate_command(
         ),
     ],
     classifier: Annotated[Path, typer.Option(help="Folder of `cfaudit classifiers train` (judges CPG).")],
-    out: Annotated[Path, typer.Option(help="Folder for table2.csv/.md/.png, axioms.csv, scores.csv.")],
+    out: Annotated[
+        Path, typer.Option(help="Folder for table2.csv/.md/.png, axioms.csv, scores.csv, realism.csv.")
+    ],
     size: Annotated[
-        int, typer.Option(help="Both images are compared at SIZE x SIZE pixels (one size for every method).")
-    ] = 192,
+        int | None,
+        typer.Option(
+            help="Both images are compared at SIZE x SIZE pixels, one size for every method (default: the "
+            "smallest counterfactual's resolution, so that no method is upsampled)."
+        ),
+    ] = None,
     bootstrap: Annotated[
         int, typer.Option(help="Bootstrap resamples for the 95% intervals (0: none).")
     ] = 1000,
@@ -48,6 +54,31 @@ def evaluate_command(
         typer.Option(help="Keep edits whose intervention leaves the record unchanged in Table 2."),
     ] = False,
     device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda when available).")] = None,
+    realism: Annotated[
+        bool | None,
+        typer.Option(
+            "--realism/--no-realism",
+            help="FD and KID of counterfactuals and reconstructions vs real images of the same split "
+            "(realism.csv). Default: on when --index is given (it holds the real images).",
+        ),
+    ] = None,
+    realism_features: Annotated[
+        str,
+        typer.Option(
+            help="Features for FD/KID: 'classifier' (the --classifier's trunk) or the path of torchxrayvision "
+            "DenseNet-121 weights converted to .safetensors.",
+        ),
+    ] = "classifier",
+    samples: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--samples",
+            help="Folder of sampled PNGs (`cfaudit sample --out`) scored for realism like the edits; repeat.",
+        ),
+    ] = None,
+    real_images: Annotated[
+        int, typer.Option(help="At most N real images of the split for FD/KID (a seeded, fixed choice).")
+    ] = 500,
 ) -> None:
     """Score edits side by side: LPIPS, L1 (0-255) and CPG with bootstrap intervals, plus the axioms."""
 
@@ -69,6 +100,10 @@ def evaluate_command(
             include_null_edits=include_null_edits,
             index=index,
             device=device,
+            realism=realism,
+            realism_features=realism_features,
+            samples=samples or [],
+            real_images=real_images,
             command=command,
             progress=progress,
             warn=lambda message: errors.print(f"[yellow]warning:[/] {message}", highlight=False),

@@ -7,7 +7,8 @@
    its method, its paper column (``do(sex)``, ``do(disease)`` for any of the 14 findings, ``do(race)``,
    ``do(age)``, or e.g. ``do(sex, age)`` for an edit of several attributes) and, where known, the original's
    record (from ``--index`` by image id, else read back from the job's source caption).
-2. **Score** every edit at one stated resolution (``size``): LPIPS (AlexNet, v0.1 heads), L1 on the 0-255 scale,
+2. **Score** every edit at one stated resolution (``size``; default: the smallest counterfactual's, so that no
+   method is compared at a size it reaches only by upsampling): LPIPS (AlexNet, v0.1 heads), L1 on the 0-255 scale,
    the attribute classifier's outputs on original, counterfactual and reconstruction, and from them the
    counterfactual prediction gain (CPG) of each intervened attribute, absolute (the paper) and signed towards
    the target.
@@ -17,8 +18,10 @@
    is left out of Table 2 and of effectiveness and minimality, and reported as an identity measure instead.
 4. **Model axioms**: when a job's model can be loaded, composition (the null edit applied 1 and 10 times) and
    reversibility (the stored counterfactual edited back to the original value) on the first images.
-5. **Write** ``table2.csv``, ``table2.md``, ``table2.png``, ``axioms.csv``, ``scores.csv`` and
-   ``evaluation.json`` (provenance), each atomically.
+5. **Realism** (with an index): FD and KID of each method's counterfactuals and reconstructions against real
+   images of the same split (:mod:`cfaudit.evaluate.realism`).
+6. **Write** ``table2.csv``, ``table2.md``, ``table2.png``, ``axioms.csv``, ``scores.csv``, ``realism.csv``
+   (when measured) and ``evaluation.json`` (provenance), each atomically.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ from cfaudit.digests import file_sha256
 from cfaudit.edit.interventions import Intervention, caption_record
 from cfaudit.errors import CfauditError
 from cfaudit.evaluate import metrics
+from cfaudit.evaluate import realism as realism_measures
+from cfaudit.evaluate.lpips import MIN_SIZE as LPIPS_MIN_SIZE
 
 EDITS_CSV, JOB_JSON, PAIRS_CSV = "edits.csv", "job.json", "pairs.csv"
 PAIRS_REQUIRED: tuple[str, ...] = ("original", "counterfactual", "intervention")
@@ -206,6 +211,29 @@ def label_methods(folders: Sequence[EditFolder]) -> None:
         f.rows["label"] = [
             m if len(models[m]) == 1 else f"{m} [{f.path.name}]" for m in f.rows["method"].tolist()
         ]
+
+
+def common_size(rows: pd.DataFrame, note: Callable[[str], None] | None = None) -> int:
+    """The comparison size no method reaches by upsampling: the shorter side of the smallest counterfactual
+    (one image per method is read; each method writes its images at one resolution). LPIPS's AlexNet needs 32 px,
+    so smaller counterfactuals are compared at 32, upsampled, and ``note`` says so."""
+    from PIL import Image
+
+    sizes = []
+    for _, first in rows.groupby("label", sort=False).head(1).iterrows():
+        path = Path(first["counterfactual"])
+        try:
+            with Image.open(path) as image:
+                sizes.append(min(image.size))
+        except OSError as error:
+            raise CfauditError(f"{path}: cannot read the counterfactual image ({error})") from None
+    size = min(sizes)
+    if size < LPIPS_MIN_SIZE:
+        if note is not None:
+            note(f"the smallest counterfactuals are {size} px; compared at {LPIPS_MIN_SIZE} px (upsampled), the "
+                 "least LPIPS's AlexNet reads")  # fmt: skip
+        size = LPIPS_MIN_SIZE
+    return size
 
 
 # --- records: the original's attribute values ---------------------------------------------------------------
@@ -1103,7 +1131,7 @@ def evaluate_edits(
     classifier: Any,
     out: str | Path,
     *,
-    size: int = metrics.COMPARE_SIZE,
+    size: int | None = None,
     n_boot: int = 1000,
     seed: int = 0,
     axiom_images: int = 8,
@@ -1112,6 +1140,10 @@ def evaluate_edits(
     index: str | Path | None = None,
     device: str | None = None,
     lpips_model: Any = None,
+    realism: bool | None = None,
+    realism_features: str | Path = "classifier",
+    samples: Sequence[str | Path] = (),
+    real_images: int = 500,
     command: str | None = None,
     progress: Progress | None = None,
     warn: Warn | None = None,
@@ -1123,6 +1155,9 @@ def evaluate_edits(
     not elsewhere; ``True`` makes a model that cannot be loaded an error; ``False`` skips them.
     ``index``: the index the edited images come from (exact records); without it, records are read back from
     the jobs' source captions.
+    ``realism``: FD and KID against up to ``real_images`` real images of the edited images' split (and of each
+    folder in ``samples``), in ``realism_features`` (``"classifier"`` or torchxrayvision weights); ``None``: on
+    when an index is given (see :func:`cfaudit.evaluate.realism.plan_realism`).
     """
     started = time.perf_counter()
     warnings: list[str] = []
@@ -1138,7 +1173,7 @@ def evaluate_edits(
 
     if not edit_dirs:
         raise CfauditError("no edits given; add --edits DIR (the --out folder of `cfaudit edit`)")
-    if size < 16:
+    if size is not None and size < 16:
         raise CfauditError(f"--size must be at least 16 pixels, got {size}")
     if n_boot < 0 or axiom_images < 1:
         raise CfauditError("--bootstrap must be >= 0 and --axiom-images >= 1")
@@ -1149,6 +1184,8 @@ def evaluate_edits(
     folders = [read_edit_folder(d) for d in edit_dirs]
     label_methods(folders)
     rows = pd.concat([f.rows for f in folders], ignore_index=True)
+    if size is None:
+        size = common_size(rows, note)
     records = load_records(rows, index)
     unknown = sum(r is None for r in records)
     if unknown:
@@ -1160,6 +1197,8 @@ def evaluate_edits(
         from cfaudit.evaluate.classifiers import load_classifier
 
         classifier = load_classifier(classifier, device)
+    realism_plan = realism_measures.plan_realism(realism, classifier, index=index, features=realism_features,
+                                                 samples=samples, max_real=real_images, device=device, warn=note)  # fmt: skip
     overlap = classifier_overlap(classifier, rows["image_id"])
     if overlap:
         note(f"{overlap} edited image(s) are in the classifier's train/val split: their CPG and effectiveness "
@@ -1205,9 +1244,14 @@ def evaluate_edits(
         report("model axioms", k + 1, len(folders))
     axioms = pd.DataFrame(axiom_list, columns=list(AXIOM_COLUMNS))
 
-    # 5. Write
+    # 5. Realism
+    realism_rows = realism_measures.realism_table(realism_plan, folders, n_boot=n_boot, seed=seed, warn=note,
+                                                  progress=report)  # fmt: skip
+
+    # 6. Write
     markdown = format_markdown(table, axioms, descriptions, size=size, n_boot=n_boot, classifier_name=name,
                                null_edits=null_edits)  # fmt: skip
+    markdown += realism_measures.realism_markdown(realism_rows, realism_plan, n_boot)
     paths = {key: out / filename for key, filename in (
         ("table2_csv", "table2.csv"), ("table2_md", "table2.md"), ("table2_png", "table2.png"),
         ("axioms_csv", "axioms.csv"), ("scores_csv", "scores.csv"), ("evaluation_json", "evaluation.json"))}  # fmt: skip
@@ -1216,6 +1260,9 @@ def evaluate_edits(
     atomic_io.write_csv(paths["axioms_csv"], axioms)
     atomic_io.write_csv(paths["scores_csv"], _scores_for_csv(scores))
     plot_table2(table, paths["table2_png"], size)
+    if realism_plan.enabled:
+        paths["realism_csv"] = out / "realism.csv"
+        atomic_io.write_csv(paths["realism_csv"], realism_rows)
     provenance = {
         "cfaudit_version": __version__,
         "command": command if command is not None else " ".join(sys.argv),
@@ -1246,6 +1293,7 @@ def evaluate_edits(
         "axiom_images": axiom_images,
         "model_axioms": {None: "auto", True: "required", False: "off"}[model_axioms],
         "include_null_edits": include_null_edits,
+        "realism": realism_measures.realism_provenance(realism_plan),
         "null_edits": len(per_edit(scores[~scores["changes_record"]])),
         "records_unknown": unknown,
         "device": device,
