@@ -84,6 +84,9 @@ class ClassifierConfig:
     patience: int = 8
     seed: int = 0
     augment: bool = True  # random shifts of up to size/16 pixels
+    #: random film grain and light smoothing (see :func:`_random_grain`), so that the judge of Table 2 reads
+    #: anatomy, devices and texture cues rather than the noise level, which every autoencoder changes
+    grain_augment: bool = True
     label_policy: dict[str, str] = field(default_factory=lambda: LabelPolicy().to_dict())
 
     def __post_init__(self) -> None:
@@ -191,6 +194,33 @@ def _random_shift(images: torch.Tensor, generator: torch.Generator) -> torch.Ten
     return torch.stack(
         [padded[i, :, y : y + size, x : x + size] for i, (y, x) in enumerate(offsets.tolist())]
     )
+
+
+def _random_grain(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Per image, one of: unchanged (1/2), lightly smoothed (a Gaussian of 0.4-1.0 px, 1/4: what a denoising
+    autoencoder does to grain), or with extra grain (Gaussian noise of 1-2% of full brightness, 1/4). Images are
+    on the 0-255 scale; the result is clipped to it."""
+    n = images.shape[0]
+    choice = torch.rand(n, generator=generator)
+    sigma = 0.4 + 0.6 * torch.rand(n, generator=generator)
+    extra = (0.01 + 0.01 * torch.rand(n, generator=generator)) * 255.0
+    noise = torch.randn(images.shape, generator=generator)
+    out = images.float().clone()
+    radius = torch.arange(-2, 3, dtype=torch.float32)
+    for i in range(n):
+        if choice[i] < 0.25:
+            kernel = torch.exp(-0.5 * (radius / sigma[i]) ** 2)
+            kernel = kernel / kernel.sum()
+            image = F.pad(out[i : i + 1], (2, 2, 2, 2), mode="replicate")
+            image = F.conv2d(
+                image, kernel.view(1, 1, 1, 5).expand(image.shape[1], 1, 1, 5), groups=image.shape[1]
+            )
+            out[i] = F.conv2d(
+                image, kernel.view(1, 1, 5, 1).expand(image.shape[1], 1, 5, 1), groups=image.shape[1]
+            )[0]
+        elif choice[i] < 0.5:
+            out[i] = out[i] + extra[i] * noise[i]
+    return out.clamp(0.0, 255.0)
 
 
 # --- metrics -------------------------------------------------------------------------------------------------
@@ -462,6 +492,8 @@ def train_classifier(
             images = train_images[rows]
             if config.augment:
                 images = _random_shift(images, generator)
+            if config.grain_augment:
+                images = _random_grain(images, generator)
             logits = model(_to_input(images, device))
             loss = total_loss(logits, {k: v.to(device) for k, v in _subset(train_targets, rows).items()})
             optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,209 @@
+"""Demo models side by side: what survives the autoencoder, what the prompts edit, how real it looks, what it costs.
+
+    python benchmarks/fidelity.py --model old=runs/old-demo --model new=demo --out runs/fidelity
+
+On a phantom no model saw (``--seed``, the default config at 128 px), for each model:
+
+* **reconstruction** of ``--images`` test images through the model's autoencoder (``cfaudit.evaluate.fidelity``):
+  L1 (0-255) and LPIPS at 192 px against the image and against the same picture drawn without grain (the
+  phantom's truth: ``PhantomReplay.render(grain=False)``), the contrast each device kind keeps inside its
+  ground-truth mask, and the attribute classifier's drift (mean |change| per head) between image and
+  reconstruction;
+* **prompt effects** with the paper's partial prompts (``cfaudit.evaluate.prompt_effects``): the share of
+  cardiomegaly cases whose heart shrinks under ``do(Cardiomegaly=0)``, the flip rates of ``do(Cardiomegaly=1)``
+  and ``do(sex)``, the share of ``do(age=+20)`` edits that move the phantom's age cues the right way, and the
+  seconds and UNet evaluations per edit;
+* **realism** (``cfaudit.evaluate.realism``): Frechet distance and KID of the effects run's counterfactuals and
+  reconstructions against up to 500 real images of the phantom that were not edited, on the classifier's features.
+
+``--vae FOLDER`` scores an autoencoder alone (a pipeline folder or a training checkpoint's folder holding
+``vae/``): the reconstruction rows only. Results go to ``OUT/fidelity.md`` and ``OUT/fidelity.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cfaudit.atomic_io import write_json, write_text
+from cfaudit.data.adapters import build_index
+from cfaudit.data.images import load_image, to_model_tensor
+from cfaudit.data.phantom import default_config_path, generate_phantom, load_config
+from cfaudit.data.phantom.ground_truth import PhantomReplay, read_masks
+from cfaudit.data.records import DataIndex
+from cfaudit.edit.editor import CounterfactualEditor
+from cfaudit.evaluate.classifiers import load_classifier
+from cfaudit.evaluate.fidelity import autoencode, measure_fidelity
+from cfaudit.evaluate.prompt_effects import measure_prompt_effects
+from cfaudit.evaluate.realism import ClassifierFeatures, frechet_distance, kid
+from cfaudit.models.loading import load_components
+
+DEVICES = ("pacemaker", "chest_tube", "central_line", "endotracheal_tube", "nasogastric_tube", "ecg_leads")
+
+
+def fresh_phantom(out: Path, seed: int, n: int) -> tuple[Path, DataIndex]:
+    root = out / f"phantom-{seed}"
+    if not (root / "index.csv").is_file():
+        settings = load_config(default_config_path("default")).with_overrides(n=n, size=128)
+        generate_phantom(root, settings, seed=seed, workers=2)
+        build_index("phantom", root, seed=seed).write(root / "index.csv")
+    return root, DataIndex.read(root / "index.csv")
+
+
+def load_vae(path: str) -> Any:
+    from diffusers import AutoencoderKL
+
+    folder = Path(path)
+    if (folder / "model_index.json").is_file() or path == "demo":
+        return load_components(path).vae
+    return AutoencoderKL.from_pretrained(str(folder / "vae"))
+
+
+def reconstruction_rows(
+    vae: Any, root: Path, index: DataIndex, classifier: Any, images: int
+) -> dict[str, Any]:
+    test = index.split("test")
+    rows = test.table.head(images)
+    replay = PhantomReplay(root)
+    size = replay.size
+    originals = [load_image(test.image_path(row)) for _, row in rows.iterrows()]
+    pixels = torch.stack([to_model_tensor(image, size) for image in originals])
+    began = time.perf_counter()
+    decoded = autoencode(vae, pixels)
+    seconds = (time.perf_counter() - began) / len(rows)
+    reconstructions = [((d[0].numpy() + 1.0) / 2.0).clip(0.0, 1.0) for d in decoded]
+    references = [replay.render(str(i), grain=False) / 255.0 for i in rows["image_id"]]
+    masks = [
+        {k.split(".", 1)[1]: v for k, v in read_masks(root, str(i)).items() if k.startswith("device.")}
+        for i in rows["image_id"]
+    ]
+    fidelity = measure_fidelity(
+        originals, reconstructions, references=references, masks=masks, classifier=classifier
+    )
+    return {**fidelity.to_dict(), "seconds_per_image": seconds}
+
+
+def realism_rows(classifier: Any, index: DataIndex, effects: Any) -> dict[str, dict[str, float]]:
+    """FD and KID (classifier features) of the effects run's counterfactuals and reconstructions against up to
+    500 real images of the phantom that were not edited."""
+    edited = set(effects.rows["image_id"])
+    real_table = index.table[~index.table["image_id"].isin(edited)].head(500)
+    features = ClassifierFeatures(classifier)
+    real = features([load_image(index.image_path(row)) for _, row in real_table.iterrows()])
+    out: dict[str, dict[str, float]] = {}
+    for name, images in (
+        ("counterfactuals", effects.counterfactuals),
+        ("reconstructions", effects.reconstructions),
+    ):
+        generated = features(images)
+        out[name] = {"FD": frechet_distance(generated, real), "KID": kid(generated, real), "n": len(images),
+                     "n_real": len(real)}  # fmt: skip
+    return out
+
+
+def markdown(results: dict[str, dict[str, Any]]) -> str:
+    names = list(results)
+    lines = ["| | " + " | ".join(f"`{n}`" for n in names) + " |", "|---|" + "---|" * len(names)]
+
+    def row(label: str, cell) -> None:
+        lines.append(f"| {label} | " + " | ".join(cell(results[n]) for n in names) + " |")
+
+    def get(r: dict[str, Any], *keys: str) -> Any:
+        for key in keys:
+            r = r.get(key, {}) if isinstance(r, dict) else {}
+        return r if r != {} else None
+
+    def fmt(value: Any, pattern: str) -> str:
+        return (
+            "-" if value is None or (isinstance(value, float) and np.isnan(value)) else pattern.format(value)
+        )
+
+    row("reconstruction L1 (0-255), vs image", lambda r: fmt(get(r, "reconstruction", "l1"), "{:.2f}"))
+    row("... vs the grain-free picture", lambda r: fmt(get(r, "reconstruction", "l1_reference"), "{:.2f}"))
+    row("LPIPS at 192 px, vs image", lambda r: fmt(get(r, "reconstruction", "lpips"), "{:.3f}"))
+    row("... vs the grain-free picture", lambda r: fmt(get(r, "reconstruction", "lpips_reference"), "{:.3f}"))
+    for kind in DEVICES:
+        row(
+            f"contrast kept: {kind}",
+            lambda r, k=kind: fmt(get(r, "reconstruction", "contrast_kept", k), "{:.0%}"),
+        )
+    heads = sorted({h for r in results.values() for h in (get(r, "reconstruction", "drift") or {})})
+    for head in heads:
+        row(
+            f"classifier drift: {head}", lambda r, h=head: fmt(get(r, "reconstruction", "drift", h), "{:.3f}")
+        )
+    for effect in ("cardiomegaly_removed", "cardiomegaly_added", "sex_swapped", "age_plus_20"):
+
+        def cell(r: dict[str, Any], e: str = effect) -> str:
+            s = get(r, "effects", e)
+            if not s:
+                return "-"
+            return f"{s['rate']:.0%} [{s['low']:.0%}, {s['high']:.0%}] (n={s['n']}, {s['mean_effect']:+.3f})"
+
+        row(f"partial prompt: {effect}", cell)
+    for key in ("FD", "KID"):
+        for which in ("counterfactuals", "reconstructions"):
+            row(f"realism {key}, {which}", lambda r, k=key, w=which: fmt(get(r, "realism", w, k), "{:.3g}"))
+    row("seconds per edit", lambda r: fmt(get(r, "seconds_per_edit"), "{:.2f}"))
+    row("UNet evaluations per edit", lambda r: fmt(get(r, "unet_evals_per_edit"), "{:.0f}"))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", action="append", default=[], help="NAME=MODEL (demo, a folder); repeat")
+    parser.add_argument(
+        "--vae", action="append", default=[], help="NAME=FOLDER: an autoencoder alone; repeat"
+    )
+    parser.add_argument("--classifier", default="demo")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=21, help="seed of the fresh phantom")
+    parser.add_argument("--n", type=int, default=1500)
+    parser.add_argument("--images", type=int, default=32, help="test images reconstructed")
+    parser.add_argument("--effect-images", type=int, default=24, help="images per prompt effect")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    root, index = fresh_phantom(args.out, args.seed, args.n)
+    classifier = load_classifier(args.classifier, device="cpu")
+    results: dict[str, dict[str, Any]] = {}
+    for spec in args.vae:
+        name, _, path = spec.partition("=")
+        results[name] = {
+            "reconstruction": reconstruction_rows(load_vae(path), root, index, classifier, args.images)
+        }
+        print(f"{name}: reconstruction done", flush=True)
+    for spec in args.model:
+        name, _, path = spec.partition("=")
+        components = load_components(path, device="cpu")
+        entry: dict[str, Any] = {
+            "reconstruction": reconstruction_rows(components.vae, root, index, classifier, args.images)
+        }
+        editor = CounterfactualEditor.from_components(components)
+        effects = measure_prompt_effects(
+            editor, root, index, classifier, images=args.effect_images, keep_images=True
+        )
+        entry["effects"] = {s.effect: s.to_dict() for s in effects.summaries}
+        entry["realism"] = realism_rows(classifier, index, effects)
+        entry["seconds_per_edit"] = effects.seconds_per_edit
+        entry["unet_evals_per_edit"] = float(effects.rows["unet_evals"].mean())
+        results[name] = entry
+        print(f"{name}: done\n{effects.table()}", flush=True)
+    text = markdown(results)
+    header = f"Phantom seed {args.seed} (n={args.n}, 128 px, never seen by the models); classifier `{args.classifier}`.\n\n"
+    write_text(args.out / "fidelity.md", header + text + "\n")
+    write_json(
+        args.out / "fidelity.json", {"args": {k: str(v) for k, v in vars(args).items()}, "results": results}
+    )
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

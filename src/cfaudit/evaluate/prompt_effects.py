@@ -1,0 +1,232 @@
+"""Do a model's prompts edit what they name? Four interventions on phantom images, scored against its truth.
+
+For each image of a phantom (one the model never saw), the editor makes the edits that apply to it, all from one
+inversion, and each is scored by what it should have changed:
+
+``do(Cardiomegaly=0)`` on images with cardiomegaly (and no effusion, beside which the heart measure fails)
+    *shrunk*: the phantom's heart width ratio, read from the pixels, is smaller in the counterfactual than in
+    the reconstruction;
+``do(Cardiomegaly=1)`` on images without it
+    *flipped*: the attribute classifier calls the counterfactual cardiomegaly, among images it did not already;
+``do(sex=<the other>)``
+    *flipped*: the classifier's sex decision changes;
+``do(age=+20)`` on patients up to 70
+    *right way*: the counterfactual's change, projected onto what the phantom itself draws for 20 more years
+    (a larger aortic knob, fainter bones: :meth:`~cfaudit.data.phantom.ground_truth.PhantomReplay.cue_change`),
+    is positive; ``effect`` is that projection (1.0: as much as the phantom would draw).
+
+Prompts are ``partial`` (the paper's: only the change is named) or ``full``. Each rate comes with a 95% Wilson
+interval over images.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from cfaudit.data.images import load_model_tensor
+from cfaudit.data.phantom.ground_truth import PhantomReplay, projected_change
+from cfaudit.data.phantom.measure import heart_width_ratio
+from cfaudit.data.records import DataIndex
+from cfaudit.edit.editor import CounterfactualEditor, EditSettings, Target
+from cfaudit.edit.interventions import Intervention, source_prompt
+from cfaudit.edit.inversion import InversionSettings
+
+#: The effects, in report order, with the test that makes an edit count and the share the issue asks for.
+EFFECTS: dict[str, str] = {
+    "cardiomegaly_removed": "heart shrunk",
+    "cardiomegaly_added": "classifier flipped",
+    "sex_swapped": "classifier flipped",
+    "age_plus_20": "age cues moved the right way",
+}
+AGE_YEARS = 20.0
+
+
+@dataclass(frozen=True)
+class EffectSummary:
+    effect: str
+    n: int
+    rate: float
+    low: float
+    high: float
+    mean_effect: float
+    meaning: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+@dataclass
+class PromptEffects:
+    rows: pd.DataFrame  # one row per edit
+    summaries: list[EffectSummary] = field(default_factory=list)
+    seconds_per_edit: float = 0.0
+    #: with ``keep_images``: every counterfactual and each image's reconstruction (``[0, 1]`` arrays)
+    counterfactuals: list[np.ndarray] = field(default_factory=list)
+    reconstructions: list[np.ndarray] = field(default_factory=list)
+
+    def table(self) -> str:
+        lines = ["| effect | n | share [95% CI] | mean effect | counted when |", "|---|---|---|---|---|"]
+        for s in self.summaries:
+            lines.append(
+                f"| {s.effect} | {s.n} | {s.rate:.0%} [{s.low:.0%}, {s.high:.0%}] | {s.mean_effect:+.3f} | "
+                f"{s.meaning} |"
+            )
+        return "\n".join(lines)
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (``(nan, nan)`` for ``n = 0``)."""
+    if n == 0:
+        return math.nan, math.nan
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def plan_cases(table: pd.DataFrame, images: int) -> dict[str, list[int]]:
+    """Row positions of ``table`` that each effect uses: the first ``images`` eligible rows per effect."""
+    cardiomegaly = table["Cardiomegaly"].fillna(0) == 1
+    effusion = table["Pleural Effusion"].fillna(0) == 1
+    eligible = {
+        "cardiomegaly_removed": cardiomegaly & ~effusion,
+        "cardiomegaly_added": ~cardiomegaly,
+        "sex_swapped": table["sex"].isin(["Male", "Female"]),
+        "age_plus_20": table["age"] <= 90 - AGE_YEARS,
+    }
+    return {name: list(np.flatnonzero(mask.to_numpy())[:images]) for name, mask in eligible.items()}
+
+
+def intervention_for(effect: str, record: dict[str, Any]) -> Intervention:
+    if effect == "cardiomegaly_removed":
+        return Intervention.parse("Cardiomegaly=0")
+    if effect == "cardiomegaly_added":
+        return Intervention.parse("Cardiomegaly=1")
+    if effect == "sex_swapped":
+        return Intervention.parse("sex=" + ("female" if record["sex"] == "Male" else "male"))
+    return Intervention.parse(f"age=+{AGE_YEARS:g}")
+
+
+def _unit(image: torch.Tensor) -> np.ndarray:
+    return ((image.float().cpu().numpy() + 1.0) / 2.0).clip(0.0, 1.0)
+
+
+def _resized(change: np.ndarray, size: int) -> np.ndarray:
+    if change.shape[0] == size:
+        return change
+    return np.asarray(
+        Image.fromarray(change.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR)
+    )
+
+
+def measure_prompt_effects(
+    editor: CounterfactualEditor,
+    phantom: str | Path,
+    index: DataIndex,
+    classifier: Any,
+    *,
+    images: int = 24,
+    mode: str = "partial",
+    inversion: InversionSettings | None = None,
+    edit: EditSettings | None = None,
+    batch: int = 8,
+    effects: Sequence[str] = tuple(EFFECTS),
+    keep_images: bool = False,
+) -> PromptEffects:
+    """Edit and score the first ``images`` eligible images of ``index`` (a phantom's index) for each effect."""
+    inversion = inversion or InversionSettings()
+    edit = edit or EditSettings()
+    replay = PhantomReplay(phantom)
+    table = index.table.reset_index(drop=True)
+    cases = {name: rows for name, rows in plan_cases(table, images).items() if name in effects}
+    by_row: dict[int, list[str]] = {}
+    for name, rows in cases.items():
+        for row in rows:
+            by_row.setdefault(int(row), []).append(name)
+    order = sorted(by_row)
+    out: list[dict[str, Any]] = []
+    kept_counterfactuals: list[np.ndarray] = []
+    kept_reconstructions: list[np.ndarray] = []
+    edits_done, started = 0, time.perf_counter()
+    for start in range(0, len(order), batch):
+        rows = order[start : start + batch]
+        records = [table.iloc[r].to_dict() for r in rows]
+        pixels = torch.stack(
+            [load_model_tensor(index.image_path(table.iloc[r]), editor.resolution) for r in rows]
+        )
+        prompts = [source_prompt(record) for record in records]
+        plans = [
+            [intervention_for(name, rec) for name in by_row[r]] for r, rec in zip(rows, records, strict=True)
+        ]
+        targets = [
+            [Target(i.target_prompt(rec, mode)) for i in plan]
+            for plan, rec in zip(plans, records, strict=True)
+        ]
+        inversions = editor.invert(pixels.to(editor.device), prompts, inversion)
+        results = editor.edit(inversions, prompts, targets, edit)
+        for r, record, result in zip(rows, records, results, strict=True):
+            reconstruction = _unit(result.reconstruction[0])
+            counterfactuals = [_unit(c[0]) for c in result.counterfactuals]
+            scores = classifier.predict([reconstruction, *counterfactuals])
+            if keep_images:
+                kept_reconstructions.append(reconstruction)
+                kept_counterfactuals.extend(counterfactuals)
+            for k, name in enumerate(by_row[r]):
+                out.append(_score(name, record, reconstruction, counterfactuals[k], scores, k + 1, replay))
+                out[-1]["unet_evals"] = float(result.unet_evals[k])
+                edits_done += 1
+    frame = pd.DataFrame(out)
+    effects_result = PromptEffects(
+        frame,
+        seconds_per_edit=(time.perf_counter() - started) / max(edits_done, 1),
+        counterfactuals=kept_counterfactuals,
+        reconstructions=kept_reconstructions,
+    )
+    for name in cases:
+        counted = frame[(frame["effect"] == name) & frame["eligible"]] if not frame.empty else frame
+        n = len(counted)
+        hits = int(counted["hit"].sum()) if n else 0
+        low, high = wilson_interval(hits, n)
+        mean = float(counted["effect_size"].mean()) if n else math.nan
+        effects_result.summaries.append(
+            EffectSummary(name, n, hits / n if n else math.nan, low, high, mean, EFFECTS[name])
+        )
+    return effects_result
+
+
+def _score(
+    name: str,
+    record: dict[str, Any],
+    reconstruction: np.ndarray,
+    counterfactual: np.ndarray,
+    scores: dict[str, np.ndarray],
+    k: int,
+    replay: PhantomReplay,
+) -> dict[str, Any]:
+    """One edit's row: whether it counts (``eligible``), whether it did what it names (``hit``), by how much."""
+    row: dict[str, Any] = {"effect": name, "image_id": record["image_id"], "eligible": True}
+    if name == "cardiomegaly_removed":
+        before, after = heart_width_ratio(reconstruction), heart_width_ratio(counterfactual)
+        row.update(eligible=bool(np.isfinite(before) and np.isfinite(after)), effect_size=after - before)
+        row["hit"] = bool(after < before)
+    elif name == "cardiomegaly_added":
+        before, after = float(scores["Cardiomegaly"][0]), float(scores["Cardiomegaly"][k])
+        row.update(eligible=before < 0.5, hit=after >= 0.5, effect_size=after - before)
+    elif name == "sex_swapped":
+        before, after = float(scores["sex"][0]), float(scores["sex"][k])
+        row.update(hit=(before >= 0.5) != (after >= 0.5), effect_size=abs(after - before))
+    else:
+        direction = _resized(replay.cue_change(str(record["image_id"]), AGE_YEARS), reconstruction.shape[-1])
+        size = projected_change(counterfactual - reconstruction, direction)
+        row.update(hit=size > 0, effect_size=size)
+    return row

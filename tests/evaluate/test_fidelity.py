@@ -1,0 +1,67 @@
+"""Tests for cfaudit.evaluate.fidelity: contrast kept, classifier drift, the whole measure on known changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from cfaudit.evaluate.fidelity import classifier_drift, contrast, contrast_kept, measure_fidelity
+
+
+def _line_image(strength: float) -> tuple[np.ndarray, np.ndarray]:
+    image = np.full((64, 64), 0.4)
+    mask = np.zeros((64, 64), dtype=bool)
+    mask[10:50, 30] = True
+    image[mask] += strength
+    return image, mask
+
+
+def test_contrast_is_the_step_between_a_structure_and_its_ring() -> None:
+    image, mask = _line_image(0.3)
+    assert contrast(image, mask) == pytest.approx(0.3)
+
+
+def test_a_line_blurred_away_keeps_little_of_its_contrast_and_an_exact_copy_all() -> None:
+    image, mask = _line_image(0.3)
+    blurred = ndimage.gaussian_filter(image, 2.0)
+    kept, counts = contrast_kept([image, image], [image, blurred], [{"line": mask}, {"line": mask}])
+    assert counts == {"line": 2}
+    assert 0.4 < kept["line"] < 0.7  # one exact, one mostly lost: summed over images
+    alone, _ = contrast_kept([image], [blurred], [{"line": mask}])
+    assert alone["line"] < 0.25
+    tiny = np.zeros((64, 64), dtype=bool)
+    tiny[0, 0] = True
+    assert contrast_kept([image], [image], [{"dot": tiny}]) == ({}, {})  # too small to count
+
+
+class _Classifier:
+    """P(Male) = mean brightness; race: a fixed distribution that moves with the image's contrast."""
+
+    def predict(self, images):
+        images = [np.asarray(i, dtype=float) for i in images]
+        race = np.array([[i.std(), 1 - i.std(), 0.0, 0.0] for i in images])
+        return {"sex": np.array([i.mean() for i in images]), "race": race}
+
+
+def test_classifier_drift_is_the_mean_change_per_head() -> None:
+    a = [np.full((8, 8), 0.2), np.full((8, 8), 0.6)]
+    b = [np.full((8, 8), 0.3), np.full((8, 8), 0.6)]
+    drift = classifier_drift(_Classifier(), a, b)
+    assert drift["sex"] == pytest.approx(0.05)
+    assert drift["race"] == pytest.approx(0.0)
+
+
+def test_measure_fidelity_against_image_and_reference() -> None:
+    rng = np.random.default_rng(0)
+    clean = [np.clip(_line_image(0.3)[0] + 0.1 * k, 0, 1) for k in range(3)]
+    grainy = [np.clip(c + rng.normal(0, 0.02, c.shape), 0, 1) for c in clean]
+    mask = _line_image(0.3)[1]
+    result = measure_fidelity(grainy, clean, references=clean, masks=[{"line": mask}] * 3,
+                              classifier=_Classifier(), lpips_size=64, lpips_device="cpu")  # fmt: skip
+    assert result.n == 3
+    assert result.l1_reference == pytest.approx(0.0)
+    assert result.lpips_reference == pytest.approx(0.0, abs=1e-6)
+    assert 3.0 < result.l1 < 5.5  # the grain alone: E|N(0, 0.02)| x 255 ~ 4.1
+    assert result.contrast_kept["line"] == pytest.approx(1.0, abs=0.05)
+    assert set(result.to_dict()["drift"]) == {"sex", "race"}
