@@ -94,8 +94,11 @@ class PipelineComponents:
     ) -> Path:
         """Write a diffusers-format pipeline folder; it appears complete or not at all.
 
-        ``dtype`` (e.g. ``torch.float16``) stores weights in that precision without changing the models in memory;
-        ``extra_json`` maps file names to data written beside them (provenance records).
+        ``dtype`` (e.g. ``torch.float16``) stores weights in that precision without changing the models in memory.
+        The text encoder's ``config.json`` keeps the precision it computes in: transformers loads a model in the
+        precision its config names (diffusers upcasts on its own), and a float16 text encoder next to a float32
+        UNet breaks stock ``StableDiffusionPipeline.from_pretrained(folder)`` on a CPU ("mat1 and mat2 must have
+        the same dtype"). ``extra_json`` maps file names to data written beside them (provenance records).
         """
         folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -121,6 +124,7 @@ class PipelineComponents:
     def _write(self, folder: Path, dtype: torch.dtype | None) -> None:
         for name in ("unet", "vae", "text_encoder"):
             save_model(getattr(self, name), folder / name, dtype)
+        _keep_compute_dtype(self.text_encoder, folder / "text_encoder")
         save_tokenizer(self.tokenizer, folder / "tokenizer")
         # Written as DDIM (what we sample with); the betas and prediction type are the training schedule's.
         from diffusers import DDIMScheduler
@@ -144,6 +148,21 @@ def save_model(model: Any, folder: Path, dtype: torch.dtype | None = None) -> No
         model.save_pretrained(str(folder), safe_serialization=True)
     finally:
         model.to(original)
+
+
+def _keep_compute_dtype(model: Any, folder: Path) -> None:
+    """Write the in-memory precision into a transformers model's saved ``config.json`` (weights may be stored
+    in a smaller one): transformers loads a model in the precision its config names."""
+    import json
+
+    config = folder / "config.json"
+    if not config.is_file():
+        return
+    data = json.loads(config.read_text(encoding="utf-8"))
+    computed = str(next(model.parameters()).dtype).replace("torch.", "")
+    if data.get("dtype", computed) != computed:
+        data["dtype"] = computed
+        atomic_io.write_json(config, data)
 
 
 def save_tokenizer(tokenizer: Any, folder: Path) -> None:

@@ -18,25 +18,62 @@ from cfaudit.errors import CfauditError
 
 DEMO_DIR = Path(__file__).parent / "demo"
 _PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-_FILES = ("model_index.json", "provenance.json")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
+def portable(value: Any, root: Path | None = None) -> Any:
+    """``value`` with absolute paths under ``root`` (default: the working directory) made relative to it, and
+    other absolute paths cut to their last three parts: shipped records name no one's machine."""
+    root = (root or Path.cwd()).resolve()
+    if isinstance(value, dict):
+        return {k: portable(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v, root) for v in value]
+    if isinstance(value, str) and value.startswith("/"):
+        words = value.split(" ")
+        out = []
+        for word in words:
+            path = Path(word)
+            if word.startswith("/"):
+                try:
+                    word = str(path.resolve().relative_to(root))
+                except ValueError:
+                    word = str(Path(*path.parts[-3:]))
+            out.append(word)
+        return " ".join(out)
+    return value
+
+
+def _architecture(unet_run: dict[str, Any], folder: Path | None) -> str:
+    if folder is None:
+        return "the tiny CPU preset"
+    unet = _read_json(folder / "unet" / "config.json")
+    vae = _read_json(folder / "vae" / "config.json")
+    factor = 2 ** (len(vae.get("block_out_channels", [0])) - 1)
+    size = unet.get("sample_size", 0)
+    return (f"the tiny CPU preset (`cfaudit.models.presets.TINY`: {size * factor}x{size * factor} grayscale, a "
+            f"{factor}x VAE with {size}x{size}x{vae.get('latent_channels')} latents, SD v1.5's CLIP tokenizer)")  # fmt: skip
+
+
 def provenance_markdown(
-    unet_run: dict[str, Any], vae_run: dict[str, Any], sizes: dict[str, int], notes: list[str] | None = None
+    unet_run: dict[str, Any],
+    vae_run: dict[str, Any],
+    sizes: dict[str, int],
+    notes: list[str] | None = None,
+    folder: Path | None = None,
 ) -> str:
-    """The human-readable record written beside the shipped weights."""
+    """The human-readable record written beside the shipped weights (``folder``: the model, for its shapes)."""
     config = unet_run.get("config", {})
     data = unet_run.get("data", {})
+    curve = vae_run.get("held_out_l1") or {}
     lines = [
         "# Demo model provenance",
         "",
-        "The tiny CPU preset (`cfaudit.models.presets.TINY`: 128x128 grayscale, 16x16x4 latents, SD v1.5's CLIP",
-        "tokenizer) trained on the synthetic phantom. Rebuild with the commands at the top of",
-        "`configs/train/demo.yaml`; this file is written by `cfaudit models install-demo`.",
+        f"{_architecture(unet_run, folder)} trained on the synthetic phantom. Rebuild with the commands at the",
+        "top of `configs/train/demo.yaml`; this file is written by `cfaudit models install-demo`.",
         "",
         "## Data",
         f"- index: `{data.get('index')}` (split `{data.get('split')}`, {data.get('rows')} images)",
@@ -44,7 +81,12 @@ def provenance_markdown(
         "",
         "## VAE (`cfaudit models train-vae --config configs/train/tiny_vae.yaml`)",
         f"- steps {vae_run.get('steps')}, final loss {vae_run.get('final_loss')}, latent scale "
-        f"{vae_run.get('scaling_factor')}, {vae_run.get('seconds')} s",
+        f"{vae_run.get('scaling_factor')}, {vae_run.get('seconds_this_call', vae_run.get('seconds'))} s",
+        "- held-out reconstruction L1 (0-255) by step: "
+        + (
+            ", ".join(f"{k}: {v}" for k, v in sorted(curve.items(), key=lambda kv: int(kv[0])))
+            or "not recorded"
+        ),
         f"- config: `{json.dumps(vae_run.get('config', {}), sort_keys=True)}`",
         "",
         "## UNet + text encoder (`cfaudit train --config configs/train/demo.yaml`)",
@@ -77,17 +119,20 @@ def install_demo(
     vae_run = _read_json(source / "vae_provenance.json") or (
         _read_json(Path(base) / "vae_provenance.json") if base else {}
     )
+    unet_run, vae_run = portable(unet_run), portable(vae_run)
     staging = destination.with_name(f".{destination.name}.part")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     for part in _PARTS:
         shutil.copytree(source / part, staging / part)
-    for name in _FILES:
-        shutil.copy2(source / name, staging / name)
+    shutil.copy2(source / "model_index.json", staging / "model_index.json")
+    atomic_io.write_json(staging / "provenance.json", unet_run)
     if vae_run:
         atomic_io.write_json(staging / "vae_provenance.json", vae_run)
     sizes = {str(p.relative_to(staging)): p.stat().st_size for p in staging.rglob("*") if p.is_file()}
-    atomic_io.write_text(staging / "PROVENANCE.txt", provenance_markdown(unet_run, vae_run, sizes, notes))
+    atomic_io.write_text(
+        staging / "PROVENANCE.txt", provenance_markdown(unet_run, vae_run, sizes, notes, staging)
+    )
     for path in staging.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
     shutil.rmtree(destination, ignore_errors=True)
