@@ -119,7 +119,8 @@ def test_known_distances_and_prediction_gains(tmp_path):
     assert cell(table, "do(disease)", "CPG")["mean"] == pytest.approx(0.1, abs=1e-4)
     assert cell(table, "do(disease)", "CPG signed")["mean"] == pytest.approx(-0.1, abs=1e-4)
     assert (table["size"] == SIZE).all() and (table["n"] == 1).all()
-    assert "CPG null edit" not in set(table["metric"])  # pairs without reconstructions
+    # pairs without reconstructions
+    assert not {"CPG null edit", "LPIPS null edit", "L1 null edit"} & set(table["metric"])
     scores = pd.read_csv(result.paths["scores_csv"])
     sex = scores[scores["attribute"] == "sex"].iloc[0]
     assert (sex["before"], sex["after"]) == (pytest.approx(0.1, abs=1e-4), pytest.approx(0.9, abs=1e-4))
@@ -233,6 +234,11 @@ def test_null_edits_leave_table2_and_become_identity_measures(tmp_path):
     # the reconstruction (0.6 -> 0.7) moves P(male) by 0.1 and P(Cardiomegaly) = 1 - m by 0.1
     assert cell(result.table, "do(sex)", "CPG null edit")["mean"] == pytest.approx(0.1, abs=1e-4)
     assert cell(result.table, "do(disease)", "CPG null edit")["mean"] == pytest.approx(0.1, abs=1e-4)
+    # the reconstruction's own share of L1 and LPIPS: flat images 0.1 apart
+    assert cell(result.table, "do(disease)", "L1 null edit")["mean"] == pytest.approx(25.5, abs=0.01)
+    recon, edit = (cell(result.table, "do(disease)", m)["mean"] for m in ("LPIPS null edit", "LPIPS"))
+    assert 0.0 < recon < edit  # 0.1 apart vs 0.5 apart
+    assert "L1 of the null edit" in result.markdown and "LPIPS of the null edit" in result.markdown
     minimality = result.axioms[result.axioms["intervention"] == "do(Cardiomegaly=0)"].set_index("measure")[
         "mean"
     ]

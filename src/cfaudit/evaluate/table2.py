@@ -59,7 +59,11 @@ KIND_ORDER: tuple[str, ...] = ("sex", "disease", "race", "age")
 PAPER_COLUMNS: tuple[str, ...] = tuple(f"do({kind})" for kind in KIND_ORDER)
 #: "CPG null edit": the same gain between the original and the method's own reconstruction (no intervention),
 #: the level a CPG must clear before it says more about the edit than about the reconstruction.
-TABLE_METRICS: tuple[str, ...] = ("LPIPS", "L1", "CPG", "CPG signed", "CPG null edit")
+#: "LPIPS null edit" and "L1 null edit": the original vs the reconstruction, the part of a method's LPIPS and L1
+#: that its reconstruction makes before any intervention.
+TABLE_METRICS: tuple[str, ...] = (
+    "LPIPS", "LPIPS null edit", "L1", "L1 null edit", "CPG", "CPG signed", "CPG null edit"
+)  # fmt: skip
 COMPOSITION_TIMES: tuple[int, ...] = (1, 10)
 SCM_METHOD = "scm-hvae"
 BATCH = 32  # edits loaded and scored together (bounds memory on large jobs)
@@ -328,6 +332,7 @@ class ScoredRows:
     lpips: np.ndarray
     l1: np.ndarray
     reconstruction_l1: np.ndarray  # d(original, reconstruction) at the compare size; NaN without one
+    reconstruction_lpips: np.ndarray  # the same in LPIPS
     before: dict[str, np.ndarray]
     after: dict[str, np.ndarray]
     reconstructed: dict[str, np.ndarray]  # outputs on the reconstruction (NaN rows without one)
@@ -345,8 +350,8 @@ def score_rows(
     """LPIPS and L1 (original vs counterfactual) at ``size`` and classifier outputs, in batches of edits."""
     wheres = [f"{source}, line {line}" for source, line in zip(rows["source"], rows["line"], strict=True)]
     original_cache: dict[str, dict[str, np.ndarray]] = {}
-    recon_cache: dict[str, tuple[float, dict[str, np.ndarray]]] = {}
-    lpips_parts, l1_parts, rec_parts = [], [], []
+    recon_cache: dict[str, tuple[float, float, dict[str, np.ndarray]]] = {}
+    lpips_parts, l1_parts, rec_parts, rec_lpips_parts = [], [], [], []
     before_parts: list[dict[str, np.ndarray]] = []
     after_parts: list[dict[str, np.ndarray]] = []
     rec_pred_parts: list[dict[str, np.ndarray]] = []
@@ -377,13 +382,21 @@ def score_rows(
         if pending:
             pairs = list(pending.values())
             distances = metrics.l1_distance([p[0] for p in pairs], [p[1] for p in pairs], size)
+            perceptual = metrics.lpips_distance([p[0] for p in pairs], [p[1] for p in pairs], size,
+                                                model=lpips_model, device=device)  # fmt: skip
             outputs = _predict(classifier, [p[1] for p in pairs])
             for k, path in enumerate(pending):
-                recon_cache[path] = (float(distances[k]), {h: v[k] for h, v in outputs.items()})
+                recon_cache[path] = (
+                    float(distances[k]),
+                    float(perceptual[k]),
+                    {h: v[k] for h, v in outputs.items()},
+                )
         rec_parts.append(np.array([recon_cache[r["reconstruction"]][0] if r["reconstruction"] else math.nan
                                    for r in chunk]))  # fmt: skip
+        rec_lpips_parts.append(np.array([recon_cache[r["reconstruction"]][1] if r["reconstruction"] else math.nan
+                                         for r in chunk]))  # fmt: skip
         rec_pred_parts.append(_stack([
-            recon_cache[r["reconstruction"]][1] if r["reconstruction"] else None for r in chunk
+            recon_cache[r["reconstruction"]][2] if r["reconstruction"] else None for r in chunk
         ], like=before_parts[-1]))  # fmt: skip
         if progress is not None:
             progress(len(chunk))
@@ -391,6 +404,7 @@ def score_rows(
         np.concatenate(lpips_parts),
         np.concatenate(l1_parts),
         np.concatenate(rec_parts),
+        np.concatenate(rec_lpips_parts),
         _concat(before_parts),
         _concat(after_parts),
         _concat(rec_pred_parts),
@@ -519,6 +533,7 @@ def edit_scores(
                         "lpips": scored.lpips[row_index],
                         "l1": scored.l1[row_index],
                         "reconstruction_l1": scored.reconstruction_l1[row_index],
+                        "reconstruction_lpips": scored.reconstruction_lpips[row_index],
                         "minimality_excess": scored.l1[row_index] - scored.reconstruction_l1[row_index],
                         "cpg": gain.absolute[k],
                         "cpg_signed": np.nan if gain.signed is None else gain.signed[k],
@@ -585,10 +600,13 @@ def table2_rows(
         for column in column_order(mine["column"].unique()):
             cell = mine[mine["column"] == column]
             edits = per_edit(cell)
-            entries = [
-                ("LPIPS", "", edits["lpips"], "AlexNet v0.1"),
-                ("L1", "", edits["l1"], "0-255"),
-            ]
+            entries = [("LPIPS", "", edits["lpips"], "AlexNet v0.1")]
+            has_reconstructions = edits["reconstruction_l1"].notna().any()
+            if has_reconstructions:  # the reconstruction's share, before any intervention
+                entries.append(("LPIPS null edit", "", edits["reconstruction_lpips"], "AlexNet v0.1"))
+            entries.append(("L1", "", edits["l1"], "0-255"))
+            if has_reconstructions:
+                entries.append(("L1 null edit", "", edits["reconstruction_l1"], "0-255"))
             for kind in [k for k in KIND_ORDER if k in set(cell["kind"])]:
                 # several attributes of one kind in one edit (two findings): their mean per edit
                 grouped = cell[cell["kind"] == kind].groupby(["folder", "line"], sort=False)
@@ -935,7 +953,8 @@ def _cell(entry: pd.Series | None, digits: int) -> str:
     return f"{entry['mean']:.{digits}f} [{entry['ci_low']:.{digits}f}, {entry['ci_high']:.{digits}f}]"
 
 
-DIGITS = {"LPIPS": 3, "L1": 2, "CPG": 3, "CPG signed": 3, "CPG null edit": 3}
+DIGITS = {"LPIPS": 3, "LPIPS null edit": 3, "L1": 2, "L1 null edit": 2, "CPG": 3, "CPG signed": 3,
+          "CPG null edit": 3}  # fmt: skip
 
 
 def format_markdown(
@@ -958,7 +977,8 @@ def format_markdown(
         "the **0-255** scale. CPG: |C(x_cf) - C(x)| of the intervened attribute's classifier head (the paper; "
         "a probability, age in years), signed: the change towards the target; CPG of the null edit: the same gain "
         "between the original and the method's own reconstruction (no intervention), the level a CPG must clear "
-        "to say more about the edit than about the reconstruction. "
+        "to say more about the edit than about the reconstruction. LPIPS and L1 of the null edit: the original vs "
+        "the reconstruction, the part of the method's LPIPS and L1 made before any intervention. "
         f"Cells: mean [{interval}]; n = edits. Classifier: `{classifier_name}`.",
     ]
     if null_edits:
@@ -980,6 +1000,8 @@ def format_markdown(
                     cells.append("; ".join(f"{e['attribute']} {_cell(e, DIGITS[metric])}" for _, e in entries.iterrows()))  # fmt: skip
             label = {
                 "L1": "L1 (0-255)",
+                "LPIPS null edit": "LPIPS of the null edit",
+                "L1 null edit": "L1 of the null edit",
                 "CPG signed": "CPG (signed)",
                 "CPG null edit": "CPG of the null edit",
             }.get(metric, metric)
