@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from cfaudit.cli.main import main
 from cfaudit.data.records import DataIndex
@@ -46,6 +47,30 @@ def test_demo_command_is_resumable(tmp_path, capsys):
     assert "Table 1" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("config", ["null", "configs/phantom/central_line.yaml"])
+def test_demo_runs_on_another_phantom_config(tmp_path, config):
+    """`--config` plants other relations (or none) in the demo's phantom; the phantom records which."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / config if config.endswith(".yaml") else config
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--n", "30", "--size", "64", "--workers", "1", "--until", "data"]
+    assert main([*args, "--config", str(path)]) == 0
+    relations = json.loads((out / "phantom" / "phantom.json").read_text())["config"]["relations"]
+    if config == "null":
+        assert relations == []
+    else:
+        assert [(r["cause"], r["effect"]) for r in relations] == [("Edema", "device.central_line")]
+
+
+def test_demo_names_a_missing_phantom_config(tmp_path, capsys):
+    missing = tmp_path / "nowhere.yaml"
+    args = ["demo", "--out", str(tmp_path / "demo"), "--n", "30", "--size", "64", "--until", "data"]
+    assert main([*args, "--config", str(missing)]) != 0
+    assert "nowhere.yaml" in capsys.readouterr().err.replace("\n", "")
+
+
 def test_demo_runs_every_stage_to_the_report(tmp_path, capsys):
     """The main job end to end, small: edits by both methods, Table 2, a discovery and the report."""
     args = ["demo", "--out", str(tmp_path / "demo"), "--n", "300", "--workers", "1", "--edit-images", "3",
@@ -81,4 +106,7 @@ def test_demo_training_recipes_run_and_give_loadable_models(tmp_path):
     assert load_components(model, device="cpu").unet is not None
     assert load_classifier(classifier, "cpu").predict([np.zeros((128, 128))])["sex"].shape == (1,)
     assert "Cardiomegaly" in CausalImageModel.load(scm, device="cpu").graph.names
-    assert stages[0] == "train: VAE" and stages[-1] == "train: SCM"
+    assert stages[0] == "train: UNet" and stages[-1] == "train: SCM"
+    # the shipped autoencoder is reused, as the paper reuses SD's: the same weights, never trained again
+    shipped, refit = load_components("demo").vae.state_dict(), load_components(model).vae.state_dict()
+    assert all(torch.equal(shipped[k], refit[k]) for k in shipped)
