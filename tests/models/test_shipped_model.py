@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cfaudit.data.phantom.measure import heart_width_ratio
 from cfaudit.models.loading import load_components
@@ -23,6 +24,19 @@ def test_demo_is_small_and_documented() -> None:
     assert provenance["config"]["seed"] == 0 and len(provenance["data"]["index_sha256"]) == 64
     text = (DEMO_DIR / "PROVENANCE.txt").read_text()
     assert "configs/train/demo.yaml" in text and provenance["data"]["index_sha256"] in text
+    records = text + (DEMO_DIR / "provenance.json").read_text()
+    assert "/work/" not in records and "/tmp/" not in records and "/home/" not in records  # no machine paths
+
+
+def test_stock_diffusers_loads_and_samples_the_shipped_model_without_extra_arguments() -> None:
+    from diffusers import StableDiffusionPipeline
+
+    pipeline = StableDiffusionPipeline.from_pretrained(str(DEMO_DIR))
+    assert {pipeline.unet.dtype, pipeline.vae.dtype, pipeline.text_encoder.dtype} == {torch.float32}
+    out = pipeline(
+        PROMPT.format("cardiomegaly"), num_inference_steps=3, height=128, width=128, output_type="np"
+    )
+    assert out.images.shape == (1, 128, 128, 1) and np.isfinite(out.images).all()  # grayscale
 
 
 def test_cardiomegaly_prompt_gives_a_larger_heart_than_no_finding() -> None:
@@ -41,3 +55,13 @@ def test_install_demo_round_trip(tmp_path: Path) -> None:
     installed = install_demo(DEMO_DIR, tmp_path / "demo")
     assert (installed / "PROVENANCE.txt").is_file() and (installed / "unet" / "config.json").is_file()
     load_components(installed)
+
+
+def test_install_demo_makes_an_older_float16_text_encoder_load_in_float32(tmp_path: Path) -> None:
+    import shutil
+
+    older = shutil.copytree(DEMO_DIR, tmp_path / "older")
+    config = older / "text_encoder" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "dtype": "float16"}))
+    installed = install_demo(older, tmp_path / "demo")
+    assert json.loads((installed / "text_encoder" / "config.json").read_text())["dtype"] == "float32"

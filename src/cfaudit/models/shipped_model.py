@@ -26,7 +26,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def portable(value: Any, root: Path | None = None) -> Any:
     """``value`` with absolute paths under ``root`` (default: the working directory) made relative to it, and
-    other absolute paths cut to their last three parts: shipped records name no one's machine."""
+    other absolute paths cut to their last two parts: shipped records name no one's machine."""
     root = (root or Path.cwd()).resolve()
     if isinstance(value, dict):
         return {k: portable(v, root) for k, v in value.items()}
@@ -41,7 +41,7 @@ def portable(value: Any, root: Path | None = None) -> Any:
                 try:
                     word = str(path.resolve().relative_to(root))
                 except ValueError:
-                    word = str(Path(*path.parts[-3:]))
+                    word = str(Path(*path.parts[1:][-2:]))
             out.append(word)
         return " ".join(out)
     return value
@@ -49,12 +49,13 @@ def portable(value: Any, root: Path | None = None) -> Any:
 
 def _architecture(unet_run: dict[str, Any], folder: Path | None) -> str:
     if folder is None:
-        return "the tiny CPU preset"
+        return "A tiny CPU preset"
     unet = _read_json(folder / "unet" / "config.json")
     vae = _read_json(folder / "vae" / "config.json")
     factor = 2 ** (len(vae.get("block_out_channels", [0])) - 1)
     size = unet.get("sample_size", 0)
-    return (f"the tiny CPU preset (`cfaudit.models.presets.TINY`: {size * factor}x{size * factor} grayscale, a "
+    article = "an" if factor == 8 else "a"
+    return (f"A tiny CPU preset ({size * factor}x{size * factor} grayscale, {article} "
             f"{factor}x VAE with {size}x{size}x{vae.get('latent_channels')} latents, SD v1.5's CLIP tokenizer)")  # fmt: skip
 
 
@@ -72,8 +73,9 @@ def provenance_markdown(
     lines = [
         "# Demo model provenance",
         "",
-        f"{_architecture(unet_run, folder)} trained on the synthetic phantom. Rebuild with the commands at the",
-        "top of `configs/train/demo.yaml`; this file is written by `cfaudit models install-demo`.",
+        f"{_architecture(unet_run, folder)} trained on the synthetic phantom.",
+        "Rebuild with the commands at the top of its training config (below); this file is written by",
+        "`cfaudit models install-demo`.",
         "",
         "## Data",
         f"- index: `{data.get('index')}` (split `{data.get('split')}`, {data.get('rows')} images)",
@@ -90,8 +92,9 @@ def provenance_markdown(
         f"- config: `{json.dumps(vae_run.get('config', {}), sort_keys=True)}`",
         "",
         "## UNet + text encoder (`cfaudit train --config configs/train/demo.yaml`)",
-        f"- steps {unet_run.get('step')}, seed {config.get('seed')}, {unet_run.get('wall_seconds')} s in the last "
-        f"call, command `{unet_run.get('command')}`",
+        f"- steps {unet_run.get('step')}, seed {config.get('seed')}, "
+        + (f"{unet_run['wall_seconds']} s in the last call, " if unet_run.get("wall_seconds") else "")
+        + f"command `{unet_run.get('command')}`",
         f"- config: `{json.dumps(config, sort_keys=True)}`",
         f"- cfaudit {unet_run.get('cfaudit_version')}, torch {unet_run.get('torch_version')}",
         "",
@@ -102,6 +105,18 @@ def provenance_markdown(
     if notes:
         lines += ["## Notes", *[f"- {note}" for note in notes], ""]
     return "\n".join(lines)
+
+
+def _load_text_encoder_in_float32(config: Path) -> None:
+    """Make transformers load the shipped text encoder in float32, whatever precision stores it: next to the
+    float32 UNet diffusers loads, a float16 one breaks ``StableDiffusionPipeline.from_pretrained(folder)`` on a CPU
+    (pipelines saved before :meth:`PipelineComponents.save` kept the compute precision named float16)."""
+    import json
+
+    data = json.loads(config.read_text(encoding="utf-8")) if config.is_file() else None
+    if data is not None and data.get("dtype") not in (None, "float32"):
+        data["dtype"] = "float32"
+        atomic_io.write_json(config, data)
 
 
 def install_demo(
@@ -126,6 +141,7 @@ def install_demo(
     for part in _PARTS:
         shutil.copytree(source / part, staging / part)
     shutil.copy2(source / "model_index.json", staging / "model_index.json")
+    _load_text_encoder_in_float32(staging / "text_encoder" / "config.json")
     atomic_io.write_json(staging / "provenance.json", unet_run)
     if vae_run:
         atomic_io.write_json(staging / "vae_provenance.json", vae_run)
