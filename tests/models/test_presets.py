@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from cfaudit.errors import CfauditError
-from cfaudit.models.presets import SD15, SD21, TINY, architecture
+from cfaudit.models.presets import SD15, SD21, SD_SCHEDULER, TINY, TINY_F4, architecture, shifted_betas
 from cfaudit.models.random_init import build_random
 
 
@@ -27,8 +27,35 @@ def test_tiny_preset_is_small_and_shaped_like_sd() -> None:
     assert sum(".attn2." in k for k in processors) == sum(".attn1." in k for k in processors) == 7
 
 
+def test_tiny_f4_preset_keeps_thin_lines_on_a_finer_latent() -> None:
+    components = build_random(TINY_F4, seed=0)
+    assert 1_000_000 < sum(p.numel() for p in components.unet.parameters()) < 8_000_000
+    # a 4x autoencoder with 8 channels: 32x32x8 latents, fine enough for the phantom's 1-pixel lines
+    assert components.resolution == 128 and components.vae_scale_factor == 4
+    assert components.vae.config.latent_channels == components.unet.config.in_channels == 8
+    assert architecture("tiny-f4") is TINY_F4
+
+
+def test_shifted_schedule_is_noisier_at_the_noisy_end_only() -> None:
+    import numpy as np
+    from diffusers import DDPMScheduler
+
+    base = DDPMScheduler.from_config(SD_SCHEDULER).alphas_cumprod.double().numpy()
+    shifted = np.cumprod(1.0 - np.array(shifted_betas(16.0)))
+    snr, snr_base = shifted / (1 - shifted), base / (1 - base)
+    assert np.all(np.diff(shifted) < 0)  # still a noise schedule: ever noisier
+    assert snr[-1] == pytest.approx(snr_base[-1] / 16.0, rel=1e-6)  # the noisiest step's SNR divided by 16
+    assert snr[0] == pytest.approx(snr_base[0], rel=1e-6)  # the cleanest step untouched
+    assert np.allclose(np.cumprod(1.0 - np.array(shifted_betas(1.0))), base)
+    with pytest.raises(ValueError, match="at least 1"):
+        shifted_betas(0.5)
+    # the tiny-f4 preset trains and samples with it
+    tiny = DDPMScheduler.from_config(TINY_F4.scheduler).alphas_cumprod.double().numpy()
+    assert np.allclose(tiny, shifted, rtol=1e-5)
+
+
 def test_unknown_architecture() -> None:
-    with pytest.raises(CfauditError, match="sd15, sd21, tiny"):
+    with pytest.raises(CfauditError, match="sd15, sd21, tiny, tiny-f4"):
         architecture("sdxl")
     assert architecture(" SD15 ") is SD15
 

@@ -17,7 +17,10 @@ models_app = typer.Typer(
 def init_random_command(
     out: Annotated[Path, typer.Option(help="Folder to write (a diffusers StableDiffusionPipeline layout).")],
     arch: Annotated[
-        str, typer.Option(help="sd15 (SD v1.5), sd21 (SD 2.1, v-prediction) or tiny (CPU preset).")
+        str,
+        typer.Option(
+            help="sd15 (SD v1.5), sd21 (SD 2.1, v-prediction), tiny (the demo's CPU preset) or tiny-f4."
+        ),
     ] = "sd15",
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
     dtype: Annotated[

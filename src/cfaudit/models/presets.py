@@ -29,6 +29,35 @@ SD_SCHEDULER: dict[str, Any] = {
     "prediction_type": "epsilon",
 }
 
+
+def shifted_betas(shift: float, base: dict[str, Any] | None = None) -> list[float]:
+    """The betas of ``base``'s noise schedule (default SD's) with the noisy end's signal-to-noise ratio divided
+    by up to ``shift``: ``logSNR'(t) = logSNR(t) - (t / T) log(shift)``, so the noisiest step's SNR is divided by
+    ``shift`` and the cleanest steps keep SD's (fine detail is drawn on the same grid as before).
+
+    Why: a latent with more numbers per object shows the object's coarse layout through more noise (Hoogeboom et
+    al. 2023, "simple diffusion"). The heart's outline on the tiny-f4 preset's 32x32x8 latent stays readable even at
+    SD's noisiest step, so a model trained there reads the heart's size from the noise and never learns it from
+    the prompt: "with cardiomegaly" and "with no finding" drew the same heart from every seed
+    (docs/BENCHMARKS.md, "Partial prompts and the noise schedule").
+    """
+    import numpy as np
+    from diffusers import DDPMScheduler
+
+    if shift < 1.0:
+        raise ValueError(f"shift {shift} must be at least 1")
+    config = {k: v for k, v in (base or SD_SCHEDULER).items() if not k.startswith("_")}
+    abar = DDPMScheduler.from_config(config).alphas_cumprod.double().numpy()
+    fraction = np.arange(len(abar)) / (len(abar) - 1)
+    log_snr = np.log(abar / (1.0 - abar)) - fraction * np.log(shift)
+    shifted = 1.0 / (1.0 + np.exp(-log_snr))
+    previous = np.concatenate([[1.0], shifted[:-1]])
+    return [float(b) for b in 1.0 - shifted / previous]
+
+
+#: How far the tiny-f4 preset's schedule divides the noisiest step's SNR (see :func:`shifted_betas`).
+TINY_F4_SNR_SHIFT = 16.0
+
 _SD_VAE: dict[str, Any] = {
     "act_fn": "silu",
     "block_out_channels": [128, 256, 512, 512],
@@ -191,11 +220,65 @@ TINY = Architecture(
     resolution=128,
 )
 
-ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (SD15, SD21, TINY)}
+#: A finer CPU preset, measured but not yet the demo's (docs/BENCHMARKS.md, "The demo model's autoencoder" and
+#: "Partial prompts and the noise schedule"): 128x128 single-channel images, a 4x VAE with 8 latent channels
+#: (32x32x8 latents: half as many numbers as pixels, so 1-pixel lines, ribs and the faint race grating survive;
+#: an 8x VAE with 16 channels kept a third of the lines' contrast at equal training), a ~5.7M-parameter UNet whose
+#: attention starts at 16x16 (none at the 32x32 level, which would cost 5x more on a CPU), the tiny preset's
+#: 2-layer CLIP text encoder, and a noise schedule whose noisiest step has 1/16 of SD's SNR.
+TINY_F4 = Architecture(
+    name="tiny-f4",
+    unet={
+        **_SD_UNET_BLOCKS,
+        "block_out_channels": [32, 64, 128, 128],
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+        "layers_per_block": 1,
+        "norm_num_groups": 8,
+        "attention_head_dim": 8,
+        "cross_attention_dim": 64,
+        "sample_size": 32,
+        "in_channels": 8,
+        "out_channels": 8,
+    },
+    vae={
+        **_SD_VAE,
+        "block_out_channels": [16, 32, 64],
+        "down_block_types": ["DownEncoderBlock2D"] * 3,
+        "up_block_types": ["UpDecoderBlock2D"] * 3,
+        "layers_per_block": 1,
+        "norm_num_groups": 8,
+        "in_channels": 1,
+        "out_channels": 1,
+        "latent_channels": 8,
+        "sample_size": 128,
+        "scaling_factor": 1.0,
+    },
+    text_encoder={
+        "architectures": ["CLIPTextModel"],
+        "model_type": "clip_text_model",
+        "vocab_size": 49408,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 77,
+        "hidden_act": "quick_gelu",
+        "layer_norm_eps": 1e-05,
+        "projection_dim": 64,
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+        "pad_token_id": 1,
+    },
+    scheduler={**SD_SCHEDULER, "trained_betas": shifted_betas(TINY_F4_SNR_SHIFT)},
+    resolution=128,
+)
+
+ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (SD15, SD21, TINY, TINY_F4)}
 
 
 def architecture(name: str) -> Architecture:
-    """The preset called ``name`` (``sd15``, ``sd21`` or ``tiny``)."""
+    """The preset called ``name`` (``sd15``, ``sd21``, ``tiny`` or ``tiny-f4``)."""
     key = name.strip().lower()
     if key not in ARCHITECTURES:
         raise CfauditError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
