@@ -61,3 +61,11 @@ def test_shipped_configs_are_valid() -> None:
         assert config.resolution % 8 == 0 and config.index
     assert TrainConfig.from_yaml(folder / "demo.yaml").train_text_encoder is True
     assert TrainConfig.from_yaml(folder / "sd15_unet.yaml").train_text_encoder is False
+
+
+def test_the_demo_recipe_of_cfaudit_train_and_of_demo_train_are_one() -> None:
+    from cfaudit.demo_training import DEMO_UNET_RECIPE
+
+    folder = Path(__file__).resolve().parents[2] / "configs" / "train"
+    config = TrainConfig.from_yaml(folder / "demo.yaml").to_dict()
+    assert {key: config[key] for key in DEMO_UNET_RECIPE} == DEMO_UNET_RECIPE
