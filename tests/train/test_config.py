@@ -54,8 +54,10 @@ def test_missing_file_and_vae_config(tmp_path: Path) -> None:
 def test_shipped_configs_are_valid() -> None:
     folder = Path(__file__).resolve().parents[2] / "configs" / "train"
     configs = {path.name: path for path in folder.glob("*.yaml")}
-    assert {"demo.yaml", "tiny_vae.yaml", "sd15_unet.yaml"} <= set(configs)
+    assert {"demo.yaml", "tiny_vae.yaml", "tiny_f4_vae.yaml", "sd15_unet.yaml"} <= set(configs)
     assert VaeTrainConfig.from_yaml(configs.pop("tiny_vae.yaml")).crop == 64
+    finer = VaeTrainConfig.from_yaml(configs.pop("tiny_f4_vae.yaml"))
+    assert finer.lpips_weight > 0 and finer.mse_weight > 0 and finer.lr_schedule == "cosine"
     for path in configs.values():
         config = TrainConfig.from_yaml(path)
         assert config.resolution % 8 == 0 and config.index
