@@ -38,10 +38,11 @@ from cfaudit.data.phantom.ground_truth import PhantomReplay, read_masks
 from cfaudit.data.records import DataIndex
 from cfaudit.edit.editor import CounterfactualEditor
 from cfaudit.evaluate.classifiers import load_classifier
-from cfaudit.evaluate.fidelity import autoencode, measure_fidelity
+from cfaudit.evaluate.fidelity import measure_fidelity
 from cfaudit.evaluate.prompt_effects import measure_prompt_effects
 from cfaudit.evaluate.realism import ClassifierFeatures, frechet_distance, kid
 from cfaudit.models.loading import load_components
+from cfaudit.train.vae import autoencode
 
 DEVICES = ("pacemaker", "chest_tube", "central_line", "endotracheal_tube", "nasogastric_tube", "ecg_leads")
 

@@ -22,11 +22,10 @@ itself.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 from scipy import ndimage
 
 from cfaudit.evaluate.metrics import l1_distance, lpips_distance
@@ -52,17 +51,7 @@ class Fidelity:
     drift: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "n": self.n,
-            "l1": self.l1,
-            "lpips": self.lpips,
-            "lpips_size": self.lpips_size,
-            "l1_reference": self.l1_reference,
-            "lpips_reference": self.lpips_reference,
-            "contrast_kept": dict(self.contrast_kept),
-            "contrast_n": dict(self.contrast_n),
-            "drift": dict(self.drift),
-        }
+        return asdict(self)
 
 
 def contrast(image: np.ndarray, mask: np.ndarray) -> float:
@@ -108,21 +97,6 @@ def classifier_drift(classifier: Any, originals: Any, reconstructions: Any) -> d
             change = 0.5 * change.sum(axis=1)
         drift[head] = float(np.nanmean(change))
     return drift
-
-
-@torch.no_grad()
-def autoencode(vae: Any, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-    """The VAE's reconstruction (from its latent mean) of images ``[N, 1, H, W]`` in ``[-1, 1]``."""
-    param = next(vae.parameters())
-    channels = int(vae.config.in_channels)
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size].to(param.device, param.dtype)
-        if batch.shape[1] != channels:
-            batch = batch.mean(1, keepdim=True).expand(-1, channels, -1, -1)
-        decoded = vae.decode(vae.encode(batch).latent_dist.mean).sample.float()
-        out.append(decoded.mean(1, keepdim=True).clamp(-1.0, 1.0).cpu())
-    return torch.cat(out) if out else images[:0]
 
 
 def measure_fidelity(

@@ -64,17 +64,27 @@ def learning_rate(config: VaeTrainConfig, step: int) -> float:
 
 
 @torch.no_grad()
+def autoencode(vae: Any, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """The VAE's reconstruction (from its latent mean) of images ``[N, 1, H, W]`` in ``[-1, 1]``."""
+    param = next(vae.parameters())
+    channels = int(vae.config.in_channels)
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size].to(param.device, param.dtype)
+        if batch.shape[1] != channels:
+            batch = batch.mean(1, keepdim=True).expand(-1, channels, -1, -1)
+        decoded = vae.decode(vae.encode(batch).latent_dist.mean).sample.float()
+        out.append(decoded.mean(1, keepdim=True).clamp(-1.0, 1.0).cpu())
+    return torch.cat(out) if out else images[:0]
+
+
 def held_out_l1(vae: Any, pixels: torch.Tensor, batch_size: int = 16) -> float:
     """Mean |reconstruction - image| on the 0-255 scale (from the latent mean; whole images)."""
     was_training = vae.training
     vae.eval()
-    total = 0.0
-    for start in range(0, len(pixels), batch_size):
-        batch = pixels[start : start + batch_size]
-        decoded = vae.decode(vae.encode(batch).latent_dist.mean).sample.clamp(-1.0, 1.0)
-        total += float((decoded - batch).abs().sum()) * 127.5
+    decoded = autoencode(vae, pixels, batch_size)
     vae.train(was_training)
-    return total / max(pixels.numel(), 1)
+    return float((decoded - pixels.cpu().mean(1, keepdim=True)).abs().mean()) * 127.5 if len(pixels) else 0.0
 
 
 def _pixels(config: VaeTrainConfig, split: str, channels: int, limit: int | None = None) -> torch.Tensor:
