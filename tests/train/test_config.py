@@ -71,3 +71,22 @@ def test_the_demo_recipe_of_cfaudit_train_and_of_demo_train_are_one() -> None:
     folder = Path(__file__).resolve().parents[2] / "configs" / "train"
     config = TrainConfig.from_yaml(folder / "demo.yaml").to_dict()
     assert {key: config[key] for key in DEMO_UNET_RECIPE} == DEMO_UNET_RECIPE
+
+
+def test_timestep_bias_draws_the_named_end_more_often() -> None:
+    import torch
+
+    from cfaudit.train.trainer import timestep_sampling_weights
+
+    assert timestep_sampling_weights(TrainConfig(), 1000) is None  # uniform: the draws of every earlier run
+    later = TrainConfig(timestep_bias="later", timestep_bias_multiplier=4.0, timestep_bias_portion=0.5)
+    weights = timestep_sampling_weights(later, 1000)
+    assert weights is not None and weights[999] == 4.0 and weights[0] == 1.0
+    draws = torch.multinomial(weights, 20_000, replacement=True, generator=torch.Generator().manual_seed(0))
+    assert abs((draws >= 500).float().mean().item() - 0.8) < 0.02  # 4 x 500 / (4 x 500 + 500)
+    earlier = timestep_sampling_weights(
+        TrainConfig(timestep_bias="earlier", timestep_bias_multiplier=3.0), 1000
+    )
+    assert earlier is not None and earlier[:250].eq(3.0).all() and earlier[250:].eq(1.0).all()
+    with pytest.raises(CfauditError, match="timestep_bias 'middle'"):
+        TrainConfig(timestep_bias="middle")

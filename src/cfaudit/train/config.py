@@ -18,6 +18,7 @@ from cfaudit.errors import CfauditError
 MIXED_PRECISION = ("no", "fp16", "bf16")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 LR_SCHEDULES = ("constant", "constant_with_warmup", "cosine", "linear")
+TIMESTEP_BIAS = ("none", "later", "earlier")
 
 
 def _checked(origin: str, key: str, kind: str, value: Any) -> Any:
@@ -103,6 +104,12 @@ class TrainConfig(ConfigFile):
     #: in a partial caption, the chance that each absent finding is named as such (``... with no cardiomegaly``)
     caption_negative: float = 0.0
     noise_offset: float = 0.0
+    #: draw training timesteps more often from one end of the schedule, as diffusers' training scripts do:
+    #: ``later`` weights the noisiest ``timestep_bias_portion`` of the steps (where the layout, such as the heart's
+    #: size, is decided) by ``timestep_bias_multiplier``; ``earlier`` the cleanest; ``none`` draws uniformly
+    timestep_bias: str = "none"
+    timestep_bias_multiplier: float = 1.0
+    timestep_bias_portion: float = 0.25
     # Optimisation
     max_steps: int = 1000
     batch_size: int = 8  #: per device, per micro-step
@@ -175,6 +182,12 @@ class TrainConfig(ConfigFile):
             self.snr_gamma is None or self.snr_gamma > 0,
             f"snr_gamma must be positive or null, got {self.snr_gamma}",
         )
+        need(
+            self.timestep_bias in TIMESTEP_BIAS,
+            f"timestep_bias {self.timestep_bias!r} is not one of {', '.join(TIMESTEP_BIAS)}",
+        )
+        need(self.timestep_bias_multiplier > 0, "timestep_bias_multiplier must be positive")
+        need(0.0 < self.timestep_bias_portion <= 1.0, "timestep_bias_portion must be in (0, 1]")
         need(self.lora_rank >= 0, f"lora_rank must be 0 (off) or positive, got {self.lora_rank}")
         need(
             not (self.lora_rank and self.use_ema),

@@ -155,6 +155,19 @@ def diffusion_loss(
     return (per_sample * weight).mean()
 
 
+def timestep_sampling_weights(config: TrainConfig, num_timesteps: int) -> torch.Tensor | None:
+    """Relative chance of drawing each training timestep; ``None`` when uniform (``config.timestep_bias``)."""
+    if config.timestep_bias == "none" or config.timestep_bias_multiplier == 1.0:
+        return None
+    weights = torch.ones(num_timesteps)
+    span = max(1, round(config.timestep_bias_portion * num_timesteps))
+    if config.timestep_bias == "later":
+        weights[num_timesteps - span :] *= config.timestep_bias_multiplier
+    else:
+        weights[:span] *= config.timestep_bias_multiplier
+    return weights
+
+
 def _next_rows(state: dict[str, Any], n: int, data_gen: torch.Generator) -> torch.Tensor:
     """The next ``n`` rows of the epoch's shuffled order (a new permutation when an epoch ends)."""
     rows = []
@@ -400,6 +413,7 @@ def train(
     last_checkpoint: Path | None = None
     bar = _progress_bar(enabled=progress and accelerator.is_main_process)
     task = bar.add_task("train", total=config.max_steps, completed=state["step"], loss=float("nan"), ips=0.0)
+    timestep_weights = timestep_sampling_weights(config, noise_scheduler.config.num_train_timesteps)
     started = time.perf_counter()
     with bar:
         while state["step"] < config.max_steps:
@@ -414,9 +428,14 @@ def train(
                     noise += config.noise_offset * torch.randn(
                         (*latents.shape[:2], 1, 1), generator=noise_gen
                     )
-                timesteps = torch.randint(
-                    0, noise_scheduler.config.num_train_timesteps, (len(rows),), generator=noise_gen
-                )
+                if timestep_weights is None:  # uniform: the stream of draws every earlier run made
+                    timesteps = torch.randint(
+                        0, noise_scheduler.config.num_train_timesteps, (len(rows),), generator=noise_gen
+                    )
+                else:
+                    timesteps = torch.multinomial(
+                        timestep_weights, len(rows), replacement=True, generator=noise_gen
+                    )
                 ids = data.input_ids[rows]
                 if varied:  # partial captions and named absent findings, drawn per step
                     ids = sampled_caption_ids(config, data, components.tokenizer, rows, noise_gen)
