@@ -1,4 +1,4 @@
-"""The report in a real browser: headless Chromium (the system's, driven by Playwright) opens the file offline.
+"""The report in a real browser: headless Chromium (the ``chromium`` fixture of tests/conftest.py) opens the file offline.
 
 It checks that the main sections are there and visible, that every image decodes (``naturalWidth > 0``), that the
 page asks for nothing but itself, that the table of contents stays in view, and that a phone-width window gets no
@@ -14,26 +14,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-CHROMIUM = Path("/usr/bin/chromium")
-#: Without these flags Chromium waits on network connections that the closed network never answers.
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 SECTIONS = ("summary", "data-1", "evaluation-1", "discovery-1", "edits-1", "provenance")
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "report.png"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is not installed (Debian: apt-get install chromium); .ci/run installs it")
-    from playwright import sync_api
-
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def save_docs_screenshot(shot: Path, target: Path, width: int = 1000) -> None:
@@ -45,8 +27,8 @@ def save_docs_screenshot(shot: Path, target: Path, width: int = 1000) -> None:
     small.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(target, optimize=True)
 
 
-def test_report_renders_in_chromium(browser, report_path: Path, tmp_path: Path):
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
+def test_report_renders_in_chromium(chromium, report_path: Path, tmp_path: Path):
+    page = chromium.new_page(viewport={"width": 1400, "height": 900})
     requests: list[str] = []
     page.on("request", lambda request: requests.append(request.url))
     page.goto(report_path.as_uri(), wait_until="load")
@@ -80,8 +62,8 @@ def test_report_renders_in_chromium(browser, report_path: Path, tmp_path: Path):
     page.close()
 
 
-def test_report_fits_a_narrow_window(browser, report_path: Path):
-    page = browser.new_page(viewport={"width": 420, "height": 800})
+def test_report_fits_a_narrow_window(chromium, report_path: Path):
+    page = chromium.new_page(viewport={"width": 420, "height": 800})
     page.goto(report_path.as_uri(), wait_until="load")
     # Tables scroll inside their own boxes, pictures shrink: the page itself never scrolls sideways.
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")

@@ -1,7 +1,7 @@
 """`cfaudit ui` end to end in headless Chromium: upload a phantom, do(Cardiomegaly=0), see and download the result.
 
-Chromium is the system's (Debian: ``apt-get install chromium``; CI's ``.ci/run`` installs it), driven by
-Playwright; ``CFAUDIT_CHROMIUM`` names another binary. The page's screenshot is written to a temporary folder, or
+Chromium is found and started by the ``chromium`` fixture of ``tests/conftest.py``, found by ``tests/browser_support.py`` (the system's, Playwright's, or
+``CFAUDIT_CHROMIUM``; skipped with the reason where there is none, a failure under ``CFAUDIT_REQUIRE_BROWSER=1``). The page's screenshot is written to a temporary folder, or
 to ``docs/images/ui.png`` (the README's picture) with ``CFAUDIT_UPDATE_SCREENSHOTS=1``.
 """
 
@@ -19,12 +19,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-CHROMIUM = os.environ.get("CFAUDIT_CHROMIUM", "/usr/bin/chromium")
-# The network is closed: without these flags Chromium waits on connections it will never get.
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "ui.png"
 STEPS = 10
 TIMEOUT_MS = 60_000
@@ -75,21 +69,6 @@ def ui(phantom_root) -> Iterator:
     assert not temp_root.exists()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(
-            f"Chromium not found at {CHROMIUM}: install it (Debian: `apt-get install chromium`) "
-            "or set CFAUDIT_CHROMIUM to its path"
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture
 def requests_made() -> dict[str, list[str]]:
     """The URLs the page asked for, of the app itself ("app") and of anywhere else ("elsewhere")."""
@@ -97,8 +76,8 @@ def requests_made() -> dict[str, list[str]]:
 
 
 @pytest.fixture
-def page(browser, ui, requests_made) -> Iterator:
-    context = browser.new_context(viewport={"width": 1400, "height": 1300}, accept_downloads=True)
+def page(chromium, ui, requests_made) -> Iterator:
+    context = chromium.new_context(viewport={"width": 1400, "height": 1300}, accept_downloads=True)
     page = context.new_page()
     local = (ui.url, "data:", "blob:", "about:")
     page.on(
