@@ -6,7 +6,9 @@ Each ``--from`` folder is searched (itself and subfolders up to :data:`MAX_DEPTH
 * ``table2.csv`` -> an evaluation (:class:`EvaluationInput`, with ``axioms.csv``, ``table2.md``, ``table2.png``);
 * ``edits.csv`` -> an edit job (:class:`EditJobInput`, with ``job.json``);
 * ``discovery.json`` (or, without it, ``candidates.csv``) -> a discovery (:class:`DiscoveryInput`, with
-  ``candidates.csv``, ``cochange.csv``, ``clusters.csv``, ``maps/`` and its edit job in ``edits/``).
+  ``candidates.csv``, ``cochange.csv``, ``clusters.csv``, ``maps/`` and its edit job in ``edits/``);
+* ``queue.json`` of ``cfaudit review queue`` -> an expert review (:class:`ReviewInput`, with the ``ratings.csv``
+  beside it, checked against the edit folder it names); a ``queue.json`` of anything else is noted and skipped.
 
 A ``--from`` may also name one of these files directly (any ``*.csv`` that is not another marker is read as an
 index). Missing parts are not errors: the report leaves their section out and says so (:attr:`ReportInputs.notes`).
@@ -30,6 +32,8 @@ from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
 from cfaudit.data.records import DataIndex
 from cfaudit.data.vocabulary import FINDINGS
 from cfaudit.errors import CfauditError
+from cfaudit.review.queue import QUEUE_FORMAT, QueueChanges, ReviewQueue, changed_items, read_queue
+from cfaudit.review.ratings import Rating, read_ratings
 
 MAX_DEPTH = 3
 #: The age from which the association matrix counts a patient as old (a common geriatric threshold).
@@ -41,7 +45,8 @@ TABLE2_FILE = "table2.csv"
 EDITS_FILE = "edits.csv"
 DISCOVERY_FILE = "discovery.json"
 CANDIDATES_FILE = "candidates.csv"
-MARKERS: tuple[str, ...] = (INDEX_FILE, TABLE2_FILE, EDITS_FILE, DISCOVERY_FILE, CANDIDATES_FILE)
+QUEUE_FILE = "queue.json"
+MARKERS: tuple[str, ...] = (INDEX_FILE, TABLE2_FILE, EDITS_FILE, DISCOVERY_FILE, CANDIDATES_FILE, QUEUE_FILE)
 #: Folders never searched: caches and per-image internals of cfaudit's own outputs (an edit job's ``images/`` has
 #: a folder per image, a phantom's ``ground_truth/`` a file per image); none holds a marker.
 SKIPPED_FOLDERS = frozenset({"images", "inversions", "rows", "ground_truth", "__pycache__", "node_modules"})
@@ -126,6 +131,19 @@ class DiscoveryInput:
 
 
 @dataclass
+class ReviewInput:
+    """An expert review: its queue, every rating in the file, and the queue's items whose edit changed since."""
+
+    queue: ReviewQueue
+    ratings: list[Rating]
+    changes: QueueChanges
+
+    @property
+    def folder(self) -> Path:
+        return self.queue.folder
+
+
+@dataclass
 class ReportInputs:
     """Everything found under the ``--from`` folders, in the order found, without duplicates."""
 
@@ -134,10 +152,11 @@ class ReportInputs:
     evaluations: list[EvaluationInput] = field(default_factory=list)
     edit_jobs: list[EditJobInput] = field(default_factory=list)
     discoveries: list[DiscoveryInput] = field(default_factory=list)
+    reviews: list[ReviewInput] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def is_empty(self) -> bool:
-        return not (self.datasets or self.evaluations or self.edit_jobs or self.discoveries)
+        return not (self.datasets or self.evaluations or self.edit_jobs or self.discoveries or self.reviews)
 
 
 # --- finding the markers -----------------------------------------------------------------------------------
@@ -162,9 +181,11 @@ def _marker_kind(path: Path) -> str:
         return path.name
     if path.suffix.lower() == ".csv":
         return INDEX_FILE
+    if path.suffix.lower() == ".json":
+        return QUEUE_FILE  # a review queue written under another name (cfaudit review queue --out FILE.json)
     raise CfauditError(
         f"--from {path}: not a folder nor one of {', '.join(MARKERS)}; "
-        "give a folder with outputs of cfaudit (data index, evaluate, edit, discover)"
+        "give a folder with outputs of cfaudit (data index, evaluate, edit, discover, review queue)"
     )
 
 
@@ -296,6 +317,22 @@ def read_discovery(folder: Path) -> DiscoveryInput:
     return result
 
 
+def read_review(queue_json: Path) -> ReviewInput | None:
+    """The review a ``queue.json`` holds, or None when the file is some other program's ``queue.json``.
+
+    A changed edit folder is not an error here (the report only reads): its changed items' ratings are left out
+    and the section says so. A corrupt ratings file is, as every malformed input is.
+    """
+    try:
+        marker = json.loads(queue_json.read_text(encoding="utf-8")).get("format")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        marker = None
+    if marker != QUEUE_FORMAT:
+        return None
+    queue = read_queue(queue_json)
+    return ReviewInput(queue, read_ratings(queue.ratings_path), changed_items(queue))
+
+
 # --- all together ------------------------------------------------------------------------------------------
 
 
@@ -348,6 +385,12 @@ def collect_inputs(sources: Iterable[str | os.PathLike[str]]) -> ReportInputs:
             inputs.evaluations.append(read_evaluation(marker))
         elif kind == EDITS_FILE:
             inputs.edit_jobs.append(read_edit_job(marker))
+        elif kind == QUEUE_FILE:
+            review = read_review(marker)
+            if review is None:
+                inputs.notes.append(f"{marker}: not a review queue of cfaudit; skipped")
+            else:
+                inputs.reviews.append(review)
         else:
             discovery = read_discovery(marker.parent)
             if not discovery.meta:

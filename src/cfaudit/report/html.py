@@ -2,7 +2,7 @@
 
 Each ``*_section`` function takes one input (a data set, an evaluation, a discovery, an edit job) and returns a
 plain dict for the template: formatted table cells and figure data URIs, nothing the template has to compute.
-:func:`render_report` puts them in reading order (summary, data, evaluation, discovery, edits) and renders
+:func:`render_report` puts them in reading order (summary, data, evaluation, discovery, expert review, edits) and renders
 ``templates/report.html.j2``, which is loaded through :mod:`importlib.resources` so that it is found both in a
 source checkout and in an installed wheel.
 """
@@ -15,7 +15,7 @@ import json
 import math
 import re
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,9 @@ from cfaudit.report.collect import (
     EditJobInput,
     EvaluationInput,
     ReportInputs,
+    ReviewInput,
 )
+from cfaudit.review.agreement import CONFIRMED_MEANING, QUESTIONS, Agreement, summarize
 
 TEMPLATE = "report.html.j2"
 #: Known metrics of Table 2 and whether lower or higher is better (others get no arrow and no "best").
@@ -511,16 +513,19 @@ def _resize_float(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(resized, dtype=np.float32)
 
 
-def _example(job: EditJobInput, row: pd.Series, line: int, notes: list[str]) -> figures.Example:
-    edits_csv = job.folder / "edits.csv"
-    counterfactual_path = job.folder / row["counterfactual"]
+def load_example(folder: Path, row: Mapping[str, Any], line: int, notes: list[str]) -> figures.Example:
+    """One edit of the job in ``folder`` (``row`` of its ``edits.csv``, at ``line``) as original, counterfactual and
+    signed difference at the counterfactual's size. The original is brought to that size as the model saw it; where
+    it is gone, the reconstruction stands in (with a note). The review page shows edits through this too."""
+    edits_csv = folder / "edits.csv"
+    counterfactual_path = folder / row["counterfactual"]
     if not counterfactual_path.is_file():
         raise CfauditError(
             f"{edits_csv}, line {line}: counterfactual {counterfactual_path} is missing; re-run the edit job"
         )
     counterfactual = load_image(counterfactual_path)
     difference = _resize_float(
-        _load_float_map(job.folder / row["difference"], edits_csv, line), counterfactual.shape
+        _load_float_map(folder / row["difference"], edits_csv, line), counterfactual.shape
     )
     original_path = Path(str(row.get("original", ""))) if isinstance(row.get("original"), str) else None
     label = "original"
@@ -528,7 +533,7 @@ def _example(job: EditJobInput, row: pd.Series, line: int, notes: list[str]) -> 
         original = resize_and_crop(load_image(original_path), counterfactual.shape[0])
         original = _resize_float(original, counterfactual.shape)
     else:
-        reconstruction = job.folder / str(row.get("reconstruction", ""))
+        reconstruction = folder / str(row.get("reconstruction", ""))
         if isinstance(row.get("reconstruction"), str) and reconstruction.is_file():
             original, label = load_image(reconstruction), "reconstruction"
             original = _resize_float(original, counterfactual.shape)
@@ -587,7 +592,7 @@ def edit_groups(
         if progress is not None:
             progress(f"edits: {intervention} ({method})")
         first = rows.drop_duplicates("image_id").head(max_examples)
-        examples = [_example(job, row, int(i) + 2, notes) for i, row in first.iterrows()]
+        examples = [load_example(job.folder, row, int(i) + 2, notes) for i, row in first.iterrows()]
         mean = mean_difference(job, rows, examples[0].counterfactual.shape)
         grid_uri, scale, grid_width = figures.edit_grid(examples)
         prompts = rows["target_prompt"].dropna().astype(str).unique() if "target_prompt" in rows else []
@@ -634,6 +639,92 @@ def edit_job_section(
     }
 
 
+# --- expert review ---------------------------------------------------------------------------------------------
+
+
+def kappa_text(result: Agreement) -> str:
+    """``0.52 (Cohen's kappa, 12 items)``, or a dash with why it was not computed."""
+    if result.kappa is None:
+        return f"– ({result.note})"
+    return f"{number(result.kappa, signed=True)} ({result.statistic}, {result.items} items)"
+
+
+def review_section(review: ReviewInput, number_: int, notes: list[str]) -> dict[str, Any]:
+    """Per candidate the reviews and the share that confirmed it; agreement per question; the comments."""
+    queue = review.queue
+    summary = summarize(queue, review.ratings, review.changes.keys)
+    local_notes = []
+    if review.changes:
+        changed = (
+            f"the edit folder {queue.edit_folder} changed since this queue was made: {len(review.changes.changed)} "
+            f"item(s) differ and {len(review.changes.missing)} are gone; their ratings are left out. Re-make the "
+            "queue with `cfaudit review queue` to review them again."
+        )
+        local_notes.append(changed[0].upper() + changed[1:])
+        notes.append(
+            f"{queue.path}: {changed}"
+        )  # also among the page's notes at the top: the review is partial
+    if summary.stale:
+        local_notes.append(
+            f"{summary.stale} rating(s) are of an earlier version of their edit (or of a changed one) and are "
+            "left out."
+        )
+    if summary.outside:
+        local_notes.append(
+            f"{summary.outside} rating(s) in {queue.ratings_path.name} are of edits not in this queue."
+        )
+    candidates = []
+    for reviewed in summary.candidates:
+        candidate = reviewed.candidate
+        answers = {
+            q: percent(n / reviewed.reviews) if reviewed.reviews else "–" for q, n in reviewed.answers.items()
+        }
+        candidates.append(
+            {
+                "rank": count(candidate.rank) if candidate.rank is not None else "",
+                "intervention": candidate.intervention,
+                "target": candidate.target,
+                "kind": candidate.kind,
+                "flagged": candidate.flagged,
+                "status": candidate.status,
+                "n_items": reviewed.items,
+                "rated_items": reviewed.rated_items,
+                "reviews": reviewed.reviews,
+                "reviewers": len(reviewed.reviewers),
+                "confirmed": f"{reviewed.confirmed} of {reviewed.reviews}" if reviewed.reviews else "–",
+                "share": percent(reviewed.share_confirmed),
+                "answers": answers,
+                "kappa": kappa_text(reviewed.agreement),
+            }
+        )
+    kinds = list(dict.fromkeys(c.kind for c in queue.candidates))
+    return {
+        "id": f"review-{number_}",
+        "title": "Expert review",
+        "name": f"{queue.folder.parent.name}/{queue.folder.name}",
+        "path": str(queue.path),
+        "source": f"{'discovery' if queue.source_kind == 'discovery' else 'edit folder'} {queue.source}",
+        "n_items": summary.items,
+        "ratings": summary.ratings,
+        "reviewers": list(summary.reviewers.items()),
+        "candidates": candidates,
+        "questions": list(QUESTIONS.values()),
+        "agreement": [(QUESTIONS[q], kappa_text(a)) for q, a in summary.agreement.items()],
+        "definitions": [(kind, CONFIRMED_MEANING.get(kind, CONFIRMED_MEANING["head"])) for kind in kinds],
+        "comments": [
+            {
+                "reviewer": r.reviewer,
+                "image_id": r.image_id,
+                "intervention": r.intervention,
+                "candidates": ", ".join(titles),
+                "comment": r.comment,
+            }
+            for r, titles in summary.comments
+        ],
+        "notes": local_notes,
+    }
+
+
 # --- the page ----------------------------------------------------------------------------------------------
 
 
@@ -671,6 +762,7 @@ def provenance(inputs: ReportInputs) -> dict[str, Any]:
         "evaluations": [str(e.folder) for e in inputs.evaluations],
         "edit_jobs": [str(j.folder) for j in inputs.edit_jobs],
         "discoveries": [str(d.folder) for d in inputs.discoveries],
+        "reviews": [str(r.queue.path) for r in inputs.reviews],
         "models": list(dict.fromkeys(models)),
         "data": list(dict.fromkeys(data)),
         "cfaudit_version": __version__,
@@ -725,6 +817,8 @@ def render_report(
     evaluations = [evaluation_section(e, i + 1) for i, e in enumerate(inputs.evaluations)]
     step("discovery")
     discoveries = [discovery_section(d, i + 1, notes) for i, d in enumerate(inputs.discoveries)]
+    step("expert review")
+    reviews = [review_section(r, i + 1, notes) for i, r in enumerate(inputs.reviews)]
     edit_jobs = [
         edit_job_section(j, i + 1, max_examples, notes, progress) for i, j in enumerate(inputs.edit_jobs)
     ]
@@ -739,6 +833,13 @@ def render_report(
         absent.append(
             ("Hidden relations", "no discovery.json found; run `cfaudit discover` and add its folder")
         )
+    if not reviews:
+        absent.append(
+            (
+                "Expert review",
+                "no review queue found; make one with `cfaudit review queue` and rate it in the browser",
+            )
+        )
     if not edit_jobs:
         absent.append(
             ("Counterfactual examples", "no edits.csv found; run `cfaudit edit` and add its folder")
@@ -746,7 +847,7 @@ def render_report(
     toc = [("summary", "Summary", [])]
     for group_title, sections in (
         ("Data set", datasets), ("Counterfactual quality", evaluations), ("Hidden relations", discoveries),
-        ("Counterfactual examples", edit_jobs),
+        ("Expert review", reviews), ("Counterfactual examples", edit_jobs),
     ):  # fmt: skip
         if len(sections) == 1:
             toc.append((sections[0]["id"], group_title, []))
@@ -768,6 +869,7 @@ def render_report(
         datasets=datasets,
         evaluations=evaluations,
         discoveries=discoveries,
+        reviews=reviews,
         edit_jobs=edit_jobs,
         findings=key_findings(discoveries),
         absent=absent,
