@@ -520,6 +520,22 @@ def _listed(items: Iterable[ReviewItem], limit: int = 3) -> str:
     return text + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
+def require_item_unchanged(queue: ReviewQueue, item: ReviewItem) -> None:
+    """Refuse to rate one item whose edit changed (or went) while the queue was open; checked on every save."""
+    try:
+        rows = {(r["image_id"], r["intervention"]): r for r in read_edit_rows(queue.edit_folder)}
+    except CfauditError:
+        rows = {}
+    row = rows.get(item.key)
+    if row is None or edit_digest(queue.edit_folder, row) != item.digest:
+        state = "is gone from" if row is None else "changed in"
+        raise CfauditError(
+            f"the edit {item.image_id} {item.intervention} {state} {queue.edit_folder} since the review queue was "
+            f"made, so this rating was not saved (the others are kept); re-make the queue with "
+            f"`cfaudit review queue {queue.source} --out {queue.folder}` and open it again"
+        )
+
+
 def require_unchanged(queue: ReviewQueue) -> None:
     """Refuse a queue whose edit folder changed since it was made, saying which items and what to do."""
     changes = changed_items(queue)
