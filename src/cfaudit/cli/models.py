@@ -1,4 +1,5 @@
-"""``cfaudit models ...``: write random pipelines, fetch the tokenizer, describe a model, train the tiny VAE."""
+"""``cfaudit models ...``: write random pipelines, fetch the tokenizer, describe a model, train the tiny VAE, write
+model cards."""
 
 from __future__ import annotations
 
@@ -125,11 +126,46 @@ def install_demo_command(
     note: Annotated[
         list[str] | None, typer.Option(help="A line for PROVENANCE.txt's notes (repeatable).")
     ] = None,
+    index: Annotated[
+        Path | None,
+        typer.Option(
+            help="The data index it was trained on, if the recorded path does not reach it (Table 1)."
+        ),
+    ] = None,
 ) -> None:
-    """Copy a trained tiny pipeline into the package as the demo model (with PROVENANCE.md)."""
+    """Copy a trained tiny pipeline into the package as the demo model (with PROVENANCE.txt and README.md)."""
     from cfaudit.models.shipped_model import install_demo
 
-    Console().print(f"demo model installed in {install_demo(from_, notes=note)}")
+    Console().print(f"demo model installed in {install_demo(from_, notes=note, index=index)}")
+
+
+@models_app.command("card")
+def card_command(
+    model: Annotated[str, typer.Argument(help="demo or a pipeline folder.")],
+    index: Annotated[
+        Path | None,
+        typer.Option(
+            help="The data index the model was trained on, if the recorded path does not reach it "
+            "(checked against the recorded sha256; gives the card Table 1)."
+        ),
+    ] = None,
+    metrics: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="YAML or JSON of figures measured on this model, each with its source (repeatable; "
+            "see src/cfaudit/models/demo/metrics.yaml). A metrics.yaml beside the weights is always quoted."
+        ),
+    ] = None,
+) -> None:
+    """Write or refresh MODEL's model card (README.md, Hugging Face's format) from its records.
+
+    Only the text between the card's cfaudit:card markers and the front-matter keys derived from the records are
+    rewritten: your own text outside the markers, your tags and a license already in the card are kept.
+    """
+    from cfaudit.models.model_card import write_model_card
+
+    path = write_model_card(model, index=index, metrics=metrics or ())
+    Console().print(f"model card written to {path}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -2,7 +2,8 @@
 
 ``--model demo`` anywhere means the folder :data:`DEMO_DIR`. :func:`install_demo` copies a trained pipeline
 there and writes ``PROVENANCE.txt`` (command, configs, data index and its sha256, seeds, timings) from the
-provenance files the VAE and UNet training wrote, so the shipped weights can be rebuilt and checked.
+provenance files the VAE and UNet training wrote, so the shipped weights can be rebuilt and checked, and the
+model card ``README.md`` (:mod:`cfaudit.models.model_card`) from the same records.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from cfaudit import atomic_io
 from cfaudit.errors import CfauditError
+from cfaudit.models.presets import ARCHITECTURES
 
 DEMO_DIR = Path(__file__).parent / "demo"
 _PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -32,31 +34,74 @@ def portable(value: Any, root: Path | None = None) -> Any:
         return {k: portable(v, root) for k, v in value.items()}
     if isinstance(value, list):
         return [portable(v, root) for v in value]
-    if isinstance(value, str) and value.startswith("/"):
-        words = value.split(" ")
-        out = []
-        for word in words:
-            path = Path(word)
-            if word.startswith("/"):
-                try:
-                    word = str(path.resolve().relative_to(root))
-                except ValueError:
-                    word = str(Path(*path.parts[1:][-2:]))
-            out.append(word)
-        return " ".join(out)
+    if isinstance(value, str) and ("/" in value):
+        return " ".join(_portable_word(word, root) for word in value.split(" "))
     return value
 
 
-def _architecture(unet_run: dict[str, Any], folder: Path | None) -> str:
+def _portable_word(word: str, root: Path) -> str:
+    """One word of a recorded string; ``--option=/a/path`` keeps its option."""
+    option, equals, rest = word.partition("=")
+    if equals and rest.startswith("/"):
+        return f"{option}={_portable_word(rest, root)}"
+    if not word.startswith("/"):
+        return word
+    path = Path(word)
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(Path(*path.parts[1:][-2:]))
+
+
+def preset_name(unet: dict[str, Any], vae: dict[str, Any]) -> str | None:
+    """The preset (:data:`cfaudit.models.presets.ARCHITECTURES`) whose shapes a UNet and VAE config have, if any."""
+    unet_keys = (
+        "block_out_channels",
+        "cross_attention_dim",
+        "sample_size",
+        "in_channels",
+        "layers_per_block",
+    )
+    vae_keys = ("block_out_channels", "latent_channels", "in_channels")
+    for name, spec in ARCHITECTURES.items():
+        if all(unet.get(k) == spec.unet.get(k) for k in unet_keys if k in spec.unet) and all(
+            vae.get(k) == spec.vae.get(k) for k in vae_keys if k in spec.vae
+        ):
+            return name
+    return None
+
+
+_PRESET_TITLES = {
+    "sd15": "Stable Diffusion v1.5's architecture",
+    "sd21": "Stable Diffusion 2.1's architecture",
+}
+
+
+def architecture_summary(folder: Path | None) -> str:
+    """One line on a pipeline folder's shapes: preset, image size, VAE factor and latents, text side."""
     if folder is None:
         return "A tiny CPU preset"
     unet = _read_json(folder / "unet" / "config.json")
     vae = _read_json(folder / "vae" / "config.json")
     factor = 2 ** (len(vae.get("block_out_channels", [0])) - 1)
     size = unet.get("sample_size", 0)
+    size = size[0] if isinstance(size, list) else size
     article = "an" if factor == 8 else "a"
-    return (f"A tiny CPU preset ({size * factor}x{size * factor} grayscale, {article} "
-            f"{factor}x VAE with {size}x{size}x{vae.get('latent_channels')} latents, SD v1.5's CLIP tokenizer)")  # fmt: skip
+    colour = "grayscale" if vae.get("in_channels") == 1 else "RGB"
+    encoder = (_read_json(folder / "model_index.json").get("text_encoder") or [None, "CLIPTextModel"])[1]
+    preset = preset_name(unet, vae)
+    if encoder == "BertModel":
+        text = "the frozen pretrained all-MiniLM-L6-v2 text encoder"
+    else:
+        text = "a CLIP text encoder" if preset in _PRESET_TITLES else "SD v1.5's CLIP tokenizer"
+    if preset in _PRESET_TITLES:
+        title = _PRESET_TITLES[preset]
+    elif preset is not None:
+        title = f"A {preset} CPU preset"
+    else:
+        title = "A Stable Diffusion-style pipeline"
+    return (f"{title} ({size * factor}x{size * factor} {colour}, {article} {factor}x VAE with "
+            f"{size}x{size}x{vae.get('latent_channels')} latents, {text})")  # fmt: skip
 
 
 def provenance_markdown(
@@ -73,7 +118,7 @@ def provenance_markdown(
     lines = [
         "# Demo model provenance",
         "",
-        f"{_architecture(unet_run, folder)} trained on the synthetic phantom.",
+        f"{architecture_summary(folder)} trained on the synthetic phantom.",
         "Rebuild with the commands at the top of its training config (below); this file is written by",
         "`cfaudit models install-demo`.",
         "",
@@ -120,10 +165,17 @@ def _load_text_encoder_in_float32(config: Path) -> None:
 
 
 def install_demo(
-    source: str | os.PathLike[str], destination: Path = DEMO_DIR, notes: list[str] | None = None
+    source: str | os.PathLike[str],
+    destination: Path = DEMO_DIR,
+    notes: list[str] | None = None,
+    index: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """Copy a trained pipeline folder into the package as the demo model (after checking it loads)."""
+    """Copy a trained pipeline folder into the package as the demo model (after checking it loads), with its
+    model card; the source's own card text and ``metrics.yaml`` (figures measured on these weights) travel with
+    it. ``index``: the data index, where the recorded path does not reach it (for the card's Table 1)."""
+    # imported here: both modules import this one (DEMO_DIR, portable)
     from cfaudit.models.loading import check_pipeline_folder
+    from cfaudit.models.model_card import CARD_FILE, METRICS_FILE, write_model_card
 
     source = Path(source)
     check_pipeline_folder(source)
@@ -149,6 +201,10 @@ def install_demo(
     atomic_io.write_text(
         staging / "PROVENANCE.txt", provenance_markdown(unet_run, vae_run, sizes, notes, staging)
     )
+    for name in (CARD_FILE, METRICS_FILE):
+        if (source / name).is_file():
+            shutil.copy2(source / name, staging / name)
+    write_model_card(staging, index=index, name="demo" if destination == DEMO_DIR else destination.name)
     for path in staging.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
     shutil.rmtree(destination, ignore_errors=True)
