@@ -14,6 +14,7 @@ import torch
 
 from cfaudit.errors import CfauditError
 from cfaudit.models.components import PipelineComponents
+from cfaudit.models.model_card import write_card_quietly
 from cfaudit.models.presets import Architecture, architecture
 from cfaudit.models.tokenizer import copy_tokenizer
 
@@ -106,4 +107,12 @@ def write_random_pipeline(
         record = Path(donor.meta["folder"]) / "vae_provenance.json"
         if record.is_file():
             extra["vae_provenance.json"] = json.loads(record.read_text(encoding="utf-8"))
-    return components.save(out, dtype=dtype, extra_json=extra or None)
+    folder = components.save(out, dtype=dtype, extra_json=extra or None)
+    origin = {
+        "architecture": architecture(arch).name,
+        "seed": seed,
+        "text_encoder": text_encoder,
+        "vae_from": vae_from,
+    }
+    write_card_quietly(folder, origin=origin)
+    return folder

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from cfaudit import __version__
 from cfaudit.errors import CfauditError
 from cfaudit.models.components import PipelineComponents
+from cfaudit.models.model_card import write_card_quietly
 from cfaudit.models.text_encoding import encode_ids, tokenize
 from cfaudit.train import checkpoint as ckpt
 from cfaudit.train.config import TrainConfig
@@ -496,7 +497,7 @@ def train(
     result.images_per_second = steps_this_call * per_step / max(time.perf_counter() - started, 1e-9)
     result.last_checkpoint = last_checkpoint
 
-    # 6. The final model: a complete pipeline folder (EMA weights if kept, LoRA merged into the UNet)
+    # 6. The final model: a whole pipeline folder (EMA weights if kept, LoRA merged into the UNet), its card
     accelerator.wait_for_everyone()
     if state["step"] >= config.max_steps and accelerator.is_main_process:
         final_unet = accelerator.unwrap_model(unet)
@@ -510,6 +511,7 @@ def train(
         result.model_dir = final.save(out / "model", dtype=_SAVE_DTYPES[config.save_dtype],
                                       extra_json={"provenance.json": _provenance(config, components, data, state["step"],
                                                                                  time.perf_counter() - started)})  # fmt: skip
+        write_card_quietly(result.model_dir)
     accelerator.end_training()
     return result
 

@@ -27,6 +27,7 @@ from cfaudit.data.records import DataIndex
 from cfaudit.errors import CfauditError
 from cfaudit.evaluate.lpips import LPIPS
 from cfaudit.models.loading import load_components
+from cfaudit.models.model_card import write_card_quietly
 from cfaudit.train import checkpoint as ckpt
 from cfaudit.train.config import VaeTrainConfig
 from cfaudit.train.latent_cache import load_pixels
@@ -196,7 +197,7 @@ def train_vae(
                 result.seconds = time.perf_counter() - started
                 return result
 
-    # 4. Latent scale (SD's convention: 1 / std of the data's latents) and the pipeline written with this VAE
+    # 4. Latent scale (SD's convention: 1 / std of the data's latents), the pipeline with this VAE, its card
     vae.eval().requires_grad_(False)
     with torch.no_grad():
         means = torch.cat(
@@ -210,4 +211,5 @@ def train_vae(
               "scaling_factor": result.scaling_factor, "base_model": config.model,
               "seconds_this_call": round(result.seconds, 1)}  # fmt: skip
     result.model_dir = components.save(out / "model", extra_json={"vae_provenance.json": record})
+    write_card_quietly(result.model_dir)
     return result
