@@ -74,6 +74,7 @@ def test_the_section_gives_reviews_confirmed_shares_and_cohens_kappa(
     assert agreement["something else changed"].startswith(f"{expected:+.3f}".replace("-", "−"))
     assert "undefined" in agreement["plausible"]  # every answer "plausible": kappa has nothing to measure
     assert "pacemaker gone" in section.find("details").text()
+    assert "changed since" not in section.text() and "left out" not in section.text()
 
 
 def test_three_reviewers_get_fleiss_kappa(discovery_queue: ReviewQueue, tmp_path: Path):

@@ -14,6 +14,7 @@ from cfaudit.errors import CfauditError
 from cfaudit.review.queue import (
     QUEUE_FILE,
     RATINGS_FILE,
+    candidates_changed,
     changed_items,
     make_queue,
     read_queue,
@@ -191,3 +192,17 @@ def test_a_missing_counterfactual_is_refused_when_making_the_queue(edits: Path):
     (edits / table.loc[1, "counterfactual"]).unlink()
     with pytest.raises(CfauditError, match=r"edits.csv, line 3: counterfactual .* is missing"):
         make_queue(edits)
+
+
+def test_a_re_run_discovery_is_told_by_its_candidates_file(discovery: Path):
+    queue = make_queue(discovery, top=2)
+    assert read_queue(queue.path).candidates_file == queue.candidates_file
+    assert queue.candidates_file is not None and queue.candidates_file[0] == "candidates.csv"
+    assert not candidates_changed(read_queue(queue.path))
+    table = pd.read_csv(discovery / "candidates.csv")
+    table.loc[0, "effect"] = 0.5
+    table.to_csv(discovery / "candidates.csv", index=False)
+    assert candidates_changed(read_queue(queue.path))
+    assert not candidates_changed(
+        make_queue(discovery.parent / "discovery" / "edits")
+    )  # an edit folder has none

@@ -43,6 +43,7 @@ from cfaudit.report.collect import (
     ReviewInput,
 )
 from cfaudit.review.agreement import CONFIRMED_MEANING, QUESTIONS, Agreement, summarize
+from cfaudit.review.queue import candidates_changed
 
 TEMPLATE = "report.html.j2"
 #: Known metrics of Table 2 and whether lower or higher is better (others get no arrow and no "best").
@@ -664,6 +665,12 @@ def review_section(review: ReviewInput, number_: int, notes: list[str]) -> dict[
         notes.append(
             f"{queue.path}: {changed}"
         )  # also among the page's notes at the top: the review is partial
+    if candidates_changed(queue):
+        local_notes.append(
+            f"The discovery's {queue.candidates_file[0] if queue.candidates_file else 'candidates'} changed since this "
+            "queue was made (was the discovery re-run?): the candidates below are the ones the queue recorded; "
+            "re-make the queue to review the new ones."
+        )
     if summary.stale:
         local_notes.append(
             f"{summary.stale} rating(s) are of an earlier version of their edit (or of a changed one) and are "

@@ -126,6 +126,8 @@ class ReviewQueue:
     items: list[ReviewItem]
     created: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
+    #: A discovery's candidates file (name, sha256) when the queue was made, to tell a re-run discovery.
+    candidates_file: tuple[str, str] | None = None
 
     @property
     def folder(self) -> Path:
@@ -151,7 +153,11 @@ class ReviewQueue:
             "version": QUEUE_VERSION,
             "created": self.created,
             "cfaudit_version": __version__,
-            "source": {"kind": self.source_kind, "path": relative(self.source)},
+            "source": {
+                "kind": self.source_kind,
+                "path": relative(self.source),
+                **({"candidates": list(self.candidates_file)} if self.candidates_file else {}),
+            },
             "edit_folder": relative(self.edit_folder),
             "settings": self.settings,
             "candidates": [asdict(c) for c in self.candidates],
@@ -415,7 +421,9 @@ def make_queue(
 
     # 2. Pick the candidates and their edits
     rows = read_edit_rows(edit_folder)
+    candidates_file = None
     if kind == "discovery":
+        candidates_file = _candidates_digest(folder)
         candidates = select_candidates(read_candidates(folder), top)
         items = _discovery_items(edit_folder, rows, candidates, images or None)
     else:
@@ -436,9 +444,27 @@ def make_queue(
         items=items,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         settings={"top": top if kind == "discovery" else None, "images": images or None},
+        candidates_file=candidates_file,
     )
     queue.write()
     return queue
+
+
+def _candidates_digest(folder: Path) -> tuple[str, str] | None:
+    """(name, sha256) of the candidates file a discovery's queue is made from (the CSV, else the JSON)."""
+    for name in CANDIDATE_FILES:
+        if (folder / name).is_file():
+            return name, file_sha256(folder / name)
+    return None
+
+
+def candidates_changed(queue: ReviewQueue) -> bool:
+    """Whether a discovery's candidates file differs from the one the queue was made from (a re-run discovery)."""
+    if queue.candidates_file is None:
+        return False
+    name, digest = queue.candidates_file
+    path = queue.source / name
+    return not path.is_file() or file_sha256(path) != digest
 
 
 def _refuse_foreign_review(path: Path, edit_folder: Path) -> None:
@@ -489,6 +515,7 @@ def read_queue(path: str | os.PathLike[str]) -> ReviewQueue:
             items=items,
             created=str(data.get("created", "")),
             settings=dict(data.get("settings") or {}),
+            candidates_file=tuple(source["candidates"]) if source.get("candidates") else None,  # type: ignore[arg-type]
         )
     except (KeyError, TypeError, ValueError) as error:
         raise CfauditError(
