@@ -64,11 +64,11 @@ def test_the_section_gives_reviews_confirmed_shares_and_cohens_kappa(
     head, region = rows_of(section.find("table", cls="review-table"))
     assert head[1].startswith("do(Cardiomegaly=0) → Support Devices") and "flagged" in head[1]
     # Head: confirmed whenever plausible and something else changed: A 3 + B 2 of 8 reviews.
-    assert head[2] == "4 of 4" and head[3].startswith("8") and head[4] == "62% 5 of 8"
+    assert head[2] == "8 2 reviewers 4 of 4 rated" and head[3] == "62% 5 of 8"
     expected = cohen_kappa(a_said, b_said)
-    assert head[8] == f"{expected:+.3f} (Cohen's kappa, 4 items)".replace("-", "−")
+    assert head[7] == f"{expected:+.3f} Cohen's kappa, 4 items".replace("-", "−")
     # Region: only marks near its centre confirm it: A's three.
-    assert region[1].startswith("do(Cardiomegaly=0) → cluster 1") and region[4] == "38% 3 of 8"
+    assert region[1].startswith("do(Cardiomegaly=0) → cluster 1") and region[3] == "38% 3 of 8"
     assert "marked within 15%" in section.find("p", cls="lead").text()
     agreement = dict(rows_of(list(section.iter("table"))[1]))
     assert agreement["something else changed"].startswith(f"{expected:+.3f}".replace("-", "−"))
@@ -100,8 +100,8 @@ def test_an_edit_folder_review_confirms_by_the_intended_change(tmp_path: Path, i
     section = review_of(build_report([tmp_path], tmp_path / "report.html"))
 
     first, second = rows_of(section.find("table", cls="review-table"))
-    assert first[1].startswith(queue.items[0].intervention) and first[4] == "50% 1 of 2"
-    assert second[4] == "100% 2 of 2" and "– (one reviewer)" in second[8]
+    assert first[1].startswith(queue.items[0].intervention) and first[3] == "50% 1 of 2"
+    assert second[3] == "100% 2 of 2" and second[7] == "– one reviewer"
     assert "intended change visible" in section.find("p", cls="lead").text()
 
 
@@ -120,6 +120,15 @@ def test_ratings_of_a_changed_edit_are_left_out_with_a_note(discovery_queue: Rev
         "changed since this queue was made"
         in parse(report.read_text(encoding="utf-8")).find("div", cls="notes").text()
     )
+
+
+def test_a_re_run_discovery_is_noted(discovery_queue: ReviewQueue, tmp_path: Path):
+    candidates = discovery_queue.source / "candidates.csv"
+    text = candidates.read_text(encoding="utf-8")
+    candidates.write_text(text.replace("Support Devices", "Pneumonia"), encoding="utf-8")
+    section = review_of(build_report([discovery_queue.path], tmp_path / "report.html"))
+    assert "candidates.csv changed since this queue was made" in section.text()
+    assert "Support Devices" in section.find("table", cls="review-table").text()  # what was reviewed
 
 
 def test_a_corrupt_ratings_file_stops_the_report_naming_the_line(

@@ -643,11 +643,16 @@ def edit_job_section(
 # --- expert review ---------------------------------------------------------------------------------------------
 
 
-def kappa_text(result: Agreement) -> str:
-    """``0.52 (Cohen's kappa, 12 items)``, or a dash with why it was not computed."""
+def kappa_parts(result: Agreement) -> tuple[str, str]:
+    """(``+0.520``, ``Cohen's kappa, 12 items``), or a dash and why it was not computed."""
     if result.kappa is None:
-        return f"– ({result.note})"
-    return f"{number(result.kappa, signed=True)} ({result.statistic}, {result.items} items)"
+        return "–", result.note
+    return number(result.kappa, signed=True), f"{result.statistic}, {result.items} items"
+
+
+def kappa_text(result: Agreement) -> str:
+    """``+0.520 (Cohen's kappa, 12 items)``, or a dash with why it was not computed."""
+    return "{} ({})".format(*kappa_parts(result))
 
 
 def review_section(review: ReviewInput, number_: int, notes: list[str]) -> dict[str, Any]:
@@ -701,7 +706,7 @@ def review_section(review: ReviewInput, number_: int, notes: list[str]) -> dict[
                 "confirmed": f"{reviewed.confirmed} of {reviewed.reviews}" if reviewed.reviews else "–",
                 "share": percent(reviewed.share_confirmed),
                 "answers": answers,
-                "kappa": kappa_text(reviewed.agreement),
+                "kappa": kappa_parts(reviewed.agreement),
             }
         )
     kinds = list(dict.fromkeys(c.kind for c in queue.candidates))
@@ -715,7 +720,7 @@ def review_section(review: ReviewInput, number_: int, notes: list[str]) -> dict[
         "ratings": summary.ratings,
         "reviewers": list(summary.reviewers.items()),
         "candidates": candidates,
-        "questions": list(QUESTIONS.values()),
+        "questions": ["plausible", "intended change", "other change"],  # short headers of QUESTIONS
         "agreement": [(QUESTIONS[q], kappa_text(a)) for q, a in summary.agreement.items()],
         "definitions": [(kind, CONFIRMED_MEANING.get(kind, CONFIRMED_MEANING["head"])) for kind in kinds],
         "comments": [
