@@ -24,6 +24,7 @@ and local, by :func:`start_review`, with the same environment and temporary fold
 # by its annotation, which must therefore be the class itself, not a string to be resolved in this module.
 
 import contextlib
+import html
 import logging
 import math
 import os
@@ -267,7 +268,7 @@ def build_review_app(session: ReviewSession) -> Any:
         else:  # a bug: the traceback goes to the terminal, one line to the page
             log.exception("cfaudit review: unexpected error")
             message = f"unexpected {type(error).__name__}: {error} (details in the terminal running cfaudit)"
-        gr.Warning(_escape(message), duration=10)
+        gr.Warning(html.escape(message), duration=10)  # the toast renders HTML, not Markdown
         return error_markdown(message)
 
     def show(state: dict[str, Any], position: int, status: str) -> tuple[Any, ...]:
