@@ -28,3 +28,12 @@ def test_review_errors_are_one_line_and_status_2(tmp_path: Path, edits: Path, ca
     assert main(["review", "open", str(edits / "review"), "--port", "1"]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "changed since the review queue" in err and "Traceback" not in err
+
+
+def test_the_editor_opens_a_review_queue_too(tmp_path: Path, edits: Path, capsys):
+    assert main(["ui", "--review", str(tmp_path)]) == 2
+    assert "no review queue there" in capsys.readouterr().err
+    assert main(["review", "queue", str(edits)]) == 0
+    (edits / "edits.csv").unlink()
+    assert main(["ui", "--review", str(edits / "review"), "--port", "1"]) == 2
+    assert "changed since the review queue" in " ".join(capsys.readouterr().err.split())

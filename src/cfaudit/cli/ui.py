@@ -64,9 +64,22 @@ def ui_command(
     device: Annotated[
         str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda when available).")
     ] = None,
+    review: Annotated[
+        Path | None,
+        typer.Option(
+            help="Open an expert review queue (`cfaudit review queue`) instead of the editor; the same as "
+            "`cfaudit review open QUEUE`."
+        ),
+    ] = None,
 ) -> None:
     """Start the editor in the browser: upload or pick an X-ray, choose do(...), see and download the counterfactual."""
     from cfaudit.errors import CfauditError
+
+    if review is not None:
+        from cfaudit.cli.review import open_command
+
+        open_command(review, host=host, port=port)
+        return
 
     if importlib.util.find_spec("gradio") is None:
         raise CfauditError("cfaudit ui needs gradio; install it with `pip install 'cfaudit[ui]'`")

@@ -55,7 +55,7 @@ OFFLINE_ENVIRONMENT = {
     "GRADIO_MCP_SERVER": "False",
     "GRADIO_SSR_MODE": "False",
 }
-_CSS = """
+PAGE_CSS = """
 #cfaudit-status .error { color: #b42318; font-weight: 600; }
 #cfaudit-status .ok { color: #067647; }
 .cfaudit-picture img { width: 100%; height: 100%; object-fit: contain; }
@@ -86,7 +86,7 @@ class UiOptions:
 # --- what the handlers show ------------------------------------------------------------------------------------
 
 
-def _escape(text: str) -> str:
+def escape_markdown(text: str) -> str:
     """Text shown inside Markdown: HTML-escaped, Markdown's emphasis and code characters neutralised."""
     escaped = html.escape(str(text), quote=False)
     for char in "\\`*_[]#|":
@@ -95,11 +95,11 @@ def _escape(text: str) -> str:
 
 
 def error_markdown(message: str) -> str:
-    return f'<span class="error">Error:</span> {_escape(message)}'
+    return f'<span class="error">Error:</span> {escape_markdown(message)}'
 
 
 def ok_markdown(message: str) -> str:
-    return f'<span class="ok">{_escape(message)}</span>'
+    return f'<span class="ok">{escape_markdown(message)}</span>'
 
 
 def display(image: np.ndarray) -> np.ndarray:
@@ -111,12 +111,15 @@ def source_markdown(source: SourceImage, resolution: int) -> str:
     """What is known about the current image: where it came from, its size, notes and its metadata."""
     width, height = source.pixels.shape[1], source.pixels.shape[0]
     where = "uploaded file" if source.kind == "upload" else "data set image"
-    lines = [f"**{where}** {_escape(source.name)}: {width}x{height} pixels, shown as the model sees it "
+    lines = [f"**{where}** {escape_markdown(source.name)}: {width}x{height} pixels, shown as the model sees it "
              f"({resolution}x{resolution})."]  # fmt: skip
-    lines += [f"- {_escape(note)}" for note in source.notes]
+    lines += [f"- {escape_markdown(note)}" for note in source.notes]
     if source.record is not None:
         lines += ["", "| field | value |", "|---|---|"]
-        lines += [f"| {_escape(key)} | {_escape(value)} |" for key, value in record_summary(source.record)]
+        lines += [
+            f"| {escape_markdown(key)} | {escape_markdown(value)} |"
+            for key, value in record_summary(source.record)
+        ]
     elif source.kind == "upload":
         lines += ["", "No metadata came with this file: describe the image in the source prompt."]
     return "\n".join(lines)
@@ -133,12 +136,12 @@ def outcome_markdown(outcome: EditOutcome) -> str:
     inversion = outcome.settings.inversion
     return "\n".join(
         [
-            f"**{_escape(str(outcome.intervention))}**: {inversion.method} inversion, {inversion.steps} steps, "
+            f"**{escape_markdown(str(outcome.intervention))}**: {inversion.method} inversion, {inversion.steps} steps, "
             f"guidance {outcome.settings.edit.guidance_scale:g}, {outcome.settings.prompt_mode} prompt, "
             f"seed {outcome.settings.seed}",
             "",
-            f"- source prompt: {_escape(outcome.source_prompt)}",
-            f"- target prompt: {_escape(outcome.target_prompt)}",
+            f"- source prompt: {escape_markdown(outcome.source_prompt)}",
+            f"- target prompt: {escape_markdown(outcome.target_prompt)}",
             f"- time taken: **{timings['total_s']:.2f} s** (inversion {cached}, edit {timings['edit_s']:.2f} s"
             + (f", scores {timings['scores_s']:.2f} s" if outcome.scores is not None else "")
             + f"); {outcome.unet_evals:g} UNet evaluations",
@@ -173,7 +176,7 @@ def build_app(
         os.environ.setdefault(key, value)
     import gradio as gr
 
-    _pin_gradio_folders(Path(gr.utils.get_upload_folder()))
+    pin_gradio_folders(Path(gr.utils.get_upload_folder()))
 
     def load_source(state: dict[str, str] | None) -> SourceImage:
         if not state:
@@ -234,9 +237,9 @@ def build_app(
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as app:
         gr.Markdown(
             f"# {TITLE}\n"
-            f"Model **{_escape(session.model_id)}** ({session.resolution} px, fingerprint "
+            f"Model **{escape_markdown(session.model_id)}** ({session.resolution} px, fingerprint "
             f"{session.fingerprint}); classifier: "
-            f"{_escape(str(getattr(session.classifier, 'folder', None) or 'none'))}. "
+            f"{escape_markdown(str(getattr(session.classifier, 'folder', None) or 'none'))}. "
             "Choose an X-ray, check the source prompt that describes it, set what to change, and press **Run**: "
             "the image is inverted once (cached, so further edits of it are fast) and edited by prompt."
         )
@@ -389,7 +392,7 @@ class RunningUi:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.app.close()
-        _restore_environment(self._restore)
+        restore_environment(self._restore)
         shutil.rmtree(self.temp_root, ignore_errors=True)
 
 
@@ -399,7 +402,7 @@ def _transfer_limit(limits: UploadLimits) -> int:
     return max(2 * limits.max_bytes, limits.max_bytes + 16 * 1024 * 1024)
 
 
-def _pin_gradio_folders(folder: Path) -> None:
+def pin_gradio_folders(folder: Path) -> None:
     """Point the folders Gradio fixed at its first import (from ``GRADIO_TEMP_DIR`` then) at ``folder``.
 
     ``gradio.routes`` makes ``DEFAULT_TEMP_DIR/vibe_edit_history`` whenever an app is built or launched; left
@@ -416,13 +419,13 @@ def make_temp_root() -> Path:
     return Path(tempfile.mkdtemp(prefix="cfaudit-ui-"))
 
 
-def _set_environment(values: dict[str, str]) -> dict[str, str | None]:
+def set_environment(values: dict[str, str]) -> dict[str, str | None]:
     previous = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
     return previous
 
 
-def _restore_environment(previous: dict[str, str | None]) -> None:
+def restore_environment(previous: dict[str, str | None]) -> None:
     for key, value in previous.items():
         if value is None:
             os.environ.pop(key, None)
@@ -449,7 +452,7 @@ def start(
     temp_root = Path(temp_root) if temp_root is not None else make_temp_root()
     uploads = temp_root / "gradio"
     uploads.mkdir(parents=True, exist_ok=True)
-    previous = _set_environment(
+    previous = set_environment(
         {
             **OFFLINE_ENVIRONMENT,
             "GRADIO_TEMP_DIR": str(uploads),
@@ -464,14 +467,14 @@ def start(
                 server_name=host, server_port=port, share=False, prevent_thread_lock=True, quiet=quiet,
                 show_error=False, inbrowser=False, allowed_paths=[], max_file_size=_transfer_limit(options.limits),
                 footer_links=[], run_history=False, enable_monitoring=False, ssr_mode=False, pwa=False,
-                mcp_server=False, css=_CSS,
+                mcp_server=False, css=PAGE_CSS,
             )  # fmt: skip
         except OSError as error:
             raise CfauditError(
                 f"cannot listen on {host}:{port} ({error}); choose another --port or --host"
             ) from None
     except BaseException:
-        _restore_environment(previous)
+        restore_environment(previous)
         shutil.rmtree(temp_root, ignore_errors=True)
         raise
     return RunningUi(app, url, temp_root, previous)

@@ -52,17 +52,17 @@ from cfaudit.review.queue import (
 )
 from cfaudit.review.ratings import Rating, RatingStore, Saved
 from cfaudit.ui.app import (
-    _CSS,
     IMAGE_HEIGHT,
     OFFLINE_ENVIRONMENT,
+    PAGE_CSS,
     RunningUi,
-    _escape,
-    _pin_gradio_folders,
-    _restore_environment,
-    _set_environment,
     error_markdown,
+    escape_markdown,
     make_temp_root,
     ok_markdown,
+    pin_gradio_folders,
+    restore_environment,
+    set_environment,
 )
 
 log = logging.getLogger("cfaudit.ui")
@@ -204,10 +204,10 @@ class ReviewSession:
         view = self.view(position)
         width, height = view.size
         lines = [
-            f"**{_escape(item.intervention)}** of image {_escape(item.image_id)} ({width}x{height} pixels)",
+            f"**{escape_markdown(item.intervention)}** of image {escape_markdown(item.image_id)} ({width}x{height} pixels)",
             "",
-            f"- asked for: {_escape(item.target_prompt) or '–'}",
-            f"- the image was described as: {_escape(item.source_prompt) or '–'}",
+            f"- asked for: {escape_markdown(item.target_prompt) or '–'}",
+            f"- the image was described as: {escape_markdown(item.source_prompt) or '–'}",
             f"- difference: counterfactual - reconstruction; largest change {view.scale:.3f} of the intensity range "
             "(red: brighter, blue: darker)",
         ]
@@ -220,7 +220,7 @@ class ReviewSession:
     def progress(self, position: int, reviewer: str | None, rated: int) -> str:
         text = f"Counterfactual **{position + 1} of {len(self)}**"
         if reviewer:
-            text += f" · reviewing as **{_escape(reviewer)}** · rated {rated} of {len(self)}"
+            text += f" · reviewing as **{escape_markdown(reviewer)}** · rated {rated} of {len(self)}"
         else:
             text += " · enter your name and press Start"
         return text
@@ -259,7 +259,7 @@ def build_review_app(session: ReviewSession) -> Any:
         os.environ.setdefault(key, value)
     import gradio as gr
 
-    _pin_gradio_folders(Path(gr.utils.get_upload_folder()))
+    pin_gradio_folders(Path(gr.utils.get_upload_folder()))
     queue = session.queue
 
     def failure(error: Exception) -> str:
@@ -378,9 +378,9 @@ def build_review_app(session: ReviewSession) -> Any:
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as app:
         gr.Markdown(
             f"# {TITLE}\n"
-            f"{len(session)} counterfactuals of the {source} {_escape(str(queue.source))}. Look at each counterfactual "
+            f"{len(session)} counterfactuals of the {source} {escape_markdown(str(queue.source))}. Look at each counterfactual "
             "beside the original and the difference map, answer the three questions, click where something else "
-            f"changed, and press **Save**. Ratings are saved in {_escape(str(queue.ratings_path))}."
+            f"changed, and press **Save**. Ratings are saved in {escape_markdown(str(queue.ratings_path))}."
         )
         state = gr.State({})
         with gr.Row(equal_height=True):
@@ -455,7 +455,7 @@ def start_review(
     temp_root = Path(temp_root) if temp_root is not None else make_temp_root()
     served = temp_root / "gradio"
     served.mkdir(parents=True, exist_ok=True)
-    previous = _set_environment({**OFFLINE_ENVIRONMENT, "GRADIO_TEMP_DIR": str(served)})
+    previous = set_environment({**OFFLINE_ENVIRONMENT, "GRADIO_TEMP_DIR": str(served)})
     try:
         app = build_review_app(session)
         app.queue(default_concurrency_limit=1)
@@ -463,14 +463,14 @@ def start_review(
             _, url, _ = app.launch(
                 server_name=host, server_port=port, share=False, prevent_thread_lock=True, quiet=quiet,
                 show_error=False, inbrowser=False, allowed_paths=[], footer_links=[], run_history=False,
-                enable_monitoring=False, ssr_mode=False, pwa=False, mcp_server=False, css=_CSS,
+                enable_monitoring=False, ssr_mode=False, pwa=False, mcp_server=False, css=PAGE_CSS,
             )  # fmt: skip
         except OSError as error:
             raise CfauditError(
                 f"cannot listen on {host}:{port} ({error}); choose another --port or --host"
             ) from None
     except BaseException:
-        _restore_environment(previous)
+        restore_environment(previous)
         shutil.rmtree(temp_root, ignore_errors=True)
         raise
     return RunningUi(app, url, temp_root, previous)
