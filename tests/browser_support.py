@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from pathlib import Path
 
 #: Names of a system Chromium or Chrome on PATH, in the order they are tried.
@@ -62,3 +63,10 @@ def find_chromium(environ: dict[str, str] | None = None) -> tuple[Path | None, s
 def browser_required(environ: dict[str, str] | None = None) -> bool:
     environ = dict(os.environ) if environ is None else environ
     return environ.get("CFAUDIT_REQUIRE_BROWSER", "").strip().lower() in ("1", "true", "yes")
+
+
+def free_port() -> int:
+    """A local TCP port nobody listens on now, for a page under test."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -10,13 +10,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from browser_support import free_port
 from PIL import Image
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "ui.png"
@@ -26,12 +26,6 @@ TIMEOUT_MS = 60_000
 pytestmark = pytest.mark.filterwarnings(
     r"ignore:(?s).*(no_silent_downcasting|The copy keyword is deprecated):Warning"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +57,7 @@ def ui(phantom_root) -> Iterator:
     temp_root = make_temp_root()
     session = EditorSession.from_model("demo", temp_root / "outputs", device="cpu")
     data = DataSource.read(phantom_root / "index.csv", "all")
-    running = start(session, data, UiOptions(steps=STEPS), port=_free_port(), temp_root=temp_root)
+    running = start(session, data, UiOptions(steps=STEPS), port=free_port(), temp_root=temp_root)
     yield running
     running.close()
     assert not temp_root.exists()

@@ -7,11 +7,11 @@ synthetic edits, so no model runs here.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from browser_support import free_port
 from report.fake_outputs import make_edit_job, make_phantom_index
 
 from cfaudit.review.queue import ReviewQueue, make_queue
@@ -21,12 +21,6 @@ TIMEOUT_MS = 30_000
 pytestmark = pytest.mark.filterwarnings(
     r"ignore:(?s).*(no_silent_downcasting|The copy keyword is deprecated):Warning"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +35,7 @@ def queue(tmp_path_factory: pytest.TempPathFactory) -> ReviewQueue:
 def review_ui(queue: ReviewQueue) -> Iterator:
     from cfaudit.ui.review_app import ReviewSession, start_review
 
-    running = start_review(ReviewSession.open(queue.folder), port=_free_port())
+    running = start_review(ReviewSession.open(queue.folder), port=free_port())
     yield running
     running.close()
     assert not running.temp_root.exists()

@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -433,6 +433,49 @@ def restore_environment(previous: dict[str, str | None]) -> None:
             os.environ[key] = value
 
 
+def launch_offline(
+    build: Callable[[], Any],
+    *,
+    host: str,
+    port: int,
+    temp_root: Path | None,
+    quiet: bool,
+    environment: dict[str, str] | None = None,
+    **launch: Any,
+) -> RunningUi:
+    """Build a Blocks page with ``build()`` and launch it without blocking, offline and local.
+
+    Gradio keeps its files in ``temp_root/gradio`` (made when not given, deleted by :meth:`RunningUi.close`);
+    ``environment`` adds settings under the offline ones; ``launch`` adds arguments of ``Blocks.launch``.
+    """
+    # Gradio's local event statistics use pandas options that pandas 3 deprecates: noise on every click.
+    warnings.filterwarnings(
+        "ignore", message=r"(?s).*(no_silent_downcasting|The copy keyword is deprecated)", module=r"gradio\."
+    )
+    temp_root = Path(temp_root) if temp_root is not None else make_temp_root()
+    served = temp_root / "gradio"
+    served.mkdir(parents=True, exist_ok=True)
+    previous = set_environment({**OFFLINE_ENVIRONMENT, "GRADIO_TEMP_DIR": str(served), **(environment or {})})
+    try:
+        app = build()
+        app.queue(default_concurrency_limit=1)
+        try:
+            _, url, _ = app.launch(
+                server_name=host, server_port=port, share=False, prevent_thread_lock=True, quiet=quiet,
+                show_error=False, inbrowser=False, allowed_paths=[], footer_links=[], run_history=False,
+                enable_monitoring=False, ssr_mode=False, pwa=False, mcp_server=False, css=PAGE_CSS, **launch,
+            )  # fmt: skip
+        except OSError as error:
+            raise CfauditError(
+                f"cannot listen on {host}:{port} ({error}); choose another --port or --host"
+            ) from None
+    except BaseException:
+        restore_environment(previous)
+        shutil.rmtree(temp_root, ignore_errors=True)
+        raise
+    return RunningUi(app, url, temp_root, previous)
+
+
 def start(
     session: EditorSession,
     data: DataSource | None = None,
@@ -445,39 +488,16 @@ def start(
 ) -> RunningUi:
     """Build and launch the app without blocking; uploads stay in ``temp_root`` (made when not given)."""
     options = options or UiOptions()
-    # Gradio's local event statistics use pandas options that pandas 3 deprecates: noise on every click.
-    warnings.filterwarnings(
-        "ignore", message=r"(?s).*(no_silent_downcasting|The copy keyword is deprecated)", module=r"gradio\."
-    )
     temp_root = Path(temp_root) if temp_root is not None else make_temp_root()
-    uploads = temp_root / "gradio"
-    uploads.mkdir(parents=True, exist_ok=True)
-    previous = set_environment(
-        {
-            **OFFLINE_ENVIRONMENT,
-            "GRADIO_TEMP_DIR": str(uploads),
-            "GRADIO_EXAMPLES_CACHE": str(uploads / "examples"),
-        }
+    return launch_offline(
+        lambda: build_app(session, data, options),
+        host=host,
+        port=port,
+        temp_root=temp_root,
+        quiet=quiet,
+        environment={"GRADIO_EXAMPLES_CACHE": str(temp_root / "gradio" / "examples")},
+        max_file_size=_transfer_limit(options.limits),
     )
-    try:
-        app = build_app(session, data, options)
-        app.queue(default_concurrency_limit=1)
-        try:
-            _, url, _ = app.launch(
-                server_name=host, server_port=port, share=False, prevent_thread_lock=True, quiet=quiet,
-                show_error=False, inbrowser=False, allowed_paths=[], max_file_size=_transfer_limit(options.limits),
-                footer_links=[], run_history=False, enable_monitoring=False, ssr_mode=False, pwa=False,
-                mcp_server=False, css=PAGE_CSS,
-            )  # fmt: skip
-        except OSError as error:
-            raise CfauditError(
-                f"cannot listen on {host}:{port} ({error}); choose another --port or --host"
-            ) from None
-    except BaseException:
-        restore_environment(previous)
-        shutil.rmtree(temp_root, ignore_errors=True)
-        raise
-    return RunningUi(app, url, temp_root, previous)
 
 
 @contextlib.contextmanager

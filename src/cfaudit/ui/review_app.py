@@ -28,8 +28,6 @@ import html
 import logging
 import math
 import os
-import shutil
-import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -54,15 +52,12 @@ from cfaudit.review.ratings import Rating, RatingStore, Saved
 from cfaudit.ui.app import (
     IMAGE_HEIGHT,
     OFFLINE_ENVIRONMENT,
-    PAGE_CSS,
     RunningUi,
     error_markdown,
     escape_markdown,
-    make_temp_root,
+    launch_offline,
     ok_markdown,
     pin_gradio_folders,
-    restore_environment,
-    set_environment,
 )
 
 log = logging.getLogger("cfaudit.ui")
@@ -449,31 +444,9 @@ def start_review(
     quiet: bool = True,
 ) -> RunningUi:
     """Build and launch the review page without blocking (offline, local; see :func:`cfaudit.ui.app.start`)."""
-    warnings.filterwarnings(
-        "ignore", message=r"(?s).*(no_silent_downcasting|The copy keyword is deprecated)", module=r"gradio\."
+    return launch_offline(
+        lambda: build_review_app(session), host=host, port=port, temp_root=temp_root, quiet=quiet
     )
-    temp_root = Path(temp_root) if temp_root is not None else make_temp_root()
-    served = temp_root / "gradio"
-    served.mkdir(parents=True, exist_ok=True)
-    previous = set_environment({**OFFLINE_ENVIRONMENT, "GRADIO_TEMP_DIR": str(served)})
-    try:
-        app = build_review_app(session)
-        app.queue(default_concurrency_limit=1)
-        try:
-            _, url, _ = app.launch(
-                server_name=host, server_port=port, share=False, prevent_thread_lock=True, quiet=quiet,
-                show_error=False, inbrowser=False, allowed_paths=[], footer_links=[], run_history=False,
-                enable_monitoring=False, ssr_mode=False, pwa=False, mcp_server=False, css=PAGE_CSS,
-            )  # fmt: skip
-        except OSError as error:
-            raise CfauditError(
-                f"cannot listen on {host}:{port} ({error}); choose another --port or --host"
-            ) from None
-    except BaseException:
-        restore_environment(previous)
-        shutil.rmtree(temp_root, ignore_errors=True)
-        raise
-    return RunningUi(app, url, temp_root, previous)
 
 
 @contextlib.contextmanager
