@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from cfaudit.discover.heads import HEAD_COLUMNS, head_columns, intervened_heads
-from cfaudit.discover.label_statistics import LabelStatistics
+from cfaudit.discover.label_statistics import LabelStatistics, classifier_error
 from cfaudit.edit.interventions import Intervention
 
 
@@ -83,3 +83,17 @@ def test_sex_and_race_interventions_with_unknown_values_in_a_string_column():
     )
     males = frame[frame["sex"] == "Male"].to_dict("records")
     assert abs(statistics.association(Intervention.parse("sex=Female"), males)["sex"] + 1.0) < 1e-9
+
+
+def test_classifier_error_gives_the_classifiers_bias_conditional_on_the_edited_finding():
+    frame = table(2000, seed=3)
+    frame["Edema"] = (np.random.default_rng(4).random(len(frame)) < 0.3).astype(float)
+    predicted = LabelStatistics(frame).values.copy()  # a perfect classifier ...
+    age = HEAD_COLUMNS.index("age")
+    predicted[:, age] += 12.0 * frame["Edema"].to_numpy()  # ... whose age head adds 12 years with edema
+    predicted[:, HEAD_COLUMNS.index("sex")] = np.clip(predicted[:, HEAD_COLUMNS.index("sex")], 0.1, 0.9)
+    records = frame[frame["Edema"] == 0].to_dict("records")
+    bias = classifier_error(frame, predicted).association(Intervention.parse("Edema=1"), records)
+    assert bias["age"] == pytest.approx(12.0, abs=1e-6)  # mean(pred - age | edema) - mean(... | no edema)
+    assert abs(bias["sex"]) < 0.05  # sex is misread (squeezed to 0.1..0.9) the same way with or without edema
+    assert bias["Cardiomegaly"] == pytest.approx(0.0)

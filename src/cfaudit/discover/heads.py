@@ -17,6 +17,12 @@ from cfaudit.data.vocabulary import FINDINGS, RACES
 
 HEAD_COLUMNS: tuple[str, ...] = ("sex", *(f"race:{race}" for race in RACES), "age", *FINDINGS)
 HEAD_SCALE: dict[str, float] = {column: (50.0 if column == "age" else 1.0) for column in HEAD_COLUMNS}
+#: Heads whose truth an index records for every image (metadata, not read from a report). For them the label
+#: statistics hold the whole data relation, so real images that differ beyond the labels can only mean that
+#: the classifier reads one attribute as another (a classifier confound), never a hidden relation.
+FULLY_OBSERVED: frozenset[str] = frozenset(
+    c for c in HEAD_COLUMNS if c in ("sex", "age") or c.startswith("race:")
+)
 
 
 def head_columns(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

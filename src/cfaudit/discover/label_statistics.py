@@ -137,6 +137,19 @@ class LabelStatistics:
         return {column: float(value) for column, value in zip(self.columns, mean, strict=True)}
 
 
+def classifier_error(
+    table: pd.DataFrame, predicted: np.ndarray, policy: LabelPolicy = DEFAULT_POLICY
+) -> LabelStatistics:
+    """Statistics of the classifier's error on real images: its outputs (one column per :data:`HEAD_COLUMNS`
+    entry) minus the recorded truth of each image, in the heads' units (NaN where the truth is unknown).
+
+    Its :meth:`~LabelStatistics.association` is the classifier's bias conditional on the intervened attribute,
+    e.g. for ``do(Edema=1)`` on age: ``mean(predicted - true age | Edema=1) - mean(... | Edema=0)``."""
+    truth = LabelStatistics(table, policy).values
+    predicted = np.asarray(predicted, dtype=np.float64).reshape(truth.shape)
+    return LabelStatistics(table, policy, values=predicted - truth)
+
+
 def _sex_or_nan(value: Any) -> str | None:
     try:
         return normalize_sex(value)
