@@ -9,6 +9,7 @@ from cfaudit.discover.regions import (
     components,
     describe_position,
     find_clusters,
+    presence,
     share_near,
 )
 from cfaudit.edit.interventions import Intervention
@@ -106,5 +107,23 @@ def test_find_clusters_reports_frequency_controls_and_data_support():
     assert row["intervention"] == str(removal) and row["frequency"] == pytest.approx(0.75)
     assert row["null_control"] == 0 and row["offtarget_control"] == 0 and row["sign"] == -1
     assert row["data_support"] < -1.0  # real images without cardiomegaly are darker there
+    assert row["p_value"] == pytest.approx(0.5**6)  # 6 images gain the change, no null edit has it
     assert describe_position(row["x"], row["y"]) == "upper patient's left chest"
     assert set(members["image_id"]) == {f"i{k}" for k in range(6)}
+
+
+def test_presence_is_judged_at_the_place_the_other_images_set():
+    settings = RegionSettings(grid=GRID)
+    edit_parts = {
+        f"i{k}": components(f"i{k}", blob(0.7, 0.25).astype(np.float32), settings) for k in range(3)
+    }
+    edit_parts["i3"] = components("i3", blob(0.2, 0.7).astype(np.float32), settings)  # elsewhere
+    null_parts = {"i1": components("i1", blob(0.7, 0.27).astype(np.float32), settings)}
+    (cluster,) = [
+        c for c in cluster_components([p for v in edit_parts.values() for p in v], 0.12) if len(c.images) == 3
+    ]
+    edit, null = presence(cluster, ["i0", "i1", "i2", "i3"], edit_parts, null_parts, 0.12)
+    assert edit.tolist() == [True, True, True, False] and null.tolist() == [False, True, False, False]
+    # A cluster of one image sets no place for that image: it cannot count itself
+    (single,) = cluster_components(edit_parts["i3"], 0.12)
+    assert presence(single, ["i3"], edit_parts, null_parts, 0.12)[0].tolist() == [False]

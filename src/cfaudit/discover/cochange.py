@@ -16,7 +16,19 @@ One row per (intervention, head):
     the change the label statistics predict (:class:`~cfaudit.discover.label_statistics.LabelStatistics`);
 ``data_association``
     the same contrast in the classifier's outputs on real images of a held-out split: what images with the
-    target attribute look like to the classifier, compared with images with the source attribute.
+    target attribute look like to the classifier, compared with images with the source attribute;
+``classifier_bias``
+    for a head whose truth every image records (:data:`~cfaudit.discover.heads.FULLY_OBSERVED`: age, sex,
+    race), the same contrast in the classifier's *error* on those real images (output minus recorded truth),
+    e.g. ``mean(predicted age - age | Edema=1) - mean(predicted age - age | Edema=0)``: how much of the data
+    association is the classifier reading the intervened attribute as this one. NaN for the findings, whose
+    labels are not the whole truth (an image can show what its report does not name);
+``spread``, ``p_value``
+    the standard deviation of the per-image changes beyond the null edit, and the sign-flip test's p-value of
+    ``H0: |delta| <= offtarget_control`` (:func:`~cfaudit.discover.significance.sign_flip_p`);
+``q_value``, ``detectable``
+    filled in once the whole run's family is known (:func:`~cfaudit.discover.candidates.apply_error_rates`):
+    the false-discovery-adjusted p-value and the smallest change the run could have detected.
 """
 
 from __future__ import annotations
@@ -29,14 +41,16 @@ import numpy as np
 import pandas as pd
 
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
-from cfaudit.discover.heads import HEAD_COLUMNS, HEAD_SCALE, intervened_heads
+from cfaudit.discover.heads import FULLY_OBSERVED, HEAD_COLUMNS, HEAD_SCALE, intervened_heads
 from cfaudit.discover.label_statistics import LabelStatistics
+from cfaudit.discover.significance import sign_flip_p
 from cfaudit.edit.interventions import Intervention
 from cfaudit.evaluate.metrics import bootstrap_ci
 
 COCHANGE_COLUMNS: tuple[str, ...] = (
     "intervention", "head", "intervened", "n_images", "effect", "null_control", "delta", "ci_low", "ci_high",
-    "offtarget_control", "label_association", "data_association", "scale",
+    "offtarget_control", "label_association", "data_association", "classifier_bias", "scale", "spread", "p_value",
+    "q_value", "detectable",
 )  # fmt: skip
 
 
@@ -50,9 +64,16 @@ def cochange_table(
     policy: LabelPolicy = DEFAULT_POLICY,
     resamples: int = 1000,
     seed: int = 0,
+    bias: LabelStatistics | None = None,
+    draws: int = 9999,
 ) -> pd.DataFrame:
+    """One row per (intervention, head); ``bias`` holds the classifier's error on real images (output minus
+    recorded truth, :func:`~cfaudit.discover.label_statistics.classifier_error`), ``draws`` the Monte Carlo
+    sign vectors of the p-values when an intervention has more than
+    :data:`~cfaudit.discover.significance.EXACT_MAX` images."""
     position = {image_id: k for k, image_id in enumerate(scores["images"])}
     rows: list[dict[str, Any]] = []
+    changes: dict[str, np.ndarray] = {}  # per intervention: images x heads, beyond the null edit
     for intervention in interventions:
         name = str(intervention)
         selected = np.flatnonzero(edits["intervention"].to_numpy() == name)
@@ -63,6 +84,11 @@ def cochange_table(
         edited = [records[str(i)] for i in edits["image_id"].to_numpy()[selected]]
         association = labels.association(intervention, edited, policy)
         in_data = data.association(intervention, edited, policy) if data is not None else {}
+        misread = bias.association(intervention, edited, policy) if bias is not None else {}
+        changes[name] = np.stack(
+            [scores["counterfactual"][h][selected] - scores["null"][h][image_rows] for h in HEAD_COLUMNS],
+            axis=1,
+        )
         for head in HEAD_COLUMNS:
             before = scores["original"][head][image_rows]
             null = scores["null"][head][image_rows]
@@ -81,7 +107,9 @@ def cochange_table(
                     "ci_high": interval.high,
                     "label_association": association[head],
                     "data_association": in_data.get(head, math.nan),
+                    "classifier_bias": misread.get(head, math.nan) if head in FULLY_OBSERVED else math.nan,
                     "scale": HEAD_SCALE[head],
+                    "spread": float(np.std(after - null, ddof=1)) if selected.size > 1 else math.nan,
                 }
             )
     table = pd.DataFrame(rows)
@@ -90,6 +118,14 @@ def cochange_table(
     table["offtarget_control"] = [
         _offtarget(table, row.intervention, row.head) for row in table.itertuples(index=False)
     ]
+    # The test of each change against its controls: paired with the null edit, beyond the off-target habit
+    table["p_value"] = math.nan
+    for k, (name, change) in enumerate(changes.items()):
+        rows_of = np.flatnonzero(table["intervention"].to_numpy() == name)
+        shift = table["offtarget_control"].to_numpy()[rows_of]
+        table.loc[table.index[rows_of], "p_value"] = sign_flip_p(change, shift, draws=draws, seed=(seed, k))
+    table["q_value"] = math.nan
+    table["detectable"] = math.nan
     return table[list(COCHANGE_COLUMNS)]
 
 

@@ -6,6 +6,11 @@ components of one sign outside the intervention's expected region (:class:`Regio
 images are grouped by position and sign into **change clusters** (greedy, nearest centre within ``radius``):
 a cluster present in a large share of the edited images, and not in the controls, is something the edit
 changes that the intervention did not name.
+
+Each cluster is tested against its controls over images (:func:`presence`,
+:func:`~cfaudit.discover.significance.presence_p`): its place is found from the edits themselves, so whether an
+image's edit changes that place is judged at the centre of the *other* images' members (leave one out), which
+keeps an image from voting for the place where it is then counted.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from cfaudit.discover.significance import presence_p
 from cfaudit.errors import CfauditError
 
 DEFAULT_REGIONS = "regions.yaml"
@@ -277,6 +283,33 @@ def share_near(
     return hits / len(parts_by_image)
 
 
+def presence(
+    cluster: Cluster,
+    image_ids: Sequence[str],
+    edit_parts: Mapping[str, Sequence[Component]],
+    null_parts: Mapping[str, Sequence[Component]],
+    radius: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, whether its edit (first array) and its null edit (second) have a component of the cluster's
+    sign within ``radius`` of the mass-weighted centre of the cluster's members in the *other* images."""
+    edit = np.zeros(len(image_ids), dtype=bool)
+    null = np.zeros(len(image_ids), dtype=bool)
+    for k, image_id in enumerate(image_ids):
+        others = [m for m in cluster.members if m.image_id != image_id]
+        if not others:
+            continue
+        mass = sum(m.mass for m in others)
+        x = sum(m.x * m.mass for m in others) / mass
+        y = sum(m.y * m.mass for m in others) / mass
+
+        def near(parts: Sequence[Component], x: float = x, y: float = y) -> bool:
+            return any(p.sign == cluster.sign and math.hypot(p.x - x, p.y - y) <= radius for p in parts)
+
+        edit[k] = near(edit_parts.get(image_id, ()))
+        null[k] = near(null_parts.get(image_id, ()))
+    return edit, null
+
+
 def member_mask(cluster: Cluster, image_id: str, grid: int) -> np.ndarray:
     """Boolean grid mask of this cluster's components in one image."""
     mask = np.zeros(grid * grid, dtype=bool)
@@ -310,7 +343,7 @@ def cluster_summary(cluster: Cluster) -> dict[str, Any]:
 
 CLUSTER_COLUMNS: tuple[str, ...] = (
     "intervention", "cluster", "n_images", "images_with", "frequency", "ci_low", "ci_high", "null_control",
-    "offtarget_control", "x", "y", "x0", "y0", "x1", "y1", "sign", "area", "where", "head", "head_change", "data_support", "examples",
+    "offtarget_control", "x", "y", "x0", "y0", "x1", "y1", "sign", "area", "where", "head", "head_change", "data_support", "p_value", "q_value", "detectable", "examples",
 )  # fmt: skip
 MEMBER_COLUMNS: tuple[str, ...] = (
     "intervention", "cluster", "image_id", "x", "y", "area", "sign", "mass", "grid", "pixels",
@@ -364,7 +397,10 @@ def find_clusters(
         if rows.size == 0 or atlas.is_global(attributes):
             continue
         outside = ~atlas.mask(attributes, grid)
-        parts = [p for r in rows for p in components(image_ids[r], maps["edit"][r], settings, outside)]
+        parts_by_image = {
+            image_ids[r]: components(image_ids[r], maps["edit"][r], settings, outside) for r in rows
+        }
+        parts = [p for found_parts in parts_by_image.values() for p in found_parts]
         found = [
             c for c in cluster_components(parts, settings.radius) if len(c.images) >= settings.min_images
         ]
@@ -374,10 +410,14 @@ def find_clusters(
             present = np.array([i in set(cluster.images) for i in family_images], dtype=float)
             interval = bootstrap_ci(present, resamples=1000, seed=k)
             others = [
-                share_near(parts_by_image, cluster.x, cluster.y, cluster.sign, settings.radius)
-                for other, parts_by_image in anywhere.items()
-                if other != name and parts_by_image
+                share_near(other_parts, cluster.x, cluster.y, cluster.sign, settings.radius)
+                for other, other_parts in anywhere.items()
+                if other != name and other_parts
             ]
+            offtarget = float(np.median(others)) if others else math.nan
+            changed, null_changed = presence(
+                cluster, family_images, parts_by_image, null_parts, settings.radius
+            )
             support = (
                 data_support(cluster, intervention, data, [records[i] for i in family_images], grid, policy)
                 if data is not None and records is not None
@@ -402,11 +442,14 @@ def find_clusters(
                         cluster.sign,
                         settings.radius,
                     ),
-                    "offtarget_control": float(np.median(others)) if others else math.nan,
+                    "offtarget_control": offtarget,
                     **cluster_summary(cluster),
                     "head": head,
                     "head_change": head_change,
                     "data_support": round(support, 4) if not math.isnan(support) else math.nan,
+                    "p_value": presence_p(changed, null_changed, offtarget),
+                    "q_value": math.nan,  # set once the run's whole family is known
+                    "detectable": math.nan,
                     "examples": ";".join(
                         dict.fromkeys(m.image_id for m in sorted(cluster.members, key=lambda m: -m.mass))
                     ),
