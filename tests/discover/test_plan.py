@@ -4,7 +4,19 @@ from pathlib import Path
 import pytest
 
 from cfaudit.data.vocabulary import PATHOLOGIES, RACES
-from cfaudit.discover.plan import build_plan, default_interventions, is_eligible, label_state
+from cfaudit.discover.plan import (
+    allot_images,
+    build_plan,
+    default_interventions,
+    eligible_counts,
+    family_size,
+    images_per_intervention,
+    is_eligible,
+    label_state,
+    regional_interventions,
+)
+from cfaudit.discover.regions import RegionAtlas
+from cfaudit.discover.significance import images_for_share
 from cfaudit.edit.interventions import Intervention
 from cfaudit.edit.job import JobItem
 from cfaudit.errors import CfauditError
@@ -123,3 +135,50 @@ def test_real_images_are_read_square_and_no_larger_than_the_working_size(tmp_pat
     assert _read_at_most(tmp_path / "big.png", 256).shape == (256, 256)
     small = _read_at_most(tmp_path / "small.png", 256)
     assert small.shape == (128, 128) and abs(float(small.mean()) - 0.5) < 1e-3  # never upsampled
+
+
+def test_eligible_counts_and_images_allotted_within_a_budget():
+    items = [item(k, Cardiomegaly=float(k % 2), sex="Male" if k < 3 else "Female") for k in range(12)]
+    interventions = [Intervention.parse("Cardiomegaly=0"), Intervention.parse("sex=Female")]
+    eligible = eligible_counts(items, interventions)
+    assert eligible == {"do(Cardiomegaly=0)": 6, "do(sex=Female)": 3}
+    assert allot_images(5, eligible) == {"do(Cardiomegaly=0)": 5, "do(sex=Female)": 3}
+    # 6 edits: the one with 3 eligible keeps them, the other gets what is left under a common cap
+    assert allot_images(5, eligible, budget=6) == {"do(Cardiomegaly=0)": 3, "do(sex=Female)": 3}
+    assert allot_images(5, eligible, budget=4) == {"do(Cardiomegaly=0)": 2, "do(sex=Female)": 2}
+    with pytest.raises(CfauditError, match="budget"):
+        allot_images(5, eligible, budget=1)
+
+
+def test_plan_takes_a_number_of_images_per_intervention():
+    items = [item(k, Cardiomegaly=float(k % 2)) for k in range(12)]
+    interventions = [Intervention.parse("Cardiomegaly=0"), Intervention.parse("Edema=1")]
+    plan = build_plan(items, interventions, {"do(Cardiomegaly=0)": 2, "do(Edema=1)": 5}, seed=1)
+    assert {k: len(v) for k, v in plan.images_by_intervention.items()} == {
+        "do(Cardiomegaly=0)": 2,
+        "do(Edema=1)": 5,
+    }
+    # The same seeded order as one number for all: the first images agree
+    same = build_plan(items, interventions, 5, seed=1)
+    assert same.images_by_intervention["do(Edema=1)"] == plan.images_by_intervention["do(Edema=1)"]
+    left_out = build_plan(items, interventions, {"do(Edema=1)": 3}, seed=1)
+    assert left_out.images_by_intervention["do(Cardiomegaly=0)"] == [] and left_out.n_edits == 3
+
+
+def test_auto_images_are_what_detecting_the_stated_share_needs_within_eligible_images_and_budget():
+    items = [item(k, Cardiomegaly=float(k % 4 == 0)) for k in range(200)]
+    interventions = [Intervention.parse("Cardiomegaly=0"), Intervention.parse("Cardiomegaly=1")]
+    atlas = RegionAtlas.load()
+    tests = family_size(interventions, atlas)
+    assert tests == 2 * (20 - 2) + 2  # heads not targeted (the finding and No Finding are), one cluster each
+    level = 0.1 / tests
+    needed = images_for_share(0.3, level)
+    per, eligible = images_per_intervention(items, interventions, "auto", 0.3, level)
+    assert eligible == {"do(Cardiomegaly=0)": 50, "do(Cardiomegaly=1)": 150}
+    assert per == {"do(Cardiomegaly=0)": min(needed, 50), "do(Cardiomegaly=1)": needed}
+    per, _ = images_per_intervention(items, interventions, "auto", 0.3, level, budget=60)
+    assert per == {"do(Cardiomegaly=0)": 30, "do(Cardiomegaly=1)": 30}
+    assert images_per_intervention(items, interventions, 16, 0.3, level) == (16, None)
+    assert regional_interventions([*interventions, Intervention.parse("sex=Female")], atlas) == {
+        "do(Cardiomegaly=0)", "do(Cardiomegaly=1)",
+    }  # fmt: skip
