@@ -4,6 +4,8 @@ The phantom's ground truth (device masks) is read here, by the test, to score wh
 discovery code itself never reads it.
 """
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,6 +21,7 @@ from cfaudit.evaluate.classifiers import load_classifier
 from cfaudit.models.loading import load_components
 
 INTERVENTIONS = ["Cardiomegaly=0", "Edema=1", "age=+20"]
+INTERVENTIONS_DO = [f"do({i})" for i in INTERVENTIONS]
 PACEMAKER_BIT, TUBE_BITS = 10, (11, 12, 13, 14)  # ground_truth/legend.json of the phantom
 
 
@@ -71,8 +74,12 @@ def mask_share(root, members, bits, excluding=()):
 def test_discovery_ranks_pacemaker_removal_with_cardiomegaly_and_reports_age_effusion(tmp_path, models):
     root, result = discovery(tmp_path, models, "default", seed=3)
     top = result.candidates.head(3)
-    found = top[(top["kind"] == "region") & (top["intervention"] == "do(Cardiomegaly=0)") & top["flagged"]]
+    # Every rule of a hidden relation holds; whether 12 images are enough to flag it among the run's ~60 tests
+    # is the q-value's to say (5 of 12 images give p = 1/32 at best, q about 0.13 here: "not significant")
+    backed = top["status"].isin(["hidden", "not significant"])
+    found = top[(top["kind"] == "region") & (top["intervention"] == "do(Cardiomegaly=0)") & backed]
     assert not found.empty, result.candidates.head(8).to_string()
+    assert_error_rates(tmp_path / "discovery", result)
     cluster = int(found.iloc[0]["target"].split()[-1])
     members = pd.read_csv(tmp_path / "discovery" / "cluster_members.csv")
     members = members[(members["intervention"] == "do(Cardiomegaly=0)") & (members["cluster"] == cluster)]
@@ -102,3 +109,24 @@ def test_discovery_flags_nothing_on_a_phantom_without_planted_relations(tmp_path
     _, result = discovery(tmp_path, models, "null", seed=4)
     assert result.flagged.empty, result.flagged.to_string()
     assert not result.candidates.empty  # it still reports what the labels and the edits show
+    assert_error_rates(tmp_path / "discovery", result)
+
+
+def assert_error_rates(folder, result, alpha=0.1):
+    """p, q and detectable effects are written, and flags follow q <= alpha."""
+    written = pd.read_csv(folder / "candidates.csv")
+    assert {"p_value", "q_value", "detectable", "classifier_bias", "rests_on", "cross_check"} <= set(
+        written.columns
+    )
+    assert written["p_value"].between(0, 1).all() and (written["q_value"] >= written["p_value"] - 1e-12).all()
+    assert (written["flagged"] == ((written["status"] == "hidden") & (written["q_value"] <= alpha))).all()
+    assert (written.loc[written["status"] == "not significant", "q_value"] > alpha).all()
+    power = pd.read_csv(folder / "power.csv")
+    assert set(power["intervention"]) == set(INTERVENTIONS_DO) and (power["n_images"] == 12).all()
+    assert power["detectable_head"].notna().all() and power["detectable_share"].notna().sum() == 2  # not age
+    meta = json.loads((folder / "discovery.json").read_text())
+    family = meta["error_rates"]
+    assert family["alpha"] == alpha and family["tests"] >= len(written[written["kind"] == "region"])
+    assert family["rejections"] == int(
+        (pd.read_csv(folder / "cochange.csv")["q_value"] <= alpha).sum()
+    ) + int((pd.read_csv(folder / "clusters.csv")["q_value"] <= alpha).sum())

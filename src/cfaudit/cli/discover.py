@@ -38,7 +38,12 @@ def discover_command(
             help="Split whose real images give the data association (not the classifier's train split)."
         ),
     ] = "val",
-    images: Annotated[int, typer.Option(help="Eligible images per intervention.")] = 16,
+    images: Annotated[
+        str,
+        typer.Option(
+            help="Eligible images per intervention, or auto: as many as --detect-effect needs (80% power)."
+        ),
+    ] = "16",
     method: Annotated[str, typer.Option(help="Inversion: direct (default), nti, npi or ddim.")] = "direct",
     steps: Annotated[
         int | None, typer.Option(help="DDIM steps (default: 20 for direct, 50 for the others).")
@@ -54,6 +59,22 @@ def discover_command(
     region_margin: Annotated[
         float, typer.Option(help="Change clusters must beat the controls by this share of images.")
     ] = 0.2,
+    alpha: Annotated[
+        float, typer.Option(help="Flag only relations whose q-value (false discovery rate) is at most this.")
+    ] = 0.1,
+    fdr: Annotated[
+        str,
+        typer.Option(help="q-values: bh (Benjamini-Hochberg) or by (Benjamini-Yekutieli, any dependence)."),
+    ] = "bh",
+    detect_effect: Annotated[
+        float,
+        typer.Option(
+            help="With --images auto: the share of images a change must show in to be detected (0.3: 30%)."
+        ),
+    ] = 0.3,
+    edit_budget: Annotated[
+        int | None, typer.Option(help="With --images auto: at most this many edits in all.")
+    ] = None,
     regions: Annotated[
         Path | None, typer.Option(help="YAML of expected regions per attribute (default: the shipped atlas).")
     ] = None,
@@ -74,10 +95,14 @@ def discover_command(
         result = discover(
             model, index, classifier, out, do, split=split, label_split=label_split, data_split=data_split, images=images, method=method, steps=steps,
             guidance=guidance, prompt_mode=prompt_mode, batch_size=batch_size, margin=margin,
-            region_margin=region_margin, regions=regions, seed=seed, device=device, progress=progress,
+            region_margin=region_margin, alpha=alpha, fdr=fdr, detect_effect=detect_effect,
+            edit_budget=edit_budget, regions=regions, seed=seed, device=device, progress=progress,
         )  # fmt: skip
     print_candidates(console, result.candidates, top)
-    console.print(f"candidates: {out / 'candidates.csv'} ({int(result.candidates['flagged'].sum())} flagged)")
+    print_power(console, result.power)
+    console.print(
+        f"candidates: {out / 'candidates.csv'} ({int(result.candidates['flagged'].sum())} flagged at q <= {alpha})"
+    )
 
 
 def print_candidates(console: Console, candidates: pd.DataFrame, top: int) -> None:
@@ -88,6 +113,23 @@ def print_candidates(console: Console, candidates: pd.DataFrame, top: int) -> No
     for row in candidates.head(top).itertuples(index=False):
         mark = "[bold red]flagged[/]" if row.flagged else f"[dim]{row.status}[/]"
         console.print(f"{row.rank}. {mark} {row.description}", highlight=False)
+
+
+def print_power(console: Console, power: pd.DataFrame) -> None:
+    """One line on what the run could have detected: the range of its per-intervention detectable shares."""
+    if power.empty:
+        return
+    shares = power["detectable_share"].dropna()
+    if shares.empty:
+        return
+    undetectable = int((shares == float("inf")).sum())
+    finite = shares[shares != float("inf")]
+    said = f"{finite.min():.0%} to {finite.max():.0%} of images" if not finite.empty else "none"
+    console.print(
+        f"detectable with 80% power (power.csv): a change at one place in {said}"
+        + (f"; {undetectable} intervention(s) have too few images to detect any" if undetectable else ""),
+        highlight=False,
+    )
 
 
 def register(app: typer.Typer) -> None:

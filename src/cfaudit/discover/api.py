@@ -10,6 +10,7 @@ from cfaudit.discover.candidates import CandidateSettings
 from cfaudit.discover.regions import RegionAtlas, RegionSettings
 from cfaudit.discover.run import DiscoveryResult, DiscoverySettings, Progress
 from cfaudit.discover.run import discover as run_discovery
+from cfaudit.errors import CfauditError
 
 #: Steps of a discovery's edits when none are given: more than the editor's default for direct inversion. A
 #: discovery looks for what else the model draws with an attribute, and the added structures come out where the
@@ -28,7 +29,7 @@ def discover(
     split: str = "test",
     label_split: str = "train",
     data_split: str = "val",
-    images: int = 16,
+    images: int | str = 16,
     method: str = "direct",
     steps: int | None = None,
     guidance: float = 7.5,
@@ -36,6 +37,10 @@ def discover(
     batch_size: int = 4,
     margin: float = CandidateSettings.margin,
     region_margin: float = CandidateSettings.region_margin,
+    alpha: float = CandidateSettings.alpha,
+    fdr: str = CandidateSettings.fdr,
+    detect_effect: float = DiscoverySettings.detect_effect,
+    edit_budget: int | None = None,
     regions: str | os.PathLike[str] | None = None,
     seed: int = 0,
     device: str | None = None,
@@ -46,6 +51,9 @@ def discover(
     ``model`` is ``demo`` (the shipped tiny model), a diffusers folder or a hub id; ``classifier`` is a folder
     written by ``cfaudit classifiers train`` or ``demo`` (the shipped phantom classifier); ``do`` lists
     interventions as ``"A=v"`` strings (default: :func:`~cfaudit.discover.plan.default_interventions`).
+    A relation is flagged only at a q-value of at most ``alpha`` (``fdr``: ``bh`` or ``by``); ``images="auto"``
+    edits as many images per intervention as detecting a change in ``detect_effect`` of them needs (80% power),
+    at most ``edit_budget`` edits in all.
     """
     from cfaudit.edit.editor import CounterfactualEditor, EditSettings
     from cfaudit.edit.interventions import parse_interventions
@@ -56,6 +64,18 @@ def discover(
 
     # Check what the user typed before loading any model
     interventions = parse_interventions(list(do)) if do else None
+    settings = DiscoverySettings(
+        split=split,
+        label_split=label_split,
+        data_split=data_split,
+        images=_images(images),
+        detect_effect=detect_effect,
+        edit_budget=edit_budget,
+        prompt_mode=prompt_mode,
+        seed=seed,
+        candidates=CandidateSettings(margin=margin, region_margin=region_margin, alpha=alpha, fdr=fdr),
+        regions=RegionSettings(),
+    )
     if not isinstance(index, DataIndex):
         DataIndex.read(index)  # a missing or broken index fails here, in a second
     atlas = RegionAtlas.load(regions)
@@ -72,16 +92,6 @@ def discover(
         edit=EditSettings(guidance_scale=guidance),
         batch_size=batch_size,
     )
-    settings = DiscoverySettings(
-        split=split,
-        label_split=label_split,
-        data_split=data_split,
-        images=images,
-        prompt_mode=prompt_mode,
-        seed=seed,
-        candidates=CandidateSettings(margin=margin, region_margin=region_margin),
-        regions=RegionSettings(),
-    )
     return run_discovery(
         editor,
         index,
@@ -94,3 +104,13 @@ def discover(
         atlas=atlas,
         progress=progress,
     )
+
+
+def _images(images: int | str) -> int | str:
+    """``--images``: a number, or ``auto``."""
+    if isinstance(images, str) and images.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(images)
+    except (TypeError, ValueError):
+        raise CfauditError(f"--images must be a number or 'auto', got {images!r}") from None

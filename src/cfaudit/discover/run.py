@@ -1,17 +1,21 @@
 """``discover``: make systematic edits and rank what else they change, against controls.
 
-1. **Plan** (:mod:`cfaudit.discover.plan`): each intervention gets up to ``images`` eligible images of the split;
-   each image is inverted once for all of its edits, and also receives the null edit (target = source prompt).
+1. **Plan** (:mod:`cfaudit.discover.plan`): each intervention gets up to ``images`` eligible images of the split
+   (``"auto"``: as many as detecting ``detect_effect`` needs, within ``edit_budget``); each image is inverted
+   once for all of its edits, and also receives the null edit (target = source prompt).
 2. **Edit** with :func:`cfaudit.edit.job.run_edit_job` into ``out/edits`` (resumable, inversions cached).
 3. **Co-change**: every classifier head on the original, the null edit and each counterfactual. The effect of an
    edit on a head is paired against the same image's null edit (what the editor changes when asked to change
    nothing), with a bootstrap interval, and compared with two more controls: the typical change of that head
    under *other* interventions (the editor's habit of moving it whatever it is asked) and the change the label
-   statistics of the data predict (:mod:`cfaudit.discover.label_statistics`).
+   statistics of the data predict (:mod:`cfaudit.discover.label_statistics`). For age, sex and race, whose truth
+   every image records, the classifier's own error on real images says how much of what it reads is misreading.
 4. **Regions** (:mod:`cfaudit.discover.regions`): changes outside the intervened attribute's expected region are
    grouped across images into change clusters, each against the null edit and the other interventions.
-5. **Rank** (:mod:`cfaudit.discover.candidates`) and write ``candidates.json/csv``, ``cochange.csv``,
-   ``clusters.csv``, ``cluster_members.csv``, mean maps, evidence crops and ``discovery.json``.
+5. **Error rates** (:mod:`cfaudit.discover.error_rates`): q-values over every test of the run, the smallest
+   effects the run could have detected (``power.csv``).
+6. **Rank** (:mod:`cfaudit.discover.candidates`) and write ``candidates.json/csv``, ``cochange.csv``,
+   ``clusters.csv``, ``cluster_members.csv``, ``power.csv``, mean maps, evidence crops and ``discovery.json``.
 
 Discovery reads images, labels and classifier outputs only; a phantom's ground truth is never read here.
 """
@@ -35,11 +39,19 @@ from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
 from cfaudit.data.records import DataIndex
 from cfaudit.discover.candidates import CandidateSettings, rank_candidates
 from cfaudit.discover.cochange import cochange_table
+from cfaudit.discover.error_rates import apply_error_rates, power_table
 from cfaudit.discover.evidence import write_cluster_evidence, write_mean_maps
 from cfaudit.discover.heads import HEAD_COLUMNS, head_columns
-from cfaudit.discover.label_statistics import LabelStatistics
-from cfaudit.discover.plan import build_plan, default_interventions
+from cfaudit.discover.label_statistics import LabelStatistics, classifier_error
+from cfaudit.discover.plan import (
+    build_plan,
+    default_interventions,
+    family_size,
+    images_per_intervention,
+    regional_interventions,
+)
 from cfaudit.discover.regions import RegionAtlas, RegionSettings, find_clusters, local_detail, to_grid
+from cfaudit.discover.significance import Family, draws_for
 from cfaudit.edit.interventions import Intervention
 from cfaudit.edit.job import IDENTITY_FILE, JobSettings, items_from_index, run_edit_job, safe_name
 from cfaudit.errors import CfauditError
@@ -53,8 +65,14 @@ class DiscoverySettings:
     """What a discovery edits and how it decides; every field is recorded in ``discovery.json``."""
 
     split: str = "test"
-    #: Eligible images per intervention.
-    images: int = 16
+    #: Eligible images per intervention, or ``"auto"``: as many as detecting ``detect_effect`` needs.
+    images: int | str = 16
+    #: For ``images="auto"``: the effect to detect with 80% power, as a share of the edited images that show a
+    #: change at one place where neither the null edits nor the other interventions change anything (the
+    #: change-cluster test; head changes are reported after the run, as ``detectable``).
+    detect_effect: float = 0.3
+    #: For ``images="auto"``: at most this many edits in all (None: no limit but the eligible images).
+    edit_budget: int | None = None
     #: Label statistics come from this split (the data the model was fitted on).
     label_split: str = "train"
     #: The data association (classifier outputs and local image detail of real images) comes from this split,
@@ -65,9 +83,22 @@ class DiscoverySettings:
     data_images: int = 2000
     prompt_mode: str = "full"
     bootstrap: int = 1000
+    #: Random sign vectors of a sign-flip test with more than 16 images (fewer: all of them); raised as the
+    #: number of tests needs (:func:`~cfaudit.discover.significance.draws_for`).
+    permutations: int = 9999
     seed: int = 0
     candidates: CandidateSettings = field(default_factory=CandidateSettings)
     regions: RegionSettings = field(default_factory=RegionSettings)
+
+    def __post_init__(self) -> None:
+        if self.images != "auto" and not (isinstance(self.images, int) and self.images >= 1):
+            raise CfauditError(f"--images must be a number of at least 1 or 'auto', got {self.images!r}")
+        if not 0 < self.detect_effect <= 1:
+            raise CfauditError(
+                f"--detect-effect is a share of images in (0, 1] (0.3: 30% of them), got {self.detect_effect}"
+            )
+        if self.edit_budget is not None and (self.images != "auto" or self.edit_budget < 1):
+            raise CfauditError("--edit-budget (at least 1) goes with --images auto")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,6 +111,10 @@ class DiscoveryResult:
     cochange: pd.DataFrame
     clusters: pd.DataFrame
     seconds: float
+    #: Per intervention, the smallest effects the run could have detected (``power.csv``).
+    power: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: The run's family of tests (q-values, the level one more relation would need).
+    family: Family | None = None
 
     @property
     def flagged(self) -> pd.DataFrame:
@@ -126,7 +161,12 @@ def discover(
     _needed_split(index, settings.label_split, "label")
     _needed_split(index, settings.data_split, "data")
     items = items_from_index(index, settings.split, policy=policy)
-    plan = build_plan(items, interventions, settings.images, settings.seed, policy)
+    tests = family_size(interventions, atlas)
+    per_intervention, eligible = images_per_intervention(
+        items, interventions, settings.images, settings.detect_effect, settings.candidates.alpha / tests,
+        settings.edit_budget, policy,
+    )  # fmt: skip
+    plan = build_plan(items, interventions, per_intervention, settings.seed, policy)
     if not plan.items:
         raise CfauditError(
             f"no image of split {settings.split!r} is eligible for any intervention; choose another --split"
@@ -156,21 +196,17 @@ def discover(
         data_index = DataIndex(
             data_index.table.iloc[keep].reset_index(drop=True), data_index.root, data_index.meta
         )
-    size = _working_size(classifier)
-    real_images = [_read_at_most(path, size) for path in data_index.image_paths()]
-    data_heads = head_columns(classifier.predict(real_images))
-    data = LabelStatistics(
-        data_index.table, policy, values=np.stack([data_heads[c] for c in HEAD_COLUMNS], axis=1)
-    )
+    real = real_image_controls(classifier, data_index, policy)
     records = {item.image_id: item.record for item in plan.items}
     cochange = cochange_table(
-        scores, edits, interventions, labels, data, records, policy, settings.bootstrap, settings.seed
-    )
+        scores, edits, interventions, labels, real.data, records, policy, settings.bootstrap, settings.seed,
+        bias=real.bias, draws=draws_for(tests, settings.candidates.alpha, settings.permutations),
+    )  # fmt: skip
 
     # 4. Change clusters outside each intervention's expected region
     maps = _load_maps(edits, out / "edits", settings.regions.grid)
     details = np.stack(
-        [local_detail(to_grid(image, settings.regions.grid), settings.regions) for image in real_images]
+        [local_detail(to_grid(image, settings.regions.grid), settings.regions) for image in real.images]
     )
     clusters, members = find_clusters(
         edits,
@@ -192,14 +228,25 @@ def discover(
         ]
         clusters["mean_map"] = [mean_maps.get(i, "") for i in clusters["intervention"]]
 
-    # 5. Rank and write
-    candidates = rank_candidates(cochange, clusters, settings.candidates)
+    # 5. Error rates: q-values over every test of the run, and what the run could have detected
+    cochange, clusters, family = apply_error_rates(
+        cochange, clusters, settings.candidates.alpha, settings.candidates.fdr
+    )
+    regional = regional_interventions(interventions, atlas)
+    n_images = {name: len(images) for name, images in plan.images_by_intervention.items() if images}
+    requested = per_intervention if isinstance(per_intervention, dict) else None
+    power = power_table(cochange, family, n_images, regional, requested, eligible)
+
+    # 6. Rank and write
+    candidates = rank_candidates(cochange, clusters, settings.candidates, regional)
     _write_outputs(
         out,
         candidates,
         cochange,
         clusters,
         members,
+        power,
+        family,
         settings,
         interventions,
         plan,
@@ -209,7 +256,31 @@ def discover(
         atlas,
     )
     _tell(progress, "done", 1, 1)
-    return DiscoveryResult(out, candidates, cochange, clusters, time.perf_counter() - started)
+    return DiscoveryResult(out, candidates, cochange, clusters, time.perf_counter() - started, power, family)
+
+
+@dataclass
+class RealImages:
+    """What a discovery reads from real images of the data split: the images (at the working size), the
+    classifier's outputs as conditional means (``data``: the data association) and its error against the
+    recorded truth (``bias``: the classifier's bias, :func:`~cfaudit.discover.label_statistics.classifier_error`)."""
+
+    images: list[np.ndarray]
+    data: LabelStatistics
+    bias: LabelStatistics
+
+
+def real_image_controls(classifier: Any, data_index: DataIndex, policy: LabelPolicy) -> RealImages:
+    """Read the data split's images and what the classifier says about them."""
+    size = _working_size(classifier)
+    images = [_read_at_most(path, size) for path in data_index.image_paths()]
+    heads = head_columns(classifier.predict(images))
+    predicted = np.stack([heads[c] for c in HEAD_COLUMNS], axis=1)
+    return RealImages(
+        images,
+        LabelStatistics(data_index.table, policy, values=predicted),
+        classifier_error(data_index.table, predicted, policy),
+    )
 
 
 def _needed_split(index: DataIndex, name: str, role: str) -> pd.DataFrame:
@@ -286,6 +357,8 @@ def _write_outputs(
     cochange: pd.DataFrame,
     clusters: pd.DataFrame,
     members: pd.DataFrame,
+    power: pd.DataFrame,
+    family: Family,
     settings: DiscoverySettings,
     interventions: Sequence[Intervention],
     plan: Any,
@@ -300,6 +373,7 @@ def _write_outputs(
     atomic_io.write_csv(out / "clusters.csv", clusters)
     atomic_io.write_csv(out / "cluster_members.csv", members)
     atomic_io.write_csv(out / "candidates.csv", candidates)
+    atomic_io.write_csv(out / "power.csv", power)
     records = json.loads(candidates.to_json(orient="records"))
     atomic_io.write_json(out / "candidates.json", records)
     classifier_folder = getattr(classifier, "folder", None)
@@ -320,6 +394,9 @@ def _write_outputs(
             "images_per_intervention": {k: len(v) for k, v in plan.images_by_intervention.items()},
             "margin": settings.candidates.margin,
             "region_margin": settings.candidates.region_margin,
+            "alpha": settings.candidates.alpha,
+            "error_rates": family.to_dict(),
+            "power": json.loads(power.to_json(orient="records")),
             "heads": list(HEAD_COLUMNS),
             "flagged": int(candidates["flagged"].sum()) if not candidates.empty else 0,
         },
