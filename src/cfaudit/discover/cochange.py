@@ -27,7 +27,7 @@ One row per (intervention, head):
     the standard deviation of the per-image changes beyond the null edit, and the sign-flip test's p-value of
     ``H0: |delta| <= offtarget_control`` (:func:`~cfaudit.discover.significance.sign_flip_p`);
 ``q_value``, ``detectable``
-    filled in once the whole run's family is known (:func:`~cfaudit.discover.candidates.apply_error_rates`):
+    filled in once the whole run's family is known (:func:`~cfaudit.discover.error_rates.apply_error_rates`):
     the false-discovery-adjusted p-value and the smallest change the run could have detected.
 """
 
