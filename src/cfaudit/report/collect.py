@@ -6,7 +6,9 @@ Each ``--from`` folder is searched (itself and subfolders up to :data:`MAX_DEPTH
 * ``table2.csv`` -> an evaluation (:class:`EvaluationInput`, with ``axioms.csv``, ``table2.md``, ``table2.png``);
 * ``edits.csv`` -> an edit job (:class:`EditJobInput`, with ``job.json``);
 * ``discovery.json`` (or, without it, ``candidates.csv``) -> a discovery (:class:`DiscoveryInput`, with
-  ``candidates.csv``, ``cochange.csv``, ``clusters.csv``, ``maps/`` and its edit job in ``edits/``);
+  ``candidates.csv``, ``cochange.csv``, ``clusters.csv``, ``power.csv``, ``maps/`` and its edit job in
+  ``edits/``); a discovery made before error rates (no q-values, no ``error_rates`` in ``discovery.json``, no
+  ``power.csv``) is read as it is;
 * ``queue.json`` of ``cfaudit review queue`` -> an expert review (:class:`ReviewInput`, with the ``ratings.csv``
   beside it, checked against the edit folder it names); a ``queue.json`` of anything else is noted and skipped.
 
@@ -57,12 +59,25 @@ EDITS_REQUIRED = ("image_id", "intervention", "counterfactual", "difference")
 CANDIDATES_REQUIRED = ("intervention", "target", "effect")
 CANDIDATES_NUMERIC = (
     "rank", "effect", "ci_low", "ci_high", "null_control", "offtarget_control", "label_association", "excess",
-    "n_images", "frequency", "x", "y",
+    "n_images", "frequency", "x", "y", "p_value", "q_value", "detectable", "classifier_bias",
 )  # fmt: skip
 COCHANGE_REQUIRED = ("intervention", "head", "effect")
-COCHANGE_NUMERIC = ("effect", "ci_low", "ci_high", "null_control", "label_association", "n_images")
+COCHANGE_NUMERIC = (
+    "effect", "ci_low", "ci_high", "null_control", "label_association", "n_images", "classifier_bias", "spread",
+    "p_value", "q_value", "detectable",
+)  # fmt: skip
 CLUSTERS_REQUIRED = ("intervention", "cluster")
-CLUSTERS_NUMERIC = ("frequency", "n_images", "x", "y", "x0", "y0", "x1", "y1", "area")
+CLUSTERS_NUMERIC = (
+    "frequency", "n_images", "x", "y", "x0", "y0", "x1", "y1", "area", "p_value", "q_value", "detectable",
+)  # fmt: skip
+POWER_FILE = "power.csv"
+POWER_REQUIRED = ("intervention", "n_images")
+POWER_NUMERIC = (
+    "n_images", "requested", "eligible", "level", "detectable_share", "detectable_head", "heads_tested",
+    "heads_undetectable",
+)  # fmt: skip
+#: How ``discovery.json`` names the q-value adjustments (``error_rates.fdr``).
+FDR_METHODS = {"bh": "Benjamini-Hochberg", "by": "Benjamini-Yekutieli"}
 
 
 @dataclass
@@ -128,6 +143,27 @@ class DiscoveryInput:
     cochange: pd.DataFrame | None = None
     clusters: pd.DataFrame | None = None
     maps: dict[str, Path] = field(default_factory=dict)
+    #: What the run could have detected, per intervention (``power.csv``, else ``discovery.json``'s ``power``).
+    power: pd.DataFrame | None = None
+    #: Where :attr:`power` was read from: ``power.csv`` or ``discovery.json`` (whose JSON writes an infinite
+    #: value, "too few images", and a missing one alike as null).
+    power_source: str = ""
+    #: The run's family of tests (``discovery.json``'s ``error_rates``): alpha, fdr, tests, rejections, level.
+    error_rates: dict[str, Any] | None = None
+
+    @property
+    def alpha(self) -> float | None:
+        """The false discovery rate a relation is flagged at (None: a discovery made before error rates)."""
+        if self.error_rates is not None:
+            return float(self.error_rates["alpha"])
+        value = self.meta.get("alpha")
+        return float(value) if _is_fraction(value) else None
+
+    @property
+    def has_error_rates(self) -> bool:
+        """Whether the run computed p- and q-values (a discovery made before them has neither)."""
+        tables = (self.candidates, self.cochange, self.clusters)
+        return self.error_rates is not None or any(t is not None and "q_value" in t for t in tables)
 
 
 @dataclass
@@ -237,6 +273,67 @@ def read_json(path: Path, producer: str = "cfaudit") -> dict[str, Any]:
     return data
 
 
+def _is_fraction(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def read_error_rates(meta: dict[str, Any], path: Path, producer: str) -> dict[str, Any] | None:
+    """``discovery.json``'s ``error_rates`` checked (None where the discovery predates them)."""
+    value = meta.get("error_rates")
+    if value is None:
+        return None
+    problem = ""
+    if not isinstance(value, dict):
+        problem = f"is a {type(value).__name__}, not an object"
+    elif not _is_fraction(value.get("alpha")):
+        problem = f"alpha is {value.get('alpha')!r}, not a number between 0 and 1"
+    elif value.get("fdr", "bh") not in FDR_METHODS:
+        problem = f"fdr is {value.get('fdr')!r}, not one of {', '.join(FDR_METHODS)}"
+    elif not (_is_count(value.get("tests")) and _is_count(value.get("rejections"))):
+        problem = "tests and rejections must be whole numbers of at least 0"
+    elif value.get("level") is not None and not isinstance(value.get("level"), int | float):
+        problem = f"level is {value.get('level')!r}, not a number"
+    if problem:
+        raise CfauditError(f"{path}: error_rates {problem}; re-run {producer}")
+    return {"fdr": "bh", "level": None, **value}
+
+
+def read_power(folder: Path, meta: dict[str, Any], producer: str) -> tuple[pd.DataFrame | None, str]:
+    """The power table: ``power.csv``, else ``discovery.json``'s ``power`` records; (None, "") if neither."""
+    if (folder / POWER_FILE).is_file():
+        power = read_table(folder / POWER_FILE, POWER_REQUIRED, POWER_NUMERIC, producer)
+        power["intervention"] = power["intervention"].astype(str)
+        return power, POWER_FILE
+    records = meta.get("power")
+    if records is None:
+        return None, ""
+    if not isinstance(records, list) or not all(
+        isinstance(r, dict) and all(k in r for k in POWER_REQUIRED) for r in records
+    ):
+        raise CfauditError(
+            f"{folder / DISCOVERY_FILE}: power must be a list of objects with {', '.join(POWER_REQUIRED)}; "
+            f"re-run {producer}"
+        )
+    power = pd.DataFrame(records)
+    for column in POWER_NUMERIC:
+        if column in power:
+            converted = pd.to_numeric(power[column], errors="coerce")
+            bad = converted.isna() & power[column].notna()
+            if bad.any():
+                raise CfauditError(
+                    f"{folder / DISCOVERY_FILE}: power's {column} holds "
+                    f"{power[column][bad].iloc[0]!r}, not a number; re-run {producer}"
+                )
+            power[column] = converted.astype(float)
+    if not power.empty:
+        power["intervention"] = power["intervention"].astype(str)
+    return power, DISCOVERY_FILE
+
+
 def _flag(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1", "yes", "y")
@@ -292,6 +389,8 @@ def read_discovery(folder: Path) -> DiscoveryInput:
     producer = "`cfaudit discover`"
     meta = read_json(folder / DISCOVERY_FILE, producer) if (folder / DISCOVERY_FILE).is_file() else {}
     result = DiscoveryInput(folder, meta)
+    result.error_rates = read_error_rates(meta, folder / DISCOVERY_FILE, producer)
+    result.power, result.power_source = read_power(folder, meta, producer)
     if (folder / "candidates.csv").is_file():
         candidates = read_table(folder / "candidates.csv", CANDIDATES_REQUIRED, CANDIDATES_NUMERIC, producer)
         candidates["flagged"] = candidates["flagged"].map(_flag) if "flagged" in candidates else False
@@ -299,6 +398,9 @@ def read_discovery(folder: Path) -> DiscoveryInput:
             candidates["rank"] = range(1, len(candidates) + 1)
         for column in ("intervention", "target"):
             candidates[column] = candidates[column].astype(str)
+        for column in ("status", "rests_on", "cross_check"):
+            if column in candidates:
+                candidates[column] = candidates[column].fillna("").astype(str)
         result.candidates = candidates.sort_values("rank", kind="stable").reset_index(drop=True)
     if (folder / "cochange.csv").is_file():
         cochange = read_table(folder / "cochange.csv", COCHANGE_REQUIRED, COCHANGE_NUMERIC, producer)
