@@ -189,8 +189,9 @@ def cochange_heatmaps(
     """The co-change matrix (interventions x heads) beside the label-association matrix, on the same axes.
 
     Both panels share one colour scale per unit, so a cell means the same in both; a column whose values leave
-    [-1, 1] (e.g. age in years) gets its own scale and a ``†`` in its label. Bold numbers: the effect's
-    confidence interval excludes zero. Black frames: relations flagged by discovery.
+    [-1, 1] (e.g. age in years) gets its own scale and a ``†`` in its label. Bold numbers: the ``significant``
+    cells (the caller's choice: q <= alpha where the discovery has q-values, else an interval that excludes zero).
+    Black frames: relations flagged by discovery.
     """
     label = label.reindex(index=effect.index, columns=effect.columns)
     scales = _column_scales(effect, label)

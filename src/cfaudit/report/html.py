@@ -34,6 +34,8 @@ from cfaudit.edit.difference import load_difference
 from cfaudit.errors import CfauditError
 from cfaudit.report import figures
 from cfaudit.report.collect import (
+    DISCOVERY_FILE,
+    FDR_METHODS,
     MIN_LABEL_COUNT,
     DatasetInput,
     DiscoveryInput,
@@ -79,6 +81,18 @@ def interval(mean: Any, low: Any, high: Any, signed: bool = False) -> str:
     if is_number(low) and is_number(high):
         text += f" [{number(low, signed)}, {number(high, signed)}]"
     return text
+
+
+def two_digits(value: Any) -> str:
+    """A p- or q-value to 2 significant digits (``0.0039``; ``1.2×10⁻⁵`` below 0.001); ``–`` when missing."""
+    if not is_number(value):
+        return "–"
+    value = float(value)
+    if value == 0 or value >= 1e-3:
+        return f"{value:.2g}"
+    mantissa, exponent = f"{value:.1e}".split("e")
+    superscript = str(int(exponent)).translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"))
+    return f"{mantissa}×10{superscript}"
 
 
 def count(value: Any) -> str:
@@ -272,16 +286,108 @@ def _pivot(table: pd.DataFrame, value: str) -> pd.DataFrame:
     return frame.reindex(index=rows, columns=columns).astype(float)
 
 
+#: What a candidate's ``status`` means (``{alpha}``: the run's false discovery rate; ``{q_rule}``: that a flag
+#: needs q <= alpha, empty for a discovery made before error rates), in ranking order.
+STATUS_MEANINGS: dict[str, str] = {
+    "hidden": "(status hidden) the edit shows it beyond the editor's own controls, the labels do not predict "
+    "it, real images show it{q_rule}",
+    "not significant": "passes every rule of a flagged relation but q > {alpha}: too few images to tell it from "
+    "chance among the run's tests (not flagged)",
+    "in labels": "the label statistics predict it: a known association of the data",
+    "classifier confound": "age, sex or race, whose truth every image records: the classifier misreads real "
+    "images this way (classifier bias), so it is the classifier's error, not a relation of the data (never "
+    "flagged)",
+    "editor quirk": "the edit shows it but neither the labels nor real images do: a habit of the editor",
+    "edit only": "the edit shows it; labels and real images are too sparse to compare",
+    "labels only": "the labels predict a change the edit does not show",
+    "weak": "a change cluster that does not recur beyond its controls",
+}
+#: Row and badge classes of the statuses the table sets apart (flagged rows are marked by ``flagged``).
+STATUS_CLASSES = {"not significant": "nsig", "classifier confound": "confound"}
+#: Note of a discovery folder written before cfaudit discover computed error rates.
+PREDATES_ERROR_RATES = (
+    "This discovery predates error rates: it has no p-values, q-values or detectable effects (shown as –), and "
+    "its flags rest on the margins alone. Re-run `cfaudit discover` to get them."
+)
+
+
+def fully_observed(head: str) -> bool:
+    """Heads whose truth every image records (age, sex, race): the ones with a classifier bias."""
+    return head in ("age", "sex", "race") or head.startswith("race:")
+
+
+def alpha_text(alpha: float | None) -> str:
+    return f"{alpha:g}" if alpha is not None else "alpha"
+
+
+def fdr_name(error_rates: Mapping[str, Any], short: bool = False) -> str:
+    method = str(error_rates.get("fdr", "bh"))
+    return method.upper() if short else FDR_METHODS[method]
+
+
+def error_rates_line(discovery: DiscoveryInput, flagged: int) -> str:
+    """``2 flagged at q ≤ 0.1 among 58 tests (Benjamini-Hochberg)``; empty for a discovery without error rates."""
+    rates = discovery.error_rates
+    if rates is None:
+        return ""
+    return (
+        f"{flagged} flagged at q ≤ {alpha_text(discovery.alpha)} among {rates['tests']} tests "
+        f"({fdr_name(rates)})"
+    )
+
+
+def error_rates_detail(discovery: DiscoveryInput) -> str:
+    """What else the run's multiple testing says: how many tests reach q ≤ alpha, the level one more needs."""
+    rates = discovery.error_rates
+    if rates is None:
+        return ""
+    alpha = alpha_text(discovery.alpha)
+    text = (
+        f"q-values adjust every test of the run (each head an intervention does not target, each change "
+        f"cluster) for the false discovery rate by the {fdr_name(rates)} procedure. {rates['rejections']} of the "
+        f"{rates['tests']} tests reach q ≤ {alpha}; a relation is flagged only when, besides, the labels do not "
+        "predict it and real images show it."
+    )
+    if is_number(rates.get("level")):
+        text += f" One more relation would need p ≤ {two_digits(rates['level'])} to join them."
+    return text
+
+
+def detectable_text(row: Mapping[str, Any], kind: str, recorded: bool) -> str:
+    """A candidate's smallest detectable effect in its own unit: a head's (probability, years for age) or, for a
+    change cluster, a share of images; ``none at this n`` when no effect could be detected; ``–`` if not recorded."""
+    if not recorded:
+        return "–"
+    value = row.get("detectable")
+    if not is_number(value):
+        return "none at this n"
+    if kind == "region":
+        return f"{percent(value)} of images"
+    return f"{two_digits(value)} years" if str(row.get("target")) == "age" else two_digits(value)
+
+
+def cochange_significance(discovery: DiscoveryInput) -> tuple[pd.DataFrame | None, str]:
+    """Which cells of the co-change matrix are significant and by what: ``q`` (q ≤ alpha over the run's tests)
+    where the discovery has q-values, else ``interval`` (the 95% interval excludes 0, as older runs did)."""
+    cochange = discovery.cochange
+    if cochange is None or cochange.empty:
+        return None, ""
+    alpha = discovery.alpha
+    if "q_value" in cochange and alpha is not None:
+        return _pivot(cochange, "q_value") <= alpha, "q"
+    if "ci_low" in cochange and "ci_high" in cochange:
+        low, high = _pivot(cochange, "ci_low"), _pivot(cochange, "ci_high")
+        return (low > 0) | (high < 0), "interval"
+    return None, ""
+
+
 def cochange_figure(discovery: DiscoveryInput) -> str | None:
     cochange = discovery.cochange
     if cochange is None or cochange.empty:
         return None
     effect = _pivot(cochange, "effect")
     label = _pivot(cochange, "label_association")
-    significant = None
-    if "ci_low" in cochange and "ci_high" in cochange:
-        low, high = _pivot(cochange, "ci_low"), _pivot(cochange, "ci_high")
-        significant = (low > 0) | (high < 0)
+    significant, _ = cochange_significance(discovery)
     flagged: list[tuple[str, str]] = []
     if discovery.candidates is not None:
         marked = discovery.candidates[discovery.candidates["flagged"]]
@@ -373,6 +479,8 @@ def candidates_view(discovery: DiscoveryInput, notes: list[str]) -> list[dict[st
     if candidates is None or candidates.empty:
         return []
     limits = _forest_limits(candidates)
+    alpha = discovery.alpha
+    recorded = {c: c in candidates for c in ("p_value", "q_value", "detectable", "classifier_bias")}
     rows = []
     for i, row in candidates.iterrows():
         evidence_uri = None
@@ -393,12 +501,29 @@ def candidates_view(discovery: DiscoveryInput, notes: list[str]) -> list[dict[st
             )
         examples = str(row.get("examples", "")) if isinstance(row.get("examples"), str) else ""
         flagged = bool(row["flagged"])
+        status = str(row.get("status", "") or "")
+        q = row.get("q_value")
+        bias = row.get("classifier_bias")
+        head_bias = kind == "head" and recorded["classifier_bias"] and fully_observed(str(row["target"]))
+        unit = " years" if str(row["target"]) == "age" else ""
         rows.append(
             {
                 "rank": count(row["rank"]),
                 "intervention": row["intervention"],
                 "target": row["target"],
                 "kind": kind,
+                "status": status,
+                "status_class": STATUS_CLASSES.get(status, ""),
+                # Flagged rows say the level they were flagged at, when their q-value bears it out.
+                "q_mark": f"q ≤ {alpha_text(alpha)}"
+                if flagged and alpha is not None and is_number(q) and float(q) <= alpha
+                else "",
+                "p": two_digits(row.get("p_value")),
+                "q": two_digits(q),
+                "detectable": detectable_text(row, kind, recorded["detectable"]),
+                "bias": (number(bias, True) + unit if is_number(bias) else "–") if head_bias else "",
+                "rests_on": str(row.get("rests_on", "") or ""),
+                "cross_check": str(row.get("cross_check", "") or ""),
                 "description": row.get("description") if isinstance(row.get("description"), str) else "",
                 "effect": interval(row["effect"], row.get("ci_low"), row.get("ci_high"), True),
                 "null": number(row.get("null_control"), True),
@@ -448,6 +573,8 @@ def cluster_views(discovery: DiscoveryInput, notes: list[str]) -> list[dict[str,
                 parts.append(box["sign"])
             if isinstance(box.get("head"), str) and box["head"]:
                 parts.append(f"with {box['head']}")
+            if is_number(box.get("q_value")):
+                parts.append(f"q = {two_digits(box['q_value'])}")
             lines.append(", ".join(parts))
         views.append(
             {
@@ -459,15 +586,91 @@ def cluster_views(discovery: DiscoveryInput, notes: list[str]) -> list[dict[str,
     return views
 
 
+def _share_text(value: Any, from_json: bool) -> str:
+    """A detectable share of images: blank for a whole-image attribute (NaN), ``too few images`` (inf); read from
+    discovery.json, where both are null, ``–``."""
+    if is_number(value):
+        return percent(value)
+    if from_json:
+        return "–"
+    return "too few images" if isinstance(value, float) and math.isinf(value) else ""
+
+
+def _head_text(value: Any, from_json: bool) -> str:
+    if is_number(value):
+        return two_digits(value)
+    if not from_json and isinstance(value, float) and math.isinf(value):
+        return "too few images"
+    return "–"
+
+
+def power_view(discovery: DiscoveryInput) -> dict[str, Any] | None:
+    """The "What the run could detect" table (power.csv, else discovery.json's power), or None without one."""
+    power = discovery.power
+    if power is None or power.empty:
+        return None
+    from_json = discovery.power_source == DISCOVERY_FILE
+    settings = discovery.meta.get("settings") if isinstance(discovery.meta.get("settings"), dict) else {}
+    auto = str(settings.get("images", "")).strip().lower() == "auto" or any(
+        power[c].notna().any() for c in ("requested", "eligible") if c in power
+    )
+    rows = []
+    for _, row in power.iterrows():
+        tested = row.get("heads_tested")
+        undetectable = count(row.get("heads_undetectable"))
+        if is_number(tested) and undetectable != "–":
+            undetectable = f"{undetectable} of {count(tested)}"
+        rows.append(
+            {
+                "intervention": str(row["intervention"]),
+                "n_images": count(row.get("n_images")),
+                "requested": count(row.get("requested")),
+                "eligible": count(row.get("eligible")),
+                "share": _share_text(row.get("detectable_share"), from_json),
+                "head": _head_text(row.get("detectable_head"), from_json),  # margin units
+                "undetectable": undetectable,
+            }
+        )
+    levels = power["level"].dropna().unique() if "level" in power else []
+    level = float(levels[0]) if len(levels) == 1 else None
+    if level is None and discovery.error_rates is not None and is_number(discovery.error_rates.get("level")):
+        level = float(discovery.error_rates["level"])
+    return {
+        "auto": auto,
+        "rows": rows,
+        "level": two_digits(level) if level is not None else "",
+        "source": discovery.power_source,
+        "from_json": from_json,
+    }
+
+
+def status_legend(candidates: list[dict[str, Any]], alpha: float | None) -> list[tuple[str, str, str]]:
+    """(status, its row class, what it means) for every status in the table, in ranking order."""
+    present = {c["status"] for c in candidates if c["status"]}
+    known = [s for s in STATUS_MEANINGS if s in present]
+    q_rule = f", and q ≤ {alpha_text(alpha)}" if alpha is not None else ""
+    legend = [
+        (s, STATUS_CLASSES.get(s, ""), STATUS_MEANINGS[s].format(alpha=alpha_text(alpha), q_rule=q_rule))
+        for s in known
+    ]
+    return legend + [(s, "", "") for s in sorted(present - set(STATUS_MEANINGS))]
+
+
 def discovery_section(discovery: DiscoveryInput, number_: int, notes: list[str]) -> dict[str, Any]:
     meta = discovery.meta
     local_notes: list[str] = []
+    if not discovery.has_error_rates:
+        local_notes.append(PREDATES_ERROR_RATES)
     if discovery.candidates is None:
         local_notes.append("candidates.csv not found: no ranked list.")
     if discovery.cochange is None:
         local_notes.append("cochange.csv not found: no co-change matrix.")
     candidates = candidates_view(discovery, notes)
     flagged = [c for c in candidates if c["flagged"]]
+    flagged_count = len(flagged)
+    if discovery.candidates is None and isinstance(meta.get("flagged"), int):
+        flagged_count = int(meta["flagged"])
+    _, bold = cochange_significance(discovery)
     return {
         "id": f"discovery-{number_}",
         "title": "Hidden relations",
@@ -478,8 +681,16 @@ def discovery_section(discovery: DiscoveryInput, number_: int, notes: list[str])
         ),
         "margin": number(meta.get("margin")) if is_number(meta.get("margin")) else None,
         "cochange_uri": cochange_figure(discovery),
+        "cochange_bold": bold,
         "candidates": candidates,
-        "flagged": len(flagged),
+        "flagged": flagged_count,
+        "alpha": alpha_text(discovery.alpha) if discovery.alpha is not None else "",
+        "error_rates": error_rates_line(discovery, flagged_count),
+        "error_rates_detail": error_rates_detail(discovery),
+        "fdr_short": fdr_name(discovery.error_rates, short=True) if discovery.error_rates else "",
+        "has_error_rates": discovery.has_error_rates,
+        "status_legend": status_legend(candidates, discovery.alpha),
+        "power": power_view(discovery),
         "clusters": cluster_views(discovery, notes),
         "notes": local_notes,
     }
