@@ -3,6 +3,10 @@
 A phantom of 40 images at 64 px with its index is real (``generate_phantom`` + ``build_index``); the edit jobs,
 the evaluation and the discovery are written in the documented formats with made-up numbers and simple
 synthetic "edits" (a darker heart region, a brighter band), so every figure has something to show.
+
+The discovery carries error rates (p- and q-values, detectable effects, ``power.csv``, ``error_rates`` in
+``discovery.json``) as ``cfaudit discover`` writes them now; ``make_discovery(..., error_rates=False)`` writes
+one as older runs did, without them.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
+from scipy import stats
 
 from cfaudit.data.adapters import build_index, write_index
 from cfaudit.data.images import load_image, save_image
@@ -42,6 +47,13 @@ SLUGS.update(
 HEADS = ("Cardiomegaly", "Support Devices", "Pleural Effusion", "sex", "age")
 METRICS = ("LPIPS", "L1", "CPG", "CPG (signed)")
 COLUMNS = ("do(sex)", "do(disease)", "do(race)", "do(age)")
+#: The false discovery rate of the fake discovery, and how its q-values are adjusted.
+ALPHA = 0.1
+FDR = "bh"
+#: Columns a discovery made before error rates lacks (candidates, co-change and cluster tables).
+ERROR_RATE_COLUMNS = (
+    "p_value", "q_value", "detectable", "classifier_bias", "rests_on", "cross_check", "spread", "intervened",
+)  # fmt: skip
 
 
 @dataclass
@@ -149,8 +161,12 @@ def make_evaluation(out: Path, seed: int = 0) -> Path:
     return out
 
 
-def candidates_table() -> pd.DataFrame:
-    """Five candidates, ranks 1..5, two flagged; one region candidate with an evidence montage."""
+def candidates_table(error_rates: bool = True) -> pd.DataFrame:
+    """Five candidates, ranks 1..5, two flagged; one region candidate with an evidence montage.
+
+    With ``error_rates``, also the columns of a discovery that computes them: statuses (``hidden`` twice, then
+    ``not significant``, ``in labels``, ``classifier confound``), p, q, the detectable effect in each row's unit
+    (rank 3's: none at this n), the classifier bias of the age head, what each status rests on."""
     rows = [
         (1, "do(Cardiomegaly=0)", "head", "Support Devices", "Removing cardiomegaly also removes support devices.",
          -0.31, -0.40, -0.22, -0.02, 0.01, -0.08, 0.21, True, 8, 0.75, None, None, "evidence/rank1.png"),
@@ -168,20 +184,48 @@ def candidates_table() -> pd.DataFrame:
                "frequency", "x", "y", "evidence"]  # fmt: skip
     table = pd.DataFrame(rows, columns=columns)
     table["examples"] = "img-a;img-b"
+    if not error_rates:  # the statuses of older runs, flagged by the margins alone
+        table["status"] = ["hidden", "hidden", "editor quirk", "in labels", "editor quirk"]
+        return table
+    table["status"] = ["hidden", "hidden", "not significant", "in labels", "classifier confound"]
+    table["p_value"] = [0.00042, 0.0031, 0.019, 0.21, 0.0007]
+    table["q_value"] = [0.0063, 0.023, 0.14, 0.52, 0.0079]
+    table["detectable"] = [0.12, 0.41, np.inf, 0.15, 3.2]  # probability; share of images; none; ...; years
+    # Only the age head has a classifier bias (years: the classifier reads women older)
+    table["classifier_bias"] = [np.nan, np.nan, np.nan, np.nan, 2.1]
+    table["rests_on"] = ["head and region", "head and region", "head", "head", "head"]
+    table["cross_check"] = [
+        "agrees: cluster 1", "agrees: Support Devices moves -0.31", "no region change named by this head",
+        "regions not analysed (whole-image attribute)", "regions not analysed (whole-image attribute)",
+    ]  # fmt: skip
     return table
 
 
-def make_discovery(out: Path, index_csv: Path, seed: int = 0) -> Path:
+def power_table() -> pd.DataFrame:
+    """What the fake run could detect (``power.csv``): a regional intervention, a whole-image one (no share) and
+    one with too few images (its share and head change infinite), chosen with ``--images auto``."""
+    return pd.DataFrame(
+        [
+            ("do(Cardiomegaly=0)", 6, 24, 31, 0.05, 0.55, 0.21, 4, 0),
+            ("do(sex=Female)", 6, 24, 24, 0.05, np.nan, 0.18, 4, 1),
+            ("do(age=80)", 2, 24, 2, 0.05, np.inf, np.inf, 4, 4),
+        ],
+        columns=["intervention", "n_images", "requested", "eligible", "level", "detectable_share",
+                 "detectable_head", "heads_tested", "heads_undetectable"],
+    )  # fmt: skip
+
+
+def make_discovery(out: Path, index_csv: Path, seed: int = 0, error_rates: bool = True) -> Path:
     """discovery.json, candidates.csv (rows shuffled: the report must sort by rank), cochange.csv, clusters.csv,
-    maps/<slug>_mean.png, evidence PNGs and the edit job in edits/."""
+    maps/<slug>_mean.png, evidence PNGs and the edit job in edits/; with ``error_rates``, also power.csv, the
+    run's error rates and power in discovery.json, and p, q and detectable columns in the tables."""
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
     interventions = ("do(Cardiomegaly=0)", "do(sex=Female)", "do(age=80)")
     make_edit_job(out / "edits", index_csv, interventions, images=6, seed=seed + 1)
     meta = {"model": "demo", "index": str(index_csv), "classifier": "classifier", "split": "test",
             "interventions": list(interventions), "margin": 0.05, "settings": {"n": 6, "bootstrap": 200}}  # fmt: skip
-    (out / "discovery.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    candidates = candidates_table()
+    candidates = candidates_table(error_rates)
     candidates.sample(frac=1.0, random_state=seed).to_csv(out / "candidates.csv", index=False)
     (out / "evidence").mkdir(exist_ok=True)
     for name in ("rank1.png", "rank2.png"):
@@ -195,15 +239,64 @@ def make_discovery(out: Path, index_csv: Path, seed: int = 0) -> Path:
             cochange.append({"intervention": intervention, "head": head, "effect": effect, "ci_low": effect - 0.05,
                              "ci_high": effect + 0.05, "null_control": 0.01, "label_association": label,
                              "n_images": 6})  # fmt: skip
-    pd.DataFrame(cochange).to_csv(out / "cochange.csv", index=False)
-    clusters = [{"intervention": "do(Cardiomegaly=0)", "cluster": 1, "frequency": 0.62, "n_images": 6, "x": 0.72,
-                 "y": 0.3, "x0": 0.65, "y0": 0.23, "x1": 0.79, "y1": 0.37, "sign": "darker", "area": 0.02,
-                 "head": "Support Devices", "evidence": "evidence/rank2.png"}]  # fmt: skip
-    pd.DataFrame(clusters).to_csv(out / "clusters.csv", index=False)
+    cochange = pd.DataFrame(cochange)
+    clusters = pd.DataFrame(
+        [{"intervention": "do(Cardiomegaly=0)", "cluster": 1, "frequency": 0.62, "n_images": 6, "x": 0.72,
+          "y": 0.3, "x0": 0.65, "y0": 0.23, "x1": 0.79, "y1": 0.37, "sign": "darker", "area": 0.02,
+          "head": "Support Devices", "evidence": "evidence/rank2.png"}]
+    )  # fmt: skip
+    if error_rates:
+        cochange, clusters = _with_error_rates(cochange, clusters, rng)
+        flagged = int(candidates["flagged"].sum())
+        tests = int(cochange["q_value"].notna().sum()) + len(clusters)
+        rejections = int((cochange["q_value"] <= ALPHA).sum() + (clusters["q_value"] <= ALPHA).sum())
+        level = ALPHA * (rejections + 1) / tests  # the p one more relation would need (BH)
+        power = power_table().assign(level=level)
+        power.to_csv(out / "power.csv", index=False)
+        meta.update(
+            alpha=ALPHA,
+            error_rates={"alpha": ALPHA, "fdr": FDR, "tests": tests, "rejections": rejections, "level": level},
+            power=json.loads(power.to_json(orient="records")),  # as cfaudit discover writes it: inf as null
+            flagged=flagged,
+        )  # fmt: skip
+        meta["settings"]["images"] = "auto"
+    (out / "discovery.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    cochange.to_csv(out / "cochange.csv", index=False)
+    clusters.to_csv(out / "clusters.csv", index=False)
     (out / "maps").mkdir(exist_ok=True)
     mean = np.load(next((out / "edits" / "images").rglob("cardiomegaly-0_diff.npy")))
     Image.fromarray(colour_map(mean)[0]).save(out / "maps" / "cardiomegaly-0_mean.png")
     return out
+
+
+def _with_error_rates(
+    cochange: pd.DataFrame, clusters: pd.DataFrame, rng: np.random.Generator
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The columns cfaudit discover adds: p-values (a head an intervention targets is not tested), q-values
+    (Benjamini-Hochberg over every test: heads and clusters together), detectable effects, classifier bias."""
+    cochange, clusters = cochange.copy(), clusters.copy()
+    targets = {"do(Cardiomegaly=0)": "Cardiomegaly", "do(sex=Female)": "sex", "do(age=80)": "age"}
+    cochange["intervened"] = [
+        targets[i] == h for i, h in zip(cochange["intervention"], cochange["head"], strict=True)
+    ]
+    # Small p-values for large effects, large ones for small: q <= alpha and an interval excluding 0 disagree
+    # in places, so a figure's choice between them shows.
+    strength = cochange["effect"].abs() / cochange["head"].map(lambda h: 30.0 if h == "age" else 1.0)
+    cochange["p_value"] = np.where(
+        cochange["intervened"], np.nan, np.exp(-60 * strength) * rng.uniform(0.5, 1, len(cochange))
+    )
+    cochange["spread"] = np.where(cochange["head"] == "age", 2.5, 0.08)
+    cochange["classifier_bias"] = np.where(
+        cochange["head"].isin(["sex", "age"]), rng.normal(0, 0.05, len(cochange)), np.nan
+    )
+    clusters["p_value"] = 0.004
+    p = np.concatenate([cochange["p_value"].dropna().to_numpy(), clusters["p_value"].to_numpy()])
+    q = stats.false_discovery_control(p, method=FDR)
+    cochange.loc[cochange["p_value"].notna(), "q_value"] = q[: cochange["p_value"].notna().sum()]
+    clusters["q_value"] = q[cochange["p_value"].notna().sum() :]
+    cochange["detectable"] = np.where(cochange["intervened"], np.nan, 3.6 * cochange["spread"] / np.sqrt(6))
+    clusters["detectable"] = 0.55
+    return cochange, clusters
 
 
 def make_workspace(root: Path) -> Workspace:

@@ -213,12 +213,17 @@ def test_cochange_matrix_pivots_interventions_by_heads(workspace: Workspace, mon
     monkeypatch.setattr(figures, "cochange_heatmaps", capture)
     cochange_figure(discovery)
     cochange = pd.read_csv(workspace.discovery / "cochange.csv")
+    alpha = json.loads((workspace.discovery / "discovery.json").read_text())["error_rates"]["alpha"]
     assert list(seen["effect"].columns) == list(HEADS)
     assert list(seen["effect"].index) == ["do(Cardiomegaly=0)", "do(sex=Female)", "do(age=80)"]
+    by_interval = []
     for _, row in cochange.iterrows():
         assert seen["effect"].loc[row["intervention"], row["head"]] == pytest.approx(row["effect"])
-        significant = row["ci_low"] > 0 or row["ci_high"] < 0
+        # Significant: q <= alpha (a head the intervention targets has no q: never), not the interval
+        significant = bool(row["q_value"] <= alpha)
         assert bool(seen["significant"].loc[row["intervention"], row["head"]]) == significant
+        by_interval.append(significant == (row["ci_low"] > 0 or row["ci_high"] < 0))
+    assert not all(by_interval)  # the fake data tell the two rules apart
     assert seen["label"]["age"].isna().all()
     assert seen["flagged"] == [("do(Cardiomegaly=0)", "Support Devices")]  # flagged heads only, not regions
     real = draw(seen["effect"], seen["label"], seen["significant"], seen["flagged"])
