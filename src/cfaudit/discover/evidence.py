@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,13 +37,31 @@ def write_mean_maps(
         rows = edits[edits["intervention"] == str(intervention)]
         if rows.empty:
             continue
-        mean = np.mean([load_difference(folder / p) for p in rows["difference"]], axis=0).astype(np.float32)
+        mean = _mean_map(folder / p for p in rows["difference"])
         with atomic_path(out / f"{intervention.slug}_mean.npy") as tmp, open(tmp, "wb") as handle:
             np.save(handle, mean, allow_pickle=False)
         picture, _ = colour_map(mean)
         _save_png(picture, out / f"{intervention.slug}_mean.png")
         paths[str(intervention)] = f"{out.name}/{intervention.slug}_mean.png"
     return paths
+
+
+def _mean_map(paths: Iterable[Path]) -> np.ndarray:
+    """The mean of difference maps read one at a time (a running float32 sum in file order: the same numbers as
+    ``np.mean`` over the stacked maps, whose reduction over the first axis adds them in that order)."""
+    total: np.ndarray | None = None
+    count = 0
+    for path in paths:
+        difference = load_difference(path)
+        total = (
+            difference.astype(np.float32, copy=True)
+            if total is None
+            else np.add(total, difference, out=total)
+        )
+        count += 1
+    if total is None:
+        raise ValueError("no difference map to average")
+    return np.true_divide(total, count, out=total, casting="unsafe").astype(np.float32)
 
 
 def _crop(image: np.ndarray, x: float, y: float) -> np.ndarray:

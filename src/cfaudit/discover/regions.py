@@ -291,16 +291,28 @@ def presence(
     radius: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per image, whether its edit (first array) and its null edit (second) have a component of the cluster's
-    sign within ``radius`` of the mass-weighted centre of the cluster's members in the *other* images."""
+    sign within ``radius`` of the mass-weighted centre of the cluster's members in the *other* images.
+
+    The leave-one-out centres come from the members' totals less each image's own share: one pass over the
+    members and one over the images, however large the cluster."""
     edit = np.zeros(len(image_ids), dtype=bool)
     null = np.zeros(len(image_ids), dtype=bool)
+    own: dict[str, list[float]] = {}  # per image: its members' sum of x * mass, y * mass and mass
+    for m in cluster.members:
+        sums = own.setdefault(m.image_id, [0.0, 0.0, 0.0])
+        sums[0] += m.x * m.mass
+        sums[1] += m.y * m.mass
+        sums[2] += m.mass
+    total_x = sum(s[0] for s in own.values())
+    total_y = sum(s[1] for s in own.values())
+    total_mass = sum(s[2] for s in own.values())
     for k, image_id in enumerate(image_ids):
-        others = [m for m in cluster.members if m.image_id != image_id]
-        if not others:
+        mine = own.get(image_id, (0.0, 0.0, 0.0))
+        if len(own) - (image_id in own) == 0:
             continue
-        mass = sum(m.mass for m in others)
-        x = sum(m.x * m.mass for m in others) / mass
-        y = sum(m.y * m.mass for m in others) / mass
+        mass = total_mass - mine[2]
+        x = (total_x - mine[0]) / mass
+        y = (total_y - mine[1]) / mass
 
         def near(parts: Sequence[Component], x: float = x, y: float = y) -> bool:
             return any(p.sign == cluster.sign and math.hypot(p.x - x, p.y - y) <= radius for p in parts)
@@ -350,6 +362,73 @@ MEMBER_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 
 
+class EditComponents:
+    """The change components of every edit, collected one map at a time so that no map is kept.
+
+    ``anywhere[intervention][image_id]``: components anywhere in the image (centres only: the off-target control
+    of the other interventions' clusters); ``outside[intervention][image_id]``: those outside the expected region
+    of each intervention whose regions are analysed (with their pixels: the clusters' members);
+    ``null[image_id]``: the image's null-edit components. Memory grows with the components found, not with the
+    maps: a few small records per edit."""
+
+    def __init__(self, interventions: Sequence[Any], atlas: RegionAtlas, settings: RegionSettings) -> None:
+        self.settings = settings
+        self.anywhere: dict[str, dict[str, list[Component]]] = {str(i): {} for i in interventions}
+        self.outside: dict[str, dict[str, list[Component]]] = {}
+        self._masks: dict[str, np.ndarray] = {}
+        for intervention in interventions:
+            attributes = tuple(n for n, _ in intervention.changes)
+            if not atlas.is_global(attributes):
+                self._masks[str(intervention)] = ~atlas.mask(attributes, settings.grid)
+                self.outside[str(intervention)] = {}
+        self.null: dict[str, list[Component]] = {}
+
+    def add_null(self, image_id: str, difference: np.ndarray) -> None:
+        """One image's grid map of null edit - reconstruction."""
+        self.null[image_id] = components(image_id, difference, self.settings)
+
+    def add_edit(self, intervention: str, image_id: str, difference: np.ndarray) -> None:
+        """One edit's grid map of counterfactual - null edit (interventions not collected are ignored)."""
+        if intervention not in self.anywhere:
+            return
+        self.anywhere[intervention][image_id] = [
+            _centre_only(c) for c in components(image_id, difference, self.settings)
+        ]
+        if intervention in self._masks:
+            self.outside[intervention][image_id] = components(
+                image_id, difference, self.settings, self._masks[intervention]
+            )
+
+
+_NO_PIXELS = np.zeros(0, dtype=np.int64)
+
+
+def _centre_only(component: Component) -> Component:
+    return Component(
+        component.image_id, component.sign, component.x, component.y, component.area, component.mass,
+        component.box, _NO_PIXELS,
+    )  # fmt: skip
+
+
+def collect_components(
+    edits: Any,
+    maps: Mapping[str, Any],
+    interventions: Sequence[Any],
+    atlas: RegionAtlas,
+    settings: RegionSettings,
+) -> EditComponents:
+    """:class:`EditComponents` of maps held in memory (``maps["edit"]`` per row of ``edits``, ``maps["null"]``
+    per image)."""
+    found = EditComponents(interventions, atlas, settings)
+    for image_id, difference in maps["null"].items():
+        found.add_null(str(image_id), difference)
+    names = edits["intervention"].to_numpy()
+    image_ids = edits["image_id"].astype(str).to_numpy()
+    for r in range(len(edits)):
+        found.add_edit(str(names[r]), image_ids[r], maps["edit"][r])
+    return found
+
+
 def find_clusters(
     edits: Any,
     maps: Mapping[str, Any],
@@ -368,8 +447,24 @@ def find_clusters(
     held-out split and their :func:`local_detail` at the grid, from which ``data_support`` says whether real
     images with the target attribute differ in the cluster's footprint, in the cluster's direction, from those
     with the source attribute (standardised mean difference; see :func:`data_support`). Returns the cluster
-    table and the member table.
+    table and the member table. :func:`clusters_of` does the same from components collected map by map.
     """
+    found = collect_components(edits, maps, interventions, atlas, settings)
+    return clusters_of(edits, found, interventions, atlas, settings, scores, data, records, policy)
+
+
+def clusters_of(
+    edits: Any,
+    found: EditComponents,
+    interventions: Sequence[Any],
+    atlas: RegionAtlas,
+    settings: RegionSettings,
+    scores: Mapping[str, Any] | None = None,
+    data: tuple[Any, np.ndarray] | None = None,
+    records: Mapping[str, Mapping[str, Any]] | None = None,
+    policy: Any = None,
+) -> tuple[Any, Any]:
+    """:func:`find_clusters` from the components of every edit (:class:`EditComponents`)."""
     import pandas as pd
 
     from cfaudit.discover.heads import HEAD_COLUMNS, intervened_heads
@@ -379,13 +474,8 @@ def find_clusters(
     names = edits["intervention"].to_numpy()
     image_ids = edits["image_id"].astype(str).to_numpy()
     # Every family's components anywhere in the image: the off-target control of the others' clusters
-    anywhere: dict[str, dict[str, list[Component]]] = {}
-    for intervention in interventions:
-        rows = np.flatnonzero(names == str(intervention))
-        anywhere[str(intervention)] = {
-            image_ids[r]: components(image_ids[r], maps["edit"][r], settings) for r in rows
-        }
-    null_parts = {i: components(i, m, settings) for i, m in maps["null"].items()}
+    centres = {name: _Centres(parts) for name, parts in found.anywhere.items() if parts}
+    null_parts = found.null
     position = {image_id: k for k, image_id in enumerate(scores["images"])} if scores else {}
 
     cluster_rows: list[dict[str, Any]] = []
@@ -396,23 +486,23 @@ def find_clusters(
         attributes = tuple(n for n, _ in intervention.changes)
         if rows.size == 0 or atlas.is_global(attributes):
             continue
-        outside = ~atlas.mask(attributes, grid)
-        parts_by_image = {
-            image_ids[r]: components(image_ids[r], maps["edit"][r], settings, outside) for r in rows
-        }
+        parts_by_image = found.outside[name]
         parts = [p for found_parts in parts_by_image.values() for p in found_parts]
-        found = [
+        clustered = [
             c for c in cluster_components(parts, settings.radius) if len(c.images) >= settings.min_images
         ]
-        found.sort(key=lambda c: (-len(c.images), -sum(m.mass for m in c.members)))
+        clustered.sort(key=lambda c: (-len(c.images), -sum(m.mass for m in c.members)))
         family_images = [image_ids[r] for r in rows]
-        for k, cluster in enumerate(found, start=1):
-            present = np.array([i in set(cluster.images) for i in family_images], dtype=float)
+        deltas = _head_deltas(scores, position, rows, image_ids, intervened_heads(attributes), HEAD_COLUMNS)
+        family_nulls = _Centres({i: null_parts.get(i, []) for i in family_images})
+        for k, cluster in enumerate(clustered, start=1):
+            members_of = set(cluster.images)
+            present = np.array([i in members_of for i in family_images], dtype=float)
             interval = bootstrap_ci(present, resamples=1000, seed=k)
             others = [
-                share_near(other_parts, cluster.x, cluster.y, cluster.sign, settings.radius)
-                for other, other_parts in anywhere.items()
-                if other != name and other_parts
+                other_centres.share(cluster.x, cluster.y, cluster.sign, settings.radius)
+                for other, other_centres in centres.items()
+                if other != name
             ]
             offtarget = float(np.median(others)) if others else math.nan
             changed, null_changed = presence(
@@ -423,25 +513,17 @@ def find_clusters(
                 if data is not None and records is not None
                 else math.nan
             )
-            head, head_change = _name_cluster(
-                scores, position, rows, image_ids, present, intervened_heads(attributes), HEAD_COLUMNS
-            )
+            head, head_change = _name_cluster(deltas, present)
             cluster_rows.append(
                 {
                     "intervention": name,
                     "cluster": k,
                     "n_images": len(family_images),
-                    "images_with": len(cluster.images),
+                    "images_with": len(members_of),
                     "frequency": interval.estimate,
                     "ci_low": interval.low,
                     "ci_high": interval.high,
-                    "null_control": share_near(
-                        {i: null_parts.get(i, []) for i in family_images},
-                        cluster.x,
-                        cluster.y,
-                        cluster.sign,
-                        settings.radius,
-                    ),
+                    "null_control": family_nulls.share(cluster.x, cluster.y, cluster.sign, settings.radius),
                     "offtarget_control": offtarget,
                     **cluster_summary(cluster),
                     "head": head,
@@ -476,27 +558,58 @@ def find_clusters(
     )
 
 
-def _name_cluster(
+class _Centres:
+    """The component centres of a set of images as arrays: :func:`share_near` without a loop per call."""
+
+    def __init__(self, parts_by_image: Mapping[str, Sequence[Component]]) -> None:
+        self.images = len(parts_by_image)
+        owner, x, y, sign = [], [], [], []
+        for k, parts in enumerate(parts_by_image.values()):
+            for p in parts:
+                owner.append(k)
+                x.append(p.x)
+                y.append(p.y)
+                sign.append(p.sign)
+        self.owner = np.array(owner, dtype=np.int64)
+        self.x, self.y = np.array(x, dtype=np.float64), np.array(y, dtype=np.float64)
+        self.sign = np.array(sign, dtype=np.int64)
+
+    def share(self, x: float, y: float, sign: int, radius: float) -> float:
+        """Share of the images with a same-sign component centred within ``radius`` of ``(x, y)``."""
+        if not self.images:
+            return math.nan
+        near = (self.sign == sign) & (np.hypot(self.x - x, self.y - y) <= radius)
+        return np.unique(self.owner[near]).size / self.images
+
+
+def _head_deltas(
     scores: Mapping[str, Any] | None,
     position: Mapping[str, int],
     rows: np.ndarray,
     image_ids: np.ndarray,
-    present: np.ndarray,
     targeted: set[str],
     heads: Sequence[str],
-) -> tuple[str, float]:
-    """The classifier head that moves most differently in images with the cluster than in those without
-    (all images of the intervention when every one has it): a name for what the cluster is."""
+) -> dict[str, np.ndarray]:
+    """Per head that may name a cluster, the change of each of an intervention's edits beyond its null edit."""
     if not scores:
+        return {}
+    null_rows = [position[i] for i in image_ids[rows]]
+    return {
+        head: scores["counterfactual"][head][rows] - scores["null"][head][null_rows]
+        for head in heads
+        if not (head in targeted or head == "age" or head.startswith("race:"))
+        # name by a probability head: age and race move with everything an edit does
+    }
+
+
+def _name_cluster(deltas: Mapping[str, np.ndarray], present: np.ndarray) -> tuple[str, float]:
+    """The classifier head that moves most differently in images with the cluster than in those without
+    (all images of the intervention when every one has it): a name for what the cluster is. ``deltas``:
+    :func:`_head_deltas`."""
+    if not deltas:
         return "", math.nan
     best, best_change = "", 0.0
-    for head in heads:
-        if head in targeted or head == "age" or head.startswith("race:"):
-            continue  # name by a probability head: age and race move with everything an edit does
-        delta = (
-            scores["counterfactual"][head][rows]
-            - scores["null"][head][[position[i] for i in image_ids[rows]]]
-        )
+    for head, delta in deltas.items():
         with_cluster = delta[present == 1]
         without = delta[present == 0]
         change = float(with_cluster.mean() - (without.mean() if without.size else 0.0))

@@ -44,14 +44,23 @@ from cfaudit.discover.evidence import write_cluster_evidence, write_mean_maps
 from cfaudit.discover.heads import HEAD_COLUMNS, head_columns
 from cfaudit.discover.label_statistics import LabelStatistics, classifier_error
 from cfaudit.discover.plan import (
+    DiscoveryPlan,
     build_plan,
     default_interventions,
     family_size,
     images_per_intervention,
     regional_interventions,
 )
-from cfaudit.discover.regions import RegionAtlas, RegionSettings, find_clusters, local_detail, to_grid
+from cfaudit.discover.regions import (
+    EditComponents,
+    RegionAtlas,
+    RegionSettings,
+    clusters_of,
+    local_detail,
+    to_grid,
+)
 from cfaudit.discover.significance import Family, draws_for
+from cfaudit.edit.difference import load_difference
 from cfaudit.edit.interventions import Intervention
 from cfaudit.edit.job import IDENTITY_FILE, JobSettings, items_from_index, run_edit_job, safe_name
 from cfaudit.errors import CfauditError
@@ -137,9 +146,13 @@ def discover(
     atlas: RegionAtlas | None = None,
     policy: LabelPolicy = DEFAULT_POLICY,
     progress: Progress | None = None,
-) -> DiscoveryResult:
+) -> DiscoveryResult | None:
     """Run a discovery with ``editor`` (a :class:`~cfaudit.edit.editor.CounterfactualEditor`) and ``classifier``
-    (an :class:`~cfaudit.evaluate.classifiers.AttributeClassifier`, or anything with ``predict(images)``)."""
+    (an :class:`~cfaudit.evaluate.classifiers.AttributeClassifier`, or anything with ``predict(images)``).
+
+    Under ``accelerate launch`` / ``torchrun`` every process makes its share of the edits (the edit job splits
+    its batches by rank, into one shared folder); the main process then analyses them, once, and returns the
+    result. The other processes return ``None`` as soon as the edits are done."""
     started = time.perf_counter()
     settings = settings or DiscoverySettings()
     out = Path(out)
@@ -147,30 +160,10 @@ def discover(
     index = index if isinstance(index, DataIndex) else DataIndex.read(index)
     atlas = atlas or RegionAtlas.load()
     interventions = list(interventions) if interventions else default_interventions()
-    job_settings = job_settings or JobSettings()
-    job_settings = JobSettings(
-        inversion=job_settings.inversion,
-        edit=job_settings.edit,
-        prompt_mode=settings.prompt_mode,
-        batch_size=job_settings.batch_size,
-        seed=settings.seed,
-        identity_check=True,  # the null edit is a control
-    )
+    job_settings = discovery_job_settings(job_settings or JobSettings(), settings)
 
     # 1. Plan (the controls' splits are checked first: an empty one would only fail after the edits)
-    _needed_split(index, settings.label_split, "label")
-    _needed_split(index, settings.data_split, "data")
-    items = items_from_index(index, settings.split, policy=policy)
-    tests = family_size(interventions, atlas)
-    per_intervention, eligible = images_per_intervention(
-        items, interventions, settings.images, settings.detect_effect, settings.candidates.alpha / tests,
-        settings.edit_budget, policy,
-    )  # fmt: skip
-    plan = build_plan(items, interventions, per_intervention, settings.seed, policy)
-    if not plan.items:
-        raise CfauditError(
-            f"no image of split {settings.split!r} is eligible for any intervention; choose another --split"
-        )
+    plan, per_intervention, eligible = plan_discovery(index, interventions, settings, atlas, policy)
     _tell(progress, "plan", plan.n_edits, len(plan.items))
 
     # 2. Edits (resumable: a re-run skips the images already done)
@@ -180,13 +173,49 @@ def discover(
         done[0] += 1
         _tell(progress, "edit", done[0], len(plan.items))
 
-    run_edit_job(
+    report = run_edit_job(
         editor, plan.items, [], out / "edits", job_settings, model_id=model_id, on_image_done=image_done
     )
+    if report.rank != 0:
+        return None  # the main process analyses, once every process's edits are in (after the job's barrier)
+
+    # 3.-6. The analysis
+    return analyse(
+        out, classifier, plan, interventions, index, settings, atlas,
+        per_intervention=per_intervention, eligible=eligible, index_file=index_file, model_id=model_id,
+        policy=policy, progress=progress, started=started,
+    )  # fmt: skip
+
+
+def analyse(
+    out: Path,
+    classifier: Any,
+    plan: DiscoveryPlan,
+    interventions: Sequence[Intervention],
+    index: DataIndex,
+    settings: DiscoverySettings,
+    atlas: RegionAtlas,
+    *,
+    per_intervention: int | dict[str, int] | None = None,
+    eligible: dict[str, int] | None = None,
+    index_file: Path | None = None,
+    model_id: str = "",
+    policy: LabelPolicy = DEFAULT_POLICY,
+    progress: Progress | None = None,
+    scores: dict[str, Any] | None = None,
+    started: float | None = None,
+) -> DiscoveryResult:
+    """Steps 3 to 6 of a discovery on the finished edits in ``out/edits`` (``scores``: the classifier's head
+    columns of the edits, when already known; otherwise the classifier reads the images).
+
+    The analysis streams: images and difference maps are read a chunk or one map at a time, and what it keeps
+    per edit is the edit's row, its head scores and its change components (:data:`PER_EDIT_MEMORY`)."""
+    started = time.perf_counter() if started is None else started
     edits = pd.read_csv(out / "edits" / "edits.csv")
 
     # 3. Classifier outputs on originals, null edits and counterfactuals
-    scores = _score_images(classifier, edits, out / "edits", progress)
+    if scores is None:
+        scores = _score_images(classifier, edits, out / "edits", progress)
     labels = LabelStatistics(index.split(settings.label_split).table, policy)
     data_index = index.split(settings.data_split)
     if len(data_index) > settings.data_images:
@@ -196,29 +225,21 @@ def discover(
         data_index = DataIndex(
             data_index.table.iloc[keep].reset_index(drop=True), data_index.root, data_index.meta
         )
-    real = real_image_controls(classifier, data_index, policy)
+    real = real_image_controls(classifier, data_index, policy, settings.regions)
     records = {item.image_id: item.record for item in plan.items}
+    tests = family_size(interventions, atlas)
     cochange = cochange_table(
         scores, edits, interventions, labels, real.data, records, policy, settings.bootstrap, settings.seed,
         bias=real.bias, draws=draws_for(tests, settings.candidates.alpha, settings.permutations),
     )  # fmt: skip
 
     # 4. Change clusters outside each intervention's expected region
-    maps = _load_maps(edits, out / "edits", settings.regions.grid)
-    details = np.stack(
-        [local_detail(to_grid(image, settings.regions.grid), settings.regions) for image in real.images]
-    )
-    clusters, members = find_clusters(
-        edits,
-        maps,
-        interventions,
-        atlas,
-        settings.regions,
-        scores,
-        (data_index.table, details),
-        records,
-        policy,
-    )
+    found = _collect_components(edits, out / "edits", interventions, atlas, settings.regions)
+    clusters, members = clusters_of(
+        edits, found, interventions, atlas, settings.regions, scores, (data_index.table, real.details),
+        records, policy,
+    )  # fmt: skip
+    del found
     mean_maps = write_mean_maps(edits, out / "edits", out / "maps", interventions)
     evidence = write_cluster_evidence(members, edits, out / "edits", out / "crops", settings.regions.grid)
     if not clusters.empty:
@@ -259,28 +280,93 @@ def discover(
     return DiscoveryResult(out, candidates, cochange, clusters, time.perf_counter() - started, power, family)
 
 
+#: Images the classifier reads at once (a multiple of its own batch of 64, so that chunks do not change its
+#: batches and therefore its outputs): the analysis never holds more images than this.
+SCORE_CHUNK = 1024
+#: What the analysis keeps per edit, in bytes (measured by ``benchmarks/discovery_scale.py``; see its docstring):
+#: the edit's row of ``edits.csv``, its head scores and its change components. Images and difference maps are
+#: read a chunk (:data:`SCORE_CHUNK`) or one map at a time and never kept.
+PER_EDIT_MEMORY = "about 2 KB"
+
+
+def discovery_job_settings(job_settings: JobSettings, settings: DiscoverySettings) -> JobSettings:
+    """The edit job of a discovery: the given inversion and edit settings, the discovery's prompt mode and
+    seed, and the null edit of every image (a control)."""
+    return JobSettings(
+        inversion=job_settings.inversion,
+        edit=job_settings.edit,
+        prompt_mode=settings.prompt_mode,
+        batch_size=job_settings.batch_size,
+        seed=settings.seed,
+        identity_check=True,
+    )
+
+
+def plan_discovery(
+    index: DataIndex,
+    interventions: Sequence[Intervention],
+    settings: DiscoverySettings,
+    atlas: RegionAtlas,
+    policy: LabelPolicy = DEFAULT_POLICY,
+) -> tuple[DiscoveryPlan, int | dict[str, int], dict[str, int] | None]:
+    """Step 1 of a discovery: the plan, the images asked for per intervention and (``images="auto"``) the
+    eligible counts. Reads the index only; the controls' splits are checked first (an empty one would only
+    fail after the edits)."""
+    _needed_split(index, settings.label_split, "label")
+    _needed_split(index, settings.data_split, "data")
+    items = items_from_index(index, settings.split, policy=policy)
+    tests = family_size(interventions, atlas)
+    per_intervention, eligible = images_per_intervention(
+        items, interventions, settings.images, settings.detect_effect, settings.candidates.alpha / tests,
+        settings.edit_budget, policy,
+    )  # fmt: skip
+    plan = build_plan(items, interventions, per_intervention, settings.seed, policy)
+    if not plan.items:
+        raise CfauditError(
+            f"no image of split {settings.split!r} is eligible for any intervention; choose another --split"
+        )
+    return plan, per_intervention, eligible
+
+
 @dataclass
 class RealImages:
-    """What a discovery reads from real images of the data split: the images (at the working size), the
-    classifier's outputs as conditional means (``data``: the data association) and its error against the
-    recorded truth (``bias``: the classifier's bias, :func:`~cfaudit.discover.label_statistics.classifier_error`)."""
+    """What a discovery reads from real images of the data split: their local detail at the region grid
+    (``details``), the classifier's outputs as conditional means (``data``: the data association) and its error
+    against the recorded truth (``bias``: the classifier's bias,
+    :func:`~cfaudit.discover.label_statistics.classifier_error`). The images themselves are not kept."""
 
-    images: list[np.ndarray]
+    details: np.ndarray
     data: LabelStatistics
     bias: LabelStatistics
 
 
-def real_image_controls(classifier: Any, data_index: DataIndex, policy: LabelPolicy) -> RealImages:
-    """Read the data split's images and what the classifier says about them."""
+def real_image_controls(
+    classifier: Any, data_index: DataIndex, policy: LabelPolicy, regions: RegionSettings | None = None
+) -> RealImages:
+    """Read the data split's images (:data:`SCORE_CHUNK` at a time) and what the classifier says about them."""
+    regions = regions or RegionSettings()
     size = _working_size(classifier)
-    images = [_read_at_most(path, size) for path in data_index.image_paths()]
-    heads = head_columns(classifier.predict(images))
+    paths = list(data_index.image_paths())
+    outputs: list[dict[str, np.ndarray]] = []
+    details: list[np.ndarray] = []
+    for start in range(0, len(paths), SCORE_CHUNK):
+        images = [_read_at_most(path, size) for path in paths[start : start + SCORE_CHUNK]]
+        outputs.append(head_columns(classifier.predict(images)))
+        details += [local_detail(to_grid(image, regions.grid), regions) for image in images]
+    heads = _concatenate(outputs)
     predicted = np.stack([heads[c] for c in HEAD_COLUMNS], axis=1)
     return RealImages(
-        images,
+        np.stack(details) if details else np.zeros((0, regions.grid, regions.grid), dtype=np.float32),
         LabelStatistics(data_index.table, policy, values=predicted),
         classifier_error(data_index.table, predicted, policy),
     )
+
+
+def _concatenate(chunks: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Head columns of chunks of images, joined (no chunk: empty columns)."""
+    if not chunks:
+        return {column: np.zeros(0) for column in HEAD_COLUMNS}
+    return {column: np.concatenate([chunk[column] for chunk in chunks]) for column in HEAD_COLUMNS}
 
 
 def _needed_split(index: DataIndex, name: str, role: str) -> pd.DataFrame:
@@ -316,39 +402,59 @@ def _read_at_most(path: Any, size: int) -> np.ndarray:
 def _score_images(
     classifier: Any, edits: pd.DataFrame, folder: Path, progress: Progress | None
 ) -> dict[str, Any]:
-    """Head columns for the originals and null edits (per image) and the counterfactuals (per edit row)."""
+    """Head columns for the originals and null edits (per image) and the counterfactuals (per edit row), the
+    images read :data:`SCORE_CHUNK` at a time."""
     images = list(dict.fromkeys(edits["image_id"]))
     first = edits.drop_duplicates("image_id").set_index("image_id")
     size = _working_size(classifier)
-    originals = [_read_at_most(first.loc[i, "original"], size) for i in images]
-    nulls = [load_image(folder / "images" / safe_name(i) / IDENTITY_FILE) for i in images]
-    counterfactuals = [load_image(folder / p) for p in edits["counterfactual"]]
-    _tell(progress, "score", 0, 1)
-    result = {
+    originals = [first.loc[i, "original"] for i in images]
+    nulls = [folder / "images" / safe_name(i) / IDENTITY_FILE for i in images]
+    counterfactuals = [folder / p for p in edits["counterfactual"]]
+    total = len(originals) + len(nulls) + len(counterfactuals)
+    done = [0]
+
+    def score(paths: Sequence[Any], read: Callable[[Any], np.ndarray]) -> dict[str, np.ndarray]:
+        chunks = []
+        for start in range(0, len(paths), SCORE_CHUNK):
+            chunk = paths[start : start + SCORE_CHUNK]
+            chunks.append(head_columns(classifier.predict([read(path) for path in chunk])))
+            done[0] += len(chunk)
+            _tell(progress, "score", done[0], total)
+        return _concatenate(chunks)
+
+    _tell(progress, "score", 0, total)
+    return {
         "images": images,
-        "original": head_columns(classifier.predict(originals)),
-        "null": head_columns(classifier.predict(nulls)),
-        "counterfactual": head_columns(classifier.predict(counterfactuals)),
+        "original": score(originals, lambda path: _read_at_most(path, size)),
+        "null": score(nulls, load_image),
+        "counterfactual": score(counterfactuals, load_image),
     }
-    _tell(progress, "score", 1, 1)
-    return result
 
 
-def _load_maps(edits: pd.DataFrame, folder: Path, grid: int) -> dict[str, Any]:
-    """Grid-sized signed maps: per edit row (counterfactual - null edit) and per image (null edit - reconstruction)."""
-    from cfaudit.discover.regions import to_grid
-    from cfaudit.edit.difference import load_difference
-
-    null_maps: dict[str, np.ndarray] = {}
-    for image_id, group in edits.groupby("image_id", sort=False):
-        reconstruction = load_image(folder / group["reconstruction"].iloc[0])
-        null = load_image(folder / "images" / safe_name(str(image_id)) / IDENTITY_FILE)
-        null_maps[str(image_id)] = to_grid(null - reconstruction, grid)
-    edit_maps = []
-    for _, row in edits.iterrows():
-        difference = load_difference(folder / row["difference"])  # counterfactual - reconstruction
-        edit_maps.append(to_grid(difference, grid) - null_maps[str(row["image_id"])])
-    return {"edit": edit_maps, "null": null_maps}
+def _collect_components(
+    edits: pd.DataFrame,
+    folder: Path,
+    interventions: Sequence[Intervention],
+    atlas: RegionAtlas,
+    settings: RegionSettings,
+) -> EditComponents:
+    """The change components of every edit, one difference map at a time: per image its null edit -
+    reconstruction, per edit row counterfactual - null edit (both at the grid). Only the current image's null
+    map is held."""
+    found = EditComponents(interventions, atlas, settings)
+    grid = settings.grid
+    current, null_map = None, np.zeros((grid, grid), dtype=np.float32)
+    for row in edits[["image_id", "intervention", "reconstruction", "difference"]].itertuples(index=False):
+        image_id = str(row.image_id)
+        if image_id != current:
+            reconstruction = load_image(folder / row.reconstruction)
+            null = load_image(folder / "images" / safe_name(image_id) / IDENTITY_FILE)
+            current, null_map = image_id, to_grid(null - reconstruction, grid)
+            if image_id not in found.null:
+                found.add_null(image_id, null_map)
+        difference = load_difference(folder / row.difference)  # counterfactual - reconstruction
+        found.add_edit(str(row.intervention), image_id, to_grid(difference, grid) - null_map)
+    return found
 
 
 def _write_outputs(

@@ -133,6 +133,10 @@ class JobReport:
     images_skipped: int
     edits: int
     seconds: float
+    #: This process's rank and the number of processes that shared the job (``edits`` is 0 on the others:
+    #: only the main process, rank 0, merges the rows into ``edits.csv``).
+    rank: int = 0
+    num_processes: int = 1
 
 
 def items_from_index(
@@ -231,6 +235,29 @@ def inversion_key(image: torch.Tensor, prompt: str, model: str, settings: Invers
     return digest.hexdigest()[:32]
 
 
+def planned_unet_evals(settings: JobSettings, targets: int) -> float:
+    """UNet evaluations (forward-equivalents per latent, as ``edits.csv``'s ``unet_evals`` counts them) of
+    inverting one image and editing it towards ``targets`` prompts (the null edit of ``identity_check``
+    included), without running anything: what a plan will cost.
+
+    Exact for direct inversion with corrected targets (the default), DDIM and NPI; for NTI an upper bound (its
+    early stop can end an inner loop sooner), as for direct inversion without target correction (the source's
+    conditional pass is counted at every step, not only while attention is injected)."""
+    n = settings.inversion.steps or 0
+    guided = settings.edit.guidance_scale != 1.0
+    method = settings.inversion.method
+    inversion = n  # one conditional pass per step of the DDIM trajectory
+    if (
+        method == "nti"
+    ):  # per step: a conditional pass, inner Adam steps (forward + backward = 3), a final pass
+        inversion += n * (2 + 3 * settings.inversion.inner_steps)
+    if method == "direct":
+        source = n * (1 + (guided and settings.edit.correct_target)) if targets else 0
+    else:
+        source = n * (1 + (guided and method != "npi"))
+    return float(inversion + source + targets * n * (2 if guided else 1))
+
+
 def _process_state() -> tuple[int, int, Callable[[], None]]:
     """(rank, world size, barrier) from accelerate when launched with it; a single process otherwise."""
     try:
@@ -316,7 +343,7 @@ def run_edit_job(
     count = 0
     if rank == 0:
         count = write_edits_csv(out, ids)
-    return JobReport(edits_csv, len(items), done_before, count, time.perf_counter() - start)
+    return JobReport(edits_csv, len(items), done_before, count, time.perf_counter() - start, rank, world)
 
 
 def _item_interventions(item: JobItem, default: Sequence[Intervention]) -> Sequence[Intervention]:
