@@ -83,26 +83,64 @@ def discover_command(
         str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: accelerate's choice).")
     ] = None,
     top: Annotated[int, typer.Option(help="Candidates printed at the end.")] = 5,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            help="Print the number of edits, UNet evaluations and the projected time; edit and write nothing."
+        ),
+    ] = False,
+    seconds_per_eval: Annotated[
+        float | None,
+        typer.Option(
+            help="With --dry-run: seconds per UNet evaluation measured on the device, to project time."
+        ),
+    ] = None,
 ) -> None:
-    """Edit many images with many interventions and rank what else changes (resumable: re-run to continue)."""
+    """Edit many images with many interventions and rank what else changes (resumable: re-run to continue).
+
+    Runs data-parallel under `accelerate launch` or `torchrun`: every process edits its share into one --out
+    folder (nodes share it on a common file system), then the main process analyses the edits once."""
+    from contextlib import nullcontext
+
     from rich.console import Console
 
     from cfaudit.cli.progress import staged_progress
-    from cfaudit.discover.api import discover
+    from cfaudit.discover.api import discover, discovery_cost
 
     console = Console()
-    with staged_progress(console) as progress:
+    if dry_run:
+        cost = discovery_cost(
+            model, index, do, split=split, label_split=label_split, data_split=data_split, images=images,
+            method=method, steps=steps, guidance=guidance, prompt_mode=prompt_mode, batch_size=batch_size,
+            alpha=alpha, fdr=fdr, detect_effect=detect_effect, edit_budget=edit_budget, regions=regions, seed=seed,
+            device=device, seconds_per_eval=seconds_per_eval,
+        )  # fmt: skip
+        for line in cost.lines():
+            console.print(line, highlight=False)
+        console.print("dry run: nothing was edited or written", highlight=False)
+        return
+    main = _is_main_process()
+    with staged_progress(console) if main else nullcontext(None) as progress:
         result = discover(
             model, index, classifier, out, do, split=split, label_split=label_split, data_split=data_split, images=images, method=method, steps=steps,
             guidance=guidance, prompt_mode=prompt_mode, batch_size=batch_size, margin=margin,
             region_margin=region_margin, alpha=alpha, fdr=fdr, detect_effect=detect_effect,
             edit_budget=edit_budget, regions=regions, seed=seed, device=device, progress=progress,
         )  # fmt: skip
+    if result is None:  # another process of a launch: its edits are in, the main process analyses them
+        return
     print_candidates(console, result.candidates, top)
     print_power(console, result.power)
     console.print(
         f"candidates: {out / 'candidates.csv'} ({int(result.candidates['flagged'].sum())} flagged at q <= {alpha})"
     )
+
+
+def _is_main_process() -> bool:
+    """Rank 0 of a launch (``RANK`` as torchrun and accelerate set it), or a single process."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
 
 
 def print_candidates(console: Console, candidates: pd.DataFrame, top: int) -> None:

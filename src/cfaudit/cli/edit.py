@@ -57,7 +57,10 @@ def edit_command(
         str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: accelerate's choice).")
     ] = None,
 ) -> None:
-    """Invert each image once and apply every --do intervention to it; resumable (re-run the same command)."""
+    """Invert each image once and apply every --do intervention to it; resumable (re-run the same command).
+
+    Runs data-parallel under `accelerate launch` or `torchrun`: each process takes every n-th batch of images and
+    writes its own rows into the one --out folder; the main process merges them into edits.csv."""
     from cfaudit.edit.attention import AttentionSettings
     from cfaudit.edit.editor import CounterfactualEditor, EditSettings
     from cfaudit.edit.interventions import parse_interventions
@@ -104,6 +107,8 @@ def edit_command(
     components = load_components(model, device=device)
     editor = CounterfactualEditor.from_components(components)
     report = run_edit_job(editor, items, interventions, out, settings, model_id=model, cache_dir=cache)
+    if report.rank != 0:  # under accelerate launch / torchrun: the main process merges the rows and reports
+        return
     Console().print(
         f"{report.edits} edit(s) of {report.images} image(s) in {report.edits_csv} "
         f"({report.images_skipped} already done; {report.seconds:.1f} s)"

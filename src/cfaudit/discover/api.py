@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from cfaudit.data.records import DataIndex
 from cfaudit.discover.candidates import CandidateSettings
+from cfaudit.discover.plan import default_interventions
 from cfaudit.discover.regions import RegionAtlas, RegionSettings
-from cfaudit.discover.run import DiscoveryResult, DiscoverySettings, Progress
+from cfaudit.discover.run import (
+    DiscoveryResult,
+    DiscoverySettings,
+    Progress,
+    discovery_job_settings,
+    plan_discovery,
+)
 from cfaudit.discover.run import discover as run_discovery
+from cfaudit.edit.editor import EditSettings
+from cfaudit.edit.inversion import InversionSettings
+from cfaudit.edit.job import JobSettings
 from cfaudit.errors import CfauditError
 
 #: Steps of a discovery's edits when none are given: more than the editor's default for direct inversion. A
@@ -45,8 +59,10 @@ def discover(
     seed: int = 0,
     device: str | None = None,
     progress: Progress | None = None,
-) -> DiscoveryResult:
-    """Run a discovery as ``cfaudit discover`` does and return its ranked candidates.
+) -> DiscoveryResult | None:
+    """Run a discovery as ``cfaudit discover`` does and return its ranked candidates (``None`` on the processes
+    other than the main one of a multi-process launch: they make their share of the edits, the main one
+    analyses them).
 
     ``model`` is ``demo`` (the shipped tiny model), a diffusers folder or a hub id; ``classifier`` is a folder
     written by ``cfaudit classifiers train`` or ``demo`` (the shipped phantom classifier); ``do`` lists
@@ -55,27 +71,17 @@ def discover(
     edits as many images per intervention as detecting a change in ``detect_effect`` of them needs (80% power),
     at most ``edit_budget`` edits in all.
     """
-    from cfaudit.edit.editor import CounterfactualEditor, EditSettings
+    from cfaudit.edit.editor import CounterfactualEditor
     from cfaudit.edit.interventions import parse_interventions
-    from cfaudit.edit.inversion import InversionSettings
-    from cfaudit.edit.job import JobSettings
     from cfaudit.evaluate.classifiers import load_classifier
     from cfaudit.models.loading import load_components
 
     # Check what the user typed before loading any model
     interventions = parse_interventions(list(do)) if do else None
-    settings = DiscoverySettings(
-        split=split,
-        label_split=label_split,
-        data_split=data_split,
-        images=_images(images),
-        detect_effect=detect_effect,
-        edit_budget=edit_budget,
-        prompt_mode=prompt_mode,
-        seed=seed,
-        candidates=CandidateSettings(margin=margin, region_margin=region_margin, alpha=alpha, fdr=fdr),
-        regions=RegionSettings(),
-    )
+    settings = _discovery_settings(
+        split, label_split, data_split, images, detect_effect, edit_budget, prompt_mode, seed,
+        margin, region_margin, alpha, fdr,
+    )  # fmt: skip
     if not isinstance(index, DataIndex):
         DataIndex.read(index)  # a missing or broken index fails here, in a second
     atlas = RegionAtlas.load(regions)
@@ -84,14 +90,7 @@ def discover(
 
         device = str(PartialState().device)
     editor = CounterfactualEditor.from_components(load_components(model, device=device))
-    steps = steps if steps is not None else DISCOVERY_STEPS.get(method)
-    job = JobSettings(
-        inversion=InversionSettings(
-            method=method, guidance_scale=guidance, **({"steps": steps} if steps is not None else {})
-        ),
-        edit=EditSettings(guidance_scale=guidance),
-        batch_size=batch_size,
-    )
+    job = _job_settings(method, steps, guidance, batch_size)
     return run_discovery(
         editor,
         index,
@@ -103,6 +102,180 @@ def discover(
         model_id=model,
         atlas=atlas,
         progress=progress,
+    )
+
+
+#: Seconds per UNet evaluation (one latent, forward) by (preset, device kind), from docs/BENCHMARKS.md: the
+#: seconds per edit of the trained models at 44 UNet evaluations per edit on 2 CPU cores ("With the trained demo
+#: model (equal edit effect)": tiny 0.88 s, tiny-f4 1.61 s). No GPU figure is recorded yet: pass
+#: ``seconds_per_eval`` (``--seconds-per-eval``) measured on the device.
+SECONDS_PER_EVAL: dict[tuple[str, str], float] = {
+    ("tiny", "cpu"): 0.88 / 44,
+    ("tiny-f4", "cpu"): 1.61 / 44,
+}
+
+
+@dataclass(frozen=True)
+class DiscoveryCost:
+    """What a discovery will edit and what that costs, known before any model is loaded."""
+
+    images: int
+    #: Counterfactual edits (one row of ``edits.csv`` each); every image also gets its null edit.
+    edits: int
+    unet_evals: float
+    preset: str | None
+    device: str
+    processes: int
+    seconds_per_eval: float | None
+    #: Where ``seconds_per_eval`` comes from (``""`` when no figure is known).
+    source: str = ""
+
+    @property
+    def seconds(self) -> float | None:
+        """Projected seconds on one device (None when no figure is known for this preset and device)."""
+        return None if self.seconds_per_eval is None else self.unet_evals * self.seconds_per_eval
+
+    def lines(self) -> list[str]:
+        said = f"model preset {self.preset}" if self.preset else "model preset unknown"
+        lines = [
+            f"{self.edits} edits of {self.images} images ({self.images} null edits more), {said}",
+            f"{self.unet_evals:,.0f} UNet evaluations (inversions, null edits and edits)",
+        ]
+        seconds = self.seconds
+        if seconds is None:
+            lines.append(
+                f"projected time: unknown for this preset on {self.device}; give --seconds-per-eval "
+                "(measured on the device) to project it"
+            )
+            return lines
+        lines.append(
+            f"projected time on one {self.device} device: {_duration(seconds)} "
+            f"({self.seconds_per_eval:.4g} s per UNet evaluation, {self.source})"
+        )
+        if self.processes > 1:
+            lines.append(f"per device, {self.processes} processes: {_duration(seconds / self.processes)}")
+        return lines
+
+
+def discovery_cost(
+    model: str = "demo",
+    index: str | os.PathLike[str] | DataIndex = "index.csv",
+    do: Sequence[str] | None = None,
+    *,
+    split: str = "test",
+    label_split: str = "train",
+    data_split: str = "val",
+    images: int | str = 16,
+    method: str = "direct",
+    steps: int | None = None,
+    guidance: float = 7.5,
+    prompt_mode: str = "full",
+    batch_size: int = 4,
+    alpha: float = CandidateSettings.alpha,
+    fdr: str = CandidateSettings.fdr,
+    detect_effect: float = DiscoverySettings.detect_effect,
+    edit_budget: int | None = None,
+    regions: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    seconds_per_eval: float | None = None,
+) -> DiscoveryCost:
+    """The plan of ``discover`` with the same arguments, costed: edits, UNet evaluations and, where a figure for
+    the model's preset on the device is known (:data:`SECONDS_PER_EVAL`, or ``seconds_per_eval``), the
+    projected time. Reads the index and the model's configs; loads no weights and writes nothing."""
+    from cfaudit.edit.interventions import parse_interventions
+    from cfaudit.edit.job import planned_unet_evals
+    from cfaudit.models.loading import resolve_model
+    from cfaudit.models.shipped_model import preset_name
+
+    if seconds_per_eval is not None and seconds_per_eval <= 0:
+        raise CfauditError(f"--seconds-per-eval must be positive, got {seconds_per_eval}")
+    interventions = parse_interventions(list(do)) if do else default_interventions()
+    settings = _discovery_settings(
+        split, label_split, data_split, images, detect_effect, edit_budget, prompt_mode, seed,
+        CandidateSettings.margin, CandidateSettings.region_margin, alpha, fdr,
+    )  # fmt: skip
+    job = discovery_job_settings(_job_settings(method, steps, guidance, batch_size), settings)
+    data = index if isinstance(index, DataIndex) else DataIndex.read(index)
+    plan, _, _ = plan_discovery(data, interventions, settings, RegionAtlas.load(regions))
+    evals = sum(planned_unet_evals(job, len(item.interventions or ()) + 1) for item in plan.items)
+    folder = resolve_model(model)
+    preset = preset_name(_config(folder / "unet"), _config(folder / "vae"))
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    kind = device.split(":")[0]
+    known = SECONDS_PER_EVAL.get((preset or "", kind))
+    per_eval, source = (
+        (seconds_per_eval, "--seconds-per-eval")
+        if seconds_per_eval is not None
+        else (known, "docs/BENCHMARKS.md, 2 CPU cores")
+        if known is not None
+        else (None, "")
+    )
+    return DiscoveryCost(
+        len(plan.items), plan.n_edits, evals, preset, kind, int(os.environ.get("WORLD_SIZE", "1")), per_eval,
+        source,
+    )  # fmt: skip
+
+
+def _config(folder: Path) -> dict[str, Any]:
+    """A component's ``config.json`` (empty when the folder has none: the preset is then unknown)."""
+    path = folder / "config.json"
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return {}
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _discovery_settings(
+    split: str,
+    label_split: str,
+    data_split: str,
+    images: int | str,
+    detect_effect: float,
+    edit_budget: int | None,
+    prompt_mode: str,
+    seed: int,
+    margin: float,
+    region_margin: float,
+    alpha: float,
+    fdr: str,
+) -> DiscoverySettings:
+    return DiscoverySettings(
+        split=split,
+        label_split=label_split,
+        data_split=data_split,
+        images=_images(images),
+        detect_effect=detect_effect,
+        edit_budget=edit_budget,
+        prompt_mode=prompt_mode,
+        seed=seed,
+        candidates=CandidateSettings(margin=margin, region_margin=region_margin, alpha=alpha, fdr=fdr),
+        regions=RegionSettings(),
+    )
+
+
+def _job_settings(method: str, steps: int | None, guidance: float, batch_size: int) -> JobSettings:
+    """The edit job's inversion and edit settings (steps: :data:`DISCOVERY_STEPS` unless given)."""
+    steps = steps if steps is not None else DISCOVERY_STEPS.get(method)
+    return JobSettings(
+        inversion=InversionSettings(
+            method=method, guidance_scale=guidance, **({"steps": steps} if steps is not None else {})
+        ),
+        edit=EditSettings(guidance_scale=guidance),
+        batch_size=batch_size,
     )
 
 
