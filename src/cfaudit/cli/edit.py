@@ -101,9 +101,9 @@ def edit_command(
     from cfaudit.models.loading import load_components
 
     if device is None:
-        from accelerate import PartialState
+        from cfaudit.edit.job import launch_state
 
-        device = str(PartialState().device)
+        device = str(launch_state().device)
     components = load_components(model, device=device)
     editor = CounterfactualEditor.from_components(components)
     report = run_edit_job(editor, items, interventions, out, settings, model_id=model, cache_dir=cache)

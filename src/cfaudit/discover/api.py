@@ -23,7 +23,7 @@ from cfaudit.discover.run import (
 from cfaudit.discover.run import discover as run_discovery
 from cfaudit.edit.editor import EditSettings
 from cfaudit.edit.inversion import InversionSettings
-from cfaudit.edit.job import JobSettings
+from cfaudit.edit.job import JobSettings, launch_state
 from cfaudit.errors import CfauditError
 
 #: Steps of a discovery's edits when none are given: more than the editor's default for direct inversion. A
@@ -86,9 +86,7 @@ def discover(
         DataIndex.read(index)  # a missing or broken index fails here, in a second
     atlas = RegionAtlas.load(regions)
     if device is None:
-        from accelerate import PartialState
-
-        device = str(PartialState().device)
+        device = str(launch_state().device)
     editor = CounterfactualEditor.from_components(load_components(model, device=device))
     job = _job_settings(method, steps, guidance, batch_size)
     return run_discovery(

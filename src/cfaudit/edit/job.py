@@ -258,12 +258,24 @@ def planned_unet_evals(settings: JobSettings, targets: int) -> float:
     return float(inversion + source + targets * n * (2 if guided else 1))
 
 
+def launch_state() -> Any:
+    """accelerate's ``PartialState`` of this process: its rank, the number of processes and its device.
+
+    Under ``accelerate launch`` or ``torchrun`` on machines without a GPU (or with ``ACCELERATE_USE_CPU=1``)
+    the processes must be told to stay on the CPU to form one job (gloo): without it, each would run alone,
+    as rank 0 of 1, and do every batch itself. The state is made once per process, so every caller (device
+    choice, batch split) sees the same one."""
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+
+
 def _process_state() -> tuple[int, int, Callable[[], None]]:
     """(rank, world size, barrier) from accelerate when launched with it; a single process otherwise."""
     try:
-        from accelerate import PartialState
-
-        state = PartialState()
+        state = launch_state()
         return state.process_index, state.num_processes, state.wait_for_everyone
     except Exception:  # accelerate missing or not configured: one process
         return 0, 1, lambda: None
