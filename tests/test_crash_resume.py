@@ -1,0 +1,160 @@
+"""SIGKILL in the middle of `cfaudit edit` and `cfaudit train`, resume, and get what an uninterrupted run gets.
+
+Each job runs as the real command in a fresh process, three times: uninterrupted (the reference), killed once a
+file shows it is half done, and re-run with the same command to the end. The outputs are compared as
+``benchmarks/crash_resume.py`` compares them (that benchmark kills at random moments, many times).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from cfaudit.data.images import save_image
+from cfaudit.train.checkpoint import list_checkpoints
+
+
+def _load(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+ROOT = Path(__file__).parents[1]
+crash = _load("crash_resume_benchmark", ROOT / "benchmarks" / "crash_resume.py")
+tiny_data = _load("crash_tiny_data", ROOT / "tests" / "train" / "tiny_data.py")
+
+
+def run(command: list[str], log: Path) -> None:
+    process = crash.launch(command, log)
+    assert process.wait() == 0, log.read_text(errors="replace")[-3000:]
+
+
+def kill_when(command: list[str], log: Path, appears: Path, timeout: float = 120.0) -> None:
+    """Start ``command`` and SIGKILL it as soon as ``appears`` exists."""
+    process = crash.launch(command, log)
+    deadline = time.monotonic() + timeout
+    while not appears.exists():
+        assert process.poll() is None, f"it ended before {appears.name} appeared:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"{appears} did not appear in {timeout} s"
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+
+
+@pytest.fixture(scope="module")
+def edit_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(reference, resumed) edit folders of the demo model on 3 images, killed after the first image's row."""
+    work = tmp_path_factory.mktemp("crash-edit")
+    index = tiny_data.make_index(work / "data", n=3)
+
+    def command(out: Path) -> list[str]:
+        return crash.cfaudit("edit", "--model", "demo", "--index", index, "--split", "train", "--do", "Cardiomegaly=0",
+                             "--steps", 4, "--check-identity", "--device", "cpu", "--out", out)  # fmt: skip
+
+    reference, resumed = work / "reference" / "run", work / "killed" / "run"
+    run(command(reference), work / "reference.log")
+    kill_when(command(resumed), work / "killed.log", resumed / "rows" / "img0.json")
+    assert not (resumed / "edits.csv").exists() and not (resumed / "rows" / "img2.json").exists()
+    run(command(resumed), work / "killed.log")
+    return reference, resumed
+
+
+@pytest.fixture(scope="module")
+def train_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(reference, resumed) runs of 6 steps of the tiny preset, killed once the step-2 checkpoint is written."""
+    from cfaudit.models.random_init import write_random_pipeline
+    from cfaudit.train.config import TrainConfig
+    from cfaudit.train.trainer import train
+
+    work = tmp_path_factory.mktemp("crash-train")
+    model = write_random_pipeline(work / "tiny", "tiny", seed=0)
+    index = tiny_data.make_index(work / "data")
+    settings = {"model": str(model), "index": str(index), "output_dir": str(work / "warm"), "resolution": 64,
+                "max_steps": 6, "batch_size": 4, "learning_rate": 1e-3, "checkpoint_every": 2, "keep_checkpoints": 2,
+                "use_ema": True, "ema_decay": 0.9, "caption_dropout": 0.5, "log_every": 1,
+                "latent_cache_dir": str(work / "latents")}  # fmt: skip
+    # Fill the latent cache first, as a first launch does, so that every run below reads it (a process that encodes
+    # and then trains rounds ~1e-7 differently from one that reads the cache; benchmarks/crash_resume.py says why).
+    train(TrainConfig.from_dict({**settings, "max_steps": 1}), progress=False)
+    config = work / "train.json"
+    config.write_text(pd.Series(settings).to_json(), encoding="utf-8")
+
+    def command(out: Path) -> list[str]:
+        return crash.cfaudit(
+            "train", "--config", config, "--output-dir", out, "--resume", "latest", "--no-progress"
+        )
+
+    reference, resumed = work / "reference" / "run", work / "killed" / "run"
+    run(command(reference), work / "reference.log")
+    kill_when(
+        command(resumed),
+        work / "killed.log",
+        resumed / "checkpoints" / "step-0000002" / "training_state.json",
+    )
+    assert not (resumed / "model").exists()
+    run(command(resumed), work / "killed.log")
+    return reference, resumed
+
+
+def test_an_edit_job_killed_after_its_first_image_resumes_to_the_uninterrupted_output(
+    edit_runs: tuple[Path, Path],
+) -> None:
+    reference, resumed = edit_runs
+    comparison = crash.compare_outputs(reference, resumed)
+    assert comparison.identical, comparison.summary()
+    assert not comparison.leftovers
+    rows = pd.read_csv(resumed / "edits.csv")
+    assert rows["image_id"].tolist() == ["img0", "img1", "img2"]
+    # per image 5 files (reconstruction, null edit, counterfactual, its map as .npy and .png), its row file and
+    # its inversion; job.json; and the 3 rows of edits.csv
+    assert comparison.items == 3 * (5 + 1 + 1) + 1 + 3
+
+
+def test_training_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(
+    train_runs: tuple[Path, Path],
+) -> None:
+    reference, resumed = train_runs
+    comparison = crash.compare_outputs(reference, resumed)
+    assert comparison.identical, comparison.summary()
+    assert not comparison.leftovers
+    assert [p.name for p in list_checkpoints(resumed)] == ["step-0000004", "step-0000006"]
+    compared = {Path(p).parts[0] for p in crash.output_files(reference)[0]}
+    assert compared == {"checkpoints", "model"}  # weights, optimizer / EMA / RNG state and the final pipeline
+
+
+def test_the_comparison_reports_lost_extra_and_differing_outputs(
+    edit_runs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    reference, resumed = edit_runs
+    damaged = tmp_path / "run"
+    shutil.copytree(resumed, damaged)
+    (damaged / "images" / "img1" / "reconstruction.png").unlink()
+    counterfactual = damaged / "images" / "img2" / "cardiomegaly-0.png"
+    pixels = np.asarray(Image.open(counterfactual)).astype(np.float32) / 65535.0
+    pixels[0, 0] = 1.0 - pixels[0, 0]
+    save_image(pixels, counterfactual, bits=16)
+    table = pd.read_csv(damaged / "edits.csv")
+    pd.concat([table, table.tail(1)]).to_csv(damaged / "edits.csv", index=False)
+    (damaged / "rows" / ".img0.json.x1y2.part").write_text("[", encoding="utf-8")
+
+    comparison = crash.compare_outputs(reference, damaged)
+    assert comparison.lost == ["images/img1/reconstruction.png"]
+    assert comparison.differ == ["images/img2/cardiomegaly-0.png"]
+    assert comparison.extra == ["edits.csv row 4"]
+    assert comparison.leftovers == ["rows/.img0.json.x1y2.part"]
+    assert not comparison.identical
