@@ -13,8 +13,10 @@ import shutil
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -74,9 +76,16 @@ def edit_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return reference, resumed
 
 
+@dataclass(frozen=True)
+class TrainRuns:
+    reference: Path
+    resumed: Path
+    settings: dict[str, Any]  # the config, less output_dir
+
+
 @pytest.fixture(scope="module")
-def train_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(reference, resumed) runs of 6 steps of the tiny preset, killed once the step-2 checkpoint is written."""
+def train_runs(tmp_path_factory: pytest.TempPathFactory) -> TrainRuns:
+    """Runs of 6 steps of the tiny preset: uninterrupted, and killed once the step-2 checkpoint is written."""
     from cfaudit.models.random_init import write_random_pipeline
     from cfaudit.train.config import TrainConfig
     from cfaudit.train.trainer import train
@@ -108,7 +117,7 @@ def train_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     )
     assert not (resumed / "model").exists()
     run(command(resumed), work / "killed.log")
-    return reference, resumed
+    return TrainRuns(reference, resumed, settings)
 
 
 def test_an_edit_job_killed_after_its_first_image_resumes_to_the_uninterrupted_output(
@@ -126,9 +135,9 @@ def test_an_edit_job_killed_after_its_first_image_resumes_to_the_uninterrupted_o
 
 
 def test_training_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(
-    train_runs: tuple[Path, Path],
+    train_runs: TrainRuns,
 ) -> None:
-    reference, resumed = train_runs
+    reference, resumed = train_runs.reference, train_runs.resumed
     comparison = crash.compare_outputs(reference, resumed)
     assert comparison.identical, comparison.summary()
     assert not comparison.leftovers
@@ -158,3 +167,56 @@ def test_the_comparison_reports_lost_extra_and_differing_outputs(
     assert comparison.extra == ["edits.csv row 4"]
     assert comparison.leftovers == ["rows/.img0.json.x1y2.part"]
     assert not comparison.identical
+
+
+def _killed_mid_prune(run: Path) -> None:
+    """Killed while the step-6 checkpoint's save pruned step 2: ``rmtree`` had removed its weights, not its state."""
+    shutil.copytree(run / "checkpoints" / "step-0000004", run / "checkpoints" / "step-0000002")
+    shutil.rmtree(run / "checkpoints" / "step-0000002" / "unet")
+
+
+def _killed_before_prune(run: Path) -> None:
+    """Killed right after the step-6 checkpoint was renamed into place, before step 2 was pruned."""
+    shutil.copytree(run / "checkpoints" / "step-0000004", run / "checkpoints" / "step-0000002")
+
+
+def _killed_writing_the_model(run: Path) -> None:
+    """Killed while the final pipeline was written into its staging folder (``PipelineComponents.save``)."""
+    shutil.rmtree(run / "model")
+    staging = run / ".model.k1ll3d.part"
+    shutil.copytree(run / "checkpoints" / "step-0000006" / "unet", staging / "unet")
+
+
+def _killed_swapping_the_model(run: Path) -> None:
+    """Killed between ``save``'s two renames: the old model moved aside, the new one not yet in place."""
+    (run / "model").rename(run / ".model.old")
+    shutil.copytree(run / "checkpoints" / "step-0000006" / "unet", run / ".model.k1ll3d.part" / "unet")
+
+
+@pytest.mark.parametrize(
+    "kill",
+    [_killed_mid_prune, _killed_before_prune, _killed_writing_the_model, _killed_swapping_the_model],
+    ids=["mid-prune", "before-prune", "writing-the-model", "swapping-the-model"],
+)
+def test_a_run_killed_after_its_last_checkpoint_resumes_to_the_uninterrupted_folder(
+    train_runs: TrainRuns, tmp_path: Path, kill: Any
+) -> None:
+    # These kills fall in windows of milliseconds (the benchmark's random ones rarely land there): the folder a kill
+    # leaves is made here, then the run resumes in this process, from its last checkpoint (step 6 of 6).
+    from cfaudit.train.config import TrainConfig
+    from cfaudit.train.trainer import train
+
+    run = tmp_path / "run"
+    shutil.copytree(train_runs.reference, run)
+    for record in run.rglob("provenance.json"):  # as if the run had been made here
+        record.write_text(record.read_text().replace(str(train_runs.reference), str(run)))
+    kill(run)
+    result = train(
+        TrainConfig.from_dict({**train_runs.settings, "output_dir": str(run)}),
+        resume="latest",
+        progress=False,
+    )
+    assert result.step == 6 and result.losses == []
+    comparison = crash.compare_outputs(train_runs.reference, run)
+    assert comparison.identical, comparison.summary()
+    assert not comparison.leftovers, comparison.summary()

@@ -7,8 +7,10 @@ operation on POSIX file systems), so a reader sees either the old file, the comp
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +60,24 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) ->
         yield handle
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def remove_leftovers(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove what writers killed while replacing ``path`` left beside it: staging files or folders
+    ``.<name>.*.part`` / ``.<name>.part`` and ``.<name>.old`` (a folder moved aside to swap in its new version).
+    Only for a caller that knows no other process is writing ``path`` now. Returns what it removed."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    removed = []
+    for entry in sorted(path.parent.glob(f".{glob.escape(path.name)}.*")):
+        if entry.name.endswith(".part") or entry.name == f".{path.name}.old":
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -175,6 +175,24 @@ def load_weights_into(model: Any, folder: Path, name: str) -> None:
 
 
 def prune_checkpoints(output_dir: str | os.PathLike[str], keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints."""
+    """Delete all but the newest ``keep`` checkpoints. Each is first renamed out of sight (``.step-N.old``), so a
+    kill during the deletion never leaves a half-deleted folder that looks like a checkpoint."""
     for old in list_checkpoints(output_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        hidden = old.with_name(f".{old.name}.old")
+        shutil.rmtree(hidden, ignore_errors=True)
+        os.replace(old, hidden)
+        shutil.rmtree(hidden, ignore_errors=True)
+
+
+def tidy_for_resume(output_dir: str | os.PathLike[str], keep: int, resuming_from: Path | None) -> None:
+    """Finish what a killed run left half done, before a resume writes anything: remove checkpoint folders being
+    written (``.step-N.part``) or deleted (``.step-N.old``) and, when resuming from the newest checkpoint, do the
+    pruning its save had not finished (so the folder ends as an uninterrupted run leaves it). Main process only."""
+    root = Path(output_dir) / CHECKPOINTS
+    if root.is_dir():
+        for entry in root.iterdir():
+            if entry.name.startswith(".step-") and entry.name.endswith((".part", ".old")):
+                shutil.rmtree(entry, ignore_errors=True)
+    newest = latest_checkpoint(output_dir)
+    if resuming_from is not None and newest is not None and resuming_from.resolve() == newest.resolve():
+        prune_checkpoints(output_dir, keep)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cfaudit import __version__
+from cfaudit import __version__, atomic_io
 from cfaudit.errors import CfauditError
 from cfaudit.models.components import PipelineComponents
 from cfaudit.models.model_card import write_card_quietly
@@ -319,6 +319,9 @@ def train(
         "n_rows": len(data.captions),
     }
     start_checkpoint = ckpt.resolve_resume(out, resume) if resume else None
+    if resume and accelerator.is_main_process:  # what a killed run left half written or half deleted
+        ckpt.tidy_for_resume(out, config.keep_checkpoints, start_checkpoint)
+        atomic_io.remove_leftovers(out / "model")
     if start_checkpoint is not None:
         saved = ckpt.read_state(start_checkpoint)
         if saved["n_rows"] != state["n_rows"]:
