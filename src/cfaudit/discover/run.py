@@ -283,10 +283,11 @@ def analyse(
 #: Images the classifier reads at once (a multiple of its own batch of 64, so that chunks do not change its
 #: batches and therefore its outputs): the analysis never holds more images than this.
 SCORE_CHUNK = 1024
-#: What the analysis keeps per edit, in bytes (measured by ``benchmarks/discovery_scale.py``; see its docstring):
+#: What the analysis keeps per edit (peak resident memory grew 1.1 KB per edit from 10,000 to 100,000 synthetic
+#: edits, ``benchmarks/discovery_scale.py``):
 #: the edit's row of ``edits.csv``, its head scores and its change components. Images and difference maps are
 #: read a chunk (:data:`SCORE_CHUNK`) or one map at a time and never kept.
-PER_EDIT_MEMORY = "about 2 KB"
+PER_EDIT_MEMORY = "about 1 KB"
 
 
 def discovery_job_settings(job_settings: JobSettings, settings: DiscoverySettings) -> JobSettings:
