@@ -64,6 +64,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 from safetensors import safe_open
+
+from cfaudit.data.adapters import build_index, write_index
+from cfaudit.data.phantom import default_config_path, generate_phantom, load_config
 
 #: Fields that record when and how long, not what (see the module docstring).
 IGNORED_KEYS = frozenset({"seconds", "inversion_cached", "wall_seconds", "command"})
@@ -155,7 +159,7 @@ def _same_tensors(a: Path, b: Path) -> bool:
             if (
                 x.dtype != y.dtype
                 or x.shape != y.shape
-                or not bool((x == y).all() | (x.isnan() & y.isnan()).all())
+                or not bool(((x == y) | (x.isnan() & y.isnan())).all())
             ):
                 return False
     return True
@@ -171,8 +175,6 @@ def _same_arrays(x: np.ndarray, y: np.ndarray) -> bool:
 
 def _compare_tables(name: str, a: Path, b: Path, ra: Path, rb: Path, result: Comparison) -> None:
     """Row by row (each row one item); cells as written, the ignored columns left out."""
-    from io import StringIO
-
     ta = pd.read_csv(StringIO(_text(a, ra)), dtype=str, keep_default_na=False)
     tb = pd.read_csv(StringIO(_text(b, rb)), dtype=str, keep_default_na=False)
     columns = [c for c in ta.columns if c not in IGNORED_KEYS]
@@ -281,10 +283,7 @@ class Inputs:
 
 
 def make_inputs(work: Path, seed: int) -> Inputs:
-    """The phantom, its index and the training config (its latent cache filled by :func:`warm_up`)."""
-    from cfaudit.data.adapters import build_index, write_index
-    from cfaudit.data.phantom import default_config_path, generate_phantom, load_config
-
+    """The phantom, its index and the training config (whose latent cache :func:`main` fills first)."""
     settings = load_config(default_config_path("default")).with_overrides(n=160, size=64)
     phantom = generate_phantom(work / "phantom", settings, seed=seed, workers=1)
     index = work / "index.csv"

@@ -13,6 +13,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -58,9 +59,16 @@ def kill_when(command: list[str], log: Path, appears: Path, timeout: float = 120
     assert process.wait() == -signal.SIGKILL
 
 
+@dataclass(frozen=True)
+class EditRuns:
+    reference: Path
+    resumed: Path
+    command: Callable[[Path], list[str]]  # the edit command into a folder
+
+
 @pytest.fixture(scope="module")
-def edit_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(reference, resumed) edit folders of the demo model on 3 images, killed after the first image's row."""
+def edit_runs(tmp_path_factory: pytest.TempPathFactory) -> EditRuns:
+    """Edits of the demo model on 3 images: uninterrupted, and killed after the first image's row file."""
     work = tmp_path_factory.mktemp("crash-edit")
     index = tiny_data.make_index(work / "data", n=3)
 
@@ -73,7 +81,7 @@ def edit_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     kill_when(command(resumed), work / "killed.log", resumed / "rows" / "img0.json")
     assert not (resumed / "edits.csv").exists() and not (resumed / "rows" / "img2.json").exists()
     run(command(resumed), work / "killed.log")
-    return reference, resumed
+    return EditRuns(reference, resumed, command)
 
 
 @dataclass(frozen=True)
@@ -121,9 +129,9 @@ def train_runs(tmp_path_factory: pytest.TempPathFactory) -> TrainRuns:
 
 
 def test_an_edit_job_killed_after_its_first_image_resumes_to_the_uninterrupted_output(
-    edit_runs: tuple[Path, Path],
+    edit_runs: EditRuns,
 ) -> None:
-    reference, resumed = edit_runs
+    reference, resumed = edit_runs.reference, edit_runs.resumed
     comparison = crash.compare_outputs(reference, resumed)
     assert comparison.identical, comparison.summary()
     assert not comparison.leftovers
@@ -146,10 +154,8 @@ def test_training_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights
     assert compared == {"checkpoints", "model"}  # weights, optimizer / EMA / RNG state and the final pipeline
 
 
-def test_the_comparison_reports_lost_extra_and_differing_outputs(
-    edit_runs: tuple[Path, Path], tmp_path: Path
-) -> None:
-    reference, resumed = edit_runs
+def test_the_comparison_reports_lost_extra_and_differing_outputs(edit_runs: EditRuns, tmp_path: Path) -> None:
+    reference, resumed = edit_runs.reference, edit_runs.resumed
     damaged = tmp_path / "run"
     shutil.copytree(resumed, damaged)
     (damaged / "images" / "img1" / "reconstruction.png").unlink()
@@ -218,5 +224,27 @@ def test_a_run_killed_after_its_last_checkpoint_resumes_to_the_uninterrupted_fol
     )
     assert result.step == 6 and result.losses == []
     comparison = crash.compare_outputs(train_runs.reference, run)
+    assert comparison.identical, comparison.summary()
+    assert not comparison.leftovers, comparison.summary()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="cfaudit/edit/job.py: a re-run leaves the staging file of a write a kill interrupted "
+    "(atomic_io.atomic_path's .<name>.<random>.part) in the image folder; nothing removes it",
+)
+def test_an_edit_job_killed_while_writing_an_image_leaves_no_temporary_file(
+    edit_runs: EditRuns, tmp_path: Path
+) -> None:
+    # The benchmark's random kills landed once in 30 inside such a write; here the folder it leaves is made: the
+    # image's counterfactual half written to its staging file, its row file not written yet.
+    run_folder = tmp_path / "run"
+    shutil.copytree(edit_runs.reference, run_folder)
+    (run_folder / "rows" / "img1.json").unlink()
+    (run_folder / "edits.csv").unlink()
+    staging = run_folder / "images" / "img1" / ".cardiomegaly-0.png.k1ll3d.part"
+    staging.write_bytes((run_folder / "images" / "img1" / "cardiomegaly-0.png").read_bytes()[:100])
+    run(edit_runs.command(run_folder), tmp_path / "resume.log")
+    comparison = crash.compare_outputs(edit_runs.reference, run_folder)
     assert comparison.identical, comparison.summary()
     assert not comparison.leftovers, comparison.summary()
