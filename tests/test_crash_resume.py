@@ -228,11 +228,6 @@ def test_a_run_killed_after_its_last_checkpoint_resumes_to_the_uninterrupted_fol
     assert not comparison.leftovers, comparison.summary()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cfaudit/edit/job.py: a re-run leaves the staging file of a write a kill interrupted "
-    "(atomic_io.atomic_path's .<name>.<random>.part) in the image folder; nothing removes it",
-)
 def test_an_edit_job_killed_while_writing_an_image_leaves_no_temporary_file(
     edit_runs: EditRuns, tmp_path: Path
 ) -> None:

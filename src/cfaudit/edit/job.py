@@ -347,6 +347,10 @@ def run_edit_job(
             continue
         rows = _edit_batch(editor, batch, interventions, out, cache, settings, fingerprint, template, policy)
         for item, image_rows in zip(batch, rows, strict=True):
+            # this process alone writes this image's folder, and has written it all: what a killed write
+            # staged there (``.<name>.<random>.part``) is no one's any more
+            for staged in (out / "images" / safe_name(item.image_id)).glob(".*.part"):
+                staged.unlink(missing_ok=True)
             atomic_io.write_json(out / "rows" / f"{safe_name(item.image_id)}.json", image_rows)
             if on_image_done is not None:
                 on_image_done(item.image_id)
