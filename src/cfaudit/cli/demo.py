@@ -32,11 +32,21 @@ def demo(
     ),
     workers: int = typer.Option(2, "--workers", help="Worker processes for the phantom."),
     edit_images: int = typer.Option(16, "--edit-images", help="Test images edited for Table 2."),
-    images: int = typer.Option(8, "--images", help="Images per intervention in the discovery."),
+    images: str = typer.Option(
+        "auto",
+        "--images",
+        help="Images per intervention in the discovery, or auto: as many as --detect-effect needs.",
+    ),
+    detect_effect: float = typer.Option(
+        0.5,
+        "--detect-effect",
+        help="With --images auto: the share of images a change must show in to be found (80% power).",
+    ),
     do: list[str] | None = typer.Option(
         None,
         "--do",
-        help="Discovery interventions A=v (repeat; default: every finding, sex, race, age +-20).",
+        help="Discovery interventions A=v (repeat; default: cardiomegaly, pleural effusion, support devices, sex, "
+        "race White/Black, age +-20, each way).",
     ),
     until: str = typer.Option(
         "report", "--until", help="Stop after: data, edit, evaluate, discover or report."
@@ -55,7 +65,7 @@ def demo(
     with staged_progress(console) as progress:
         result = run_demo(
             out, n=n, size=size, seed=seed, workers=workers, config=_phantom_config(config), train=train,
-            edit_images=edit_images, discover_images=images, discover_do=do, until=until, progress=progress,
+            edit_images=edit_images, discover_images=images, discover_effect=detect_effect, discover_do=do, until=until, progress=progress,
         )  # fmt: skip
     header, rows = paper_rows(result.table1)
     table = Table(title="Table 1 (paper layout) of the demo data set")
