@@ -1,5 +1,6 @@
 import os
 import stat
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -30,3 +31,18 @@ def test_failure_leaves_nothing_behind(tmp_path):
 def test_read_modes_refused(tmp_path):
     with pytest.raises(ValueError, match="not a write mode"), atomic_io.atomic_open(tmp_path / "x", "r"):
         pass
+
+
+def test_remove_staged_files_takes_only_staging_files(tmp_path: Path) -> None:
+    from cfaudit.atomic_io import remove_staged_files
+
+    (tmp_path / "sub").mkdir()
+    staged = [tmp_path / ".a.png.x1.part", tmp_path / "sub" / ".b.npy.y2.part"]
+    kept = [tmp_path / "a.png", tmp_path / "notes.part", tmp_path / "sub" / "b.npy"]
+    for path in staged + kept:
+        path.write_bytes(b"x")
+    assert remove_staged_files(tmp_path) == [staged[0]]
+    assert staged[1].exists()
+    assert remove_staged_files(tmp_path, recursive=True) == [staged[1]]
+    assert all(path.exists() for path in kept) and not any(path.exists() for path in staged)
+    assert remove_staged_files(tmp_path / "missing") == []

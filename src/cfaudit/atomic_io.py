@@ -80,6 +80,19 @@ def remove_leftovers(path: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+def remove_staged_files(folder: str | os.PathLike[str], *, recursive: bool = False) -> list[Path]:
+    """Remove the staging files (``.<name>.<random>.part``) that writes killed mid-way left in ``folder`` (and,
+    with ``recursive``, below it). Only for a caller that knows no other process is writing there now."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = folder.rglob(".*.part") if recursive else folder.glob(".*.part")
+    removed = [entry for entry in sorted(found) if entry.is_file() and not entry.is_symlink()]
+    for entry in removed:
+        entry.unlink(missing_ok=True)
+    return removed
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     with atomic_open(path, "w", encoding="utf-8") as handle:
         handle.write(text)

@@ -240,6 +240,10 @@ def analyse(
         records, policy,
     )  # fmt: skip
     del found
+    # the analysis is the only writer of these (one process): what a killed analysis staged there goes
+    atomic_io.remove_staged_files(out)
+    for folder in (out / "maps", out / "crops"):
+        atomic_io.remove_staged_files(folder, recursive=True)
     mean_maps = write_mean_maps(edits, out / "edits", out / "maps", interventions)
     evidence = write_cluster_evidence(members, edits, out / "edits", out / "crops", settings.regions.grid)
     if not clusters.empty:
