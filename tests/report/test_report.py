@@ -407,3 +407,12 @@ def test_a_discoverys_edits_show_only_its_flagged_and_top_interventions(workspac
     assert {g["intervention"] for g in edit_groups(job, "d", 2, [], None)} == {
         "do(Cardiomegaly=0)", "do(sex=Female)", "do(age=80)",
     }  # fmt: skip
+
+
+def test_a_shipped_model_is_named_inside_the_package_not_by_a_machine_path(tmp_path: Path) -> None:
+    from cfaudit.report.html import model_name
+    from cfaudit.scm.shipped import DEMO_SCM, demo_scm_dir
+
+    assert model_name(str(demo_scm_dir())) == DEMO_SCM
+    assert model_name("demo") == "demo"
+    assert model_name(str(tmp_path / "my-model")) == str(tmp_path / "my-model")

@@ -960,6 +960,17 @@ def key_findings(discoveries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return findings[:SUMMARY_FINDINGS]
 
 
+def model_name(value: str) -> str:
+    """A model as the report names it: one shipped inside the installed package as ``cfaudit/<path>`` (as
+    ``cfaudit.scm.shipped.DEMO_SCM`` does), so that the page names no folder of the machine it was made on."""
+    package = Path(__file__).resolve().parents[1]
+    try:
+        inside = Path(value).resolve().relative_to(package)
+    except (ValueError, OSError):
+        return value
+    return f"cfaudit/{inside.as_posix()}"
+
+
 def provenance(inputs: ReportInputs) -> dict[str, Any]:
     """What the report was made from: folders, what each held, the models and data named in the inputs."""
     models: list[str] = []
@@ -986,7 +997,7 @@ def provenance(inputs: ReportInputs) -> dict[str, Any]:
         "edit_jobs": [str(j.folder) for j in inputs.edit_jobs],
         "discoveries": [str(d.folder) for d in inputs.discoveries],
         "reviews": [str(r.queue.path) for r in inputs.reviews],
-        "models": list(dict.fromkeys(models)),
+        "models": list(dict.fromkeys(model_name(m) for m in models)),
         "data": list(dict.fromkeys(data)),
         "cfaudit_version": __version__,
     }
