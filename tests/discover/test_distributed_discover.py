@@ -9,29 +9,20 @@ maps), byte for byte; ``discovery.json`` too (it records no time)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from launch_support import ENV, LAUNCH, phantom_index
 
-from cfaudit.data.adapters import build_index, write_index
-from cfaudit.data.phantom import default_config_path, generate_phantom, load_config
 from cfaudit.edit.job import TIMING_COLUMNS
-
-ENV = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-LAUNCH = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 
 @pytest.fixture(scope="module")
 def index(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("phantom")
-    settings = load_config(default_config_path("default")).with_overrides(n=120, size=64)
-    phantom = generate_phantom(root / "phantom", settings, seed=1, workers=1)
-    write_index(build_index("phantom", phantom.out, seed=1), root / "index.csv")
-    return root / "index.csv"
+    return phantom_index(tmp_path_factory.mktemp("phantom"), n=120, seed=1)
 
 
 def discover_command(index: Path, out: Path) -> list[str]:

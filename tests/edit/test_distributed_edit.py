@@ -18,23 +18,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from launch_support import ENV, LAUNCH, phantom_index
 from safetensors import safe_open
 
-from cfaudit.data.adapters import build_index, write_index
-from cfaudit.data.phantom import default_config_path, generate_phantom, load_config
 from cfaudit.edit.job import TIMING_COLUMNS
-
-ENV = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-LAUNCH = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 
 @pytest.fixture(scope="module")
 def index(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("phantom")
-    settings = load_config(default_config_path("default")).with_overrides(n=40, size=64)
-    phantom = generate_phantom(root / "phantom", settings, seed=0, workers=1)
-    write_index(build_index("phantom", phantom.out, seed=0), root / "index.csv")
-    return root / "index.csv"
+    return phantom_index(tmp_path_factory.mktemp("phantom"), n=40, seed=0)
 
 
 def edit_command(index: Path, out: Path) -> list[str]:
