@@ -110,3 +110,17 @@ def test_demo_training_recipes_run_and_give_loadable_models(tmp_path):
     # the shipped autoencoder is reused, as the paper reuses SD's: the same weights, never trained again
     shipped, refit = load_components("demo").vae.state_dict(), load_components(model).vae.state_dict()
     assert all(torch.equal(shipped[k], refit[k]) for k in shipped)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--images", "many"], "--images must be a number or 'auto'"),
+        (["--detect-effect", "1.5"], "--detect-effect is a share of images"),
+        (["--do", "Cardiomegaly=maybe"], "maybe"),
+    ],
+)
+def test_bad_discovery_options_are_refused_before_any_work(tmp_path, capsys, options, message):
+    assert main(["demo", "--out", str(tmp_path / "demo"), *options]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()  # nothing drawn, edited or written

@@ -78,6 +78,7 @@ def run_demo(
     """Run the demo into ``out``; see the module docstring for the stages (``until`` stops early)."""
     if until not in STAGES:
         raise CfauditError(f"unknown demo stage {until!r}; choose one of {', '.join(STAGES)}")
+    _check_discovery_options(discover_images, discover_effect, discover_do)
     out = Path(out)
     tell = _stage_progress(progress)
     last = STAGES.index(until)
@@ -153,6 +154,16 @@ def _stage_progress(progress: Progress | Callable[[int, int], None] | None) -> P
     if staged:
         return progress  # type: ignore[return-value]
     return lambda stage, done, total: progress(done, total) if stage == "phantom" else None  # type: ignore[call-arg]
+
+
+def _check_discovery_options(images: int | str, effect: float, do: Sequence[str] | None) -> None:
+    """Refuse bad discovery options before minutes of phantom, edits and scoring, not after them."""
+    from cfaudit.discover.api import parse_images
+    from cfaudit.discover.run import DiscoverySettings
+    from cfaudit.edit.interventions import parse_interventions
+
+    DiscoverySettings(images=parse_images(images), detect_effect=effect)
+    parse_interventions(list(do or DEMO_INTERVENTIONS))
 
 
 def _models(

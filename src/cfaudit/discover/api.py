@@ -255,7 +255,7 @@ def _discovery_settings(
         split=split,
         label_split=label_split,
         data_split=data_split,
-        images=_images(images),
+        images=parse_images(images),
         detect_effect=detect_effect,
         edit_budget=edit_budget,
         prompt_mode=prompt_mode,
@@ -277,7 +277,7 @@ def _job_settings(method: str, steps: int | None, guidance: float, batch_size: i
     )
 
 
-def _images(images: int | str) -> int | str:
+def parse_images(images: int | str) -> int | str:
     """``--images``: a number, or ``auto``."""
     if isinstance(images, str) and images.strip().lower() == "auto":
         return "auto"
