@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 
 from cfaudit.discover.cochange import COCHANGE_COLUMNS
-from cfaudit.discover.error_rates import POWER_COLUMNS, apply_error_rates, power_table
+from cfaudit.discover.error_rates import POWER_COLUMNS, apply_error_rates, power_table, relation_p
 from cfaudit.discover.regions import CLUSTER_COLUMNS
 from cfaudit.discover.significance import detectable_change, detectable_share
 
@@ -73,3 +73,17 @@ def test_power_table_summarises_each_intervention():
     assert sex["heads_tested"] == 2 and sex["heads_undetectable"] == 2 and math.isinf(sex["detectable_head"])
     assert edema["heads_undetectable"] == 0 and 0 < edema["detectable_head"] < 1
     assert edema["requested"] == 40 and edema["eligible"] == 12
+
+
+def test_a_relation_needs_the_edit_and_the_real_images_its_p_value_is_the_larger():
+    heads = cochange([0.001, 0.001, 0.001])
+    heads["data_p"] = [0.002, 0.6, math.nan]  # backed; real images do not show it; no real images
+    found = clusters([0.0001, 0.0001])
+    found["data_p"] = [0.7, 0.0001]
+    assert relation_p(heads).tolist() == [0.002, 0.6, 0.001]
+    assert relation_p(found).tolist() == [0.7, 0.0001]
+    assert relation_p(heads.drop(columns="data_p")).tolist() == [0.001] * 3  # older tables: the edit's p
+    heads_q, clusters_q, family = apply_error_rates(heads, found, alpha=0.1)
+    assert heads_q["q_value"].iloc[1] >= 0.6 and clusters_q["q_value"].iloc[0] >= 0.7  # never flagged
+    assert heads_q["q_value"].iloc[0] <= 0.1 and clusters_q["q_value"].iloc[1] <= 0.1
+    assert family.tests == 5

@@ -97,3 +97,38 @@ def test_classifier_error_gives_the_classifiers_bias_conditional_on_the_edited_f
     assert bias["age"] == pytest.approx(12.0, abs=1e-6)  # mean(pred - age | edema) - mean(... | no edema)
     assert abs(bias["sex"]) < 0.05  # sex is misread (squeezed to 0.1..0.9) the same way with or without edema
     assert bias["Cardiomegaly"] == pytest.approx(0.0)
+
+
+def _z_scores(planted: float, repeats: int, n: int = 300) -> np.ndarray:
+    """Data association / its standard error for do(Cardiomegaly=0) on values that move ``planted`` with it."""
+    z = []
+    for seed in range(repeats):
+        frame = table(n, seed=100 + seed)
+        rng = np.random.default_rng(seed)
+        values = rng.normal(0.0, 1.0, (n, len(HEAD_COLUMNS)))
+        values[:, HEAD_COLUMNS.index("Edema")] += planted * frame["Cardiomegaly"].to_numpy()
+        statistics = LabelStatistics(frame, values=values)
+        records = frame[frame["Cardiomegaly"] == 1].to_dict("records")
+        mean, error = statistics.association_with_error(Intervention.parse("Cardiomegaly=0"), records)
+        z.append(mean["Edema"] / error["Edema"])
+    return np.array(z)
+
+
+def test_association_error_is_calibrated_under_a_null_and_finds_a_planted_contrast():
+    from scipy import stats
+
+    null = _z_scores(0.0, 300)
+    assert stats.kstest(null, "norm").pvalue > 0.01  # the contrast over its error is standard normal
+    assert 0.02 <= np.mean(np.abs(null) > 1.96) <= 0.09
+    planted = _z_scores(0.5, 20)  # 0.5 SD between two groups of ~150: z ~ -4.3
+    assert np.all(planted < -2.5)
+
+
+def test_association_error_of_an_age_shift_is_finite_and_conservative():
+    frame = table(600, seed=3)
+    rng = np.random.default_rng(3)
+    statistics = LabelStatistics(frame, values=rng.normal(0.0, 1.0, (600, len(HEAD_COLUMNS))))
+    records = frame[(frame["age"] > 30) & (frame["age"] < 60)].to_dict("records")
+    mean, error = statistics.association_with_error(Intervention.parse("age=+20"), records)
+    assert all(np.isfinite(error[h]) and error[h] > 0 for h in HEAD_COLUMNS)
+    assert abs(mean["Edema"]) < 3 * error["Edema"]

@@ -7,6 +7,7 @@ from cfaudit.discover.regions import (
     RegionSettings,
     cluster_components,
     components,
+    data_support,
     describe_position,
     find_clusters,
     presence,
@@ -107,6 +108,7 @@ def test_find_clusters_reports_frequency_controls_and_data_support():
     assert row["intervention"] == str(removal) and row["frequency"] == pytest.approx(0.75)
     assert row["null_control"] == 0 and row["offtarget_control"] == 0 and row["sign"] == -1
     assert row["data_support"] < -1.0  # real images without cardiomegaly are darker there
+    assert row["data_p"] < 1e-6  # ... far beyond chance, in the cluster's direction
     assert row["p_value"] == pytest.approx(0.5**6)  # 6 images gain the change, no null edit has it
     assert describe_position(row["x"], row["y"]) == "upper patient's left chest"
     assert set(members["image_id"]) == {f"i{k}" for k in range(6)}
@@ -127,3 +129,31 @@ def test_presence_is_judged_at_the_place_the_other_images_set():
     # A cluster of one image sets no place for that image: it cannot count itself
     (single,) = cluster_components(edit_parts["i3"], 0.12)
     assert presence(single, ["i3"], edit_parts, null_parts, 0.12)[0].tolist() == [False]
+
+
+def _data_p(planted: float, seed: int, n: int = 120) -> float:
+    """data_support's p-value for a cluster that darkens a spot under do(Cardiomegaly=0), on real images whose
+    spot is ``planted`` darker without cardiomegaly (0: unrelated), beyond an unrelated label (age)."""
+    settings = RegionSettings(grid=GRID)
+    (cluster,) = cluster_components(components("i0", blob(0.72, 0.22).astype(np.float32), settings), 0.12)
+    rng = np.random.default_rng(seed)
+    states = (rng.random(n) < 0.4).astype(float)
+    table = pd.DataFrame(
+        {"age": rng.uniform(20, 90, n), "sex": "Male", "race": "White", "Cardiomegaly": states}
+    )
+    details = rng.normal(0, 0.05, (n, GRID, GRID)) + planted * 0.05 * (states[:, None, None] - 1) * (
+        blob(0.72, 0.22) != 0
+    )
+    record = {"age": 60.0, "sex": "Male", "race": "White", "Cardiomegaly": 1.0}
+    _, p = data_support(cluster, Intervention.parse("Cardiomegaly=0"), (table, details), [record], GRID)
+    return p
+
+
+def test_data_support_p_value_is_uniform_under_a_null_and_small_for_a_planted_difference():
+    from scipy import stats
+
+    null = np.array([_data_p(0.0, seed) for seed in range(300)])
+    assert stats.kstest(null, "uniform").pvalue > 0.01
+    assert 0.02 <= np.mean(null <= 0.05) <= 0.09
+    assert max(_data_p(1.0, seed) for seed in range(10)) < 0.01  # 1 SD darker without: found
+    assert min(_data_p(-1.0, seed) for seed in range(10)) > 0.5  # brighter without: the wrong way

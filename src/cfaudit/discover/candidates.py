@@ -49,7 +49,7 @@ from cfaudit.errors import CfauditError
 
 CANDIDATE_COLUMNS: tuple[str, ...] = (
     "rank", "intervention", "kind", "target", "status", "flagged", "description", "effect", "ci_low", "ci_high",
-    "p_value", "q_value", "detectable", "null_control", "offtarget_control", "label_association",
+    "p_value", "data_p", "q_value", "detectable", "null_control", "offtarget_control", "label_association",
     "data_association", "classifier_bias", "rests_on", "cross_check", "excess", "n_images", "frequency", "x", "y",
     "examples", "evidence",
 )  # fmt: skip
@@ -89,6 +89,10 @@ def _scaled(value: float, scale: float) -> float:
 
 def _q(row: Any) -> float:
     return float(getattr(row, "q_value", math.nan))
+
+
+def _data_p(row: Any) -> float:
+    return float(getattr(row, "data_p", math.nan))
 
 
 def head_shows(row: Any, settings: CandidateSettings) -> bool:
@@ -151,6 +155,7 @@ def head_candidates(cochange: pd.DataFrame, settings: CandidateSettings) -> list
                 "ci_low": row.ci_low,
                 "ci_high": row.ci_high,
                 "p_value": getattr(row, "p_value", math.nan),
+                "data_p": _data_p(row),
                 "q_value": _q(row),
                 "detectable": getattr(row, "detectable", math.nan),
                 "null_control": row.null_control,
@@ -171,10 +176,12 @@ def _number(value: float, unit: str = "", signed: bool = True) -> str:
     return f"{value:+.2f}{unit}" if signed else f"{value:.2f}{unit}"
 
 
-def _error_rates(p: float, q: float) -> str:
+def _error_rates(p: float, q: float, data_p: float = math.nan) -> str:
+    """ "; p = edit's (real images'), q = relation's" for a description."""
     if math.isnan(p):
         return ""
-    return f"; p = {p:.2g}, q = {q:.2g}" if not math.isnan(q) else f"; p = {p:.2g}"
+    in_data = f" (real images: p = {data_p:.2g})" if not math.isnan(data_p) else ""
+    return f"; p = {p:.2g}{in_data}, q = {q:.2g}" if not math.isnan(q) else f"; p = {p:.2g}{in_data}"
 
 
 def _head_sentence(row: Any, status: str) -> str:
@@ -201,7 +208,7 @@ def _head_sentence(row: Any, status: str) -> str:
         f"{row.intervention} moves {quantity} by {row.delta:+.2f}{unit} [{row.ci_low:+.2f}, {row.ci_high:+.2f}] "
         f"beyond the null edit ({row.n_images} images; other edits move it {_nan0(row.offtarget_control):.2f}{unit}; "
         f"label statistics {_number(row.label_association, unit)}; real images "
-        f"{_number(row.data_association, unit)}{misread}{_error_rates(getattr(row, 'p_value', math.nan), _q(row))}): "
+        f"{_number(row.data_association, unit)}{misread}{_error_rates(getattr(row, 'p_value', math.nan), _q(row), _data_p(row))}): "
         f"{verdict}"
     )
 
@@ -249,12 +256,14 @@ def region_candidates(clusters: pd.DataFrame, settings: CandidateSettings) -> li
                     f"{row.frequency:.0%} [{row.ci_low:.0%}, {row.ci_high:.0%}] of {row.n_images} images, outside "
                     f"the attribute's expected region (null edit {_nan0(row.null_control):.0%}, other edits "
                     f"{_nan0(row.offtarget_control):.0%}; real images {row.data_support:+.2f} SD there"
-                    f"{_error_rates(getattr(row, 'p_value', math.nan), _q(row))}){named}{not_significant}"
+                    f"{_error_rates(getattr(row, 'p_value', math.nan), _q(row), _data_p(row))}){named}"
+                    f"{not_significant}"
                 ),
                 "effect": row.frequency,
                 "ci_low": row.ci_low,
                 "ci_high": row.ci_high,
                 "p_value": getattr(row, "p_value", math.nan),
+                "data_p": _data_p(row),
                 "q_value": _q(row),
                 "detectable": getattr(row, "detectable", math.nan),
                 "null_control": row.null_control,

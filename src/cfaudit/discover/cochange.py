@@ -26,9 +26,16 @@ One row per (intervention, head):
 ``spread``, ``p_value``
     the standard deviation of the per-image changes beyond the null edit, and the sign-flip test's p-value of
     ``H0: |delta| <= offtarget_control`` (:func:`~cfaudit.discover.significance.sign_flip_p`);
+``data_p``
+    the one-sided p-value that real images show the change beyond the labels in the edit's direction
+    (``data_association - label_association``, a normal test with the standard errors of both conditional-mean
+    contrasts, :meth:`~cfaudit.discover.label_statistics.LabelStatistics.association_with_error`; the real
+    images are a held-out split, so the direction the edit chose is independent of them). NaN without real
+    images;
 ``q_value``, ``detectable``
     filled in once the whole run's family is known (:func:`~cfaudit.discover.error_rates.apply_error_rates`):
-    the false-discovery-adjusted p-value and the smallest change the run could have detected.
+    the false-discovery-adjusted p-value of the relation (the edit shows it *and* real images do, the larger
+    of ``p_value`` and ``data_p``) and the smallest change the run could have detected.
 """
 
 from __future__ import annotations
@@ -43,14 +50,14 @@ import pandas as pd
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
 from cfaudit.discover.heads import FULLY_OBSERVED, HEAD_COLUMNS, HEAD_SCALE, intervened_heads
 from cfaudit.discover.label_statistics import LabelStatistics
-from cfaudit.discover.significance import sign_flip_p
+from cfaudit.discover.significance import directed_p, sign_flip_p
 from cfaudit.edit.interventions import Intervention
 from cfaudit.evaluate.metrics import bootstrap_ci
 
 COCHANGE_COLUMNS: tuple[str, ...] = (
     "intervention", "head", "intervened", "n_images", "effect", "null_control", "delta", "ci_low", "ci_high",
     "offtarget_control", "label_association", "data_association", "classifier_bias", "scale", "spread", "p_value",
-    "q_value", "detectable",
+    "data_p", "q_value", "detectable",
 )  # fmt: skip
 
 
@@ -82,8 +89,10 @@ def cochange_table(
         image_rows = [position[str(i)] for i in edits["image_id"].to_numpy()[selected]]
         targeted = intervened_heads(tuple(n for n, _ in intervention.changes))
         edited = [records[str(i)] for i in edits["image_id"].to_numpy()[selected]]
-        association = labels.association(intervention, edited, policy)
-        in_data = data.association(intervention, edited, policy) if data is not None else {}
+        association, label_error = labels.association_with_error(intervention, edited, policy)
+        in_data, data_error = (
+            data.association_with_error(intervention, edited, policy) if data is not None else ({}, {})
+        )
         misread = bias.association(intervention, edited, policy) if bias is not None else {}
         changes[name] = np.stack(
             [scores["counterfactual"][h][selected] - scores["null"][h][image_rows] for h in HEAD_COLUMNS],
@@ -94,6 +103,8 @@ def cochange_table(
             null = scores["null"][head][image_rows]
             after = scores["counterfactual"][head][selected]
             interval = bootstrap_ci(after - null, resamples=resamples, seed=seed)
+            beyond = in_data.get(head, math.nan) - _nan0(association[head])
+            beyond_error = math.hypot(data_error.get(head, math.nan), _nan0(label_error[head]))
             rows.append(
                 {
                     "intervention": name,
@@ -110,6 +121,7 @@ def cochange_table(
                     "classifier_bias": misread.get(head, math.nan) if head in FULLY_OBSERVED else math.nan,
                     "scale": HEAD_SCALE[head],
                     "spread": float(np.std(after - null, ddof=1)) if selected.size > 1 else math.nan,
+                    "data_p": directed_p(beyond, beyond_error, interval.estimate),
                 }
             )
     table = pd.DataFrame(rows)
@@ -127,6 +139,10 @@ def cochange_table(
     table["q_value"] = math.nan
     table["detectable"] = math.nan
     return table[list(COCHANGE_COLUMNS)]
+
+
+def _nan0(value: float) -> float:
+    return 0.0 if value is None or not math.isfinite(value) else float(value)
 
 
 def _offtarget(table: pd.DataFrame, intervention: str, head: str) -> float:

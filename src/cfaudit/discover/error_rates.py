@@ -36,18 +36,33 @@ def _tested_heads(cochange: pd.DataFrame) -> np.ndarray:
     return ~cochange["intervened"].astype(bool).to_numpy()
 
 
+def relation_p(table: pd.DataFrame) -> np.ndarray:
+    """Per row, the p-value of the relation a flag claims: the edit shows the change beyond its controls
+    (``p_value``) *and* real images show it beyond the labels (``data_p``).
+
+    An intersection-union test: the larger of the two p-values is a valid p-value for "both hold", whatever
+    their dependence, so a flag never rests on the edit alone or on the real images alone. A row without real
+    images (``data_p`` NaN) keeps the edit's p-value: it stays in the family but cannot be flagged."""
+    edit = table["p_value"].to_numpy(dtype=float)
+    if "data_p" not in table:
+        return edit
+    data = table["data_p"].to_numpy(dtype=float)
+    return np.where(np.isnan(data), edit, np.fmax(edit, data))
+
+
 def apply_error_rates(
     cochange: pd.DataFrame, clusters: pd.DataFrame, alpha: float, method: str = "bh"
 ) -> tuple[pd.DataFrame, pd.DataFrame, Family]:
-    """Copies of both tables with ``q_value`` (over the whole family) and ``detectable`` (at the run's level).
+    """Copies of both tables with ``q_value`` (over the whole family, of :func:`relation_p`) and ``detectable``
+    (at the run's level).
 
     Heads the intervention targets are not tested (their change is the edit itself): their q and detectable
     stay NaN. ``detectable`` is in each row's own unit: the head's (probability; years for age), beyond the
     null edit; for a cluster, the share of images."""
     cochange, clusters = cochange.copy(), clusters.copy()
     tested = _tested_heads(cochange)
-    head_p = cochange["p_value"].to_numpy(dtype=float)[tested] if len(cochange) else np.zeros(0)
-    cluster_p = clusters["p_value"].to_numpy(dtype=float) if len(clusters) else np.zeros(0)
+    head_p = relation_p(cochange)[tested] if len(cochange) else np.zeros(0)
+    cluster_p = relation_p(clusters) if len(clusters) else np.zeros(0)
     q = q_values(np.concatenate([head_p, cluster_p]), method)
     level = detection_level(q, alpha, method)
     family = Family(alpha, method, int(np.isfinite(q).sum()), int(np.sum(q <= alpha)), level)

@@ -46,7 +46,7 @@ class LabelStatistics:
         table row, one column per :data:`HEAD_COLUMNS` entry) when given, e.g. classifier outputs on the
         images: then the expectations say what the *images* with an attribute look like to the classifier."""
         self.bandwidth = bandwidth
-        self._cache: dict[tuple[tuple[str, str], ...], tuple[np.ndarray, np.ndarray]] = {}
+        self._cache: dict[tuple[tuple[str, str], ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         values_override = values
         missing = [f for f in FINDINGS if f not in table.columns]
         if missing:  # an index always has them; other tables (tests, custom data) may not
@@ -95,22 +95,31 @@ class LabelStatistics:
         """Weighted mean of every head given ``conditions``, and its effective number of rows, per head.
 
         Cached: the edited records of one intervention mostly share their conditions (and ages repeat)."""
+        mean, effective, _ = self._moments(conditions)
+        return mean, effective
+
+    def _moments(self, conditions: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         key = tuple(sorted((name, str(value)) for name, value in conditions.items()))
         if key not in self._cache:
             self._cache[key] = self._expected(conditions)
         return self._cache[key]
 
-    def _expected(self, conditions: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    def _expected(self, conditions: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Weighted mean, effective rows and the squared standard error of the mean, per head."""
         weights = self._weights(conditions)
         known = ~np.isnan(self.values)
         w = weights[:, None] * known
         total = w.sum(axis=0)
         effective = np.where(total > 0, total**2 / np.maximum((w**2).sum(axis=0), 1e-12), 0.0)
-        mean = np.where(
-            total > 0, (w * np.nan_to_num(self.values)).sum(axis=0) / np.maximum(total, 1e-12), np.nan
-        )
+        values = np.nan_to_num(self.values)
+        mean = np.where(total > 0, (w * values).sum(axis=0) / np.maximum(total, 1e-12), np.nan)
+        # Weighted variance of the rows about that mean, over the effective rows (Kish): the mean's variance
+        spread = (w * (values - np.nan_to_num(mean)) ** 2).sum(axis=0) / np.maximum(total, 1e-12)
+        variance = np.where(effective > 1, spread * effective / np.maximum(effective - 1, 1e-12), np.nan)
+        squared_error = variance / np.maximum(effective, 1e-12)
         mean[effective < MIN_ROWS] = np.nan
-        return mean, effective
+        squared_error[effective < MIN_ROWS] = np.nan
+        return mean, effective, squared_error
 
     def association(
         self,
@@ -119,22 +128,43 @@ class LabelStatistics:
         policy: LabelPolicy = DEFAULT_POLICY,
     ) -> dict[str, float]:
         """Mean predicted change of every head when ``intervention`` is applied to ``records``."""
-        changes = []
+        return self.association_with_error(intervention, records, policy)[0]
+
+    def association_with_error(
+        self,
+        intervention: Intervention,
+        records: Sequence[Mapping[str, Any]],
+        policy: LabelPolicy = DEFAULT_POLICY,
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """:meth:`association` and its standard error, per head.
+
+        Each record's predicted change is a difference of two conditional means, whose squared errors add (the
+        rows of the two conditions do not overlap for a changed attribute). The records' changes share their
+        rows, so their errors are not independent; the error of their average is bounded by the average of
+        their errors (perfect correlation), which is what is returned: conservative when records differ (age
+        edits, each at its own age), exact when they all share their conditions."""
+        changes, errors = [], []
         for record in records:
             resolved = intervention.resolve(record)
             target = dict(resolved.changes)
             source = {name: _source_value(record, name, policy) for name in target}
             if any(value is None for value in source.values()):
                 continue
-            after, _ = self.expected(target)
-            before, _ = self.expected(source)
+            after, _, after_error = self._moments(target)
+            before, _, before_error = self._moments(source)
             changes.append(after - before)
-        stacked = np.stack(changes) if changes else np.full((1, len(self.columns)), np.nan)
-        known = np.isfinite(stacked)
-        mean = np.where(
-            known.any(axis=0), np.nansum(stacked, axis=0) / np.maximum(known.sum(axis=0), 1), np.nan
+            errors.append(np.sqrt(after_error + before_error))
+        width = len(self.columns)
+        stacked = np.stack(changes) if changes else np.full((1, width), np.nan)
+        stacked_errors = np.stack(errors) if errors else np.full((1, width), np.nan)
+        known = np.isfinite(stacked) & np.isfinite(stacked_errors)
+        count = np.maximum(known.sum(axis=0), 1)
+        mean = np.where(known.any(axis=0), np.where(known, stacked, 0.0).sum(axis=0) / count, np.nan)
+        error = np.where(known.any(axis=0), np.where(known, stacked_errors, 0.0).sum(axis=0) / count, np.nan)
+        return (
+            {column: float(value) for column, value in zip(self.columns, mean, strict=True)},
+            {column: float(value) for column, value in zip(self.columns, error, strict=True)},
         )
-        return {column: float(value) for column, value in zip(self.columns, mean, strict=True)}
 
 
 def classifier_error(

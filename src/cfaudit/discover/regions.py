@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from cfaudit.discover.significance import presence_p
+from cfaudit.discover.significance import directed_p, presence_p
 from cfaudit.errors import CfauditError
 
 DEFAULT_REGIONS = "regions.yaml"
@@ -355,7 +355,7 @@ def cluster_summary(cluster: Cluster) -> dict[str, Any]:
 
 CLUSTER_COLUMNS: tuple[str, ...] = (
     "intervention", "cluster", "n_images", "images_with", "frequency", "ci_low", "ci_high", "null_control",
-    "offtarget_control", "x", "y", "x0", "y0", "x1", "y1", "sign", "area", "where", "head", "head_change", "data_support", "p_value", "q_value", "detectable", "examples",
+    "offtarget_control", "x", "y", "x0", "y0", "x1", "y1", "sign", "area", "where", "head", "head_change", "data_support", "p_value", "data_p", "q_value", "detectable", "examples",
 )  # fmt: skip
 MEMBER_COLUMNS: tuple[str, ...] = (
     "intervention", "cluster", "image_id", "x", "y", "area", "sign", "mass", "grid", "pixels",
@@ -508,10 +508,10 @@ def clusters_of(
             changed, null_changed = presence(
                 cluster, family_images, parts_by_image, null_parts, settings.radius
             )
-            support = (
+            support, support_p = (
                 data_support(cluster, intervention, data, [records[i] for i in family_images], grid, policy)
                 if data is not None and records is not None
-                else math.nan
+                else (math.nan, math.nan)
             )
             head, head_change = _name_cluster(deltas, present)
             cluster_rows.append(
@@ -530,6 +530,7 @@ def clusters_of(
                     "head_change": head_change,
                     "data_support": round(support, 4) if not math.isnan(support) else math.nan,
                     "p_value": presence_p(changed, null_changed, offtarget),
+                    "data_p": support_p,
                     "q_value": math.nan,  # set once the run's whole family is known
                     "detectable": math.nan,
                     "examples": ";".join(
@@ -631,8 +632,9 @@ def data_support(
     edited: Sequence[Mapping[str, Any]],
     grid: int,
     policy: Any = None,
-) -> float:
-    """How real images differ in the cluster's footprint with the intervened attribute, beyond the labels.
+) -> tuple[float, float]:
+    """How real images differ in the cluster's footprint with the intervened attribute, beyond the labels, and
+    the one-sided p-value that they differ in the cluster's direction.
 
     The footprint is the union of the members' pixels (dilated by one grid cell). Each real image's mean local
     detail there is standardised over the split and regressed (least squares) on the intervened attributes
@@ -641,6 +643,11 @@ def data_support(
     or darker (-) real images are there in standard deviations when only that attribute differs. Adjusting for
     the other labels keeps a change that the labels already explain (a device that comes with the "support
     devices" label, which itself comes with cardiomegaly) from counting as support.
+
+    The p-value tests that contrast of the coefficients with its least-squares standard error (residual
+    variance, pseudo-inverse of the design's Gram matrix). The footprint and the direction come from the edits,
+    the real images from a held-out split, so the test does not select on its own data. (NaN, NaN) when the
+    split is too small (under 20 images) or the footprint does not vary.
     """
     from scipy import ndimage
 
@@ -655,10 +662,13 @@ def data_support(
     values = details[:, footprint].mean(axis=1)
     spread = float(np.std(values))
     if not np.isfinite(spread) or spread == 0 or len(values) < 20:
-        return math.nan
+        return math.nan, math.nan
     names, design = label_design(table, policy)
-    coefficients, *_ = np.linalg.lstsq(design, (values - values.mean()) / spread, rcond=None)
+    standardised = (values - values.mean()) / spread
+    coefficients, *_ = np.linalg.lstsq(design, standardised, rcond=None)
     coefficient = dict(zip(names, coefficients, strict=True))
+    column = {name: k for k, name in enumerate(names)}
+    contrast = np.zeros(len(names))  # the same average change as a weighting of the coefficients
     changes = []
     for record in edited:
         total = 0.0
@@ -668,10 +678,25 @@ def data_support(
                 total += coefficient.get(f"race:{target}", 0.0) - (
                     coefficient.get(f"race:{source}", 0.0) if source else 0.0
                 )
+                if f"race:{target}" in column:
+                    contrast[column[f"race:{target}"]] += 1.0
+                if source and f"race:{source}" in column:
+                    contrast[column[f"race:{source}"]] -= 1.0
             elif name in coefficient and source is not None:
                 total += coefficient[name] * (_encode(name, target) - source)
+                contrast[column[name]] += _encode(name, target) - source
         changes.append(total)
-    return float(np.mean(changes)) if changes else math.nan
+    if not changes:
+        return math.nan, math.nan
+    support = float(np.mean(changes))
+    contrast /= len(changes)
+    residual = standardised - design @ coefficients
+    freedom = len(values) - np.linalg.matrix_rank(design)
+    if freedom <= 0:
+        return support, math.nan
+    covariance = float(residual @ residual) / freedom * np.linalg.pinv(design.T @ design)
+    error = math.sqrt(max(float(contrast @ covariance @ contrast), 0.0))
+    return support, directed_p(float(contrast @ coefficients), error, float(cluster.sign))
 
 
 def _encode(name: str, value: Any) -> float:

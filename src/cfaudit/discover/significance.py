@@ -130,6 +130,18 @@ def presence_p(edit: np.ndarray, null: np.ndarray, offtarget: float) -> float:
     return max(against_null, against_others)
 
 
+def directed_p(value: float, error: float, direction: float) -> float:
+    """One-sided normal p-value that ``value`` (standard error ``error``) lies on the side of ``direction``;
+    NaN when either is unknown, 1 when there is no direction."""
+    if not (math.isfinite(value) and math.isfinite(error)) or math.isnan(direction):
+        return math.nan
+    if direction == 0:
+        return 1.0
+    if error <= 0:
+        return 0.0 if value * direction > 0 else 1.0
+    return float(stats.norm.sf(math.copysign(1.0, direction) * value / error))
+
+
 def q_values(p: np.ndarray, method: str = "bh") -> np.ndarray:
     """Adjusted p-values (``bh``: Benjamini-Hochberg; ``by``: Benjamini-Yekutieli) over the finite entries."""
     if method not in ("bh", "by"):

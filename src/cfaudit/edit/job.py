@@ -201,7 +201,10 @@ def safe_name(image_id: str) -> str:
 
 
 def model_fingerprint(editor: CounterfactualEditor) -> str:
-    """A short hash of the model's configs and weights (statistics and a strided sample of every tensor)."""
+    """A short hash of the model's configs and weights (statistics and a strided sample of every tensor).
+
+    The statistics are summed by numpy, whose pairwise summation does not depend on the number of threads (a
+    torch reduction does: a job resumed with another ``OMP_NUM_THREADS`` would otherwise see another model)."""
     digest = hashlib.sha256()
     for part in (editor.unet, editor.vae, editor.text_encoder):
         config = getattr(part, "config", {})
@@ -213,13 +216,12 @@ def model_fingerprint(editor: CounterfactualEditor) -> str:
             ).encode()
         )
         for name, tensor in part.state_dict().items():
-            values = tensor.detach().flatten().double()
+            values = tensor.detach().flatten().cpu().double().numpy()
             digest.update(name.encode())
             digest.update(str(tuple(tensor.shape)).encode())
-            if values.numel():
-                sample = values[:: max(1, values.numel() // 1024)].cpu().numpy().tobytes()
-                digest.update(sample)
-                digest.update(np.array([values.sum().item(), values.square().sum().item()]).tobytes())
+            if values.size:
+                digest.update(values[:: max(1, values.size // 1024)].tobytes())
+                digest.update(np.array([values.sum(), np.square(values).sum()]).tobytes())
     digest.update(json.dumps(dict(editor.scheduler.config), sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
 
@@ -289,10 +291,16 @@ def check_job_file(out: Path, record: dict[str, Any], rank: int = 0) -> None:
             existing = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             existing = None
-        if existing != json.loads(json.dumps(record, sort_keys=True, default=str)):
+        wanted = json.loads(json.dumps(record, sort_keys=True, default=str))
+        if existing != wanted:
+            differ = (
+                sorted(k for k in set(existing) | set(wanted) if existing.get(k) != wanted.get(k))
+                if isinstance(existing, dict)
+                else ["the whole file (not readable JSON)"]
+            )
             raise CfauditError(
-                f"{out} holds an edit job with other settings, interventions or model ({path}); "
-                "use a new --out folder or delete that one"
+                f"{out} holds an edit job with other settings, interventions or model ({path}; differs in: "
+                f"{', '.join(differ)}); use a new --out folder or delete that one"
             )
     elif rank == 0:
         atomic_io.write_json(path, record)

@@ -59,16 +59,16 @@ EDITS_REQUIRED = ("image_id", "intervention", "counterfactual", "difference")
 CANDIDATES_REQUIRED = ("intervention", "target", "effect")
 CANDIDATES_NUMERIC = (
     "rank", "effect", "ci_low", "ci_high", "null_control", "offtarget_control", "label_association", "excess",
-    "n_images", "frequency", "x", "y", "p_value", "q_value", "detectable", "classifier_bias",
+    "n_images", "frequency", "x", "y", "p_value", "data_p", "q_value", "detectable", "classifier_bias",
 )  # fmt: skip
 COCHANGE_REQUIRED = ("intervention", "head", "effect")
 COCHANGE_NUMERIC = (
     "effect", "ci_low", "ci_high", "null_control", "label_association", "n_images", "classifier_bias", "spread",
-    "p_value", "q_value", "detectable",
+    "p_value", "data_p", "q_value", "detectable",
 )  # fmt: skip
 CLUSTERS_REQUIRED = ("intervention", "cluster")
 CLUSTERS_NUMERIC = (
-    "frequency", "n_images", "x", "y", "x0", "y0", "x1", "y1", "area", "p_value", "q_value", "detectable",
+    "frequency", "n_images", "x", "y", "x0", "y0", "x1", "y1", "area", "p_value", "data_p", "q_value", "detectable",
 )  # fmt: skip
 POWER_FILE = "power.csv"
 POWER_REQUIRED = ("intervention", "n_images")

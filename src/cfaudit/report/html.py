@@ -520,6 +520,7 @@ def candidates_view(discovery: DiscoveryInput, notes: list[str]) -> list[dict[st
                 else "",
                 "p": two_digits(row.get("p_value")),
                 "q": two_digits(q),
+                "data_p": two_digits(row.get("data_p")) if is_number(row.get("data_p")) else "",
                 "detectable": detectable_text(row, kind, recorded["detectable"]),
                 "bias": (number(bias, True) + unit if is_number(bias) else "–") if head_bias else "",
                 "rests_on": str(row.get("rests_on", "") or ""),
