@@ -127,6 +127,6 @@ def assert_error_rates(folder, result, alpha=0.1):
     meta = json.loads((folder / "discovery.json").read_text())
     family = meta["error_rates"]
     assert family["alpha"] == alpha and family["tests"] >= len(written[written["kind"] == "region"])
-    assert family["rejections"] == int(
-        (pd.read_csv(folder / "cochange.csv")["q_value"] <= alpha).sum()
-    ) + int((pd.read_csv(folder / "clusters.csv")["q_value"] <= alpha).sum())
+    relations = pd.concat([pd.read_csv(folder / "cochange.csv"), pd.read_csv(folder / "clusters.csv")])
+    confirmed = (relations["q_value"] <= alpha) & relations["data_p"].notna()
+    assert family["confirmed"] == int(confirmed.sum()) and family["rejections"] >= family["confirmed"]

@@ -6,9 +6,9 @@ import pytest
 from scipy import stats
 
 from cfaudit.discover.cochange import COCHANGE_COLUMNS
-from cfaudit.discover.error_rates import POWER_COLUMNS, apply_error_rates, power_table, relation_p
+from cfaudit.discover.error_rates import POWER_COLUMNS, apply_error_rates, power_table, relation_q
 from cfaudit.discover.regions import CLUSTER_COLUMNS
-from cfaudit.discover.significance import detectable_change, detectable_share
+from cfaudit.discover.significance import detectable_change, detectable_share, q_values
 
 
 def cochange(p_values, intervened=(), n=12, intervention="do(Edema=1)"):
@@ -75,15 +75,31 @@ def test_power_table_summarises_each_intervention():
     assert edema["requested"] == 40 and edema["eligible"] == 12
 
 
-def test_a_relation_needs_the_edit_and_the_real_images_its_p_value_is_the_larger():
+def test_a_relation_is_screened_on_the_edits_and_confirmed_on_real_images_among_the_screened():
+    edit_q = np.array([0.001, 0.001, 0.001, 0.5, 0.002])
+    data_p = np.array([0.01, 0.6, math.nan, 0.0001, 0.02])
+    q = relation_q(edit_q, data_p, alpha=0.1)
+    # confirmation family: the 3 screened rows with real images (0.01, 0.6, 0.02) -> BH 0.03, 0.6, 0.03
+    assert q.tolist() == pytest.approx([0.03, 0.6, 0.001, 0.5, 0.03])
+    # a strong real-image p cannot rescue a change the editor does not make (row 4 keeps its edit q)
     heads = cochange([0.001, 0.001, 0.001])
     heads["data_p"] = [0.002, 0.6, math.nan]  # backed; real images do not show it; no real images
     found = clusters([0.0001, 0.0001])
     found["data_p"] = [0.7, 0.0001]
-    assert relation_p(heads).tolist() == [0.002, 0.6, 0.001]
-    assert relation_p(found).tolist() == [0.7, 0.0001]
-    assert relation_p(heads.drop(columns="data_p")).tolist() == [0.001] * 3  # older tables: the edit's p
     heads_q, clusters_q, family = apply_error_rates(heads, found, alpha=0.1)
     assert heads_q["q_value"].iloc[1] >= 0.6 and clusters_q["q_value"].iloc[0] >= 0.7  # never flagged
     assert heads_q["q_value"].iloc[0] <= 0.1 and clusters_q["q_value"].iloc[1] <= 0.1
-    assert family.tests == 5
+    assert family.tests == 5 and family.rejections == 5  # the screen: every edit change is real
+    older = apply_error_rates(heads.drop(columns="data_p"), found.drop(columns="data_p"), alpha=0.1)
+    assert older[0]["q_value"].iloc[0] <= 0.1  # tables without data_p: the edit's q
+
+
+def test_screen_and_confirm_keeps_false_relations_rare_when_the_editor_has_many_quirks():
+    """Null data, an editor with 20 real quirks among 200 tests: the share of runs with any false relation."""
+    rng = np.random.default_rng(0)
+    runs, false = 2000, 0
+    for _ in range(runs):
+        edit_p = np.concatenate([rng.uniform(0, 1e-4, 20), rng.uniform(0, 1, 180)])  # quirks are real edits
+        q = relation_q(q_values(edit_p), rng.uniform(0, 1, 200), alpha=0.1)  # real images: nothing there
+        false += bool(np.any(q <= 0.1))
+    assert false / runs <= 0.1 + 3 * math.sqrt(0.09 / runs)

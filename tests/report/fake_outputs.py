@@ -255,7 +255,10 @@ def make_discovery(out: Path, index_csv: Path, seed: int = 0, error_rates: bool 
         power.to_csv(out / "power.csv", index=False)
         meta.update(
             alpha=ALPHA,
-            error_rates={"alpha": ALPHA, "fdr": FDR, "tests": tests, "rejections": rejections, "level": level},
+            error_rates={
+                "alpha": ALPHA, "fdr": FDR, "tests": tests, "rejections": rejections, "level": level,
+                "confirmed": flagged,
+            },
             power=json.loads(power.to_json(orient="records")),  # as cfaudit discover writes it: inf as null
             flagged=flagged,
         )  # fmt: skip

@@ -137,8 +137,10 @@ def test_summary_line_counts_flags_among_the_runs_tests(page: Node, workspace: W
     assert section.find("p", cls="summary-line").text() == line
     assert line + "." in page.find("section", id="summary").text()
     assert (
-        f"{rates['rejections']} of the {rates['tests']} tests reach q ≤ {rates['alpha']:g}" in section.text()
+        f"{rates['rejections']} of the {rates['tests']} changes the edits show reach q ≤ {rates['alpha']:g}"
+        in section.text()
     )
+    assert f"{rates['confirmed']} are confirmed" in section.text()
     assert f"One more relation would need p ≤ {two_digits(rates['level'])}" in section.text()
 
 

@@ -1,7 +1,7 @@
 """The run's family of tests: q-values across it, the level one more relation would need, detectable effects.
 
 :func:`apply_error_rates` fills ``q_value`` and ``detectable`` of the co-change table (every head an
-intervention does not target) and of the cluster table, from their ``p_value`` columns
+intervention does not target) and of the cluster table, from their ``p_value`` and ``data_p`` columns
 (:mod:`cfaudit.discover.significance` says how each is tested and why the family is every test, not only the
 candidates). :func:`power_table` summarises, per intervention, the smallest effect the run could have detected:
 what a "no flag" there can and cannot rule out.
@@ -36,36 +36,54 @@ def _tested_heads(cochange: pd.DataFrame) -> np.ndarray:
     return ~cochange["intervened"].astype(bool).to_numpy()
 
 
-def relation_p(table: pd.DataFrame) -> np.ndarray:
-    """Per row, the p-value of the relation a flag claims: the edit shows the change beyond its controls
-    (``p_value``) *and* real images show it beyond the labels (``data_p``).
+def relation_q(edit_q: np.ndarray, data_p: np.ndarray, alpha: float, method: str = "bh") -> np.ndarray:
+    """The q-value of the relation a flag claims: the edit shows the change beyond its controls *and* real
+    images show it beyond the labels. Screen, then confirm on held-out data.
 
-    An intersection-union test: the larger of the two p-values is a valid p-value for "both hold", whatever
-    their dependence, so a flag never rests on the edit alone or on the real images alone. A row without real
-    images (``data_p`` NaN) keeps the edit's p-value: it stays in the family but cannot be flagged."""
-    edit = table["p_value"].to_numpy(dtype=float)
-    if "data_p" not in table:
-        return edit
-    data = table["data_p"].to_numpy(dtype=float)
-    return np.where(np.isnan(data), edit, np.fmax(edit, data))
+    1. Screen: the edits' q-values over the run's whole family (``edit_q``) select the changes the editor
+       really makes (``edit_q <= alpha``).
+    2. Confirm: the real images' p-values (``data_p``) of the selected changes only are adjusted among
+       themselves. The real images are a held-out split that neither chose the changes nor trained the model,
+       so their p-values stay valid after the selection (Wasserman & Roeder's screen and clean), and the family
+       of the confirmation is the few changes the editor makes, not every test of the run.
+
+    The relation's q is the larger of the two stages' (both must hold); a row not selected, or without real
+    images (``data_p`` NaN), keeps its edit's q and cannot be flagged on real images it does not have."""
+    edit_q, data_p = np.asarray(edit_q, dtype=float), np.asarray(data_p, dtype=float)
+    selected = (edit_q <= alpha) & np.isfinite(data_p)
+    data_q = np.full(edit_q.shape, np.nan)
+    if selected.any():
+        data_q[selected] = q_values(data_p[selected], method)
+    return np.where(selected, np.fmax(edit_q, data_q), edit_q)
 
 
 def apply_error_rates(
     cochange: pd.DataFrame, clusters: pd.DataFrame, alpha: float, method: str = "bh"
 ) -> tuple[pd.DataFrame, pd.DataFrame, Family]:
-    """Copies of both tables with ``q_value`` (over the whole family, of :func:`relation_p`) and ``detectable``
-    (at the run's level).
+    """Copies of both tables with ``q_value`` (of the relation, :func:`relation_q`: the edits' p-values over the
+    whole family, then the real images' among the changes that passed) and ``detectable`` (at the run's
+    level).
 
     Heads the intervention targets are not tested (their change is the edit itself): their q and detectable
     stay NaN. ``detectable`` is in each row's own unit: the head's (probability; years for age), beyond the
     null edit; for a cluster, the share of images."""
     cochange, clusters = cochange.copy(), clusters.copy()
     tested = _tested_heads(cochange)
-    head_p = relation_p(cochange)[tested] if len(cochange) else np.zeros(0)
-    cluster_p = relation_p(clusters) if len(clusters) else np.zeros(0)
+
+    def column(table: pd.DataFrame, name: str) -> np.ndarray:
+        return table[name].to_numpy(dtype=float) if name in table else np.full(len(table), np.nan)
+
+    head_p = column(cochange, "p_value")[tested] if len(cochange) else np.zeros(0)
+    cluster_p = column(clusters, "p_value") if len(clusters) else np.zeros(0)
     q = q_values(np.concatenate([head_p, cluster_p]), method)
     level = detection_level(q, alpha, method)
     family = Family(alpha, method, int(np.isfinite(q).sum()), int(np.sum(q <= alpha)), level)
+    data_p = np.concatenate(
+        [column(cochange, "data_p")[tested] if len(cochange) else np.zeros(0), column(clusters, "data_p")]
+    )
+    q = relation_q(q, data_p, alpha, method)
+    confirmed = int(np.sum((q <= alpha) & np.isfinite(data_p)))
+    family = Family(alpha, method, family.tests, family.rejections, level, confirmed)
     if len(cochange):
         head_q = np.full(len(cochange), np.nan)
         head_q[tested] = q[: head_p.size]

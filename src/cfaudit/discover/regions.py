@@ -436,15 +436,16 @@ def find_clusters(
     atlas: RegionAtlas,
     settings: RegionSettings,
     scores: Mapping[str, Any] | None = None,
-    data: tuple[Any, np.ndarray] | None = None,
+    data: tuple[Any, ...] | None = None,
     records: Mapping[str, Mapping[str, Any]] | None = None,
     policy: Any = None,
 ) -> tuple[Any, Any]:
     """Change clusters of every intervention (outside its expected region) with their controls.
 
     ``maps["edit"]`` holds one grid map per row of ``edits`` (counterfactual - null edit), ``maps["null"]`` one
-    per image (null edit - reconstruction). ``data`` is ``(table, details)``: the records of real images of a
-    held-out split and their :func:`local_detail` at the grid, from which ``data_support`` says whether real
+    per image (null edit - reconstruction). ``data`` is ``(table, details)`` or ``(table, details, grids)``: the
+    records of real images of a held-out split, their :func:`local_detail` at the grid (and the grid images), from
+    which ``data_support`` says whether real
     images with the target attribute differ in the cluster's footprint, in the cluster's direction, from those
     with the source attribute (standardised mean difference; see :func:`data_support`). Returns the cluster
     table and the member table. :func:`clusters_of` does the same from components collected map by map.
@@ -460,7 +461,7 @@ def clusters_of(
     atlas: RegionAtlas,
     settings: RegionSettings,
     scores: Mapping[str, Any] | None = None,
-    data: tuple[Any, np.ndarray] | None = None,
+    data: tuple[Any, ...] | None = None,
     records: Mapping[str, Mapping[str, Any]] | None = None,
     policy: Any = None,
 ) -> tuple[Any, Any]:
@@ -628,7 +629,7 @@ def _name_cluster(deltas: Mapping[str, np.ndarray], present: np.ndarray) -> tupl
 def data_support(
     cluster: Cluster,
     intervention: Any,
-    data: tuple[Any, np.ndarray],
+    data: tuple[Any, ...],
     edited: Sequence[Mapping[str, Any]],
     grid: int,
     policy: Any = None,
@@ -636,25 +637,33 @@ def data_support(
     """How real images differ in the cluster's footprint with the intervened attribute, beyond the labels, and
     the one-sided p-value that they differ in the cluster's direction.
 
-    The footprint is the union of the members' pixels (dilated by one grid cell). Each real image's mean local
-    detail there is standardised over the split and regressed (least squares) on the intervened attributes
-    *and every other label* (findings, sex, race, age in decades): the intervened attributes' coefficients,
-    applied to the change the intervention makes (averaged over the edited records), say how much brighter (+)
-    or darker (-) real images are there in standard deviations when only that attribute differs. Adjusting for
-    the other labels keeps a change that the labels already explain (a device that comes with the "support
-    devices" label, which itself comes with cardiomegaly) from counting as support.
+    ``data`` is ``(table, details)`` or ``(table, details, grids)``: the records of real images of a held-out
+    split, their :func:`local_detail` at the grid and, optionally, the grid images themselves. The footprint is
+    the union of the members' pixels (dilated by one grid cell). Each real image's mean local detail there is
+    standardised over the split and regressed (least squares) on the intervened attributes *and every other
+    label* (findings, sex, race, age in decades): the intervened attributes' coefficients, applied to the change
+    the intervention makes (averaged over the edited records), say how much brighter (+) or darker (-) real
+    images are there in standard deviations when only that attribute differs. Adjusting for the other labels
+    keeps a change that the labels already explain (a device that comes with the "support devices" label,
+    which itself comes with cardiomegaly) from counting as support.
 
     The p-value tests that contrast of the coefficients with its least-squares standard error (residual
-    variance, pseudo-inverse of the design's Gram matrix). The footprint and the direction come from the edits,
-    the real images from a held-out split, so the test does not select on its own data. (NaN, NaN) when the
-    split is too small (under 20 images) or the footprint does not vary.
+    variance, pseudo-inverse of the design's Gram matrix), for the footprint's mean, maximum and minimum
+    (:func:`_footprint_p`). The footprint and the direction come from the edits,
+    the real images from a held-out split, so the test does not select on its own data. With ``grids``, the
+    same test of the plain grid intensity must pass too (the larger p-value is returned), as an edit's change
+    must stand out both in the map and from its surroundings (:func:`components`): next to a structure that
+    grows with the attribute (the heart with cardiomegaly), the local detail darkens only because the
+    surroundings' median brightens, and the plain intensity shows that nothing there changed. (NaN, NaN) when
+    the split is too small (under 20 images) or the footprint does not vary.
     """
     from scipy import ndimage
 
     from cfaudit.data.labels import DEFAULT_POLICY
 
     policy = policy or DEFAULT_POLICY
-    table, details = data
+    table, details = data[0], data[1]
+    grids = data[2] if len(data) > 2 else None
     footprint = np.zeros(grid * grid, dtype=bool)
     for member in cluster.members:
         footprint[member.pixels] = True
@@ -688,15 +697,37 @@ def data_support(
         changes.append(total)
     if not changes:
         return math.nan, math.nan
-    support = float(np.mean(changes))
     contrast /= len(changes)
-    residual = standardised - design @ coefficients
+    p = _footprint_p(design, details[:, footprint], contrast, cluster.sign)
+    if grids is not None and len(grids) == len(values):
+        p = max(p, _footprint_p(design, grids[:, footprint], contrast, cluster.sign))
+    return float(np.mean(changes)), p
+
+
+def _footprint_p(design: np.ndarray, pixels: np.ndarray, contrast: np.ndarray, sign: float) -> float:
+    """One-sided p-value that real images differ in the footprint (``pixels``: images x footprint pixels) in
+    direction ``sign``, from three summaries of the footprint tested alike and combined by Bonferroni: the
+    mean (a diffuse change), the maximum (a bright structure somewhere in it: a device that sits at a different
+    place in every patient fills a small part of a footprint drawn around all of them) and the minimum (a dark
+    one). Each is valid on its own, so the combination is, whatever their dependence."""
+    p = min(
+        _contrast_p(design, summary - summary.mean(), contrast, sign)
+        for summary in (pixels.mean(axis=1), pixels.max(axis=1), pixels.min(axis=1))
+    )
+    return min(1.0, 3.0 * p) if math.isfinite(p) else math.nan
+
+
+def _contrast_p(design: np.ndarray, values: np.ndarray, contrast: np.ndarray, sign: float) -> float:
+    """One-sided p-value that ``contrast @ beta`` of the least-squares fit of ``values`` on ``design`` has
+    ``sign``; NaN when the design leaves no residual degrees of freedom."""
+    coefficients, *_ = np.linalg.lstsq(design, values, rcond=None)
+    residual = values - design @ coefficients
     freedom = len(values) - np.linalg.matrix_rank(design)
     if freedom <= 0:
-        return support, math.nan
+        return math.nan
     covariance = float(residual @ residual) / freedom * np.linalg.pinv(design.T @ design)
     error = math.sqrt(max(float(contrast @ covariance @ contrast), 0.0))
-    return support, directed_p(float(contrast @ coefficients), error, float(cluster.sign))
+    return directed_p(float(contrast @ coefficients), error, float(sign))
 
 
 def _encode(name: str, value: Any) -> float:

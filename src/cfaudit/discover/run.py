@@ -236,7 +236,7 @@ def analyse(
     # 4. Change clusters outside each intervention's expected region
     found = _collect_components(edits, out / "edits", interventions, atlas, settings.regions)
     clusters, members = clusters_of(
-        edits, found, interventions, atlas, settings.regions, scores, (data_index.table, real.details),
+        edits, found, interventions, atlas, settings.regions, scores, (data_index.table, real.details, real.grids),
         records, policy,
     )  # fmt: skip
     del found
@@ -343,6 +343,8 @@ class RealImages:
     details: np.ndarray
     data: LabelStatistics
     bias: LabelStatistics
+    #: The same images at the grid without the high-pass (the raw side of the real-image test of a cluster).
+    grids: np.ndarray | None = None
 
 
 def real_image_controls(
@@ -354,16 +356,21 @@ def real_image_controls(
     paths = list(data_index.image_paths())
     outputs: list[dict[str, np.ndarray]] = []
     details: list[np.ndarray] = []
+    grids: list[np.ndarray] = []
     for start in range(0, len(paths), SCORE_CHUNK):
         images = [_read_at_most(path, size) for path in paths[start : start + SCORE_CHUNK]]
         outputs.append(head_columns(classifier.predict(images)))
-        details += [local_detail(to_grid(image, regions.grid), regions) for image in images]
+        for image in images:
+            grids.append(to_grid(image, regions.grid))
+            details.append(local_detail(grids[-1], regions))
     heads = _concatenate(outputs)
     predicted = np.stack([heads[c] for c in HEAD_COLUMNS], axis=1)
+    empty = np.zeros((0, regions.grid, regions.grid), dtype=np.float32)
     return RealImages(
-        np.stack(details) if details else np.zeros((0, regions.grid, regions.grid), dtype=np.float32),
+        np.stack(details) if details else empty,
         LabelStatistics(data_index.table, policy, values=predicted),
         classifier_error(data_index.table, predicted, policy),
+        np.stack(grids) if grids else empty,
     )
 
 

@@ -244,14 +244,17 @@ def images_for_share(share: float, level: float, power: float = POWER, limit: in
 
 @dataclass(frozen=True)
 class Family:
-    """What the run's multiple testing saw: ``tests`` hypotheses, ``rejections`` at q <= alpha, and the
-    per-test ``level`` one more relation would need (:func:`detection_level`)."""
+    """What the run's multiple testing saw: ``tests`` hypotheses about the edits, ``rejections`` of them at
+    q <= alpha (the changes the editor makes: the screen), the per-test ``level`` one more would need
+    (:func:`detection_level`), and how many of the screened changes real images then ``confirmed`` at
+    q <= alpha (:func:`~cfaudit.discover.error_rates.relation_q`)."""
 
     alpha: float
     method: str
     tests: int
     rejections: int
     level: float
+    confirmed: int = 0
 
     def to_dict(self) -> dict[str, float | int | str]:
         return {
@@ -260,4 +263,5 @@ class Family:
             "tests": self.tests,
             "rejections": self.rejections,
             "level": self.level,
+            "confirmed": self.confirmed,
         }

@@ -345,12 +345,21 @@ def error_rates_detail(discovery: DiscoveryInput) -> str:
     text = (
         f"q-values adjust every test of the run (each head an intervention does not target, each change "
         f"cluster) for the false discovery rate by the {fdr_name(rates)} procedure. {rates['rejections']} of the "
-        f"{rates['tests']} tests reach q ≤ {alpha}; a relation is flagged only when, besides, the labels do not "
-        "predict it and real images show it."
+        f"{rates['tests']} changes the edits show reach q ≤ {alpha}"
     )
+    if _is_whole(rates.get("confirmed")):
+        text += (
+            f"; the real images' p-values of those are then adjusted among themselves, and {rates['confirmed']} "
+            "are confirmed (a change real images show is a relation only if it passes both)"
+        )
+    text += "; a relation is flagged only when, besides, the labels do not predict it."
     if is_number(rates.get("level")):
         text += f" One more relation would need p ≤ {two_digits(rates['level'])} to join them."
     return text
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def detectable_text(row: Mapping[str, Any], kind: str, recorded: bool) -> str:
