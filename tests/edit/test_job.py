@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from cfaudit.data.images import save_image
+from cfaudit.data.interventions import parse_interventions
 from cfaudit.data.records import INDEX_COLUMNS, DataIndex
-from cfaudit.edit.interventions import parse_interventions
 from cfaudit.edit.inversion import InversionSettings
 from cfaudit.edit.job import (
     EDIT_COLUMNS,

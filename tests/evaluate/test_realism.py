@@ -15,9 +15,9 @@ import torch
 from scipy import linalg, ndimage
 
 from cfaudit.data.images import save_image
+from cfaudit.data.interventions import Intervention
 from cfaudit.data.records import INDEX_COLUMNS, DataIndex
 from cfaudit.data.vocabulary import FINDINGS
-from cfaudit.edit.interventions import Intervention
 from cfaudit.errors import CfauditError
 from cfaudit.evaluate.classifier_models import DenseNet121, head_outputs
 from cfaudit.evaluate.classifiers import load_classifier

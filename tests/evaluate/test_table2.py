@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from cfaudit.data.images import save_image
-from cfaudit.edit.interventions import Intervention
+from cfaudit.data.interventions import Intervention
 from cfaudit.errors import CfauditError
 from cfaudit.evaluate import metrics
 from cfaudit.evaluate.table2 import (

@@ -10,9 +10,9 @@ import pandas as pd
 from PIL import Image
 
 from cfaudit.atomic_io import atomic_path
+from cfaudit.data.difference import colour_map, load_difference
 from cfaudit.data.images import load_image
-from cfaudit.edit.difference import colour_map, load_difference
-from cfaudit.edit.interventions import Intervention
+from cfaudit.data.interventions import Intervention
 from cfaudit.edit.job import IDENTITY_FILE, safe_name
 
 #: Side of one tile of an evidence montage, in pixels.

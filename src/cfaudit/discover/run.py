@@ -34,7 +34,9 @@ import numpy as np
 import pandas as pd
 
 from cfaudit import __version__, atomic_io
+from cfaudit.data.difference import load_difference
 from cfaudit.data.images import load_image, resize_and_crop
+from cfaudit.data.interventions import Intervention
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
 from cfaudit.data.records import DataIndex
 from cfaudit.discover.candidates import CandidateSettings, rank_candidates
@@ -60,8 +62,6 @@ from cfaudit.discover.regions import (
     to_grid,
 )
 from cfaudit.discover.significance import Family, draws_for
-from cfaudit.edit.difference import load_difference
-from cfaudit.edit.interventions import Intervention
 from cfaudit.edit.job import IDENTITY_FILE, JobSettings, items_from_index, run_edit_job, safe_name
 from cfaudit.errors import CfauditError
 

@@ -38,14 +38,14 @@ import numpy as np
 import torch
 
 from cfaudit import atomic_io
+from cfaudit.data.difference import save_difference, signed_difference
 from cfaudit.data.images import load_model_tensor, save_image
+from cfaudit.data.interventions import PROMPT_MODES, Intervention, caption_record, source_prompt
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
 from cfaudit.data.prompts import DEFAULT_TEMPLATE, PromptTemplate
 from cfaudit.data.records import DataIndex
 from cfaudit.edit.attention import AttentionSettings
-from cfaudit.edit.difference import save_difference, signed_difference
 from cfaudit.edit.editor import CounterfactualEditor, EditSettings, ImageEdits, Target
-from cfaudit.edit.interventions import PROMPT_MODES, Intervention, caption_record, source_prompt
 from cfaudit.edit.inversion import Inversion, InversionSettings
 from cfaudit.errors import CfauditError
 

@@ -41,11 +41,11 @@ import pandas as pd
 
 from cfaudit import __version__, atomic_io
 from cfaudit.data.images import load_image, resize_and_crop, to_model_tensor
+from cfaudit.data.interventions import Intervention, caption_record
 from cfaudit.data.labels import DEFAULT_POLICY
 from cfaudit.data.prompts import record_prompt
 from cfaudit.data.vocabulary import FINDINGS, PATHOLOGIES, RACES
 from cfaudit.digests import file_sha256
-from cfaudit.edit.interventions import Intervention, caption_record
 from cfaudit.errors import CfauditError
 from cfaudit.evaluate import metrics
 from cfaudit.evaluate import realism as realism_measures

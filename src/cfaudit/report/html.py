@@ -27,10 +27,10 @@ from markupsafe import Markup
 from PIL import Image
 
 from cfaudit import __version__
+from cfaudit.data.difference import load_difference
 from cfaudit.data.images import load_image, resize_and_crop
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
 from cfaudit.data.stats import paper_rows, table1
-from cfaudit.edit.difference import load_difference
 from cfaudit.errors import CfauditError
 from cfaudit.report import figures
 from cfaudit.report.collect import (
@@ -111,7 +111,7 @@ def intervention_slugs(intervention: str) -> list[str]:
     """File-name slugs an intervention may have been saved under (the editor's, then a plain one)."""
     slugs = []
     try:
-        from cfaudit.edit.interventions import Intervention
+        from cfaudit.data.interventions import Intervention
 
         slugs.append(Intervention.parse(intervention).slug)
     except CfauditError:

@@ -31,8 +31,8 @@ import torch
 
 from cfaudit import atomic_io
 from cfaudit.data.images import load_model_tensor, save_image
+from cfaudit.data.interventions import Intervention
 from cfaudit.data.prompts import DEFAULT_TEMPLATE, PromptTemplate, record_prompt
-from cfaudit.edit.interventions import Intervention
 from cfaudit.edit.job import (
     JobItem,
     JobReport,
