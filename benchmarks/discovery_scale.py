@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cfaudit.data.edit_folder import EDIT_COLUMNS, IDENTITY_FILE, JobItem
 from cfaudit.data.images import save_image
 from cfaudit.data.interventions import Intervention
 from cfaudit.data.records import DataIndex
@@ -48,7 +49,6 @@ from cfaudit.discover.heads import HEAD_COLUMNS
 from cfaudit.discover.plan import DiscoveryPlan
 from cfaudit.discover.regions import RegionAtlas, RegionSettings
 from cfaudit.discover.run import DiscoverySettings, analyse
-from cfaudit.edit.job import EDIT_COLUMNS, IDENTITY_FILE, JobItem
 
 SIZE = 16
 INTERVENTIONS = (

@@ -79,9 +79,9 @@ def stage_classifier(work: Path, index: Path, size: int, epochs: int) -> Path:
 
 
 def stage_edits(work: Path, index: Path, limit: int, latents: str) -> Path:
+    from cfaudit.data.edit_folder import items_from_index
     from cfaudit.data.interventions import parse_interventions
     from cfaudit.data.records import DataIndex
-    from cfaudit.edit.job import items_from_index
     from cfaudit.scm.job import ScmEditSettings, run_scm_edit_job
     from cfaudit.scm.model import CausalImageModel
 

@@ -106,7 +106,7 @@ def run_demo(
         return result
 
     # 4. Table 2 and the axioms for both methods
-    from cfaudit.evaluate.table2 import evaluate_edits
+    from cfaudit.evaluate.evaluation import evaluate_edits
 
     evaluation = evaluate_edits(
         result.edits, classifier, out / "evaluation", seed=seed, axiom_images=4, index=index_path,
@@ -184,10 +184,10 @@ def _models(
 
 def _plan_for_table2(index: DataIndex, limit: int) -> list[Any]:
     """The first ``limit`` test images, each with its own sex swap, cardiomegaly flip and race change."""
+    from cfaudit.data.edit_folder import JobItem, items_from_index
     from cfaudit.data.interventions import Intervention
     from cfaudit.data.vocabulary import RACES, normalize_race
     from cfaudit.discover.plan import label_state
-    from cfaudit.edit.job import JobItem, items_from_index
 
     items = []
     for item in items_from_index(index, "test", limit):

@@ -16,7 +16,6 @@ from cfaudit.discover.regions import RegionAtlas, RegionSettings
 from cfaudit.discover.run import (
     DiscoveryResult,
     DiscoverySettings,
-    Progress,
     discovery_job_settings,
     plan_discovery,
 )
@@ -25,6 +24,7 @@ from cfaudit.edit.editor import EditSettings
 from cfaudit.edit.inversion import InversionSettings
 from cfaudit.edit.job import JobSettings, launch_state
 from cfaudit.errors import CfauditError
+from cfaudit.progress import Progress
 
 #: Steps of a discovery's edits when none are given: more than the editor's default for direct inversion. A
 #: discovery looks for what else the model draws with an attribute, and the added structures come out where the

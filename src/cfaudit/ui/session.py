@@ -34,13 +34,14 @@ import torch
 
 from cfaudit import __version__, atomic_io
 from cfaudit.data.difference import colour_map, signed_difference
+from cfaudit.data.edit_folder import JobItem, safe_name
 from cfaudit.data.images import save_image, to_model_tensor
 from cfaudit.data.interventions import Intervention
 from cfaudit.data.vocabulary import RACES
 from cfaudit.edit.attention import AttentionSettings
 from cfaudit.edit.editor import CounterfactualEditor, EditSettings, Target
 from cfaudit.edit.inversion import Inversion, InversionSettings
-from cfaudit.edit.job import JobItem, JobSettings, inversion_key, model_fingerprint, safe_name, target_prompts
+from cfaudit.edit.job import JobSettings, inversion_key, model_fingerprint, target_prompts
 from cfaudit.errors import CfauditError
 from cfaudit.ui.sources import SourceImage
 
