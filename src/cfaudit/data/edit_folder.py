@@ -10,10 +10,13 @@ An edit folder holds::
     edits.csv                                the rows of every image merged (:data:`EDIT_COLUMNS`), in image order
 
 ``<id>`` is :func:`safe_name` of the image id and the paths in ``edits.csv`` after ``original`` are relative to
-the folder (``original``, the source image as given, is absolute). Both job runners write through the pieces
-here (row records, staging, the merge into ``edits.csv``, ``job.json`` and the resume refusal
-:func:`check_job_file`), and the readers (evaluation, report, review, discovery) open folders through
-:func:`read_job_json`, :func:`read_edits_table` and :func:`resolve_path`.
+the folder (``original``, the source image as given, is absolute). Both job runners (``cfaudit.edit.job``,
+``cfaudit.scm.job``) write through the pieces here: the items and report of a job, the row files (an image whose
+row file exists is done, so a resumed job skips it), the staging left by a killed write, the merge into
+``edits.csv``, the counterfactual's files and ``job.json`` with the resume refusal :func:`check_job_file`; what
+is model-specific (inversion caches, fingerprints, the editing loops, the ``job.json`` record) stays with them.
+The readers (evaluation, report, review, discovery) take the names and column lists from here, and
+:func:`read_edits_table`, :func:`read_job_json` and :func:`resolve_path`.
 """
 
 from __future__ import annotations
@@ -99,6 +102,8 @@ class JobItem:
 
 @dataclass
 class JobReport:
+    """What one run of a job did: its ``edits.csv``, images given and already done before, rows merged, time."""
+
     edits_csv: Path
     images: int
     images_skipped: int
