@@ -40,15 +40,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cfaudit.data.edit_folder import (
+    EDIT_COLUMNS,
+    EDITS_CSV,
+    IDENTITY_FILE,
+    IMAGES_FOLDER,
+    RECONSTRUCTION_FILE,
+    JobItem,
+)
 from cfaudit.data.images import save_image
+from cfaudit.data.interventions import Intervention
 from cfaudit.data.records import DataIndex
 from cfaudit.data.vocabulary import FINDINGS, RACES
 from cfaudit.discover.heads import HEAD_COLUMNS
 from cfaudit.discover.plan import DiscoveryPlan
 from cfaudit.discover.regions import RegionAtlas, RegionSettings
 from cfaudit.discover.run import DiscoverySettings, analyse
-from cfaudit.edit.interventions import Intervention
-from cfaudit.edit.job import EDIT_COLUMNS, IDENTITY_FILE, JobItem
 
 SIZE = 16
 INTERVENTIONS = (
@@ -103,9 +110,9 @@ def generate(folder: Path, edits: int, seed: int = 0) -> None:
     count = 0
     for record in test:
         image_id = record["image_id"]
-        image_folder = out / "images" / image_id
+        image_folder = out / IMAGES_FOLDER / image_id
         reconstruction = (0.4 + 0.2 * rng.random((SIZE, SIZE))).astype(np.float32)
-        save_image(reconstruction, image_folder / "reconstruction.png", bits=16)
+        save_image(reconstruction, image_folder / RECONSTRUCTION_FILE, bits=16)
         save_image(reconstruction + rng.normal(0, 0.002, (SIZE, SIZE)), image_folder / IDENTITY_FILE, bits=16)
         original = rng.random(len(HEAD_COLUMNS))
         scores["original"].append(original)
@@ -135,13 +142,13 @@ def generate(folder: Path, edits: int, seed: int = 0) -> None:
                     "prompt_mode": "full", "method": "direct", "steps": 20, "guidance_scale": 7.5, "seed": seed,
                     "unet_evals": 100.0, "seconds": 0.0, "reconstruction_l1": 0.0, "identity_l1": 0.0,
                     "edit_l1": float(np.abs(difference).mean()), "diff_scale": 1.0, "inversion_cached": False,
-                    "original": str(folder / "index.csv"), "counterfactual": f"images/{image_id}/{slug}.png",
-                    "reconstruction": f"images/{image_id}/reconstruction.png",
-                    "difference": f"images/{image_id}/{slug}_diff.npy",
-                    "difference_png": f"images/{image_id}/{slug}_diff.png",
+                    "original": str(folder / "index.csv"), "counterfactual": f"{IMAGES_FOLDER}/{image_id}/{slug}.png",
+                    "reconstruction": f"{IMAGES_FOLDER}/{image_id}/{RECONSTRUCTION_FILE}",
+                    "difference": f"{IMAGES_FOLDER}/{image_id}/{slug}_diff.npy",
+                    "difference_png": f"{IMAGES_FOLDER}/{image_id}/{slug}_diff.png",
                 }
             )  # fmt: skip
-    pd.DataFrame(rows, columns=list(EDIT_COLUMNS)).to_csv(out / "edits.csv", index=False)
+    pd.DataFrame(rows, columns=list(EDIT_COLUMNS)).to_csv(out / EDITS_CSV, index=False)
     images = [r["image_id"] for r in test]
     np.savez(
         folder / "scores.npz",
@@ -168,7 +175,7 @@ def run_analysis(folder: Path, trace: bool) -> dict[str, Any]:
     """Analyse the synthetic folder; time, peak resident memory and (``trace``) traced allocations."""
     table = pd.read_csv(folder / "index.csv")
     index = DataIndex(table, folder)
-    edits = pd.read_csv(folder / "edits" / "edits.csv", usecols=["image_id", "intervention"])
+    edits = pd.read_csv(folder / "edits" / EDITS_CSV, usecols=["image_id", "intervention"])
     interventions = [Intervention.parse(i) for i in INTERVENTIONS]
     by_name = {str(i): i for i in interventions}
     records = table[table["split"] == "test"].set_index("image_id", drop=False).to_dict("index")

@@ -22,6 +22,7 @@ import time
 import numpy as np
 from scipy import stats
 
+from cfaudit.data.interventions import parse_interventions
 from cfaudit.discover.error_rates import relation_q
 from cfaudit.discover.plan import default_interventions, family_size
 from cfaudit.discover.regions import RegionAtlas
@@ -34,7 +35,6 @@ from cfaudit.discover.significance import (
     q_values,
     sign_flip_p,
 )
-from cfaudit.edit.interventions import parse_interventions
 
 
 def _share(value: float) -> str:

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cfaudit.data.interventions import Intervention
 from cfaudit.edit.attention import AttentionSettings
 from cfaudit.edit.editor import CounterfactualEditor, EditSettings, Target
-from cfaudit.edit.interventions import Intervention
 from cfaudit.edit.inversion import InversionSettings
 
 INTERVENTIONS = ["Cardiomegaly=0", "sex=female", "age=80", "race=Black", "Pleural Effusion=1"]
@@ -85,8 +85,8 @@ def synthetic_images(count: int, size: int) -> torch.Tensor:
 
 def index_images(path: str, count: int, size: int) -> tuple[torch.Tensor, list[str]]:
     from cfaudit.data.images import load_model_tensor
+    from cfaudit.data.interventions import source_prompt
     from cfaudit.data.records import DataIndex
-    from cfaudit.edit.interventions import source_prompt
 
     index = DataIndex.read(path)
     table = index.table

@@ -42,11 +42,11 @@ from scipy import ndimage
 from cfaudit.atomic_io import write_csv, write_text
 from cfaudit.data.adapters import build_index
 from cfaudit.data.images import load_model_tensor
+from cfaudit.data.interventions import Intervention, source_prompt
 from cfaudit.data.phantom import default_config_path, generate_phantom, heart_width_ratio, load_config
 from cfaudit.data.records import DataIndex
 from cfaudit.edit.attention import AttentionSettings
 from cfaudit.edit.editor import CounterfactualEditor, EditSettings, Target
-from cfaudit.edit.interventions import Intervention, source_prompt
 from cfaudit.edit.inversion import InversionSettings
 from cfaudit.models.loading import load_components
 

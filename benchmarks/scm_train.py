@@ -79,9 +79,9 @@ def stage_classifier(work: Path, index: Path, size: int, epochs: int) -> Path:
 
 
 def stage_edits(work: Path, index: Path, limit: int, latents: str) -> Path:
+    from cfaudit.data.edit_folder import items_from_index
+    from cfaudit.data.interventions import parse_interventions
     from cfaudit.data.records import DataIndex
-    from cfaudit.edit.interventions import parse_interventions
-    from cfaudit.edit.job import items_from_index
     from cfaudit.scm.job import ScmEditSettings, run_scm_edit_job
     from cfaudit.scm.model import CausalImageModel
 
@@ -94,14 +94,16 @@ def stage_edits(work: Path, index: Path, limit: int, latents: str) -> Path:
 
 
 def score(edits_dir: Path, classifier_dir: Path) -> dict:
+    from cfaudit.data.edit_folder import EDITS_CSV
     from cfaudit.data.images import load_image
     from cfaudit.data.phantom import effusion_score
     from cfaudit.evaluate.classifiers import AttributeClassifier
     from cfaudit.evaluate.metrics import effectiveness
+    from cfaudit.scm.job import VALUES_CSV
 
     classifier = AttributeClassifier.load(classifier_dir, device="cpu")
-    edits = pd.read_csv(edits_dir / "edits.csv")
-    values = pd.read_csv(edits_dir / "counterfactual_values.csv")
+    edits = pd.read_csv(edits_dir / EDITS_CSV)
+    values = pd.read_csv(edits_dir / VALUES_CSV)
 
     def images(column: str, intervention: str) -> list[np.ndarray]:
         rows = edits[edits["intervention"] == intervention]

@@ -106,7 +106,7 @@ def run_demo(
         return result
 
     # 4. Table 2 and the axioms for both methods
-    from cfaudit.evaluate.table2 import evaluate_edits
+    from cfaudit.evaluate.evaluation import evaluate_edits
 
     evaluation = evaluate_edits(
         result.edits, classifier, out / "evaluation", seed=seed, axiom_images=4, index=index_path,
@@ -158,9 +158,9 @@ def _stage_progress(progress: Progress | Callable[[int, int], None] | None) -> P
 
 def _check_discovery_options(images: int | str, effect: float, do: Sequence[str] | None) -> None:
     """Refuse bad discovery options before minutes of phantom, edits and scoring, not after them."""
+    from cfaudit.data.interventions import parse_interventions
     from cfaudit.discover.api import parse_images
     from cfaudit.discover.run import DiscoverySettings
-    from cfaudit.edit.interventions import parse_interventions
 
     DiscoverySettings(images=parse_images(images), detect_effect=effect)
     parse_interventions(list(do or DEMO_INTERVENTIONS))
@@ -184,10 +184,10 @@ def _models(
 
 def _plan_for_table2(index: DataIndex, limit: int) -> list[Any]:
     """The first ``limit`` test images, each with its own sex swap, cardiomegaly flip and race change."""
+    from cfaudit.data.edit_folder import JobItem, items_from_index
+    from cfaudit.data.interventions import Intervention
     from cfaudit.data.vocabulary import RACES, normalize_race
     from cfaudit.discover.plan import label_state
-    from cfaudit.edit.interventions import Intervention
-    from cfaudit.edit.job import JobItem, items_from_index
 
     items = []
     for item in items_from_index(index, "test", limit):
@@ -243,7 +243,7 @@ def _edits(
     if scm is None:
         return folders
 
-    from cfaudit.edit.interventions import Intervention
+    from cfaudit.data.interventions import Intervention
     from cfaudit.scm.job import ScmEditSettings, run_scm_edit_job
     from cfaudit.scm.model import CausalImageModel
 

@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from cfaudit.data.adapters import build_index, write_index
+from cfaudit.data.interventions import parse_interventions
 from cfaudit.data.phantom import default_config_path, generate_phantom, load_config
 from cfaudit.discover import DiscoverySettings, run_discovery
 from cfaudit.edit.editor import CounterfactualEditor
-from cfaudit.edit.interventions import parse_interventions
 from cfaudit.edit.job import JobSettings
 from cfaudit.evaluate.classifiers import load_classifier
 from cfaudit.models.loading import load_components

@@ -1,7 +1,7 @@
 """`cfaudit discover` under a two-process launch (torchrun, gloo on the CPU): the same edits and candidates as
 one process, the analysis run once.
 
-Compared: every row file and ``edits.csv`` without the timing columns (:data:`~cfaudit.edit.job.TIMING_COLUMNS`:
+Compared: every row file and ``edits.csv`` without the timing columns (:data:`~cfaudit.data.edit_folder.TIMING_COLUMNS`:
 ``seconds``, ``inversion_cached``); every edited image and difference map, and every analysis output
 (``candidates.csv/json``, ``cochange.csv``, ``clusters.csv``, ``cluster_members.csv``, ``power.csv``, the mean
 maps), byte for byte; ``discovery.json`` too (it records no time)."""
@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from launch_support import ENV, LAUNCH, phantom_index
 
-from cfaudit.edit.job import TIMING_COLUMNS
+from cfaudit.data.edit_folder import TIMING_COLUMNS
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,13 @@ import pytest
 
 from cfaudit.cli.main import main
 from cfaudit.data.adapters import build_index, write_index
+from cfaudit.data.edit_folder import items_from_index
+from cfaudit.data.interventions import parse_interventions
 from cfaudit.data.phantom import default_config_path, generate_phantom, load_config
 from cfaudit.discover.api import SECONDS_PER_EVAL, discovery_cost
 from cfaudit.discover.plan import build_plan, default_interventions
-from cfaudit.edit.interventions import parse_interventions
 from cfaudit.edit.inversion import InversionSettings
-from cfaudit.edit.job import JobSettings, items_from_index, planned_unet_evals
+from cfaudit.edit.job import JobSettings, planned_unet_evals
 from cfaudit.errors import CfauditError
 
 

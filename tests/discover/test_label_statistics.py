@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cfaudit.data.interventions import Intervention
 from cfaudit.discover.heads import HEAD_COLUMNS, head_columns, intervened_heads
 from cfaudit.discover.label_statistics import LabelStatistics, classifier_error
-from cfaudit.edit.interventions import Intervention
 
 
 def table(n=400, seed=0):

@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from cfaudit.data.edit_folder import JobItem
+from cfaudit.data.interventions import Intervention
 from cfaudit.data.vocabulary import PATHOLOGIES, RACES
 from cfaudit.discover.plan import (
     allot_images,
@@ -17,8 +19,6 @@ from cfaudit.discover.plan import (
 )
 from cfaudit.discover.regions import RegionAtlas
 from cfaudit.discover.significance import images_for_share
-from cfaudit.edit.interventions import Intervention
-from cfaudit.edit.job import JobItem
 from cfaudit.errors import CfauditError
 
 

@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cfaudit.data.interventions import Intervention
 from cfaudit.discover.regions import (
     Cluster,
     Component,
@@ -16,7 +17,6 @@ from cfaudit.discover.regions import (
     presence,
     share_near,
 )
-from cfaudit.edit.interventions import Intervention
 from cfaudit.errors import CfauditError
 
 GRID = 32

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from cfaudit.data.adapters import build_index
+from cfaudit.data.interventions import Intervention
 from cfaudit.data.labels import DEFAULT_POLICY
 from cfaudit.data.phantom import default_config_path, generate_phantom, load_config
 from cfaudit.data.vocabulary import FINDINGS, RACES
@@ -24,7 +25,6 @@ from cfaudit.discover.label_statistics import LabelStatistics
 from cfaudit.discover.plan import is_eligible, label_state
 from cfaudit.discover.regions import CLUSTER_COLUMNS
 from cfaudit.discover.run import _read_at_most, real_image_controls
-from cfaudit.edit.interventions import Intervention
 
 ADD_EDEMA = Intervention.parse("Edema=1")
 MISREAD_YEARS = -15.0

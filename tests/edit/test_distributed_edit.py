@@ -2,7 +2,7 @@
 as one process.
 
 Every file of the two folders is compared byte for byte, except ``edits.csv`` and the per-image ``rows/``, which
-are compared without their timing columns (:data:`~cfaudit.edit.job.TIMING_COLUMNS`: ``seconds`` and
+are compared without their timing columns (:data:`~cfaudit.data.edit_folder.TIMING_COLUMNS`: ``seconds`` and
 ``inversion_cached``, which legitimately differ between runs), and the inversion cache, whose tensors are
 compared byte for byte and whose header is compared without its ``seconds``."""
 
@@ -21,7 +21,7 @@ import pytest
 from launch_support import ENV, LAUNCH, phantom_index
 from safetensors import safe_open
 
-from cfaudit.edit.job import TIMING_COLUMNS
+from cfaudit.data.edit_folder import TIMING_COLUMNS
 
 
 @pytest.fixture(scope="module")

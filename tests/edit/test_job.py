@@ -5,20 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cfaudit.data.edit_folder import EDIT_COLUMNS, TIMING_COLUMNS, JobItem, items_from_index, safe_name
 from cfaudit.data.images import save_image
+from cfaudit.data.interventions import parse_interventions
 from cfaudit.data.records import INDEX_COLUMNS, DataIndex
-from cfaudit.edit.interventions import parse_interventions
 from cfaudit.edit.inversion import InversionSettings
-from cfaudit.edit.job import (
-    EDIT_COLUMNS,
-    TIMING_COLUMNS,
-    JobItem,
-    JobSettings,
-    item_from_image,
-    items_from_index,
-    run_edit_job,
-    safe_name,
-)
+from cfaudit.edit.job import JobSettings, item_from_image, run_edit_job
 from cfaudit.errors import CfauditError
 
 RECORD = {"age": 63.0, "sex": "Male", "race": "White", "Cardiomegaly": 1.0}

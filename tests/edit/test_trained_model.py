@@ -11,12 +11,13 @@ from PIL import Image
 from scipy import ndimage
 
 from cfaudit.data.adapters import build_index
+from cfaudit.data.edit_folder import JobItem
 from cfaudit.data.images import load_image
+from cfaudit.data.interventions import Intervention
 from cfaudit.data.phantom import default_config_path, generate_phantom, heart_width_ratio, load_config
 from cfaudit.data.prompts import record_prompt
 from cfaudit.edit.editor import CounterfactualEditor
-from cfaudit.edit.interventions import Intervention
-from cfaudit.edit.job import JobItem, JobSettings, run_edit_job
+from cfaudit.edit.job import JobSettings, run_edit_job
 from cfaudit.models.loading import load_components
 
 HEART_BIT, DEVICE_BITS = 0, range(10, 16)

@@ -15,12 +15,13 @@ import torch
 from scipy import linalg, ndimage
 
 from cfaudit.data.images import save_image
+from cfaudit.data.interventions import Intervention
 from cfaudit.data.records import INDEX_COLUMNS, DataIndex
 from cfaudit.data.vocabulary import FINDINGS
-from cfaudit.edit.interventions import Intervention
 from cfaudit.errors import CfauditError
 from cfaudit.evaluate.classifier_models import DenseNet121, head_outputs
 from cfaudit.evaluate.classifiers import load_classifier
+from cfaudit.evaluate.evaluation import evaluate_edits
 from cfaudit.evaluate.realism import (
     REALISM_COLUMNS,
     ClassifierFeatures,
@@ -34,7 +35,6 @@ from cfaudit.evaluate.realism import (
     sample_images,
     samples_realism,
 )
-from cfaudit.evaluate.table2 import evaluate_edits
 from cfaudit.evaluate.xrv_classifier import XRVDenseNet, xrv_input
 
 SIZE = 64

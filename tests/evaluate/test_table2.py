@@ -12,16 +12,11 @@ import pandas as pd
 import pytest
 
 from cfaudit.data.images import save_image
-from cfaudit.edit.interventions import Intervention
+from cfaudit.data.interventions import Intervention
 from cfaudit.errors import CfauditError
 from cfaudit.evaluate import metrics
-from cfaudit.evaluate.table2 import (
-    changes_record,
-    column_order,
-    evaluate_edits,
-    paper_column,
-    read_edit_folder,
-)
+from cfaudit.evaluate.evaluation import evaluate_edits
+from cfaudit.evaluate.reading import changes_record, column_order, paper_column, read_edit_folder
 
 SIZE = 64
 

@@ -21,11 +21,11 @@ from PIL import Image
 from scipy import stats
 
 from cfaudit.data.adapters import build_index, write_index
+from cfaudit.data.difference import colour_map, save_difference, signed_difference
+from cfaudit.data.edit_folder import EDIT_COLUMNS, safe_name
 from cfaudit.data.images import load_image, save_image
 from cfaudit.data.phantom import generate_phantom, load_config
 from cfaudit.data.records import DataIndex
-from cfaudit.edit.difference import colour_map, save_difference, signed_difference
-from cfaudit.edit.job import EDIT_COLUMNS, safe_name
 
 SIZE = 64
 INTERVENTIONS = ("do(Cardiomegaly=0)", "do(sex=Female)")

@@ -3,7 +3,7 @@ import pytest
 import torch
 from scm_tiny import tiny_model
 
-from cfaudit.edit.interventions import Intervention
+from cfaudit.data.interventions import Intervention
 from cfaudit.errors import CfauditError
 from cfaudit.scm.counterfactual import ScmCounterfactuals, image_seed, intervention_values
 

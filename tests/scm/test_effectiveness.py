@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 
 from cfaudit.data.adapters import build_index, write_index
+from cfaudit.data.edit_folder import items_from_index
 from cfaudit.data.images import load_image
+from cfaudit.data.interventions import parse_interventions
 from cfaudit.data.phantom import default_config_path, generate_phantom, load_config
 from cfaudit.data.records import DataIndex
-from cfaudit.edit.interventions import parse_interventions
-from cfaudit.edit.job import items_from_index
 from cfaudit.evaluate.classifiers import load_classifier
 from cfaudit.scm.job import ScmEditSettings, run_scm_edit_job
 from cfaudit.scm.model import CausalImageModel

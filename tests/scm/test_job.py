@@ -3,11 +3,11 @@ import pandas as pd
 import pytest
 from scm_tiny import tiny_model
 
+from cfaudit.data.difference import load_difference
+from cfaudit.data.edit_folder import EDIT_COLUMNS, items_from_index
 from cfaudit.data.images import load_image
+from cfaudit.data.interventions import Intervention
 from cfaudit.data.records import DataIndex
-from cfaudit.edit.difference import load_difference
-from cfaudit.edit.interventions import Intervention
-from cfaudit.edit.job import EDIT_COLUMNS, items_from_index
 from cfaudit.errors import CfauditError
 from cfaudit.scm.job import VALUES_CSV, ScmEditSettings, run_scm_edit_job
 

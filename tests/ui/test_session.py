@@ -14,8 +14,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cfaudit.data.images import save_image
+from cfaudit.data.interventions import Intervention
 from cfaudit.data.vocabulary import FINDINGS
-from cfaudit.edit.interventions import Intervention
 from cfaudit.errors import CfauditError
 from cfaudit.ui.controls import intervention_from_choices
 from cfaudit.ui.session import SCORE_COLUMNS, EditorSession, InversionCache, make_settings

@@ -83,7 +83,7 @@ def evaluate_command(
     """Score edits side by side: LPIPS, L1 (0-255) and CPG with bootstrap intervals, plus the axioms."""
 
     from cfaudit.cli.progress import staged_progress
-    from cfaudit.evaluate.table2 import evaluate_edits
+    from cfaudit.evaluate.evaluation import evaluate_edits
 
     console, errors = Console(), Console(stderr=True)
     command = shlex.join(["cfaudit", *sys.argv[1:]]) if Path(sys.argv[0]).name == "cfaudit" else None

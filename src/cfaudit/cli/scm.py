@@ -92,9 +92,9 @@ def edit_command(
     device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda when available).")] = None,
 ) -> None:
     """Counterfactuals by abduction -> do() -> prediction, written like `cfaudit edit` (edits.csv); resumable."""
+    from cfaudit.data.edit_folder import items_from_index
+    from cfaudit.data.interventions import parse_interventions
     from cfaudit.data.records import DataIndex
-    from cfaudit.edit.interventions import parse_interventions
-    from cfaudit.edit.job import items_from_index
     from cfaudit.scm.job import ScmEditSettings, run_scm_edit_job
     from cfaudit.scm.model import CausalImageModel
     from cfaudit.scm.train import resolve_device

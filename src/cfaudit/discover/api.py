@@ -16,7 +16,6 @@ from cfaudit.discover.regions import RegionAtlas, RegionSettings
 from cfaudit.discover.run import (
     DiscoveryResult,
     DiscoverySettings,
-    Progress,
     discovery_job_settings,
     plan_discovery,
 )
@@ -25,6 +24,7 @@ from cfaudit.edit.editor import EditSettings
 from cfaudit.edit.inversion import InversionSettings
 from cfaudit.edit.job import JobSettings, launch_state
 from cfaudit.errors import CfauditError
+from cfaudit.progress import Progress
 
 #: Steps of a discovery's edits when none are given: more than the editor's default for direct inversion. A
 #: discovery looks for what else the model draws with an attribute, and the added structures come out where the
@@ -71,8 +71,8 @@ def discover(
     edits as many images per intervention as detecting a change in ``detect_effect`` of them needs (80% power),
     at most ``edit_budget`` edits in all.
     """
+    from cfaudit.data.interventions import parse_interventions
     from cfaudit.edit.editor import CounterfactualEditor
-    from cfaudit.edit.interventions import parse_interventions
     from cfaudit.evaluate.classifiers import load_classifier
     from cfaudit.models.loading import load_components
 
@@ -181,7 +181,7 @@ def discovery_cost(
     """The plan of ``discover`` with the same arguments, costed: edits, UNet evaluations and, where a figure for
     the model's preset on the device is known (:data:`SECONDS_PER_EVAL`, or ``seconds_per_eval``), the
     projected time. Reads the index and the model's configs; loads no weights and writes nothing."""
-    from cfaudit.edit.interventions import parse_interventions
+    from cfaudit.data.interventions import parse_interventions
     from cfaudit.edit.job import planned_unet_evals
     from cfaudit.models.loading import resolve_model
     from cfaudit.models.shipped_model import preset_name

@@ -47,11 +47,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cfaudit.data.interventions import Intervention
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
 from cfaudit.discover.heads import FULLY_OBSERVED, HEAD_COLUMNS, HEAD_SCALE, intervened_heads
 from cfaudit.discover.label_statistics import LabelStatistics
 from cfaudit.discover.significance import directed_p, sign_flip_p
-from cfaudit.edit.interventions import Intervention
 from cfaudit.evaluate.metrics import bootstrap_ci
 
 COCHANGE_COLUMNS: tuple[str, ...] = (

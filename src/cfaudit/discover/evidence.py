@@ -10,10 +10,10 @@ import pandas as pd
 from PIL import Image
 
 from cfaudit.atomic_io import atomic_path
+from cfaudit.data.difference import colour_map, load_difference
+from cfaudit.data.edit_folder import IDENTITY_FILE, image_folder
 from cfaudit.data.images import load_image
-from cfaudit.edit.difference import colour_map, load_difference
-from cfaudit.edit.interventions import Intervention
-from cfaudit.edit.job import IDENTITY_FILE, safe_name
+from cfaudit.data.interventions import Intervention
 
 #: Side of one tile of an evidence montage, in pixels.
 TILE = 96
@@ -91,7 +91,7 @@ def write_cluster_evidence(
         rows = []
         for member in group.sort_values("mass", ascending=False).head(per_cluster).itertuples(index=False):
             edit = lookup.loc[(intervention, member.image_id)]
-            null = load_image(folder / "images" / safe_name(str(member.image_id)) / IDENTITY_FILE)
+            null = load_image(image_folder(folder, str(member.image_id)) / IDENTITY_FILE)
             counterfactual = load_image(folder / edit["counterfactual"])
             difference = counterfactual - null
             scale = max(float(np.abs(difference).max()), 1e-6)

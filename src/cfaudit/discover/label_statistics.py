@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cfaudit.data.interventions import Intervention
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
 from cfaudit.data.vocabulary import FINDINGS, RACES, normalize_race, normalize_sex
 from cfaudit.discover.heads import HEAD_COLUMNS
-from cfaudit.edit.interventions import Intervention
 
 #: Fewer matching label rows than this leave the expectation unknown (NaN) rather than noisy.
 MIN_ROWS = 10

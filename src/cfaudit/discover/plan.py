@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from cfaudit.data.edit_folder import JobItem
+from cfaudit.data.interventions import AgeShift, Intervention
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
 from cfaudit.data.vocabulary import PATHOLOGIES, RACES, SEXES, normalize_race, normalize_sex
 from cfaudit.discover.heads import HEAD_COLUMNS, intervened_heads
 from cfaudit.discover.regions import RegionAtlas
 from cfaudit.discover.significance import images_for_share
-from cfaudit.edit.interventions import AgeShift, Intervention
-from cfaudit.edit.job import JobItem
 from cfaudit.errors import CfauditError
 
 #: The age shift of the default plan, in years (both directions).

@@ -34,7 +34,10 @@ import numpy as np
 import pandas as pd
 
 from cfaudit import __version__, atomic_io
+from cfaudit.data.difference import load_difference
+from cfaudit.data.edit_folder import EDITS_CSV, IDENTITY_FILE, image_folder, items_from_index
 from cfaudit.data.images import load_image, resize_and_crop
+from cfaudit.data.interventions import Intervention
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
 from cfaudit.data.records import DataIndex
 from cfaudit.discover.candidates import CandidateSettings, rank_candidates
@@ -60,13 +63,11 @@ from cfaudit.discover.regions import (
     to_grid,
 )
 from cfaudit.discover.significance import Family, draws_for
-from cfaudit.edit.difference import load_difference
-from cfaudit.edit.interventions import Intervention
-from cfaudit.edit.job import IDENTITY_FILE, JobSettings, items_from_index, run_edit_job, safe_name
+from cfaudit.edit.job import JobSettings, run_edit_job
 from cfaudit.errors import CfauditError
+from cfaudit.progress import Progress
 
 FORMAT = "cfaudit-discovery"
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,7 @@ def analyse(
     The analysis streams: images and difference maps are read a chunk or one map at a time, and what it keeps
     per edit is the edit's row, its head scores and its change components (:data:`PER_EDIT_MEMORY`)."""
     started = time.perf_counter() if started is None else started
-    edits = pd.read_csv(out / "edits" / "edits.csv")
+    edits = pd.read_csv(out / "edits" / EDITS_CSV)
 
     # 3. Classifier outputs on originals, null edits and counterfactuals
     if scores is None:
@@ -420,7 +421,7 @@ def _score_images(
     first = edits.drop_duplicates("image_id").set_index("image_id")
     size = _working_size(classifier)
     originals = [first.loc[i, "original"] for i in images]
-    nulls = [folder / "images" / safe_name(i) / IDENTITY_FILE for i in images]
+    nulls = [image_folder(folder, i) / IDENTITY_FILE for i in images]
     counterfactuals = [folder / p for p in edits["counterfactual"]]
     total = len(originals) + len(nulls) + len(counterfactuals)
     done = [0]
@@ -460,7 +461,7 @@ def _collect_components(
         image_id = str(row.image_id)
         if image_id != current:
             reconstruction = load_image(folder / row.reconstruction)
-            null = load_image(folder / "images" / safe_name(image_id) / IDENTITY_FILE)
+            null = load_image(image_folder(folder, image_id) / IDENTITY_FILE)
             current, null_map = image_id, to_grid(null - reconstruction, grid)
             if image_id not in found.null:
                 found.add_null(image_id, null_map)

@@ -14,6 +14,9 @@ batch it
    its signed difference map (``<intervention>_diff.npy``, exact) and a colour picture of it
    (``<intervention>_diff.png``), all 16-bit / atomic; and then, last, ``rows/<id>.json`` with one row per edit.
 
+The folder's format (file names, the row schema, the row files, ``edits.csv`` and ``job.json``) is
+:mod:`cfaudit.data.edit_folder`; this module holds what is the diffusion editor's own.
+
 An image whose row file exists is done: a killed job restarts at the first batch with an image not done and
 redoes that whole batch (so batches, and therefore outputs, are the same as in an uninterrupted run).
 ``edits.csv`` is rebuilt from the row files at the end, so it never holds a duplicate or a half row.
@@ -27,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,29 +39,30 @@ from typing import Any
 import numpy as np
 import torch
 
-from cfaudit import atomic_io
+from cfaudit.data.edit_folder import (
+    EDITS_CSV,
+    IDENTITY_FILE,
+    INVERSIONS_FOLDER,
+    RECONSTRUCTION_FILE,
+    JobItem,
+    JobReport,
+    check_job_file,
+    check_unique_ids,
+    check_unique_slugs,
+    finish_image,
+    image_folder,
+    is_done,
+    write_counterfactual,
+    write_edits_csv,
+)
 from cfaudit.data.images import load_model_tensor, save_image
+from cfaudit.data.interventions import PROMPT_MODES, Intervention, caption_record
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
 from cfaudit.data.prompts import DEFAULT_TEMPLATE, PromptTemplate
-from cfaudit.data.records import DataIndex
 from cfaudit.edit.attention import AttentionSettings
-from cfaudit.edit.difference import save_difference, signed_difference
 from cfaudit.edit.editor import CounterfactualEditor, EditSettings, ImageEdits, Target
-from cfaudit.edit.interventions import PROMPT_MODES, Intervention, caption_record, source_prompt
 from cfaudit.edit.inversion import Inversion, InversionSettings
 from cfaudit.errors import CfauditError
-
-EDIT_COLUMNS: tuple[str, ...] = (
-    "image_id", "intervention", "source_prompt", "target_prompt", "prompt_mode", "method", "steps",
-    "guidance_scale", "seed", "unet_evals", "seconds", "reconstruction_l1", "identity_l1", "edit_l1", "diff_scale",
-    "inversion_cached", "original", "counterfactual", "reconstruction", "difference", "difference_png",
-)  # fmt: skip
-#: ``original`` is the source image file as given (absolute path); the image paths after it are relative to the
-#: job folder.
-#: With ``identity_check``, the null edit (target = source prompt) of each image is kept as this file.
-IDENTITY_FILE = "identity.png"
-#: Columns that legitimately differ between two runs of the same job.
-TIMING_COLUMNS: tuple[str, ...] = ("seconds", "inversion_cached")
 
 
 @dataclass(frozen=True)
@@ -113,60 +116,6 @@ class JobSettings:
         )
 
 
-@dataclass(frozen=True)
-class JobItem:
-    """One image to edit: its id, file, the caption it is inverted under and (from an index) its record."""
-
-    image_id: str
-    path: Path
-    source_prompt: str
-    record: dict[str, Any] | None = None
-    #: This image's own interventions (a discovery plan edits each image with those it is eligible for);
-    #: ``None``: the job's interventions.
-    interventions: tuple[Intervention, ...] | None = None
-
-
-@dataclass
-class JobReport:
-    edits_csv: Path
-    images: int
-    images_skipped: int
-    edits: int
-    seconds: float
-    #: This process's rank and the number of processes that shared the job (``edits`` is 0 on the others:
-    #: only the main process, rank 0, merges the rows into ``edits.csv``).
-    rank: int = 0
-    num_processes: int = 1
-
-
-def items_from_index(
-    index: DataIndex,
-    split: str | None = "test",
-    limit: int | None = None,
-    template: PromptTemplate = DEFAULT_TEMPLATE,
-    policy: LabelPolicy = DEFAULT_POLICY,
-) -> list[JobItem]:
-    """The images of one split of an index (``None`` / ``all``: every row), the first ``limit`` of them."""
-    selected = index.split(split)
-    if limit is not None and limit < 1:
-        raise CfauditError(f"--limit must be at least 1, got {limit}")
-    table = selected.table if limit is None else selected.table.head(limit)
-    if table.empty:
-        raise CfauditError(f"the index has no images in split {split!r}; choose another --split")
-    items = []
-    for _, row in table.iterrows():
-        record = row.to_dict()
-        items.append(
-            JobItem(
-                str(row["image_id"]),
-                selected.image_path(row),
-                source_prompt(record, template, policy),
-                record,
-            )
-        )
-    return items
-
-
 def item_from_image(path: str | os.PathLike[str], prompt: str) -> JobItem:
     """A single image file with the caption that describes it."""
     path = Path(path)
@@ -190,14 +139,6 @@ def target_prompts(
         record = caption_record(item.source_prompt, template)
     where = f"image {item.image_id!r}"
     return [i.resolve(record, where).target_prompt(record, mode, template, policy) for i in interventions]
-
-
-def safe_name(image_id: str) -> str:
-    """A folder / file name for an image id (ids with other characters get a short hash to stay unique)."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", image_id).strip("._")[:80] or "image"
-    if safe != image_id:
-        safe += "-" + hashlib.sha1(image_id.encode("utf-8")).hexdigest()[:8]
-    return safe
 
 
 def model_fingerprint(editor: CounterfactualEditor) -> str:
@@ -283,29 +224,6 @@ def _process_state() -> tuple[int, int, Callable[[], None]]:
         return 0, 1, lambda: None
 
 
-def check_job_file(out: Path, record: dict[str, Any], rank: int = 0) -> None:
-    """Refuse to resume into ``out`` when its ``job.json`` records other settings; write it on a fresh start."""
-    path = out / "job.json"
-    if path.is_file():
-        try:
-            existing = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            existing = None
-        wanted = json.loads(json.dumps(record, sort_keys=True, default=str))
-        if existing != wanted:
-            differ = (
-                sorted(k for k in set(existing) | set(wanted) if existing.get(k) != wanted.get(k))
-                if isinstance(existing, dict)
-                else ["the whole file (not readable JSON)"]
-            )
-            raise CfauditError(
-                f"{out} holds an edit job with other settings, interventions or model ({path}; differs in: "
-                f"{', '.join(differ)}); use a new --out folder or delete that one"
-            )
-    elif rank == 0:
-        atomic_io.write_json(path, record)
-
-
 def run_edit_job(
     editor: CounterfactualEditor,
     items: Sequence[JobItem],
@@ -328,16 +246,12 @@ def run_edit_job(
     if not interventions and any(item.interventions is None for item in items):
         raise CfauditError("no intervention given; add one or more --do 'A=v'")
     ids = [item.image_id for item in items]
-    if len(set(ids)) != len(ids):
-        duplicate = next(i for i in ids if ids.count(i) > 1)
-        raise CfauditError(f"image id {duplicate!r} appears twice; image ids must be unique")
+    check_unique_ids(ids)
     for item in items:
-        slugs = [i.slug for i in _item_interventions(item, interventions)]
-        if len(set(slugs)) != len(slugs):
-            raise CfauditError(f"the same intervention is given twice ({', '.join(slugs)})")
+        check_unique_slugs(_item_interventions(item, interventions))
     rank, world, barrier = _process_state()
     fingerprint = model_fingerprint(editor)
-    cache = Path(cache_dir) if cache_dir is not None else out / "inversions"
+    cache = Path(cache_dir) if cache_dir is not None else out / INVERSIONS_FOLDER
     job_record = {
         "settings": settings.to_dict(),
         "interventions": [str(i) for i in interventions],
@@ -349,21 +263,19 @@ def run_edit_job(
     barrier()
 
     batches = [list(items[i : i + settings.batch_size]) for i in range(0, len(items), settings.batch_size)]
-    done_before = sum((out / "rows" / f"{safe_name(i)}.json").is_file() for i in ids)
+    done_before = sum(is_done(out, i) for i in ids)
     for batch in batches[rank::world]:
-        if all((out / "rows" / f"{safe_name(item.image_id)}.json").is_file() for item in batch):
+        if all(is_done(out, item.image_id) for item in batch):
             continue
         rows = _edit_batch(editor, batch, interventions, out, cache, settings, fingerprint, template, policy)
         for item, image_rows in zip(batch, rows, strict=True):
             # this process alone writes this image's folder, and has written it all: what a killed write
-            # staged there (``.<name>.<random>.part``) is no one's any more
-            for staged in (out / "images" / safe_name(item.image_id)).glob(".*.part"):
-                staged.unlink(missing_ok=True)
-            atomic_io.write_json(out / "rows" / f"{safe_name(item.image_id)}.json", image_rows)
+            # staged there is no one's any more
+            finish_image(out, item.image_id, image_rows, clear_staged=True)
             if on_image_done is not None:
                 on_image_done(item.image_id)
     barrier()
-    edits_csv = out / "edits.csv"
+    edits_csv = out / EDITS_CSV
     count = 0
     if rank == 0:
         count = write_edits_csv(out, ids)
@@ -384,19 +296,6 @@ def _plan_digest(items: Sequence[JobItem]) -> str | None:
     if not plan:
         return None
     return hashlib.sha256(json.dumps(plan).encode("utf-8")).hexdigest()
-
-
-def write_edits_csv(out: Path, image_ids: Sequence[str]) -> int:
-    """Merge the per-image row files into ``edits.csv`` (in image order), atomically; return the row count."""
-    import pandas as pd
-
-    rows: list[dict[str, Any]] = []
-    for image_id in image_ids:
-        path = out / "rows" / f"{safe_name(image_id)}.json"
-        if path.is_file():
-            rows += json.loads(path.read_text(encoding="utf-8"))
-    atomic_io.write_csv(out / "edits.csv", pd.DataFrame(rows, columns=list(EDIT_COLUMNS)))
-    return len(rows)
 
 
 def _edit_batch(
@@ -464,10 +363,10 @@ def _write_outputs(
     settings: JobSettings,
     cached: bool,
 ) -> list[dict[str, Any]]:
-    folder = out / "images" / safe_name(item.image_id)
+    folder = image_folder(out, item.image_id)
     original01 = ((original[0].float().cpu().numpy() + 1.0) / 2.0).clip(0, 1)
     reconstruction = ((result.reconstruction[0].numpy() + 1.0) / 2.0).clip(0, 1)
-    save_image(reconstruction, folder / "reconstruction.png", bits=16)
+    save_image(reconstruction, folder / RECONSTRUCTION_FILE, bits=16)
     reconstruction_l1 = float(np.abs(reconstruction - original01).mean())
     identity_l1: float | None = None
     if settings.identity_check:  # the last target is the source prompt itself
@@ -500,24 +399,3 @@ def _write_outputs(
             }
         )
     return rows
-
-
-def write_counterfactual(
-    out: Path, folder: Path, slug: str, counterfactual: np.ndarray, reconstruction: np.ndarray, original: Path
-) -> dict[str, Any]:
-    """Write one counterfactual (16-bit PNG), its signed difference from the reconstruction (exact ``.npy`` and a
-    colour PNG); return the file columns of its ``edits.csv`` row (paths relative to ``out``), ``edit_l1`` and
-    ``diff_scale``. Both editors write their outputs through here, so their folders have one layout."""
-    relative = folder.relative_to(out)
-    save_image(counterfactual, folder / f"{slug}.png", bits=16)
-    difference = signed_difference(counterfactual, reconstruction)
-    scale = save_difference(difference, folder / f"{slug}_diff.npy", folder / f"{slug}_diff.png")
-    return {
-        "edit_l1": float(np.abs(difference).mean()),
-        "diff_scale": scale,
-        "original": str(Path(original).resolve()),
-        "counterfactual": str(relative / f"{slug}.png"),
-        "reconstruction": str(relative / "reconstruction.png"),
-        "difference": str(relative / f"{slug}_diff.npy"),
-        "difference_png": str(relative / f"{slug}_diff.png"),
-    }

@@ -34,11 +34,11 @@ import torch
 from PIL import Image
 
 from cfaudit.data.images import load_model_tensor
+from cfaudit.data.interventions import Intervention, source_prompt
 from cfaudit.data.phantom.ground_truth import PhantomReplay, projected_change
 from cfaudit.data.phantom.measure import heart_width_ratio
 from cfaudit.data.records import DataIndex
 from cfaudit.edit.editor import CounterfactualEditor, EditSettings, Target
-from cfaudit.edit.interventions import Intervention, source_prompt
 from cfaudit.edit.inversion import InversionSettings
 
 #: The effects, in report order, with the test that makes an edit count and the share the issue asks for.

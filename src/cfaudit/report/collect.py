@@ -30,6 +30,14 @@ from typing import Any
 
 import pandas as pd
 
+from cfaudit.data.edit_folder import (
+    EDITS_CSV,
+    IMAGES_FOLDER,
+    INVERSIONS_FOLDER,
+    JOB_JSON,
+    ROWS_FOLDER,
+    SHOWN_COLUMNS,
+)
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
 from cfaudit.data.records import DataIndex
 from cfaudit.data.vocabulary import FINDINGS
@@ -44,18 +52,18 @@ OLD_AGE = 65
 MIN_LABEL_COUNT = 5
 INDEX_FILE = "index.csv"
 TABLE2_FILE = "table2.csv"
-EDITS_FILE = "edits.csv"
 DISCOVERY_FILE = "discovery.json"
 CANDIDATES_FILE = "candidates.csv"
 QUEUE_FILE = "queue.json"
-MARKERS: tuple[str, ...] = (INDEX_FILE, TABLE2_FILE, EDITS_FILE, DISCOVERY_FILE, CANDIDATES_FILE, QUEUE_FILE)
+MARKERS: tuple[str, ...] = (INDEX_FILE, TABLE2_FILE, EDITS_CSV, DISCOVERY_FILE, CANDIDATES_FILE, QUEUE_FILE)
 #: Folders never searched: caches and per-image internals of cfaudit's own outputs (an edit job's ``images/`` has
 #: a folder per image, a phantom's ``ground_truth/`` a file per image); none holds a marker.
-SKIPPED_FOLDERS = frozenset({"images", "inversions", "rows", "ground_truth", "__pycache__", "node_modules"})
+SKIPPED_FOLDERS = frozenset(
+    {IMAGES_FOLDER, INVERSIONS_FOLDER, ROWS_FOLDER, "ground_truth", "__pycache__", "node_modules"}
+)
 
 TABLE2_REQUIRED = ("method", "column", "metric", "mean")
 TABLE2_NUMERIC = ("mean", "ci_low", "ci_high", "n")
-EDITS_REQUIRED = ("image_id", "intervention", "counterfactual", "difference")
 CANDIDATES_REQUIRED = ("intervention", "target", "effect")
 CANDIDATES_NUMERIC = (
     "rank", "effect", "ci_low", "ci_high", "null_control", "offtarget_control", "label_association", "excess",
@@ -374,13 +382,13 @@ def read_evaluation(table2_csv: Path) -> EvaluationInput:
 def read_edit_job(edits_csv: Path) -> EditJobInput:
     folder = edits_csv.parent
     producer = "`cfaudit edit` (or `cfaudit scm edit`)"
-    edits = read_table(edits_csv, EDITS_REQUIRED, ("edit_l1", "diff_scale", "seconds"), producer)
-    for column in ("image_id", "intervention", "counterfactual", "difference"):
+    edits = read_table(edits_csv, SHOWN_COLUMNS, ("edit_l1", "diff_scale", "seconds"), producer)
+    for column in SHOWN_COLUMNS:
         edits[column] = edits[column].astype(str)
     if "method" not in edits.columns:
         edits["method"] = "edit"
     edits["method"] = edits["method"].fillna("edit").astype(str)
-    job = read_json(folder / "job.json", producer) if (folder / "job.json").is_file() else {}
+    job = read_json(folder / JOB_JSON, producer) if (folder / JOB_JSON).is_file() else {}
     return EditJobInput(folder, edits, job)
 
 
@@ -485,7 +493,7 @@ def collect_inputs(sources: Iterable[str | os.PathLike[str]]) -> ReportInputs:
             inputs.datasets.append(read_dataset(marker))
         elif kind == TABLE2_FILE:
             inputs.evaluations.append(read_evaluation(marker))
-        elif kind == EDITS_FILE:
+        elif kind == EDITS_CSV:
             inputs.edit_jobs.append(read_edit_job(marker))
         elif kind == QUEUE_FILE:
             review = read_review(marker)
@@ -502,8 +510,8 @@ def collect_inputs(sources: Iterable[str | os.PathLike[str]]) -> ReportInputs:
             inputs.discoveries.append(discovery)
     # A discovery's own edits (DIR/edits/edits.csv) are labelled as such; read them if the search missed them.
     for discovery in inputs.discoveries:
-        edits_csv = (discovery.folder / "edits" / EDITS_FILE).resolve()
-        job = next((j for j in inputs.edit_jobs if (j.folder / EDITS_FILE).resolve() == edits_csv), None)
+        edits_csv = (discovery.folder / "edits" / EDITS_CSV).resolve()
+        job = next((j for j in inputs.edit_jobs if (j.folder / EDITS_CSV).resolve() == edits_csv), None)
         if job is None and edits_csv.is_file():
             job = read_edit_job(edits_csv)
             inputs.edit_jobs.append(job)

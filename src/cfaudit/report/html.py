@@ -27,10 +27,11 @@ from markupsafe import Markup
 from PIL import Image
 
 from cfaudit import __version__
+from cfaudit.data.difference import load_difference
+from cfaudit.data.edit_folder import EDITS_CSV
 from cfaudit.data.images import load_image, resize_and_crop
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
 from cfaudit.data.stats import paper_rows, table1
-from cfaudit.edit.difference import load_difference
 from cfaudit.errors import CfauditError
 from cfaudit.report import figures
 from cfaudit.report.collect import (
@@ -111,7 +112,7 @@ def intervention_slugs(intervention: str) -> list[str]:
     """File-name slugs an intervention may have been saved under (the editor's, then a plain one)."""
     slugs = []
     try:
-        from cfaudit.edit.interventions import Intervention
+        from cfaudit.data.interventions import Intervention
 
         slugs.append(Intervention.parse(intervention).slug)
     except CfauditError:
@@ -739,7 +740,7 @@ def load_example(folder: Path, row: Mapping[str, Any], line: int, notes: list[st
     """One edit of the job in ``folder`` (``row`` of its ``edits.csv``, at ``line``) as original, counterfactual and
     signed difference at the counterfactual's size. The original is brought to that size as the model saw it; where
     it is gone, the reconstruction stands in (with a note). The review page shows edits through this too."""
-    edits_csv = folder / "edits.csv"
+    edits_csv = folder / EDITS_CSV
     counterfactual_path = folder / row["counterfactual"]
     if not counterfactual_path.is_file():
         raise CfauditError(
@@ -770,7 +771,7 @@ def mean_difference(job: EditJobInput, rows: pd.DataFrame, shape: tuple[int, int
     total = np.zeros(shape, dtype=np.float64)
     for i, row in rows.iterrows():
         path = job.folder / row["difference"]
-        total += _resize_float(_load_float_map(path, job.folder / "edits.csv", int(i) + 2), shape)
+        total += _resize_float(_load_float_map(path, job.folder / EDITS_CSV, int(i) + 2), shape)
     return (total / max(1, len(rows))).astype(np.float32)
 
 

@@ -34,6 +34,13 @@ from typing import Any
 import pandas as pd
 
 from cfaudit import __version__, atomic_io
+from cfaudit.data.edit_folder import (
+    EDIT_FILE_COLUMNS,
+    EDITS_CSV,
+    IDENTIFYING_COLUMNS,
+    SHOWN_COLUMNS,
+    read_edits_table,
+)
 from cfaudit.digests import file_sha256
 from cfaudit.errors import CfauditError
 
@@ -42,22 +49,12 @@ QUEUE_VERSION = 1
 QUEUE_FILE = "queue.json"
 RATINGS_FILE = "ratings.csv"
 REVIEW_FOLDER = "review"
-EDITS_FILE = "edits.csv"
 CANDIDATE_FILES = ("candidates.csv", "candidates.json")
 DISCOVERY_FILE = "discovery.json"
 #: Candidates of a discovery reviewed besides the flagged ones (the best-ranked).
 DEFAULT_TOP = 5
 #: Edits per candidate (per intervention for an edit folder) put in the queue.
 DEFAULT_IMAGES = 8
-EDIT_REQUIRED = ("image_id", "intervention", "counterfactual", "difference")
-#: The columns of an ``edits.csv`` row that say which edit it is (timings and caches are left out: a resumed job
-#: rewrites those without changing the images).
-DIGEST_COLUMNS = (
-    "image_id", "intervention", "source_prompt", "target_prompt", "prompt_mode", "method", "steps",
-    "guidance_scale", "seed", "counterfactual", "reconstruction", "difference",
-)  # fmt: skip
-#: The files of an edit whose bytes enter its digest.
-DIGEST_FILES = ("counterfactual", "reconstruction", "difference")
 SOURCE_KINDS = ("edits", "discovery")
 
 
@@ -189,16 +186,13 @@ class QueueChanges:
 
 def read_edit_rows(folder: Path) -> list[dict[str, str]]:
     """The rows of ``folder/edits.csv`` as strings (what the digests are made of), each with its ``line``."""
-    path = folder / EDITS_FILE
+    path = folder / EDITS_CSV
     if not path.is_file():
         raise CfauditError(
-            f"{folder}: no {EDITS_FILE}; give the folder of `cfaudit edit` or `cfaudit discover`"
+            f"{folder}: no {EDITS_CSV}; give the folder of `cfaudit edit` or `cfaudit discover`"
         )
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise CfauditError(f"{path}: not a readable CSV ({error}); re-run the edit job") from None
-    missing = [c for c in EDIT_REQUIRED if c not in table.columns]
+    table = read_edits_table(path, "; re-run the edit job")
+    missing = [c for c in SHOWN_COLUMNS if c not in table.columns]
     if missing:
         raise CfauditError(
             f"{path}: missing column(s) {', '.join(missing)}; was it written by `cfaudit edit`?"
@@ -220,9 +214,9 @@ def read_edit_rows(folder: Path) -> list[dict[str, str]]:
 def edit_digest(folder: Path, row: Mapping[str, str]) -> str:
     """Digest of one edit: its identifying ``edits.csv`` columns and the bytes of its image files."""
     digest = hashlib.sha256()
-    fields = {column: str(row[column]) for column in DIGEST_COLUMNS if column in row}
+    fields = {column: str(row[column]) for column in IDENTIFYING_COLUMNS if column in row}
     digest.update(json.dumps(fields, sort_keys=True).encode("utf-8"))
-    for column in DIGEST_FILES:
+    for column in EDIT_FILE_COLUMNS:  # the files whose bytes enter the digest
         relative = str(row.get(column, "") or "")
         path = folder / relative
         content = file_sha256(path) if relative and path.is_file() else "missing"
@@ -235,7 +229,7 @@ def _item(folder: Path, row: Mapping[str, str], candidates: Sequence[str]) -> Re
     for column in ("counterfactual", "difference"):
         if not (folder / row[column]).is_file():
             raise CfauditError(
-                f"{folder / EDITS_FILE}, line {line}: {column} {folder / row[column]} is missing; "
+                f"{folder / EDITS_CSV}, line {line}: {column} {folder / row[column]} is missing; "
                 "re-run the edit job before making a review queue"
             )
     return ReviewItem(
@@ -366,12 +360,12 @@ def _edit_folder_items(
 def source_kind(source: Path) -> tuple[str, Path]:
     """("discovery" or "edits", the folder) of what ``source`` names: a folder or its marker file."""
     if source.is_file():
-        if source.name == EDITS_FILE:
+        if source.name == EDITS_CSV:
             return "edits", source.parent
         if source.name in (*CANDIDATE_FILES, DISCOVERY_FILE):
             return "discovery", source.parent
         raise CfauditError(
-            f"{source}: give an edit folder (with {EDITS_FILE}) or a discovery folder (with candidates.csv)"
+            f"{source}: give an edit folder (with {EDITS_CSV}) or a discovery folder (with candidates.csv)"
         )
     if not source.is_dir():
         raise CfauditError(
@@ -379,10 +373,10 @@ def source_kind(source: Path) -> tuple[str, Path]:
         )
     if any((source / name).is_file() for name in (*CANDIDATE_FILES, DISCOVERY_FILE)):
         return "discovery", source
-    if (source / EDITS_FILE).is_file():
+    if (source / EDITS_CSV).is_file():
         return "edits", source
     raise CfauditError(
-        f"{source}: neither an edit folder ({EDITS_FILE}) nor a discovery (candidates.csv); "
+        f"{source}: neither an edit folder ({EDITS_CSV}) nor a discovery (candidates.csv); "
         "give the output folder of `cfaudit edit` or `cfaudit discover`"
     )
 
@@ -528,7 +522,7 @@ def changed_items(queue: ReviewQueue) -> QueueChanges:
     try:
         rows = {(r["image_id"], r["intervention"]): r for r in read_edit_rows(queue.edit_folder)}
     except CfauditError:
-        if (queue.edit_folder / EDITS_FILE).is_file():
+        if (queue.edit_folder / EDITS_CSV).is_file():
             raise
         return QueueChanges([], list(queue.items))  # the whole edit folder is gone
     changed, missing = [], []

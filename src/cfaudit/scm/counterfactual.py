@@ -12,7 +12,7 @@ without effusion?" for a batch of images with their records and any number of in
    counterfactual parents with the abducted latents and pixel noise.
 
 An intervention that changes no node's value (``do(sex=Male)`` on a man) returns the input exactly.
-Interventions use the diffusion editor's syntax (:class:`cfaudit.edit.interventions.Intervention`); each
+Interventions use the diffusion editor's syntax (:class:`cfaudit.data.interventions.Intervention`); each
 attribute must be a node of the model's graph.
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from cfaudit.edit.interventions import Intervention
+from cfaudit.data.interventions import Intervention
 from cfaudit.errors import CfauditError
 from cfaudit.scm.hvae import LATENT_MODES
 from cfaudit.scm.model import CausalImageModel

@@ -1,6 +1,7 @@
 """The SCM editing job, written in ``cfaudit edit``'s layout so ``cfaudit evaluate`` scores both methods alike.
 
-``run_scm_edit_job`` walks the images in batches; per image it writes (via the diffusion editor's writers)::
+``run_scm_edit_job`` walks the images in batches; per image it writes (through :mod:`cfaudit.data.edit_folder`,
+as the diffusion editor does)::
 
     images/<id>/reconstruction.png           the null intervention (every parent as observed): the input itself
     images/<id>/model_mean.png               the HVAE's own reconstruction (posterior-mean latents, no pixel noise)
@@ -8,7 +9,7 @@
     images/<id>/<intervention>_diff.npy/png  signed difference counterfactual - reconstruction
     rows/<id>.json                           its rows (written last: the image is done)
 
-then ``edits.csv`` (:data:`cfaudit.edit.job.EDIT_COLUMNS`, one row per edit; ``method`` is ``scm-hvae``, the
+then ``edits.csv`` (:data:`cfaudit.data.edit_folder.EDIT_COLUMNS`, one row per edit; ``method`` is ``scm-hvae``, the
 target prompt is the caption of the counterfactual record, descendants included, and ``unet_evals`` is 0) and
 ``counterfactual_values.csv`` (per edit, each graph node's factual and counterfactual value). ``job.json`` holds
 the settings; re-running the same command resumes, other settings in the same folder are refused.
@@ -30,23 +31,30 @@ import pandas as pd
 import torch
 
 from cfaudit import atomic_io
-from cfaudit.data.images import load_model_tensor, save_image
-from cfaudit.data.prompts import DEFAULT_TEMPLATE, PromptTemplate, record_prompt
-from cfaudit.edit.interventions import Intervention
-from cfaudit.edit.job import (
+from cfaudit.data.edit_folder import (
+    EDITS_CSV,
+    RECONSTRUCTION_FILE,
+    SCM_METHOD,
     JobItem,
     JobReport,
     check_job_file,
-    safe_name,
+    check_unique_ids,
+    check_unique_slugs,
+    finish_image,
+    image_folder,
+    is_done,
+    read_image_rows,
     write_counterfactual,
     write_edits_csv,
 )
+from cfaudit.data.images import load_model_tensor, save_image
+from cfaudit.data.interventions import Intervention
+from cfaudit.data.prompts import DEFAULT_TEMPLATE, PromptTemplate, record_prompt
 from cfaudit.errors import CfauditError
 from cfaudit.scm.counterfactual import ScmCounterfactuals, image_seed
 from cfaudit.scm.hvae import LATENT_MODES
 from cfaudit.scm.model import CausalImageModel
 
-METHOD = "scm-hvae"
 VALUES_CSV = "counterfactual_values.csv"
 
 
@@ -98,54 +106,47 @@ def run_scm_edit_job(
             "the SCM needs each image's record (age, sex, race, findings): edit from an --index"
         )
     ids = [item.image_id for item in items]
-    if len(set(ids)) != len(ids):
-        raise CfauditError(
-            f"image id {next(i for i in ids if ids.count(i) > 1)!r} appears twice; ids must be unique"
-        )
+    check_unique_ids(ids, "ids")
     relative = [str(i) for i in interventions if i.is_relative]
     if relative:
         raise CfauditError(
             f"{', '.join(relative)}: the SCM baseline takes absolute values (e.g. age=80); "
             "relative shifts are supported by `cfaudit edit` only"
         )
-    slugs = [i.slug for i in interventions]
-    if len(set(slugs)) != len(slugs):
-        raise CfauditError(f"the same intervention is given twice ({', '.join(slugs)})")
+    check_unique_slugs(interventions)
     engine = ScmCounterfactuals(model, settings.latents)
     engine.check(interventions)  # every attribute must be a node of the graph: fail before any work
-    check_job_file(out, {"method": METHOD, "settings": asdict(settings), "interventions": [str(i) for i in interventions],
+    check_job_file(out, {"method": SCM_METHOD, "settings": asdict(settings), "interventions": [str(i) for i in interventions],
                      "model": model_id, "model_fingerprint": model_fingerprint(model), "resolution": model.resolution})  # fmt: skip
 
     # an image whose row file exists is done (its result does not depend on the batch it was in: seeds are per
     # image), so a resumed job edits only the others
-    pending = [item for item in items if not (out / "rows" / f"{safe_name(item.image_id)}.json").is_file()]
+    pending = [item for item in items if not is_done(out, item.image_id)]
     done_before = len(items) - len(pending)
     for start in range(0, len(pending), settings.batch_size):
         batch = pending[start : start + settings.batch_size]
         for item, rows in zip(
             batch, _edit_batch(engine, batch, interventions, out, settings, template), strict=True
         ):
-            atomic_io.write_json(out / "rows" / f"{safe_name(item.image_id)}.json", rows)
+            finish_image(out, item.image_id, rows)
             if on_image_done is not None:
                 on_image_done(item.image_id)
     count = write_edits_csv(out, ids)
     write_values_csv(out, ids)
-    return JobReport(out / "edits.csv", len(items), done_before, count, time.perf_counter() - started)
+    return JobReport(out / EDITS_CSV, len(items), done_before, count, time.perf_counter() - started)
 
 
 def write_values_csv(out: Path, image_ids: Sequence[str]) -> Path:
     """``counterfactual_values.csv``: image id, intervention, each node's factual and counterfactual value."""
     rows = []
     for image_id in image_ids:
-        path = out / "rows" / f"{safe_name(image_id)}.json"
-        if path.is_file():
-            for row in json.loads(path.read_text(encoding="utf-8")):
-                entry = {"image_id": row["image_id"], "intervention": row["intervention"]}
-                for name, value in row["factual_values"].items():
-                    entry[name] = value
-                    entry[f"{name} (counterfactual)"] = row["counterfactual_values"][name]
-                entry["changed"] = ";".join(row["changed_nodes"])
-                rows.append(entry)
+        for row in read_image_rows(out, image_id) or []:
+            entry = {"image_id": row["image_id"], "intervention": row["intervention"]}
+            for name, value in row["factual_values"].items():
+                entry[name] = value
+                entry[f"{name} (counterfactual)"] = row["counterfactual_values"][name]
+            entry["changed"] = ";".join(row["changed_nodes"])
+            rows.append(entry)
     atomic_io.write_csv(out / VALUES_CSV, pd.DataFrame(rows))
     return out / VALUES_CSV
 
@@ -173,10 +174,10 @@ def _edit_batch(
     # 3. Files and rows
     rows = []
     for b, item in enumerate(batch):
-        folder = out / "images" / safe_name(item.image_id)
+        folder = image_folder(out, item.image_id)
         original = ((images[b, 0].numpy() + 1.0) / 2.0).clip(0, 1)
         reconstruction = ((result.identity[b, 0].numpy() + 1.0) / 2.0).clip(0, 1)
-        save_image(reconstruction, folder / "reconstruction.png", bits=16)
+        save_image(reconstruction, folder / RECONSTRUCTION_FILE, bits=16)
         reconstruction_l1 = float(np.abs(reconstruction - original).mean())
         save_image(((means[b, 0].numpy() + 1.0) / 2.0).clip(0, 1), folder / "model_mean.png", bits=16)
         factual = model.graph.decode(values, b)
@@ -193,7 +194,7 @@ def _edit_batch(
                 "source_prompt": item.source_prompt,
                 "target_prompt": record_prompt({**item.record, **changed_values}, template, model.label_policy),
                 "prompt_mode": "full",
-                "method": METHOD,
+                "method": SCM_METHOD,
                 "steps": None,
                 "guidance_scale": None,
                 "seed": settings.seed,

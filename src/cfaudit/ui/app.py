@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from cfaudit.data.images import to_uint
+from cfaudit.data.interventions import PROMPT_MODES
 from cfaudit.data.vocabulary import FINDINGS, finding_slug
-from cfaudit.edit.interventions import PROMPT_MODES
 from cfaudit.edit.inversion import DEFAULT_STEPS, INVERSION_METHODS
 from cfaudit.errors import CfauditError
 from cfaudit.ui.controls import (

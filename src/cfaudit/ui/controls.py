@@ -1,7 +1,7 @@
 """The intervention controls: their choices (from the attribute vocabulary) and the intervention they make.
 
 Each control starts at ``unchanged``; every control moved away from it becomes one change of a single
-:class:`~cfaudit.edit.interventions.Intervention` (``do(sex=Female, Cardiomegaly=0)``), the same object that
+:class:`~cfaudit.data.interventions.Intervention` (``do(sex=Female, Cardiomegaly=0)``), the same object that
 ``cfaudit edit --do`` builds, so prompts are worded exactly as in a batch job.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from cfaudit.data.interventions import Intervention
 from cfaudit.data.prompts import DEFAULT_TEMPLATE
 from cfaudit.data.vocabulary import AGE_MAX, AGE_MIN, FINDINGS, PATHOLOGIES, SEXES
-from cfaudit.edit.interventions import Intervention
 from cfaudit.errors import CfauditError
 
 UNCHANGED = "unchanged"

@@ -8,7 +8,7 @@
    ``cfaudit edit --cache``, keyed by :func:`cfaudit.edit.job.inversion_key`: pixels, source prompt, model
    fingerprint and inversion settings) or invert it, reporting progress step by step;
 3. edit it with prompt-to-prompt attention control (:class:`~cfaudit.edit.editor.CounterfactualEditor`);
-4. take the signed difference (:mod:`cfaudit.edit.difference`) and, with a classifier, its scores of the input,
+4. take the signed difference (:mod:`cfaudit.data.difference`) and, with a classifier, its scores of the input,
    the reconstruction and the counterfactual;
 5. write the outputs and their JSON record into a folder and a zip for the download button.
 
@@ -33,14 +33,15 @@ import pandas as pd
 import torch
 
 from cfaudit import __version__, atomic_io
+from cfaudit.data.difference import colour_map, signed_difference
+from cfaudit.data.edit_folder import JobItem, safe_name
 from cfaudit.data.images import save_image, to_model_tensor
+from cfaudit.data.interventions import Intervention
 from cfaudit.data.vocabulary import RACES
 from cfaudit.edit.attention import AttentionSettings
-from cfaudit.edit.difference import colour_map, signed_difference
 from cfaudit.edit.editor import CounterfactualEditor, EditSettings, Target
-from cfaudit.edit.interventions import Intervention
 from cfaudit.edit.inversion import Inversion, InversionSettings
-from cfaudit.edit.job import JobItem, JobSettings, inversion_key, model_fingerprint, safe_name, target_prompts
+from cfaudit.edit.job import JobSettings, inversion_key, model_fingerprint, target_prompts
 from cfaudit.errors import CfauditError
 from cfaudit.ui.sources import SourceImage
 

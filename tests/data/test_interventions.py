@@ -2,13 +2,13 @@ import math
 
 import pytest
 
-from cfaudit.data.prompts import record_prompt
-from cfaudit.edit.interventions import (
+from cfaudit.data.interventions import (
     Intervention,
     caption_record,
     parse_interventions,
     source_prompt,
 )
+from cfaudit.data.prompts import record_prompt
 from cfaudit.errors import CfauditError
 
 RECORD = {"age": 63.0, "sex": "Male", "race": "White", "Cardiomegaly": 1.0, "Support Devices": 1.0}
@@ -120,7 +120,7 @@ def test_words_name_the_changed_attributes():
 
 
 def test_relative_age_shift_parses_resolves_and_names_files():
-    from cfaudit.edit.interventions import AgeShift, Intervention
+    from cfaudit.data.interventions import AgeShift, Intervention
 
     up = Intervention.parse("age=+20")
     assert up.changes == (("age", AgeShift(20.0)),) and up.is_relative
@@ -133,14 +133,14 @@ def test_relative_age_shift_parses_resolves_and_names_files():
 
 @pytest.mark.parametrize("text", ["age=+0", "age=+500"])
 def test_relative_age_errors_are_clear(text):
-    from cfaudit.edit.interventions import Intervention
+    from cfaudit.data.interventions import Intervention
 
     with pytest.raises(CfauditError):
         Intervention.parse(text).resolve({"age": 60.0})
 
 
 def test_relative_age_needs_a_record():
-    from cfaudit.edit.interventions import Intervention
+    from cfaudit.data.interventions import Intervention
 
     with pytest.raises(CfauditError, match="needs its record"):
         Intervention.parse("age=+20").resolve(None)

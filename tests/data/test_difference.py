@@ -1,7 +1,7 @@
 import numpy as np
 from PIL import Image
 
-from cfaudit.edit.difference import colour_map, load_difference, save_difference, signed_difference
+from cfaudit.data.difference import colour_map, load_difference, save_difference, signed_difference
 
 
 def test_signed_difference_keeps_negative_values_through_the_files(tmp_path):
