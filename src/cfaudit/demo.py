@@ -184,8 +184,8 @@ def _models(
 
 def _plan_for_table2(index: DataIndex, limit: int) -> list[Any]:
     """The first ``limit`` test images, each with its own sex swap, cardiomegaly flip and race change."""
+    from cfaudit.data.labels import label_value
     from cfaudit.data.vocabulary import RACES, normalize_race
-    from cfaudit.discover.plan import label_state
     from cfaudit.edit.interventions import Intervention
     from cfaudit.edit.job import JobItem, items_from_index
 
@@ -193,7 +193,7 @@ def _plan_for_table2(index: DataIndex, limit: int) -> list[Any]:
     for item in items_from_index(index, "test", limit):
         record = item.record or {}
         sex = "Female" if str(record.get("sex")) == "Male" else "Male"
-        cardiomegaly = 0 if label_state(record, "Cardiomegaly") == 1 else 1
+        cardiomegaly = 0 if label_value(record, "Cardiomegaly") == 1 else 1
         try:
             race = normalize_race(record.get("race"))
         except CfauditError:
