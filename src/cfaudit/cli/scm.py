@@ -93,15 +93,15 @@ def edit_command(
 ) -> None:
     """Counterfactuals by abduction -> do() -> prediction, written like `cfaudit edit` (edits.csv); resumable."""
     from cfaudit.data.records import DataIndex
+    from cfaudit.devices import resolve_device
     from cfaudit.edit.interventions import parse_interventions
     from cfaudit.edit.job import items_from_index
     from cfaudit.scm.job import ScmEditSettings, run_scm_edit_job
     from cfaudit.scm.model import CausalImageModel
-    from cfaudit.scm.train import resolve_device
 
     interventions = parse_interventions(do)
     settings = ScmEditSettings(latents=latents, batch_size=batch_size, seed=seed)
-    loaded = CausalImageModel.load(model, device=resolve_device(device or ""))
+    loaded = CausalImageModel.load(model, device=resolve_device(device))
     items = items_from_index(DataIndex.read(index), split, limit, policy=loaded.label_policy)
     report = run_scm_edit_job(loaded, items, interventions, out, settings, model_id=str(model))
     Console().print(
