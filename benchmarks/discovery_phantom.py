@@ -23,7 +23,6 @@ from cfaudit.edit.editor import CounterfactualEditor
 from cfaudit.edit.inversion import InversionSettings
 from cfaudit.edit.job import JobSettings
 from cfaudit.evaluate.classifiers import load_classifier
-from cfaudit.models.loading import load_components
 
 DEFAULT_DO = ["Cardiomegaly=0", "Support Devices=0", "Edema=1", "age=+20"]
 
@@ -52,7 +51,7 @@ def main() -> None:
     )
     write_index(build_index("phantom", phantom.out, seed=args.seed), args.out / "index.csv")
     print(f"phantom: {time.perf_counter() - started:.1f} s")
-    editor = CounterfactualEditor.from_components(load_components("demo", device="cpu"))
+    editor = CounterfactualEditor.load("demo", device="cpu")
     started = time.perf_counter()
     result = run_discovery(
         editor, args.out / "index.csv", load_classifier("demo", "cpu"), args.out / "discovery",

@@ -103,9 +103,7 @@ def load_editor(model: str | None, device: str, arch: str = "tiny") -> tuple[Cou
         return CounterfactualEditor.from_components(
             build_random(arch, seed=0).to(device)
         ), f"random {arch} architecture"
-    from cfaudit.models.loading import load_components
-
-    return CounterfactualEditor.from_components(load_components(model, device=device)), model
+    return CounterfactualEditor.load(model, device=device), model
 
 
 def to_unit(image: torch.Tensor) -> np.ndarray:

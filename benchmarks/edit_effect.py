@@ -48,7 +48,6 @@ from cfaudit.data.records import DataIndex
 from cfaudit.edit.attention import AttentionSettings
 from cfaudit.edit.editor import CounterfactualEditor, EditSettings, Target
 from cfaudit.edit.inversion import InversionSettings
-from cfaudit.models.loading import load_components
 
 HEART_BIT, DEVICE_BITS = 0, range(10, 16)
 INTERVENTION = Intervention.parse("Cardiomegaly=0")
@@ -210,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     cases, root = phantom_cases(args.out, args.seed, args.n, args.images)
-    editor = CounterfactualEditor.from_components(load_components(args.model, device=args.device))
+    editor = CounterfactualEditor.load(args.model, device=args.device)
     csv = args.out / "edits.csv"
     table = pd.read_csv(csv) if csv.is_file() else pd.DataFrame()
     load = os.getloadavg()[0]

@@ -23,6 +23,7 @@ from cfaudit.data.phantom import default_config_path, generate_phantom, load_con
 from cfaudit.data.records import DataIndex
 from cfaudit.data.stats import table1
 from cfaudit.errors import CfauditError
+from cfaudit.progress import Progress
 
 #: The stages of the demo, in order; ``until`` stops after one of them.
 STAGES: tuple[str, ...] = ("data", "edit", "evaluate", "discover", "report")
@@ -38,8 +39,6 @@ DEMO_INTERVENTIONS: tuple[str, ...] = (
     "Cardiomegaly=0", "Cardiomegaly=1", "Pleural Effusion=0", "Pleural Effusion=1", "Support Devices=0",
     "Support Devices=1", "sex=Female", "sex=Male", "race=White", "race=Black", "age=+20", "age=-20",
 )  # fmt: skip
-#: ``progress(stage, done, total)``.
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -186,14 +185,14 @@ def _plan_for_table2(index: DataIndex, limit: int) -> list[Any]:
     """The first ``limit`` test images, each with its own sex swap, cardiomegaly flip and race change."""
     from cfaudit.data.edit_folder import JobItem, items_from_index
     from cfaudit.data.interventions import Intervention
+    from cfaudit.data.labels import label_value
     from cfaudit.data.vocabulary import RACES, normalize_race
-    from cfaudit.discover.plan import label_state
 
     items = []
     for item in items_from_index(index, "test", limit):
         record = item.record or {}
         sex = "Female" if str(record.get("sex")) == "Male" else "Male"
-        cardiomegaly = 0 if label_state(record, "Cardiomegaly") == 1 else 1
+        cardiomegaly = 0 if label_value(record, "Cardiomegaly") == 1 else 1
         try:
             race = normalize_race(record.get("race"))
         except CfauditError:
@@ -223,10 +222,9 @@ def _edits(
     from cfaudit.edit.editor import CounterfactualEditor
     from cfaudit.edit.inversion import InversionSettings
     from cfaudit.edit.job import JobSettings, run_edit_job
-    from cfaudit.models.loading import load_components
 
     items = _plan_for_table2(index, limit)
-    editor = CounterfactualEditor.from_components(load_components(model, device="cpu"))
+    editor = CounterfactualEditor.load(model, device="cpu")
     done = [0]
 
     def one_done(_: str) -> None:

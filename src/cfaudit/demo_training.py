@@ -11,11 +11,10 @@ stopped.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-Progress = Callable[[str, int, int], None]
+from cfaudit.progress import Progress
 
 #: The demo UNet's training recipe (paths aside): the shipped model was made with it (``configs/train/demo.yaml``,
 #: full captions), and ``--train`` refits it.

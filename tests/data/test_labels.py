@@ -3,7 +3,7 @@ import math
 import pandas as pd
 import pytest
 
-from cfaudit.data.labels import LabelPolicy
+from cfaudit.data.labels import LabelPolicy, known_label_value, label_value
 from cfaudit.data.vocabulary import FINDINGS
 from cfaudit.errors import CfauditError
 
@@ -35,3 +35,12 @@ def test_bad_policy_named():
         LabelPolicy(uncertain="sometimes")
     with pytest.raises(CfauditError, match="unknown key"):
         LabelPolicy.from_dict({"uncertainty": "positive"})
+
+
+def test_label_value_of_one_record_follows_the_policy():
+    assert label_value({"Edema": -1.0}, "Edema") == 0.0
+    assert label_value({"Edema": -1.0}, "Edema", LabelPolicy(uncertain="positive")) == 1.0
+    assert math.isnan(label_value({}, "Edema", LabelPolicy(blank="blank")))
+    assert label_value({"Edema": 1.0}, "Edema") == 1.0
+    assert known_label_value({}, "Edema", LabelPolicy(blank="blank")) is None
+    assert known_label_value({"Edema": -1.0}, "Edema") == 0.0

@@ -18,7 +18,6 @@ from cfaudit.discover import DiscoverySettings, run_discovery
 from cfaudit.edit.editor import CounterfactualEditor
 from cfaudit.edit.job import JobSettings
 from cfaudit.evaluate.classifiers import load_classifier
-from cfaudit.models.loading import load_components
 
 INTERVENTIONS = ["Cardiomegaly=0", "Edema=1", "age=+20"]
 INTERVENTIONS_DO = [f"do({i})" for i in INTERVENTIONS]
@@ -27,9 +26,7 @@ PACEMAKER_BIT, TUBE_BITS = 10, (11, 12, 13, 14)  # ground_truth/legend.json of t
 
 @pytest.fixture(scope="module")
 def models():
-    return CounterfactualEditor.from_components(load_components("demo", device="cpu")), load_classifier(
-        "demo", "cpu"
-    )
+    return CounterfactualEditor.load("demo", device="cpu"), load_classifier("demo", "cpu")
 
 
 def discovery(tmp_path, models, config, seed):

@@ -1,4 +1,3 @@
-import math
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ from cfaudit.discover.plan import (
     family_size,
     images_per_intervention,
     is_eligible,
-    label_state,
     regional_interventions,
 )
 from cfaudit.discover.regions import RegionAtlas
@@ -57,15 +55,6 @@ def test_default_interventions_cover_findings_sex_race_and_age_both_ways():
 )
 def test_eligibility(text, values, eligible):
     assert is_eligible(Intervention.parse(text), record(**values)) is eligible
-
-
-def test_label_state_follows_the_policy():
-    from cfaudit.data.labels import LabelPolicy
-
-    assert label_state({"Edema": -1.0}, "Edema") == 0.0
-    assert label_state({"Edema": -1.0}, "Edema", LabelPolicy(uncertain="positive")) == 1.0
-    assert math.isnan(label_state({}, "Edema", LabelPolicy(blank="blank")))
-    assert label_state({"Edema": 1.0}, "Edema") == 1.0
 
 
 def test_plan_takes_eligible_images_in_one_seeded_order_and_shares_them():

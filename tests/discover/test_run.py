@@ -14,7 +14,7 @@ import pytest
 
 from cfaudit.data.adapters import build_index
 from cfaudit.data.interventions import Intervention
-from cfaudit.data.labels import DEFAULT_POLICY
+from cfaudit.data.labels import DEFAULT_POLICY, label_value
 from cfaudit.data.phantom import default_config_path, generate_phantom, load_config
 from cfaudit.data.vocabulary import FINDINGS, RACES
 from cfaudit.discover.candidates import CandidateSettings, rank_candidates
@@ -22,7 +22,7 @@ from cfaudit.discover.cochange import cochange_table
 from cfaudit.discover.error_rates import apply_error_rates
 from cfaudit.discover.heads import HEAD_COLUMNS
 from cfaudit.discover.label_statistics import LabelStatistics
-from cfaudit.discover.plan import is_eligible, label_state
+from cfaudit.discover.plan import is_eligible
 from cfaudit.discover.regions import CLUSTER_COLUMNS
 from cfaudit.discover.run import _read_at_most, real_image_controls
 
@@ -45,10 +45,10 @@ class ConfoundedClassifier:
 
     def predict(self, images):
         records = [self.records[self.key(image)] for image in images]
-        outputs = {finding: np.array([label_state(r, finding) for r in records]) for finding in FINDINGS}
+        outputs = {finding: np.array([label_value(r, finding) for r in records]) for finding in FINDINGS}
         outputs["sex"] = np.array([1.0 if r["sex"] == "Male" else 0.0 for r in records])
         outputs["race"] = np.array([[float(r["race"] == race) for race in RACES] for r in records])
-        outputs["age"] = np.array([r["age"] + self.misread_years * label_state(r, "Edema") for r in records])
+        outputs["age"] = np.array([r["age"] + self.misread_years * label_value(r, "Edema") for r in records])
         return outputs
 
 

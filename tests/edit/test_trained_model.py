@@ -18,7 +18,6 @@ from cfaudit.data.phantom import default_config_path, generate_phantom, heart_wi
 from cfaudit.data.prompts import record_prompt
 from cfaudit.edit.editor import CounterfactualEditor
 from cfaudit.edit.job import JobSettings, run_edit_job
-from cfaudit.models.loading import load_components
 
 HEART_BIT, DEVICE_BITS = 0, range(10, 16)
 
@@ -34,7 +33,7 @@ def test_removing_cardiomegaly_shrinks_the_heart_and_keeps_the_rest(tmp_path):
         JobItem(str(row["image_id"]), index.image_path(row), record_prompt(row.to_dict()), row.to_dict())
         for _, row in table.iterrows()
     ]
-    editor = CounterfactualEditor.from_components(load_components("demo", device="cpu"))
+    editor = CounterfactualEditor.load("demo", device="cpu")
     job = run_edit_job(
         editor, items, [Intervention.parse("Cardiomegaly=0")], tmp_path / "edits",
         JobSettings(prompt_mode="full", batch_size=5), model_id="demo",

@@ -183,10 +183,9 @@ def editor():
     import torch
 
     from cfaudit.edit.editor import CounterfactualEditor
-    from cfaudit.models.loading import load_components
 
     torch.set_num_threads(1)
-    return CounterfactualEditor.from_components(load_components("demo"))
+    return CounterfactualEditor.load("demo", device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cfaudit.cli.options import Device, Seed
+
 classifiers_app = typer.Typer(
     name="classifiers",
     help="Train and score the attribute classifiers (sex, race, age, 14 findings) used by CPG and effectiveness.",
@@ -43,7 +45,7 @@ def train_command(
     arch: Annotated[str, typer.Option(help="resnet-small or densenet121.")] = "resnet-small",
     size: Annotated[int, typer.Option(help="Square input resolution in pixels.")] = 128,
     epochs: Annotated[int, typer.Option(help="Most epochs (early stopping on val may end sooner).")] = 30,
-    seed: Annotated[int, typer.Option(help="Seed of initialisation, shuffling and augmentation.")] = 0,
+    seed: Seed = 0,
     batch_size: Annotated[int, typer.Option(help="Images per training step.")] = 32,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
     patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better val loss.")] = 8,
@@ -55,7 +57,7 @@ def train_command(
         str | None,
         typer.Option(help="Label policy for blank labels: negative or blank (default: the index's)."),
     ] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda... (default: GPU when there is one).")] = None,
+    device: Device = None,
     report: Annotated[
         bool, typer.Option(help="Score the finished classifier once on the test split.")
     ] = True,
@@ -102,7 +104,7 @@ def report_command(
         Path | None, typer.Option(help="The training index (default: the recorded path).")
     ] = None,
     split: Annotated[str, typer.Option(help="Split to score: test (default) or val.")] = "test",
-    device: Annotated[str | None, typer.Option(help="cpu, cuda... (default: GPU when there is one).")] = None,
+    device: Device = None,
 ) -> None:
     """Score a trained classifier on a split of its index; the figures go into classifier.json."""
     from cfaudit.errors import CfauditError

@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cfaudit.cli.options import Seed
+
 data_app = typer.Typer(
     name="data",
     help="Build the normalised index of a data set and describe it.",
@@ -37,7 +39,7 @@ def index_command(
         Path | None,
         typer.Option(help="chexpert: CHEXPERT DEMO .xlsx or a CSV of it (default: found in root)."),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the random patient-level split.")] = 0,
+    seed: Seed = 0,
     fractions: Annotated[str, typer.Option(help="Train,val,test fractions of subjects.")] = "0.7,0.15,0.15",
     splits: Annotated[Path | None, typer.Option(help="Apply a saved splits.csv (subject_id,split).")] = None,
     split_source: Annotated[str, typer.Option(help="random, or official (MIMIC's split file).")] = "random",

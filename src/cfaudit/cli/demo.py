@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from cfaudit.cli.options import Seed
+
 
 def register(app: typer.Typer) -> None:
     app.command(name="demo")(demo)
@@ -22,9 +24,7 @@ def demo(
     size: int = typer.Option(
         128, "--size", help="Phantom image size in pixels (the tiny model works at 128)."
     ),
-    seed: int = typer.Option(
-        0, "--seed", help="Seed for the phantom, the split, the edits and the bootstrap."
-    ),
+    seed: Seed = 0,
     config: str | None = typer.Option(
         None,
         "--config",

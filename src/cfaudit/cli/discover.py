@@ -11,13 +11,13 @@ if TYPE_CHECKING:
     import pandas as pd
     from rich.console import Console
 
+from cfaudit.cli.options import Device, Model, Seed
+
 
 def discover_command(
     index: Annotated[Path, typer.Option(help="index.csv of the data set (cfaudit data index).")],
     out: Annotated[Path, typer.Option(help="Folder for candidates.json/csv, tables, maps and the edits.")],
-    model: Annotated[
-        str, typer.Option(help="demo (the shipped tiny model), a pipeline folder or a hub id.")
-    ] = "demo",
+    model: Model = "demo",
     classifier: Annotated[
         str,
         typer.Option(
@@ -78,10 +78,8 @@ def discover_command(
     regions: Annotated[
         Path | None, typer.Option(help="YAML of expected regions per attribute (default: the shipped atlas).")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the image order and the bootstrap.")] = 0,
-    device: Annotated[
-        str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: accelerate's choice).")
-    ] = None,
+    seed: Seed = 0,
+    device: Device = None,
     top: Annotated[int, typer.Option(help="Candidates printed at the end.")] = 5,
     dry_run: Annotated[
         bool,

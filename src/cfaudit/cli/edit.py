@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from cfaudit.cli.options import Device, Model, Seed
+
 
 def edit_command(
     do: Annotated[
@@ -17,9 +19,7 @@ def edit_command(
         ),
     ],
     out: Annotated[Path, typer.Option(help="Folder for images, difference maps and edits.csv.")],
-    model: Annotated[
-        str, typer.Option(help="demo (the shipped tiny model), a pipeline folder or a hub id.")
-    ] = "demo",
+    model: Model = "demo",
     index: Annotated[Path | None, typer.Option(help="index.csv of the images to edit.")] = None,
     split: Annotated[str, typer.Option(help="Split of the index: train, val, test or all.")] = "test",
     limit: Annotated[int | None, typer.Option(help="Edit only the first N images of the split.")] = None,
@@ -49,13 +49,11 @@ def edit_command(
         bool,
         typer.Option(help="Also edit with the source prompt; report its distance to the reconstruction."),
     ] = False,
-    seed: Annotated[int, typer.Option(help="Seed (recorded; inversion and editing are deterministic).")] = 0,
+    seed: Seed = 0,
     cache: Annotated[
         Path | None, typer.Option(help="Inversion cache folder (default: OUT/inversions).")
     ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: accelerate's choice).")
-    ] = None,
+    device: Device = None,
 ) -> None:
     """Invert each image once and apply every --do intervention to it; resumable (re-run the same command).
 

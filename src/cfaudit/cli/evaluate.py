@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from cfaudit.cli.options import Device, Seed
+
 
 def evaluate_command(
     edits: Annotated[
@@ -33,7 +35,7 @@ def evaluate_command(
     bootstrap: Annotated[
         int, typer.Option(help="Bootstrap resamples for the 95% intervals (0: none).")
     ] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    seed: Seed = 0,
     axiom_images: Annotated[
         int, typer.Option(help="Images per job for composition and reversibility (they re-run the model).")
     ] = 8,
@@ -53,7 +55,7 @@ def evaluate_command(
         bool,
         typer.Option(help="Keep edits whose intervention leaves the record unchanged in Table 2."),
     ] = False,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda when available).")] = None,
+    device: Device = None,
     realism: Annotated[
         bool | None,
         typer.Option(

@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from cfaudit.cli.options import Model, Seed
+
 models_app = typer.Typer(
     name="models", help="Diffusion model folders: create, inspect, prepare.", no_args_is_help=True
 )
@@ -23,7 +25,7 @@ def init_random_command(
             help="sd15 (SD v1.5), sd21 (SD 2.1, v-prediction), tiny (the demo's CPU preset) or tiny-f4."
         ),
     ] = "sd15",
-    seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+    seed: Seed = 0,
     dtype: Annotated[
         str, typer.Option(help="Stored precision: float32 or float16 (half the disk).")
     ] = "float32",
@@ -72,7 +74,7 @@ def fetch_tokenizer_command(
 
 @models_app.command("info")
 def info_command(
-    model: Annotated[str, typer.Option(help="demo, a diffusers pipeline folder or a hub id.")] = "demo",
+    model: Model = "demo",
 ) -> None:
     """Print a model's parts, sizes, resolution, prediction type and attention layer counts."""
     from rich.table import Table

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from cfaudit.cli.options import Seed
+
 
 def register(app: typer.Typer) -> None:
     app.command(name="phantom")(phantom)
@@ -25,7 +27,7 @@ def phantom(
     size: int | None = typer.Option(
         None, "--size", help="Image width = height in pixels (overrides image.size)."
     ),
-    seed: int = typer.Option(0, "--seed", help="Random seed: same config + seed gives identical files."),
+    seed: Seed = 0,
     workers: int = typer.Option(
         min(4, os.cpu_count() or 1), "--workers", help="Worker processes (the output does not depend on it)."
     ),

@@ -8,19 +8,19 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from cfaudit.cli.options import CpuDevice, Model, Seed
+
 
 def sample_command(
     prompt: Annotated[list[str], typer.Option(help="Text prompt (repeat for several prompts).")],
     out: Annotated[Path, typer.Option(help="Folder for the PNGs and samples.json.")],
-    model: Annotated[
-        str, typer.Option(help="demo (the shipped tiny model), a pipeline folder or a hub id.")
-    ] = "demo",
+    model: Model = "demo",
     n: Annotated[int, typer.Option(help="Images per prompt (seeds seed, seed+1, ...).")] = 1,
-    seed: Annotated[int, typer.Option(help="Seed of the first image.")] = 0,
+    seed: Seed = 0,
     steps: Annotated[int, typer.Option(help="DDIM steps.")] = 50,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (1: none).")] = 7.5,
     batch_size: Annotated[int, typer.Option(help="Images per UNet batch.")] = 8,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ...")] = "cpu",
+    device: CpuDevice = "cpu",
 ) -> None:
     """Sample images for one or more prompts and write them as PNGs."""
     from cfaudit.models.sampling import write_samples

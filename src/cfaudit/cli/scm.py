@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from cfaudit.cli.options import Device, Seed, SeedOverride
+
 scm_app = typer.Typer(
     name="scm",
     help="The SCM baseline: a causal graph with learned mechanisms and a conditional HVAE; counterfactuals by do().",
@@ -38,10 +40,8 @@ def train_command(
     ] = None,
     split: Annotated[str | None, typer.Option(help="Split to train on (default: train).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per step (overrides the preset).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of weights, data order and noise.")] = None,
-    device: Annotated[
-        str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda when available).")
-    ] = None,
+    seed: SeedOverride = None,
+    device: Device = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice).")] = None,
 ) -> None:
     """Fit the graph's mechanisms, then train the image HVAE; resumable with --resume latest."""
@@ -86,22 +86,20 @@ def edit_command(
         str, typer.Option(help="noise: keep each latent's prior noise (default); fixed: keep the latents.")
     ] = "noise",
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 8,
-    seed: Annotated[
-        int, typer.Option(help="Seed of the abduction of discrete noise (with each image id).")
-    ] = 0,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda when available).")] = None,
+    seed: Seed = 0,
+    device: Device = None,
 ) -> None:
     """Counterfactuals by abduction -> do() -> prediction, written like `cfaudit edit` (edits.csv); resumable."""
     from cfaudit.data.edit_folder import items_from_index
     from cfaudit.data.interventions import parse_interventions
     from cfaudit.data.records import DataIndex
+    from cfaudit.devices import resolve_device
     from cfaudit.scm.job import ScmEditSettings, run_scm_edit_job
     from cfaudit.scm.model import CausalImageModel
-    from cfaudit.scm.train import resolve_device
 
     interventions = parse_interventions(do)
     settings = ScmEditSettings(latents=latents, batch_size=batch_size, seed=seed)
-    loaded = CausalImageModel.load(model, device=resolve_device(device or ""))
+    loaded = CausalImageModel.load(model, device=resolve_device(device))
     items = items_from_index(DataIndex.read(index), split, limit, policy=loaded.label_policy)
     report = run_scm_edit_job(loaded, items, interventions, out, settings, model_id=str(model))
     Console().print(

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from cfaudit.cli.options import Device, Model
+
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -32,9 +34,7 @@ def wait_until_interrupted(ui: Any) -> None:
 
 
 def ui_command(
-    model: Annotated[
-        str, typer.Option(help="demo (the shipped tiny model), a pipeline folder or a hub id.")
-    ] = "demo",
+    model: Model = "demo",
     data: Annotated[
         Path | None, typer.Option(help="index.csv whose images can be picked in the page (with metadata).")
     ] = None,
@@ -61,9 +61,7 @@ def ui_command(
     max_megapixels: Annotated[
         float, typer.Option(help="Largest upload accepted, in millions of pixels.")
     ] = 50.0,
-    device: Annotated[
-        str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda when available).")
-    ] = None,
+    device: Device = None,
     review: Annotated[
         Path | None,
         typer.Option(

@@ -7,20 +7,25 @@ Default (documented in the README): **uncertain -> negative** ("U-Zeros", Irvin 
 negative**: a finding is named in a prompt only when the report asserts it, as in the paper's captions built
 from MIMIC-CXR's CheXpert labels. ``uncertain="positive"`` gives U-Ones; ``"blank"`` keeps the value missing
 (NaN), which classifier training then masks out of the loss and statistics leave out of the denominator.
+
+:meth:`LabelPolicy.binarize` does it for a table, :func:`label_value` for one record.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 
 from cfaudit.data.vocabulary import FINDINGS, PATHOLOGIES
 from cfaudit.errors import CfauditError
 
 _CHOICES = {"uncertain": ("negative", "positive", "blank"), "blank": ("negative", "blank")}
+#: The binary value of each choice of a policy.
+_VALUES = {"negative": 0.0, "positive": 1.0, "blank": math.nan}
 
 
 @dataclass(frozen=True)
@@ -56,11 +61,10 @@ class LabelPolicy:
         "No Finding" is then made consistent: it is 0 wherever any pathology is positive.
         """
         out = pd.DataFrame(index=labels.index)
-        value = {"negative": 0.0, "positive": 1.0, "blank": np.nan}
         for finding in FINDINGS:
             column = labels[finding].astype(float)
-            column = column.where(column != -1.0, value[self.uncertain])
-            column = column.where(~labels[finding].isna(), value[self.blank])
+            column = column.where(column != -1.0, _VALUES[self.uncertain])
+            column = column.where(~labels[finding].isna(), _VALUES[self.blank])
             out[finding] = column
         any_positive = (out[list(PATHOLOGIES)] == 1.0).any(axis=1)
         out.loc[any_positive, "No Finding"] = 0.0
@@ -68,3 +72,27 @@ class LabelPolicy:
 
 
 DEFAULT_POLICY = LabelPolicy()
+
+
+def label_value(record: Mapping[str, Any], finding: str, policy: LabelPolicy = DEFAULT_POLICY) -> float:
+    """A record's binary state of ``finding`` under the label policy: 1.0, 0.0, or NaN when unknown.
+
+    A missing or unreadable value is blank; any positive value counts as present.
+    """
+    try:
+        value = float(record.get(finding))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = math.nan
+    if math.isnan(value):
+        return _VALUES[policy.blank]
+    if value == -1.0:
+        return _VALUES[policy.uncertain]
+    return 1.0 if value > 0 else 0.0
+
+
+def known_label_value(
+    record: Mapping[str, Any], finding: str, policy: LabelPolicy = DEFAULT_POLICY
+) -> float | None:
+    """:func:`label_value`, with ``None`` instead of NaN when the state is unknown."""
+    state = label_value(record, finding, policy)
+    return None if math.isnan(state) else state

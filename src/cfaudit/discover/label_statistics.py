@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from cfaudit.data.interventions import Intervention
-from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
+from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy, known_label_value
 from cfaudit.data.vocabulary import FINDINGS, RACES, normalize_race, normalize_sex
 from cfaudit.discover.heads import HEAD_COLUMNS
 
@@ -196,8 +196,6 @@ def _race_or_none(value: Any) -> str | None:
 
 
 def _source_value(record: Mapping[str, Any], name: str, policy: LabelPolicy) -> Any:
-    from cfaudit.discover.plan import label_state
-
     if name == "age":
         try:
             age = float(record.get("age"))
@@ -208,5 +206,4 @@ def _source_value(record: Mapping[str, Any], name: str, policy: LabelPolicy) -> 
         return _sex_or_nan(record.get("sex"))
     if name == "race":
         return _race_or_none(record.get("race"))
-    state = label_state(record, name, policy)
-    return None if math.isnan(state) else state
+    return known_label_value(record, name, policy)

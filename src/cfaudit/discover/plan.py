@@ -22,7 +22,7 @@ import numpy as np
 
 from cfaudit.data.edit_folder import JobItem
 from cfaudit.data.interventions import AgeShift, Intervention
-from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
+from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy, label_value
 from cfaudit.data.vocabulary import PATHOLOGIES, RACES, SEXES, normalize_race, normalize_sex
 from cfaudit.discover.heads import HEAD_COLUMNS, intervened_heads
 from cfaudit.discover.regions import RegionAtlas
@@ -47,17 +47,9 @@ def default_interventions(age_shift: float = DEFAULT_AGE_SHIFT) -> list[Interven
     return interventions
 
 
-def label_state(record: Mapping[str, Any], finding: str, policy: LabelPolicy = DEFAULT_POLICY) -> float:
-    """A record's binary state of ``finding`` under the label policy (1.0, 0.0, or NaN when unknown)."""
-    try:
-        value = float(record.get(finding))
-    except (TypeError, ValueError):
-        value = math.nan
-    if math.isnan(value):
-        return {"negative": 0.0, "blank": math.nan}[policy.blank]
-    if value == -1.0:
-        return {"negative": 0.0, "positive": 1.0, "blank": math.nan}[policy.uncertain]
-    return 1.0 if value > 0 else 0.0
+#: Until discover/regions.py calls :func:`cfaudit.data.labels.label_value` itself (issue #14, after the merge of
+#: its split): delete then.
+label_state = label_value
 
 
 def is_eligible(
@@ -90,7 +82,7 @@ def is_eligible(
             if race not in RACES or race == value:  # Unknown race: the source is not known to differ
                 return False
         else:
-            state = label_state(record, name, policy)
+            state = label_value(record, name, policy)
             if math.isnan(state) or state == float(value):  # unknown or already at the target
                 return False
     return True

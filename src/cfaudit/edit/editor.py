@@ -27,6 +27,7 @@ The inversion and the source branch are shared by all the edits of an image.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from typing import Any
 
 import torch
 
+from cfaudit.devices import resolve_device
 from cfaudit.edit.attention import (
     AttentionController,
     AttentionSettings,
@@ -111,6 +113,19 @@ class CounterfactualEditor:
             components.tokenizer,
             getattr(components, "noise_scheduler", None) or components.scheduler,
         )
+
+    @classmethod
+    def load(
+        cls,
+        model: str | os.PathLike[str],
+        device: str | torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> CounterfactualEditor:
+        """Load ``model`` (``demo``, a pipeline folder or a hub id; :func:`cfaudit.models.loading.load_components`)
+        onto ``device`` (:func:`cfaudit.devices.resolve_device`: none given, the GPU when there is one)."""
+        from cfaudit.models.loading import load_components
+
+        return cls.from_components(load_components(model, device=resolve_device(device), dtype=dtype))
 
     # -- properties -----------------------------------------------------------------------------------------
     @property

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 from cfaudit.data.images import resize_and_crop
+from cfaudit.devices import resolve_device
 from cfaudit.errors import CfauditError
 
 #: The resolution at which distances are computed unless stated otherwise: the SCM baseline's 192 px, so that
@@ -107,9 +108,9 @@ def l1_distance(originals: ImageBatch, counterfactuals: ImageBatch, size: int = 
 
 
 def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """Until evaluate/table2.py calls :func:`cfaudit.devices.resolve_device` itself (issue #14, after the merge of
+    its split): delete then."""
+    return str(resolve_device())
 
 
 @functools.lru_cache(maxsize=4)
@@ -136,7 +137,7 @@ def lpips_distance(
     import torch
 
     a, b = _pair(originals, counterfactuals, size)
-    device = device or default_device()
+    device = str(resolve_device(device))
     model = model if model is not None else _pretrained_lpips(device)
     model_device = next(model.parameters()).device
     scores = []

@@ -1,6 +1,6 @@
 """Settings of an SCM training run: a preset (``presets/<name>.yaml``), then a YAML file, then the command line.
 
-Every key is a field of :class:`ScmTrainConfig` (the shared :class:`~cfaudit.train.config.ConfigFile` reader
+Every key is a field of :class:`ScmTrainConfig` (the shared :class:`~cfaudit.config_files.ConfigFile` reader
 rejects unknown keys and wrongly typed values, naming them). ``model`` holds the
 :class:`~cfaudit.scm.hvae.HierarchicalVAE` architecture; ``graph`` (inline) or ``graph_file`` the causal graph
 (default: :func:`~cfaudit.scm.graph.default_graph`). The resolved config is saved in every checkpoint and model.
@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cfaudit.config_files import ConfigFile, read_yaml_mapping
 from cfaudit.data.labels import LabelPolicy
 from cfaudit.errors import CfauditError
 from cfaudit.scm.graph import CausalGraph, default_graph
 from cfaudit.scm.hvae import check_architecture
-from cfaudit.train.config import LR_SCHEDULES, ConfigFile
+from cfaudit.train.config import LR_SCHEDULES
 
 PRESETS: tuple[str, ...] = ("small", "mimic192")
 MODEL_KEYS: tuple[str, ...] = (
@@ -166,18 +167,9 @@ def load_config(
     overrides: dict[str, Any] | None = None,
 ) -> ScmTrainConfig:
     """The preset's values, updated by ``config_file`` (YAML) and then by ``overrides`` (command line)."""
-    import yaml
-
     data: dict[str, Any] = {}
     for path in (preset_path(preset), *([Path(config_file)] if config_file else [])):
-        if not path.is_file():
-            raise CfauditError(f"{path}: no such config file")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as error:
-            raise CfauditError(f"{path}: not valid YAML ({error})") from None
-        if not isinstance(loaded, dict):
-            raise CfauditError(f"{path}: a config is a mapping of key: value, got {type(loaded).__name__}")
+        loaded = read_yaml_mapping(path)
         model = {**data.get("model", {}), **loaded.pop("model", {})}
         data.update(loaded)
         data["model"] = model

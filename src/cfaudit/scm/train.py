@@ -25,6 +25,7 @@ import torch
 
 from cfaudit import __version__, atomic_io
 from cfaudit.data.records import DataIndex
+from cfaudit.devices import resolve_device
 from cfaudit.errors import CfauditError
 from cfaudit.scm.config import ScmTrainConfig
 from cfaudit.scm.graph import IMAGE, CausalGraph
@@ -50,12 +51,6 @@ class ScmTrainResult:
     model_dir: Path | None = None
     last_checkpoint: Path | None = None
     evaluation: dict[str, float] = field(default_factory=dict)
-
-
-def resolve_device(name: str = "") -> torch.device:
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def load_images_uint8(index: DataIndex, resolution: int, chunk: int = 256) -> torch.Tensor:

@@ -1,79 +1,23 @@
 """Training settings: plain values, read from a YAML file and overridable from the command line.
 
-Every key is a field of :class:`TrainConfig` (unknown keys are an error naming the key), values are checked once
-here (``resolution`` a multiple of 8, probabilities in ``[0, 1]``...), and the config round-trips through
+Every key is a field of :class:`TrainConfig` (read by :class:`~cfaudit.config_files.ConfigFile`: an unknown key
+is an error naming the key and the file), values are checked once here (``resolution`` a multiple of 8,
+probabilities in ``[0, 1]``...), and the config round-trips through
 :meth:`TrainConfig.to_dict` into every checkpoint, so a run can be told from its folder alone.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
+from cfaudit.config_files import ConfigFile
 from cfaudit.errors import CfauditError
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 LR_SCHEDULES = ("constant", "constant_with_warmup", "cosine", "linear")
 TIMESTEP_BIAS = ("none", "later", "earlier")
-
-
-def _checked(origin: str, key: str, kind: str, value: Any) -> Any:
-    """``value`` if it fits the field's annotation ``kind`` (an int is accepted for a float); else an error."""
-    if value is None and "None" in kind:
-        return value
-    expected = kind.split("|")[0].split("[")[0].strip()
-    ok = {
-        "bool": isinstance(value, bool),
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-        "str": isinstance(value, str),
-        "list": isinstance(value, list),
-        "dict": isinstance(value, dict),
-    }.get(expected, True)
-    if not ok:
-        words = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
-                 "list": "a list", "dict": "a mapping"}  # fmt: skip
-        raise CfauditError(f"{origin}: {key} must be {words[expected]}, got {value!r}")
-    return float(value) if expected == "float" else value
-
-
-class ConfigFile:
-    """Reading a dataclass config from YAML: unknown keys and wrongly typed values are errors naming the key."""
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], origin: str = "config") -> Any:
-        known = {f.name: str(f.type) for f in fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise CfauditError(
-                f"{origin}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
-            )
-        values = {key: _checked(origin, key, known[key], value) for key, value in data.items()}
-        return cls(**values)
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> Any:
-        """Read a YAML config, then apply ``overrides`` (command-line values); relative paths start at the CWD."""
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():
-            raise CfauditError(f"{path}: no such config file")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as error:
-            raise CfauditError(f"{path}: not valid YAML ({error})") from None
-        if not isinstance(data, dict):
-            raise CfauditError(f"{path}: a config is a mapping of key: value, got {type(data).__name__}")
-        data.update(overrides or {})
-        return cls.from_dict(data, origin=str(path))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
 
 
 @dataclass

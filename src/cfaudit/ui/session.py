@@ -38,6 +38,7 @@ from cfaudit.data.edit_folder import JobItem, safe_name
 from cfaudit.data.images import save_image, to_model_tensor
 from cfaudit.data.interventions import Intervention
 from cfaudit.data.vocabulary import RACES
+from cfaudit.devices import resolve_device
 from cfaudit.edit.attention import AttentionSettings
 from cfaudit.edit.editor import CounterfactualEditor, EditSettings, Target
 from cfaudit.edit.inversion import Inversion, InversionSettings
@@ -45,8 +46,8 @@ from cfaudit.edit.job import JobSettings, inversion_key, model_fingerprint, targ
 from cfaudit.errors import CfauditError
 from cfaudit.ui.sources import SourceImage
 
-#: ``progress(fraction in [0, 1], description)``; the page passes gradio's progress bar.
-Progress = Callable[[float, str], None]
+#: ``progress(fraction in [0, 1], description)`` of one edit in the page; the page passes gradio's progress bar.
+FractionProgress = Callable[[float, str], None]
 SCORE_COLUMNS: tuple[str, ...] = ("attribute", "input", "reconstruction", "counterfactual", "change")
 
 
@@ -182,11 +183,8 @@ class EditorSession:
         device: str | None = None,
     ) -> EditorSession:
         """Load the model (``demo``, a folder or a cached hub id) and the classifier, as ``cfaudit edit`` does."""
-        from cfaudit.models.loading import load_components
-
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        editor = CounterfactualEditor.from_components(load_components(model, device=device))
+        device = resolve_device(device)
+        editor = CounterfactualEditor.load(model, device=device)
         judge = None
         if classifier is not None:
             from cfaudit.evaluate.classifiers import load_classifier
@@ -208,7 +206,7 @@ class EditorSession:
         intervention: Intervention,
         settings: JobSettings,
         source_prompt: str | None = None,
-        progress: Progress | None = None,
+        progress: FractionProgress | None = None,
     ) -> EditOutcome:
         """Invert (or take from the cache) and edit one image with one intervention; write its download."""
         report = progress or (lambda _fraction, _text: None)
@@ -268,7 +266,7 @@ class EditorSession:
 
     # -- the steps ---------------------------------------------------------------------------------------------
     def _invert(
-        self, image: torch.Tensor, prompt: str, settings: InversionSettings, report: Progress
+        self, image: torch.Tensor, prompt: str, settings: InversionSettings, report: FractionProgress
     ) -> Inversion:
         steps = int(settings.steps or 1)
         # DDIM inversion makes one UNet call per step; null-text optimisation adds up to inner_steps + 1 more.
@@ -281,7 +279,7 @@ class EditorSession:
             return self.editor.invert(image[None], [prompt], settings)[0]
 
     def _edit(
-        self, inversion: Inversion, prompt: str, target: str, settings: JobSettings, report: Progress
+        self, inversion: Inversion, prompt: str, target: str, settings: JobSettings, report: FractionProgress
     ) -> Any:
         steps = inversion.steps
 

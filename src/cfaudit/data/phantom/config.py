@@ -1,8 +1,8 @@
 """The phantom's declarative YAML config: dataclasses, validation, and the planted relations.
 
-Every key is documented in ``configs/default.yaml``. Loading is strict: an unknown key, a value of the wrong type
-or out of range, or a relation naming an unknown cause or effect raises one :class:`CfauditError` that names the
-file and the key path (``relations[0].p_if_present``). ``PhantomConfig.to_dict()`` gives the fully resolved config
+Every key is documented in ``configs/default.yaml``. Loading is strict (:mod:`cfaudit.config_files`): an unknown
+key, a value of the wrong type or out of range, or a relation naming an unknown cause or effect raises one
+:class:`CfauditError` that names the file and the key path (``relations[0].p_if_present``). ``PhantomConfig.to_dict()`` gives the fully resolved config
 (written into ``phantom.json``) and ``PhantomConfig.from_dict`` reads it back, so a config round-trips.
 
 Relations
@@ -44,8 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from cfaudit.config_files import check_keys, read_yaml
 from cfaudit.data.vocabulary import RACES, UNKNOWN, canonical_finding
 from cfaudit.errors import CfauditError
 
@@ -225,12 +224,7 @@ class PhantomConfig:
 def load_config(path: str | Path | None = None) -> PhantomConfig:
     """Read and validate a phantom YAML config (``None``: the shipped default)."""
     path = Path(path) if path is not None else default_config_path()
-    if not path.is_file():
-        raise CfauditError(f"{path}: no such phantom config; give a YAML file (see {default_config_path()})")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise CfauditError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    data = read_yaml(path, missing=f"no such phantom config; give a YAML file (see {default_config_path()})")
     config = _Parser(str(path)).config(data if data is not None else {})
     label_table = config.label_table
     if label_table != BUILTIN_LABEL_TABLE and not Path(label_table).is_absolute():
@@ -258,12 +252,7 @@ class _Parser:
     def mapping(self, data: Any, where: str, allowed: tuple[str, ...]) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise self.fail(where or "top level", f"expected a mapping of keys, got {type(data).__name__}")
-        for key in data:
-            if key not in allowed:
-                raise self.fail(
-                    f"{where}.{key}" if where else str(key),
-                    f"unknown key; valid keys here: {', '.join(allowed)}",
-                )
+        check_keys(data, allowed, f"phantom config {self.source}", where)
         return data
 
     def number(self, value: Any, where: str, low: float | None = None, high: float | None = None) -> float:

@@ -1,0 +1,88 @@
+"""Strict reading of YAML config files, shared by training, SCM and phantom configs.
+
+One way to read a file (a missing file, invalid YAML or a document that is not a mapping is a
+:class:`CfauditError` naming the file) and one way to refuse an unknown key (the error names the key and the
+file, and lists the valid keys). :class:`ConfigFile` puts both on a flat dataclass config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from cfaudit.errors import CfauditError
+
+
+def read_yaml(path: str | os.PathLike[str], missing: str = "no such config file") -> Any:
+    """The YAML document of ``path`` (``None`` for an empty file); ``missing``: what a missing file is called."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise CfauditError(f"{path}: {missing}")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise CfauditError(f"{path}: not valid YAML ({error})") from None
+
+
+def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``key: value`` mapping of a YAML config file (an empty file is an empty mapping)."""
+    data = read_yaml(path) or {}
+    if not isinstance(data, dict):
+        raise CfauditError(f"{path}: a config is a mapping of key: value, got {type(data).__name__}")
+    return data
+
+
+def check_keys(data: Mapping[str, Any], valid: Iterable[str], origin: str, where: str = "") -> None:
+    """Refuse keys of ``data`` that are not ``valid``; the error names them (as ``where.key``) and ``origin``."""
+    valid = sorted(valid)
+    unknown = sorted(str(key) for key in set(data) - set(valid))
+    if unknown:
+        named = ", ".join(f"{where}.{key}" if where else key for key in unknown)
+        raise CfauditError(f"{origin}: unknown key(s) {named}; valid keys: {', '.join(valid)}")
+
+
+def _checked(origin: str, key: str, kind: str, value: Any) -> Any:
+    """``value`` if it fits the field's annotation ``kind`` (an int is accepted for a float); else an error."""
+    if value is None and "None" in kind:
+        return value
+    expected = kind.split("|")[0].split("[")[0].strip()
+    ok = {
+        "bool": isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "str": isinstance(value, str),
+        "list": isinstance(value, list),
+        "dict": isinstance(value, dict),
+    }.get(expected, True)
+    if not ok:
+        words = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
+                 "list": "a list", "dict": "a mapping"}  # fmt: skip
+        raise CfauditError(f"{origin}: {key} must be {words[expected]}, got {value!r}")
+    return float(value) if expected == "float" else value
+
+
+class ConfigFile:
+    """Reading a dataclass config from YAML: unknown keys and wrongly typed values are errors naming the key."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], origin: str = "config") -> Any:
+        known = {f.name: str(f.type) for f in fields(cls)}  # type: ignore[arg-type]
+        check_keys(data, known, origin)
+        values = {key: _checked(origin, key, known[key], value) for key, value in data.items()}
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> Any:
+        """Read a YAML config, then apply ``overrides`` (command-line values); relative paths start at the CWD."""
+        data = read_yaml_mapping(path)
+        data.update(overrides or {})
+        return cls.from_dict(data, origin=str(Path(path)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
