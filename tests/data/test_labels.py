@@ -44,3 +44,23 @@ def test_label_value_of_one_record_follows_the_policy():
     assert label_value({"Edema": 1.0}, "Edema") == 1.0
     assert known_label_value({}, "Edema", LabelPolicy(blank="blank")) is None
     assert known_label_value({"Edema": -1.0}, "Edema") == 0.0
+
+
+def test_label_value_agrees_with_binarize_on_no_finding_beside_a_pathology():
+    import pandas as pd
+
+    from cfaudit.data.labels import DEFAULT_POLICY, label_value
+    from cfaudit.data.vocabulary import FINDINGS
+
+    records = [
+        {"No Finding": 1.0, "Cardiomegaly": 1.0},  # inconsistent: a pathology is present
+        {"No Finding": 1.0, "Cardiomegaly": 0.0},
+        {"No Finding": float("nan"), "Edema": -1.0},
+    ]
+    table = DEFAULT_POLICY.binarize(
+        pd.DataFrame([{f: r.get(f, float("nan")) for f in FINDINGS} for r in records])
+    )
+    for k, record in enumerate(records):
+        for finding in FINDINGS:
+            expected, got = table.iloc[k][finding], label_value(record, finding, DEFAULT_POLICY)
+            assert (pd.isna(expected) and pd.isna(got)) or expected == got, (k, finding, expected, got)

@@ -97,14 +97,11 @@ def edit_command(
         assert image is not None and prompt is not None
         items = [item_from_image(image, prompt)]
 
-    from cfaudit.models.loading import load_components
-
     if device is None:
         from cfaudit.edit.job import launch_state
 
         device = str(launch_state().device)
-    components = load_components(model, device=device)
-    editor = CounterfactualEditor.from_components(components)
+    editor = CounterfactualEditor.load(model, device=device)
     report = run_edit_job(editor, items, interventions, out, settings, model_id=model, cache_dir=cache)
     if report.rank != 0:  # under accelerate launch / torchrun: the main process merges the rows and reports
         return

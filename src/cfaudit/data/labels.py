@@ -77,8 +77,11 @@ DEFAULT_POLICY = LabelPolicy()
 def label_value(record: Mapping[str, Any], finding: str, policy: LabelPolicy = DEFAULT_POLICY) -> float:
     """A record's binary state of ``finding`` under the label policy: 1.0, 0.0, or NaN when unknown.
 
-    A missing or unreadable value is blank; any positive value counts as present.
+    A missing or unreadable value is blank; any positive value counts as present. "No Finding" is 0 when any
+    pathology is present, as :meth:`LabelPolicy.binarize` makes it for a whole table.
     """
+    if finding == "No Finding" and any(label_value(record, p, policy) == 1.0 for p in PATHOLOGIES):
+        return 0.0
     try:
         value = float(record.get(finding))  # type: ignore[arg-type]
     except (TypeError, ValueError):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cfaudit.data.records import DataIndex
+from cfaudit.devices import resolve_device
 from cfaudit.discover.candidates import CandidateSettings
 from cfaudit.discover.plan import default_interventions
 from cfaudit.discover.regions import RegionAtlas, RegionSettings
@@ -74,7 +75,6 @@ def discover(
     from cfaudit.data.interventions import parse_interventions
     from cfaudit.edit.editor import CounterfactualEditor
     from cfaudit.evaluate.classifiers import load_classifier
-    from cfaudit.models.loading import load_components
 
     # Check what the user typed before loading any model
     interventions = parse_interventions(list(do)) if do else None
@@ -87,7 +87,7 @@ def discover(
     atlas = RegionAtlas.load(regions)
     if device is None:
         device = str(launch_state().device)
-    editor = CounterfactualEditor.from_components(load_components(model, device=device))
+    editor = CounterfactualEditor.load(model, device=device)
     job = _job_settings(method, steps, guidance, batch_size)
     return run_discovery(
         editor,
@@ -200,9 +200,7 @@ def discovery_cost(
     folder = resolve_model(model)
     preset = preset_name(_config(folder / "unet"), _config(folder / "vae"))
     if device is None:
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = str(resolve_device())
     kind = device.split(":")[0]
     known = SECONDS_PER_EVAL.get((preset or "", kind))
     per_eval, source = (

@@ -71,10 +71,9 @@ def diffusion_model_editor(job: Mapping[str, Any], folder: Path, device: str) ->
 
     from cfaudit.edit.editor import CounterfactualEditor, Target
     from cfaudit.edit.job import JobSettings, model_fingerprint
-    from cfaudit.models.loading import load_components
 
     try:
-        editor = CounterfactualEditor.from_components(load_components(location, device=device))
+        editor = CounterfactualEditor.load(location, device=device)
     except (CfauditError, OSError) as error:
         raise ModelUnavailable(f"model {model!r} cannot be loaded ({error})") from None
     recorded = job.get("model_fingerprint")

@@ -42,9 +42,9 @@ import pandas as pd
 
 from cfaudit import __version__, atomic_io
 from cfaudit.data.edit_folder import JOB_JSON, SCM_METHOD
+from cfaudit.devices import resolve_device
 from cfaudit.digests import file_sha256
 from cfaudit.errors import CfauditError
-from cfaudit.evaluate import metrics
 from cfaudit.evaluate import realism as realism_measures
 from cfaudit.evaluate.axioms import Warn, model_axiom_rows
 from cfaudit.evaluate.reading import EditFolder, common_size, label_methods, load_records, read_edit_folder
@@ -161,7 +161,7 @@ def evaluate_edits(
         raise CfauditError(f"--size must be at least 16 pixels, got {size}")
     if n_boot < 0 or axiom_images < 1:
         raise CfauditError("--bootstrap must be >= 0 and --axiom-images >= 1")
-    device = device or metrics.default_device()
+    device = device or str(resolve_device())
     out = Path(out)
 
     # 1. Read the folders, label the methods, find the originals' records

@@ -107,12 +107,6 @@ def l1_distance(originals: ImageBatch, counterfactuals: ImageBatch, size: int = 
     return (np.abs(a.astype(np.float64) - b.astype(np.float64)) * 255.0).mean(axis=(1, 2))
 
 
-def default_device() -> str:
-    """Until evaluate/table2.py calls :func:`cfaudit.devices.resolve_device` itself (issue #14, after the merge of
-    its split): delete then."""
-    return str(resolve_device())
-
-
 @functools.lru_cache(maxsize=4)
 def _pretrained_lpips(device: str):  # -> LPIPS
     from cfaudit.evaluate.lpips import LPIPS

@@ -28,7 +28,7 @@ from cfaudit.data.edit_folder import (
     resolve_path,
 )
 from cfaudit.data.interventions import Intervention, caption_record
-from cfaudit.data.labels import DEFAULT_POLICY
+from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy, known_label_value
 from cfaudit.data.vocabulary import FINDINGS, PATHOLOGIES
 from cfaudit.errors import CfauditError
 from cfaudit.evaluate.lpips import MIN_SIZE as LPIPS_MIN_SIZE
@@ -224,15 +224,13 @@ def load_records(rows: pd.DataFrame, index: str | Path | None) -> list[dict[str,
     return records
 
 
-def factual_value(record: Mapping[str, Any], attribute: str) -> Any:
+def factual_value(record: Mapping[str, Any], attribute: str, policy: LabelPolicy = DEFAULT_POLICY) -> Any:
     """The record's value of an attribute in the intervention's encoding (findings: 1.0 / 0.0 after the policy)."""
     if attribute in ("sex", "race"):
         return str(record.get(attribute))
     if attribute == "age":
         return float(record.get("age"))
-    labels = pd.DataFrame([{f: record.get(f, math.nan) for f in FINDINGS}])
-    value = DEFAULT_POLICY.binarize(labels).iloc[0][attribute]
-    return None if pd.isna(value) else float(value)
+    return known_label_value(record, attribute, policy)
 
 
 def changes_record(intervention: Intervention, record: Mapping[str, Any] | None) -> bool:
