@@ -68,3 +68,15 @@ def scratch_dir() -> tempfile.TemporaryDirectory[str]:
     root = cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     return tempfile.TemporaryDirectory(dir=root, prefix=".fetch-")
+
+
+def shipped_name(value: str | os.PathLike[str]) -> str:
+    """A path as outputs record it: a file or folder shipped inside the installed package as ``cfaudit/<path>``
+    (the demo model, the demo classifier), so that no output names a folder of the machine it was made on, and
+    two installs make the same bytes; any other path as given."""
+    package = Path(__file__).resolve().parent
+    try:
+        inside = Path(value).resolve().relative_to(package)
+    except (ValueError, OSError):
+        return str(value)
+    return f"cfaudit/{inside.as_posix()}"

@@ -41,6 +41,7 @@ from typing import Any
 import pandas as pd
 
 from cfaudit import __version__, atomic_io
+from cfaudit.assets import shipped_name
 from cfaudit.data.edit_folder import JOB_JSON, SCM_METHOD
 from cfaudit.devices import resolve_device
 from cfaudit.digests import file_sha256
@@ -81,8 +82,9 @@ def classifier_provenance(classifier: Any) -> dict[str, Any]:
 
 
 def classifier_label(classifier: Any) -> str:
+    """The classifier as table2.csv names it: its folder (a shipped one as ``cfaudit/<path>``) or its type."""
     folder = getattr(classifier, "folder", None)
-    return str(folder) if folder is not None else type(classifier).__name__
+    return shipped_name(folder) if folder is not None else type(classifier).__name__
 
 
 def classifier_overlap(classifier: Any, image_ids: Iterable[str]) -> int | None:
