@@ -19,7 +19,6 @@ from cfaudit.data.records import INDEX_COLUMNS, DataIndex
 from cfaudit.data.vocabulary import FINDINGS
 from cfaudit.edit.interventions import Intervention
 from cfaudit.errors import CfauditError
-from cfaudit.evaluate.classifier_models import DenseNet121, head_outputs
 from cfaudit.evaluate.classifiers import load_classifier
 from cfaudit.evaluate.realism import (
     REALISM_COLUMNS,
@@ -36,6 +35,7 @@ from cfaudit.evaluate.realism import (
 )
 from cfaudit.evaluate.table2 import evaluate_edits
 from cfaudit.evaluate.xrv_classifier import XRVDenseNet, xrv_input
+from cfaudit.models.classifier import DenseNet121, head_outputs
 
 SIZE = 64
 

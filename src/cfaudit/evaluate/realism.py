@@ -158,8 +158,8 @@ class XRVFeatures:
     def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
         import torch
 
-        from cfaudit.evaluate.classifier_models import DenseNet121
         from cfaudit.evaluate.xrv_classifier import xrv_input
+        from cfaudit.models.classifier import DenseNet121
 
         if not len(images):
             return np.zeros((0, self.dim))
