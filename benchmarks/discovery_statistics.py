@@ -20,8 +20,8 @@ import time
 import numpy as np
 from scipy import stats
 
+from cfaudit.discover.atlas import RegionAtlas
 from cfaudit.discover.plan import default_interventions, family_size
-from cfaudit.discover.regions import RegionAtlas
 from cfaudit.discover.significance import (
     detectable_change,
     detectable_share,

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from cfaudit.data.vocabulary import PATHOLOGIES, RACES
+from cfaudit.discover.atlas import RegionAtlas
 from cfaudit.discover.plan import (
     allot_images,
     build_plan,
@@ -15,7 +16,6 @@ from cfaudit.discover.plan import (
     label_state,
     regional_interventions,
 )
-from cfaudit.discover.regions import RegionAtlas
 from cfaudit.discover.significance import images_for_share
 from cfaudit.edit.interventions import Intervention
 from cfaudit.edit.job import JobItem

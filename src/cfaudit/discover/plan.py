@@ -22,8 +22,8 @@ import numpy as np
 
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
 from cfaudit.data.vocabulary import PATHOLOGIES, RACES, SEXES, normalize_race, normalize_sex
+from cfaudit.discover.atlas import RegionAtlas
 from cfaudit.discover.heads import HEAD_COLUMNS, intervened_heads
-from cfaudit.discover.regions import RegionAtlas
 from cfaudit.discover.significance import images_for_share
 from cfaudit.edit.interventions import AgeShift, Intervention
 from cfaudit.edit.job import JobItem
