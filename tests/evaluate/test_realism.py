@@ -22,17 +22,14 @@ from cfaudit.errors import CfauditError
 from cfaudit.evaluate.classifiers import load_classifier
 from cfaudit.evaluate.realism import (
     REALISM_COLUMNS,
-    ClassifierFeatures,
     RealImages,
-    XRVFeatures,
-    frechet_distance,
-    kid,
     plan_realism,
     real_rows,
-    realism_intervals,
     sample_images,
     samples_realism,
 )
+from cfaudit.evaluate.realism_distances import frechet_distance, kid, realism_intervals
+from cfaudit.evaluate.realism_features import ClassifierFeatures, XRVFeatures
 from cfaudit.evaluate.table2 import evaluate_edits
 from cfaudit.evaluate.xrv_classifier import XRVDenseNet, xrv_input
 from cfaudit.models.classifier import DenseNet121, head_outputs
