@@ -52,9 +52,10 @@ from cfaudit.data.images import save_image
 from cfaudit.data.interventions import Intervention
 from cfaudit.data.records import DataIndex
 from cfaudit.data.vocabulary import FINDINGS, RACES
+from cfaudit.discover.atlas import RegionAtlas
+from cfaudit.discover.clusters import RegionSettings
 from cfaudit.discover.heads import HEAD_COLUMNS
 from cfaudit.discover.plan import DiscoveryPlan
-from cfaudit.discover.regions import RegionAtlas, RegionSettings
 from cfaudit.discover.run import DiscoverySettings, analyse
 
 SIZE = 16

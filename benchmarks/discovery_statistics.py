@@ -23,9 +23,9 @@ import numpy as np
 from scipy import stats
 
 from cfaudit.data.interventions import parse_interventions
+from cfaudit.discover.atlas import RegionAtlas
 from cfaudit.discover.error_rates import relation_q
 from cfaudit.discover.plan import default_interventions, family_size
-from cfaudit.discover.regions import RegionAtlas
 from cfaudit.discover.significance import (
     detectable_change,
     detectable_share,

@@ -40,7 +40,8 @@ from cfaudit.edit.editor import CounterfactualEditor
 from cfaudit.evaluate.classifiers import load_classifier
 from cfaudit.evaluate.fidelity import measure_fidelity
 from cfaudit.evaluate.prompt_effects import measure_prompt_effects
-from cfaudit.evaluate.realism import ClassifierFeatures, frechet_distance, kid
+from cfaudit.evaluate.realism_distances import frechet_distance, kid
+from cfaudit.evaluate.realism_features import ClassifierFeatures
 from cfaudit.models.loading import load_components
 from cfaudit.train.vae import autoencode
 

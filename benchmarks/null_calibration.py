@@ -49,8 +49,8 @@ def null_phantom(folder: Path, seed: int, n: int, size: int) -> Path:
 
 def fit_models(folder: Path, index: Path, seed: int, scale: float) -> tuple[str, str, float]:
     """The demo's UNet and classifier recipes fitted on ``index``; returns (model, classifier, seconds)."""
-    from cfaudit.evaluate.classifiers import ClassifierConfig, train_classifier
     from cfaudit.models.random_init import write_random_pipeline
+    from cfaudit.train.classifier import ClassifierConfig, train_classifier
     from cfaudit.train.config import TrainConfig
     from cfaudit.train.trainer import train
 

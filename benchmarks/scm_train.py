@@ -4,7 +4,7 @@ Stages (each is skipped when its output is already in --work, so an interrupted 
 
 1. a phantom (default config: age raises pleural effusion) of --n images at --size px, and its index;
 2. ``cfaudit scm train`` with the ``small`` preset for --steps steps (wall time measured);
-3. an attribute classifier (``cfaudit.evaluate.classifiers``, resnet-small at --size px) on train/val;
+3. an attribute classifier (``cfaudit.train.classifier``, resnet-small at --size px) on train/val;
 4. ``cfaudit scm edit`` of --test-images test images with do(sex=Female), do(sex=Male), do(age=85), do(age=30),
    once per latent mode (``noise``: latents keep their abducted prior noise; ``fixed``: latents kept);
 5. scores: the classifier's sex decision on the counterfactual whose sex was flipped (effectiveness; chance is
@@ -68,7 +68,7 @@ def stage_scm(work: Path, index: Path, steps: int, threads: int, seed: int) -> d
 
 
 def stage_classifier(work: Path, index: Path, size: int, epochs: int) -> Path:
-    from cfaudit.evaluate.classifiers import ClassifierConfig, train_classifier
+    from cfaudit.train.classifier import ClassifierConfig, train_classifier
 
     folder = work / "classifier"
     if not (folder / "classifier.json").is_file():

@@ -52,10 +52,10 @@ def train_demo_models(
         return max(1, round(count * scale))
 
     from cfaudit.atomic_io import write_json
-    from cfaudit.evaluate.classifiers import ClassifierConfig, train_classifier
     from cfaudit.models.random_init import write_random_pipeline
     from cfaudit.scm.config import load_config as load_scm_config
     from cfaudit.scm.train import train_scm
+    from cfaudit.train.classifier import ClassifierConfig, train_classifier
     from cfaudit.train.config import TrainConfig
     from cfaudit.train.trainer import train
 

@@ -43,8 +43,8 @@ def random_classifier(folder: Path) -> Path:
     """An untrained 32 px attribute classifier saved as `cfaudit classifiers train` saves one (plumbing only)."""
     import torch
 
-    from cfaudit.evaluate.classifier_models import AttributeNet
-    from cfaudit.evaluate.classifiers import FORMAT, ClassifierConfig, save_classifier
+    from cfaudit.models.classifier import AttributeNet
+    from cfaudit.train.classifier import FORMAT, ClassifierConfig, save_classifier
 
     torch.manual_seed(0)
     config = ClassifierConfig(size=32)

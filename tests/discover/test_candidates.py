@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 
 from cfaudit.discover.candidates import CANDIDATE_COLUMNS, CandidateSettings, rank_candidates
+from cfaudit.discover.clusters import CLUSTER_COLUMNS
 from cfaudit.discover.cochange import COCHANGE_COLUMNS
-from cfaudit.discover.regions import CLUSTER_COLUMNS
 from cfaudit.errors import CfauditError
 
 

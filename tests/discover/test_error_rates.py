@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from cfaudit.discover.clusters import CLUSTER_COLUMNS
 from cfaudit.discover.cochange import COCHANGE_COLUMNS
 from cfaudit.discover.error_rates import POWER_COLUMNS, apply_error_rates, power_table, relation_q
-from cfaudit.discover.regions import CLUSTER_COLUMNS
 from cfaudit.discover.significance import detectable_change, detectable_share, q_values
 
 

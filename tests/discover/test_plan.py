@@ -5,6 +5,7 @@ import pytest
 from cfaudit.data.edit_folder import JobItem
 from cfaudit.data.interventions import Intervention
 from cfaudit.data.vocabulary import PATHOLOGIES, RACES
+from cfaudit.discover.atlas import RegionAtlas
 from cfaudit.discover.plan import (
     allot_images,
     build_plan,
@@ -15,7 +16,6 @@ from cfaudit.discover.plan import (
     is_eligible,
     regional_interventions,
 )
-from cfaudit.discover.regions import RegionAtlas
 from cfaudit.discover.significance import images_for_share
 from cfaudit.errors import CfauditError
 

@@ -3,20 +3,20 @@ import pandas as pd
 import pytest
 
 from cfaudit.data.interventions import Intervention
-from cfaudit.discover.regions import (
+from cfaudit.discover.atlas import RegionAtlas
+from cfaudit.discover.clusters import (
     Cluster,
     Component,
-    RegionAtlas,
     RegionSettings,
     cluster_components,
     components,
-    data_support,
     describe_position,
     find_clusters,
     local_detail,
     presence,
     share_near,
 )
+from cfaudit.discover.real_images import data_support
 from cfaudit.errors import CfauditError
 
 GRID = 32
@@ -192,7 +192,7 @@ def test_a_device_anywhere_in_a_wide_footprint_is_found_by_the_footprints_maximu
     footprint drawn around all of them, on images whose overall brightness varies; the footprint's mean
     drowns it, its maximum does not."""
     from cfaudit.data.labels import DEFAULT_POLICY
-    from cfaudit.discover.regions import _contrast_p, label_design
+    from cfaudit.discover.real_images import _contrast_p, label_design
 
     pixels = np.flatnonzero(blob(0.5, 0.5, amplitude=1.0, radius=6.0) != 0)
     cluster = Cluster(

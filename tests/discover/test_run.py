@@ -18,12 +18,12 @@ from cfaudit.data.labels import DEFAULT_POLICY, label_value
 from cfaudit.data.phantom import default_config_path, generate_phantom, load_config
 from cfaudit.data.vocabulary import FINDINGS, RACES
 from cfaudit.discover.candidates import CandidateSettings, rank_candidates
+from cfaudit.discover.clusters import CLUSTER_COLUMNS
 from cfaudit.discover.cochange import cochange_table
 from cfaudit.discover.error_rates import apply_error_rates
 from cfaudit.discover.heads import HEAD_COLUMNS
 from cfaudit.discover.label_statistics import LabelStatistics
 from cfaudit.discover.plan import is_eligible
-from cfaudit.discover.regions import CLUSTER_COLUMNS
 from cfaudit.discover.run import _read_at_most, real_image_controls
 
 ADD_EDEMA = Intervention.parse("Edema=1")

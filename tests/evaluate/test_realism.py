@@ -19,23 +19,20 @@ from cfaudit.data.interventions import Intervention
 from cfaudit.data.records import INDEX_COLUMNS, DataIndex
 from cfaudit.data.vocabulary import FINDINGS
 from cfaudit.errors import CfauditError
-from cfaudit.evaluate.classifier_models import DenseNet121, head_outputs
 from cfaudit.evaluate.classifiers import load_classifier
 from cfaudit.evaluate.evaluation import evaluate_edits
 from cfaudit.evaluate.realism import (
     REALISM_COLUMNS,
-    ClassifierFeatures,
     RealImages,
-    XRVFeatures,
-    frechet_distance,
-    kid,
     plan_realism,
     real_rows,
-    realism_intervals,
     sample_images,
     samples_realism,
 )
+from cfaudit.evaluate.realism_distances import frechet_distance, kid, realism_intervals
+from cfaudit.evaluate.realism_features import ClassifierFeatures, XRVFeatures
 from cfaudit.evaluate.xrv_classifier import XRVDenseNet, xrv_input
+from cfaudit.models.classifier import DenseNet121, head_outputs
 
 SIZE = 64
 

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from cfaudit.cli import models as models_cli
 from cfaudit.digests import file_sha256
 from cfaudit.errors import CfauditError
-from cfaudit.models.model_card import BEGIN, END, TAGS, split_card, write_model_card
+from cfaudit.models.card_file import BEGIN, END, split_card
+from cfaudit.models.model_card import TAGS, write_model_card
 from cfaudit.models.shipped_model import DEMO_DIR, install_demo, portable
 from cfaudit.train.config import TrainConfig, VaeTrainConfig
 from cfaudit.train.trainer import train

@@ -15,13 +15,13 @@ import pytest
 from cfaudit.errors import CfauditError
 from cfaudit.report import build_report
 from cfaudit.report.collect import collect_inputs
-from cfaudit.report.html import (
+from cfaudit.report.discovery import (
     PREDATES_ERROR_RATES,
     STATUS_MEANINGS,
     cochange_significance,
     power_view,
-    two_digits,
 )
+from cfaudit.report.formatting import two_digits
 
 from .fake_outputs import ERROR_RATE_COLUMNS, Workspace, candidates_table, make_discovery, power_table
 from .html_page import Node, parse

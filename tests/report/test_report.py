@@ -21,7 +21,9 @@ from cfaudit.data.stats import paper_rows, table1
 from cfaudit.errors import CfauditError
 from cfaudit.report import build_report, figures
 from cfaudit.report.collect import collect_inputs, find_markers, read_edit_job
-from cfaudit.report.html import cochange_figure, edit_groups, mean_difference, table2_view
+from cfaudit.report.discovery import cochange_figure
+from cfaudit.report.edits import edit_groups, mean_difference
+from cfaudit.report.tables import table2_view
 
 from .fake_outputs import HEADS, Workspace, candidates_table
 from .html_page import Node, parse
@@ -193,7 +195,7 @@ def test_candidates_are_ranked_flagged_ones_highlighted_with_evidence(page: Node
 
 def test_forest_axis_is_shared_per_unit():
     table = candidates_table()
-    from cfaudit.report.html import _forest_limits
+    from cfaudit.report.discovery import _forest_limits
 
     limits = _forest_limits(table)
     assert limits[0] == limits[2] == limits[3] == 0.5  # heads in probability units share one axis
@@ -393,17 +395,17 @@ def test_report_stays_small(report_path: Path, page: Node):
 
 
 def test_a_discoverys_edits_show_only_its_flagged_and_top_interventions(workspace: Workspace, monkeypatch):
-    import cfaudit.report.html as html
+    import cfaudit.report.edits as edits
 
     job = next(j for j in collect_inputs([workspace.root]).edit_jobs if j.part_of is not None)
     notes: list[str] = []
-    monkeypatch.setattr(html, "DISCOVERY_EXAMPLE_INTERVENTIONS", 1)  # rank 1 and the flagged ones
+    monkeypatch.setattr(edits, "DISCOVERY_EXAMPLE_INTERVENTIONS", 1)  # rank 1 and the flagged ones
     shown = {g["intervention"] for g in edit_groups(job, "d", 2, notes, None)}
     assert shown == {
         "do(Cardiomegaly=0)"
     }  # ranks 1-2 (both flagged) are Cardiomegaly; age and sex are not shown
     assert any("2 more are in the folder" in note for note in notes)
-    monkeypatch.setattr(html, "DISCOVERY_EXAMPLE_INTERVENTIONS", 5)
+    monkeypatch.setattr(edits, "DISCOVERY_EXAMPLE_INTERVENTIONS", 5)
     assert {g["intervention"] for g in edit_groups(job, "d", 2, [], None)} == {
         "do(Cardiomegaly=0)", "do(sex=Female)", "do(age=80)",
     }  # fmt: skip

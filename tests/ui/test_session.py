@@ -204,8 +204,8 @@ def classifier_dir(tmp_path_factory) -> Path:
     """A random (untrained) classifier: enough to check the table's layout and arithmetic."""
     import torch
 
-    from cfaudit.evaluate.classifier_models import AttributeNet
-    from cfaudit.evaluate.classifiers import FORMAT, ClassifierConfig, save_classifier
+    from cfaudit.models.classifier import AttributeNet
+    from cfaudit.train.classifier import FORMAT, ClassifierConfig, save_classifier
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("classifier")

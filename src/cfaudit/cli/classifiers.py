@@ -65,7 +65,8 @@ def train_command(
     """Train on the train split, early-stop on val, calibrate on val, save; then report test figures."""
     from cfaudit.data.labels import LabelPolicy
     from cfaudit.data.records import DataIndex
-    from cfaudit.evaluate.classifiers import ClassifierConfig, report_classifier, train_classifier
+    from cfaudit.evaluate.classifiers import report_classifier
+    from cfaudit.train.classifier import ClassifierConfig, train_classifier
 
     console = Console()
     policy = dict(DataIndex.read(index).meta.get("label_policy") or {})

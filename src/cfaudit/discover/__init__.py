@@ -10,9 +10,10 @@ import types
 from typing import Any
 
 from cfaudit.discover.api import discover
+from cfaudit.discover.atlas import RegionAtlas
 from cfaudit.discover.candidates import CandidateSettings
+from cfaudit.discover.clusters import RegionSettings
 from cfaudit.discover.plan import build_plan, default_interventions
-from cfaudit.discover.regions import RegionAtlas, RegionSettings
 from cfaudit.discover.run import DiscoveryResult, DiscoverySettings
 from cfaudit.discover.run import discover as run_discovery
 

@@ -11,9 +11,10 @@ from typing import Any
 
 from cfaudit.data.records import DataIndex
 from cfaudit.devices import resolve_device
+from cfaudit.discover.atlas import RegionAtlas
 from cfaudit.discover.candidates import CandidateSettings
+from cfaudit.discover.clusters import RegionSettings
 from cfaudit.discover.plan import default_interventions
-from cfaudit.discover.regions import RegionAtlas, RegionSettings
 from cfaudit.discover.run import (
     DiscoveryResult,
     DiscoverySettings,

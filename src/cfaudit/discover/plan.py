@@ -24,8 +24,8 @@ from cfaudit.data.edit_folder import JobItem
 from cfaudit.data.interventions import AgeShift, Intervention
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy, label_value
 from cfaudit.data.vocabulary import PATHOLOGIES, RACES, SEXES, normalize_race, normalize_sex
+from cfaudit.discover.atlas import RegionAtlas
 from cfaudit.discover.heads import HEAD_COLUMNS, intervened_heads
-from cfaudit.discover.regions import RegionAtlas
 from cfaudit.discover.significance import images_for_share
 from cfaudit.errors import CfauditError
 
@@ -45,11 +45,6 @@ def default_interventions(age_shift: float = DEFAULT_AGE_SHIFT) -> list[Interven
         Intervention((("age", AgeShift(-age_shift)),)),
     ]
     return interventions
-
-
-#: Until discover/regions.py calls :func:`cfaudit.data.labels.label_value` itself (issue #14, after the merge of
-#: its split): delete then.
-label_state = label_value
 
 
 def is_eligible(

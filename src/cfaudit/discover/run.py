@@ -10,7 +10,7 @@
    under *other* interventions (the editor's habit of moving it whatever it is asked) and the change the label
    statistics of the data predict (:mod:`cfaudit.discover.label_statistics`). For age, sex and race, whose truth
    every image records, the classifier's own error on real images says how much of what it reads is misreading.
-4. **Regions** (:mod:`cfaudit.discover.regions`): changes outside the intervened attribute's expected region are
+4. **Regions** (:mod:`cfaudit.discover.clusters`): changes outside the intervened attribute's expected region are
    grouped across images into change clusters, each against the null edit and the other interventions.
 5. **Error rates** (:mod:`cfaudit.discover.error_rates`): q-values over every test of the run, the smallest
    effects the run could have detected (``power.csv``).
@@ -40,7 +40,15 @@ from cfaudit.data.images import load_image, resize_and_crop
 from cfaudit.data.interventions import Intervention
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
 from cfaudit.data.records import DataIndex
+from cfaudit.discover.atlas import RegionAtlas
 from cfaudit.discover.candidates import CandidateSettings, rank_candidates
+from cfaudit.discover.clusters import (
+    EditComponents,
+    RegionSettings,
+    clusters_of,
+    local_detail,
+    to_grid,
+)
 from cfaudit.discover.cochange import cochange_table
 from cfaudit.discover.error_rates import apply_error_rates, power_table
 from cfaudit.discover.evidence import write_cluster_evidence, write_mean_maps
@@ -53,14 +61,6 @@ from cfaudit.discover.plan import (
     family_size,
     images_per_intervention,
     regional_interventions,
-)
-from cfaudit.discover.regions import (
-    EditComponents,
-    RegionAtlas,
-    RegionSettings,
-    clusters_of,
-    local_detail,
-    to_grid,
 )
 from cfaudit.discover.significance import Family, draws_for
 from cfaudit.edit.job import JobSettings, run_edit_job

@@ -2,6 +2,6 @@
 
 Modules: :mod:`~cfaudit.evaluate.lpips` (the perceptual distance), :mod:`~cfaudit.evaluate.lpips_weights` (its
 weights, fetched once), :mod:`~cfaudit.evaluate.metrics` (distances, CPG, axioms, bootstrap intervals),
-:mod:`~cfaudit.evaluate.classifier_models` (the networks) and :mod:`~cfaudit.evaluate.classifiers` (training,
-calibration, saving and loading the attribute classifiers).
+and :mod:`~cfaudit.evaluate.classifiers` (loading a trained attribute classifier and predicting with it; the
+networks are :mod:`cfaudit.models.classifier`, their training :mod:`cfaudit.train.classifier`).
 """

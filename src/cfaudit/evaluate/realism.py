@@ -1,6 +1,6 @@
 """Realism of generated images: Frechet distance (FD) and KID against real images of the same split.
 
-``cfaudit evaluate`` (:func:`cfaudit.evaluate.table2.evaluate_edits`) calls :func:`plan_realism` and
+``cfaudit evaluate`` (:func:`cfaudit.evaluate.evaluation.evaluate_edits`) calls :func:`plan_realism` and
 :func:`realism_table` and writes ``realism.csv``. For each method, its counterfactuals and, where the edit folder
 has them, its reconstructions (the null edit: inversion and decoding without an intervention) are compared with
 real images of the split the edited images come from; the reconstruction row shows how much of the gap the
@@ -12,16 +12,18 @@ the same way.
   a torchxrayvision DenseNet-121 loaded from a local weight file (:mod:`cfaudit.evaluate.xrv_classifier`). There
   is no Inception network here (not a chest X-ray model, and no weights to fetch), so the numbers are "FID-like":
   comparable between sets scored with the same features and the same n, never with published FIDs.
-* **FD** (:func:`frechet_distance`): the FID formula on those features, ``|mu_a - mu_b|^2 + tr(C_a + C_b -
-  2 (C_a C_b)^(1/2))``. It is **biased upwards at small n**: the noise of the sample covariances adds a positive
-  term that shrinks roughly like 1/n and grows with the feature dimension (with fewer images than dimensions it
-  dominates). Compare FDs only at equal ``n_generated`` and ``n_real``; both are reported with every value.
-* **KID** (:func:`kid`, Binkowski et al., 2018): the unbiased estimate of the squared MMD with the cubic
-  polynomial kernel ``k(x, y) = (x.y / d + 1)^3``, averaged over random subsets of ``min(n_a, n_b, 100)`` images
-  of each set, as the reference implementations do. Its mean over independent draws of one distribution is 0,
-  so small negative values occur; they mean "not told apart at this n".
-* **Intervals** (:func:`realism_intervals`): 95% bootstrap over images, both sets resampled with replacement by a
-  seeded generator. Repeated images in a resample matter here as they do not for a mean:
+* **FD** (:func:`~cfaudit.evaluate.realism_distances.frechet_distance`): the FID formula on those features,
+  ``|mu_a - mu_b|^2 + tr(C_a + C_b - 2 (C_a C_b)^(1/2))``. It is **biased upwards at small n**: the noise of the sample
+  covariances adds a positive term that shrinks roughly like 1/n and grows with the feature dimension (with fewer
+  images than dimensions it dominates). Compare FDs only at equal ``n_generated`` and ``n_real``; both are reported
+  with every value.
+* **KID** (:func:`~cfaudit.evaluate.realism_distances.kid`, Binkowski et al., 2018): the unbiased estimate of the
+  squared MMD with the cubic polynomial kernel ``k(x, y) = (x.y / d + 1)^3``, averaged over random subsets of
+  ``min(n_a, n_b, 100)`` images of each set, as the reference implementations do. Its mean over independent draws
+  of one distribution is 0, so small negative values occur; they mean "not told apart at this n".
+* **Intervals** (:func:`~cfaudit.evaluate.realism_distances.realism_intervals`): 95% bootstrap over images, both
+  sets resampled with replacement by a seeded generator. Repeated images in a resample matter here as they do not
+  for a mean:
 
   - KID: each resample is scored by the unbiased statistic of all its images (the subset average estimates the
     same quantity) with the pairs of an image and its own copies left out of the within-set means, which would
@@ -37,368 +39,32 @@ the same way.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from cfaudit.errors import CfauditError
+from cfaudit.evaluate.realism_distances import KID_SUBSET_SIZE, KID_SUBSETS, RealismValue, realism_intervals
+from cfaudit.evaluate.realism_features import (
+    FEATURES_CLASSIFIER,
+    FeatureExtractor,
+    Warn,
+    feature_extractor,
+    has_trunk,
+    image_features,
+)
+from cfaudit.progress import Progress
 
-FEATURES_CLASSIFIER = "classifier"
 DEFAULT_MAX_REAL = 500
-KID_SUBSET_SIZE = 100  # images per set in each KID subset (at most; fewer when a set is smaller)
-KID_SUBSETS = 100  # subsets averaged (torch-fidelity's and clean-fid's default)
-LEVEL = 0.95
 SETS: tuple[str, ...] = ("counterfactuals", "reconstructions", "samples")
 REALISM_COLUMNS: tuple[str, ...] = (
     "method", "set", "metric", "value", "ci_low", "ci_high", "n_generated", "n_real", "split", "features",
 )  # fmt: skip
 SAMPLE_SUFFIXES: tuple[str, ...] = (".png",)
-LOAD_BATCH = 32  # images decoded and passed through the network together
-XRV_HINT = (
-    "give --realism-features classifier, or torchxrayvision DenseNet-121 weights converted to .safetensors "
-    "(see cfaudit.evaluate.xrv_classifier)"
-)
-
-Warn = Callable[[str], None]
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
-
-
-# --- feature extractors --------------------------------------------------------------------------------------
-
-
-class FeatureExtractor(Protocol):
-    """``[0, 1]`` grayscale images (a list of ``H x W`` arrays of any sizes) -> features ``(N, d)`` float64."""
-
-    name: str
-
-    def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray: ...
-
-    def provenance(self) -> dict[str, Any]: ...
-
-
-def has_trunk(classifier: Any) -> bool:
-    """Is ``classifier`` an :class:`~cfaudit.evaluate.classifiers.AttributeClassifier` (a network with a trunk)?"""
-    model = getattr(classifier, "model", None)
-    return model is not None and hasattr(model, "backbone") and hasattr(classifier, "config")
-
-
-class ClassifierFeatures:
-    """The attribute classifier's trunk: ``classifier.model.backbone`` (globally pooled features).
-
-    Images are prepared exactly as the classifier prepares them (:func:`cfaudit.data.images.to_model_tensor` at
-    ``classifier.config.size``), so the features are the ones its heads read.
-    """
-
-    def __init__(self, classifier: Any, batch_size: int = 64) -> None:
-        if not has_trunk(classifier):
-            raise CfauditError(
-                f"realism features 'classifier' need an attribute classifier folder (`cfaudit classifiers train`); "
-                f"{type(classifier).__name__} has no network trunk: {XRV_HINT}, or --no-realism"
-            )
-        self.classifier = classifier
-        self.size = int(classifier.config.size)
-        self.batch_size = batch_size
-        backbone = classifier.model.backbone
-        self.dim = int(getattr(backbone, "out_features", 0))
-        arch = getattr(classifier.model, "arch", type(backbone).__name__)
-        self.name = f"classifier trunk ({arch}, {self.size} px, {self.dim}-d)"
-
-    def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        import torch
-
-        from cfaudit.data.images import to_model_tensor
-
-        if not len(images):
-            return np.zeros((0, self.dim))
-        model = self.classifier.model.eval()
-        device = next(model.parameters()).device
-        batch = torch.stack([to_model_tensor(image, self.size) for image in images])
-        with torch.no_grad():
-            chunks = [
-                model.backbone(batch[i : i + self.batch_size].to(device).float()).cpu()
-                for i in range(0, len(batch), self.batch_size)
-            ]
-        return torch.cat(chunks).flatten(1).double().numpy()
-
-    def provenance(self) -> dict[str, Any]:
-        folder = getattr(self.classifier, "folder", None)
-        return {"kind": FEATURES_CLASSIFIER, "name": self.name, "dim": self.dim, "size": self.size,
-                "classifier": None if folder is None else str(Path(folder).resolve())}  # fmt: skip
-
-
-class XRVFeatures:
-    """A torchxrayvision DenseNet-121's penultimate features: the 1024 globally pooled channels before its
-    ``classifier`` layer, on its own input scaling (224 px, ``[-1024, 1024]``; :func:`xrv_input`)."""
-
-    def __init__(self, model: Any, path: Path | None = None, batch_size: int = 16) -> None:
-        self.model = model.eval()
-        self.path = path
-        self.batch_size = batch_size
-        self.dim = int(model.out_features)
-        self.name = f"xrv DenseNet-121 ({path.name if path else 'in memory'}, {self.dim}-d)"
-
-    @classmethod
-    def load(cls, path: str | Path, device: str | None = None) -> XRVFeatures:
-        """Load converted weights with :meth:`XRVClassifier.load` (its checks), keeping the network only."""
-        from cfaudit.evaluate.xrv_classifier import XRVClassifier
-
-        path = Path(path)
-        if not path.is_file():
-            raise CfauditError(f"--realism-features {path}: no such file; {XRV_HINT}")
-        try:
-            classifier = XRVClassifier.load(path, device=device)
-        except CfauditError as error:
-            raise CfauditError(f"--realism-features: {error}; {XRV_HINT}") from None
-        return cls(classifier.model, path)
-
-    def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        import torch
-
-        from cfaudit.evaluate.classifier_models import DenseNet121
-        from cfaudit.evaluate.xrv_classifier import xrv_input
-
-        if not len(images):
-            return np.zeros((0, self.dim))
-        device = next(self.model.parameters()).device
-        inputs = xrv_input(list(images))
-        # DenseNet121.forward: features, ReLU, global average pool; XRVDenseNet's classifier layer is not run
-        with torch.no_grad():
-            chunks = [
-                DenseNet121.forward(self.model, inputs[i : i + self.batch_size].to(device)).cpu()
-                for i in range(0, len(inputs), self.batch_size)
-            ]
-        return torch.cat(chunks).double().numpy()
-
-    def provenance(self) -> dict[str, Any]:
-        from cfaudit.digests import file_sha256
-
-        path = None if self.path is None else self.path.resolve()
-        return {"kind": "xrv-densenet121", "name": self.name, "dim": self.dim, "path": str(path),
-                "sha256": None if path is None else file_sha256(path)}  # fmt: skip
-
-
-def feature_extractor(
-    spec: str | Path, classifier: Any = None, device: str | None = None
-) -> FeatureExtractor:
-    """``"classifier"``: the attribute classifier's trunk; else the path of torchxrayvision DenseNet weights."""
-    if str(spec) == FEATURES_CLASSIFIER:
-        return ClassifierFeatures(classifier)
-    return XRVFeatures.load(spec, device)
-
-
-def _bad_image(error: CfauditError) -> str:
-    """``load_image``'s message without its hint for index jobs (``--on-bad-row``), which does not apply here."""
-    from cfaudit.data.images import _BAD_IMAGE_HINT
-
-    return str(error).replace(f"; {_BAD_IMAGE_HINT}", "")
-
-
-def image_features(
-    paths: Sequence[str | Path],
-    extractor: FeatureExtractor,
-    *,
-    what: str,
-    fix: str,
-    progress: Callable[[int], None] | None = None,
-) -> np.ndarray:
-    """Features ``(N, d)`` of image files, decoded ``LOAD_BATCH`` at a time.
-
-    A file that cannot be read is one :class:`CfauditError` naming it, the set it belongs to (``what``) and what
-    to do (``fix``).
-    """
-    from cfaudit.data.images import load_image
-
-    parts = []
-    for start in range(0, len(paths), LOAD_BATCH):
-        images = []
-        for path in paths[start : start + LOAD_BATCH]:
-            try:
-                images.append(load_image(path))
-            except CfauditError as error:
-                raise CfauditError(f"{what}: {_bad_image(error)}; {fix}") from None
-        parts.append(np.asarray(extractor(images), dtype=np.float64))
-        if progress is not None:
-            progress(len(images))
-    return np.concatenate(parts) if parts else np.zeros((0, 0))
-
-
-# --- the distances -------------------------------------------------------------------------------------------
-
-
-def _features(values: Any, name: str) -> np.ndarray:
-    array = np.asarray(values, dtype=np.float64)
-    if array.ndim != 2:
-        raise CfauditError(f"{name} features have shape {array.shape}; expected (n, d)")
-    if not np.isfinite(array).all():
-        raise CfauditError(f"{name} features hold NaN or infinite values")
-    return array
-
-
-def _trace_sqrt_product(xa: np.ndarray, xb: np.ndarray, na: float, nb: float) -> float:
-    """``tr (C_a C_b)^(1/2)`` for ``C_a = xa^T xa / (na - 1)``, ``C_b = xb^T xb / (nb - 1)``, with no complex
-    arithmetic.
-
-    ``C_a C_b`` is not symmetric, but its eigenvalues are real and non-negative: those of the symmetric
-    ``C_a^(1/2) C_b C_a^(1/2)``. With more rows than dimensions they are computed in feature space (two
-    symmetric eigendecompositions); with fewer (``n < d``: singular covariances), in image space: the non-zero
-    eigenvalues are the squared singular values of ``M = xa xb^T / sqrt((na - 1)(nb - 1))``, i.e. the eigenvalues
-    of the smaller of ``M M^T`` and ``M^T M``. Round-off negatives are clipped to 0 before the square roots.
-    """
-    d = xa.shape[1]
-    if d <= min(len(xa), len(xb)):
-        ca, cb = xa.T @ xa / (na - 1), xb.T @ xb / (nb - 1)
-        values, vectors = np.linalg.eigh(ca)
-        root = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
-        product = root @ cb @ root
-    else:
-        cross = xa @ xb.T / math.sqrt((na - 1) * (nb - 1))
-        product = cross @ cross.T if len(xa) <= len(xb) else cross.T @ cross
-    eigenvalues = np.linalg.eigvalsh((product + product.T) / 2.0)
-    return float(np.sqrt(np.clip(eigenvalues, 0.0, None)).sum())
-
-
-def _weighted_frechet(a: np.ndarray, b: np.ndarray, wa: np.ndarray, wb: np.ndarray) -> float:
-    """FD with frequency weights (row ``i`` counted ``w_i`` times): exactly the FD of the rows repeated, computed
-    on the distinct rows (each scaled by ``sqrt(w_i)`` after centring), which keeps a bootstrap resample small."""
-    na, nb = float(wa.sum()), float(wb.sum())
-    mu_a, mu_b = wa @ a / na, wb @ b / nb
-    xa, xb = (a - mu_a) * np.sqrt(wa)[:, None], (b - mu_b) * np.sqrt(wb)[:, None]
-    trace_a, trace_b = float((xa**2).sum() / (na - 1)), float((xb**2).sum() / (nb - 1))
-    value = float(((mu_a - mu_b) ** 2).sum()) + trace_a + trace_b - 2.0 * _trace_sqrt_product(xa, xb, na, nb)
-    return max(value, 0.0)  # >= 0 in exact arithmetic (a squared Wasserstein-2 distance)
-
-
-def frechet_distance(a: Any, b: Any) -> float:
-    """The Frechet distance between Gaussians fitted to two feature sets ``(n_a, d)``, ``(n_b, d)`` (FID's formula).
-
-    ``|mu_a - mu_b|^2 + tr C_a + tr C_b - 2 tr (C_a C_b)^(1/2)``, covariances with ddof 1; the square root's
-    trace comes from symmetric eigenvalues (:func:`_trace_sqrt_product`), so there are no imaginary parts to
-    drop, and ``n < d`` (singular covariances) is computed exactly in image space rather than through an
-    ill-conditioned ``d x d`` square root. Biased upwards at small n (see the module docstring). NaN when a set
-    has fewer than 2 rows.
-    """
-    a, b = _features(a, "first"), _features(b, "second")
-    if a.shape[1] != b.shape[1]:
-        raise CfauditError(f"feature sets of {a.shape[1]} and {b.shape[1]} dimensions cannot be compared")
-    if len(a) < 2 or len(b) < 2:
-        return math.nan
-    return _weighted_frechet(a, b, np.ones(len(a)), np.ones(len(b)))
-
-
-def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """KID's kernel ``k(x, y) = (x.y / d + 1)^3`` between the rows of ``x`` and ``y``."""
-    return (x @ y.T / x.shape[1] + 1.0) ** 3
-
-
-def mmd2_unbiased(k_aa: np.ndarray, k_bb: np.ndarray, k_ab: np.ndarray) -> float:
-    """The unbiased estimate of MMD^2 from kernel matrices: within-set means over distinct pairs (``i != j``)."""
-    m, n = len(k_aa), len(k_bb)
-    within_a = (k_aa.sum() - np.trace(k_aa)) / (m * (m - 1))
-    within_b = (k_bb.sum() - np.trace(k_bb)) / (n * (n - 1))
-    return float(within_a + within_b - 2.0 * k_ab.mean())
-
-
-def kid(
-    a: Any, b: Any, *, subset_size: int = KID_SUBSET_SIZE, subsets: int = KID_SUBSETS, seed: int = 0
-) -> float:
-    """Kernel Inception Distance (Binkowski et al., 2018) between feature sets ``(n_a, d)`` and ``(n_b, d)``.
-
-    The unbiased MMD^2 estimate (:func:`mmd2_unbiased`, cubic polynomial kernel) on ``subsets`` pairs of random
-    subsets of ``m = min(n_a, n_b, subset_size)`` images each (drawn without replacement, seeded), averaged.
-    NaN when ``m < 2``.
-    """
-    a, b = _features(a, "first"), _features(b, "second")
-    if a.shape[1] != b.shape[1]:
-        raise CfauditError(f"feature sets of {a.shape[1]} and {b.shape[1]} dimensions cannot be compared")
-    m = min(len(a), len(b), subset_size)
-    if m < 2:
-        return math.nan
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(subsets):
-        x = a[rng.choice(len(a), m, replace=False)]
-        y = b[rng.choice(len(b), m, replace=False)]
-        values.append(
-            mmd2_unbiased(polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y))
-        )
-    return float(np.mean(values))
-
-
-def _weighted_kernel_sums(
-    x: np.ndarray, y: np.ndarray, wx: np.ndarray, wy: np.ndarray, block: int = 512
-) -> np.ndarray:
-    """``sum_ij wx[r, i] wy[r, j] k(x_i, y_j)`` for every resample ``r``, the kernel built a block of rows at a
-    time (memory ``block x n_y``, not ``n_x x n_y``)."""
-    total = np.zeros(len(wx))
-    for start in range(0, len(x), block):
-        kernel = polynomial_kernel(x[start : start + block], y)
-        total += ((wx[:, start : start + block] @ kernel) * wy).sum(axis=1)
-    return total
-
-
-def _resampled_kid(a: np.ndarray, b: np.ndarray, counts_a: np.ndarray, counts_b: np.ndarray) -> np.ndarray:
-    """The unbiased MMD^2 of each resample (rows of ``counts_*``: how often each image was drawn), the pairs of an
-    image with its own copies left out of the within-set means."""
-
-    def within(x: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        diagonal = (np.einsum("ij,ij->i", x, x) / x.shape[1] + 1.0) ** 3
-        n = counts.sum(axis=1)
-        pairs = n * n - (counts**2).sum(axis=1)  # ordered pairs of draws of two different images
-        sums = _weighted_kernel_sums(x, x, counts, counts) - (counts**2) @ diagonal
-        return np.where(pairs > 0, sums / np.maximum(pairs, 1.0), np.nan)  # every draw one image: NaN
-
-    cross = _weighted_kernel_sums(a, b, counts_a, counts_b) / (counts_a.sum(axis=1) * counts_b.sum(axis=1))
-    return within(a, counts_a) + within(b, counts_b) - 2.0 * cross
-
-
-@dataclass(frozen=True)
-class RealismValue:
-    """One measure (``FD`` or ``KID``) with its bootstrap interval (NaN without resamples)."""
-
-    metric: str
-    value: float
-    low: float
-    high: float
-    n_generated: int
-    n_real: int
-
-
-def realism_intervals(
-    generated: Any, real: Any, *, n_boot: int = 1000, seed: int = 0, level: float = LEVEL
-) -> dict[str, RealismValue]:
-    """FD and KID of ``generated`` vs ``real`` features, each with a percentile bootstrap interval over images.
-
-    Both sets are resampled with replacement (``n_boot`` times, one seeded generator; the same resamples for both
-    measures). KID's resamples are scored as described in the module docstring (copies of one image are not
-    pairs); FD's interval is bias-centred: the percentile interval of the resampled FDs shifted by their mean
-    excess over the estimate.
-    """
-    generated, real = _features(generated, "generated"), _features(real, "real")
-    na, nb = len(generated), len(real)
-    fd_value = frechet_distance(generated, real)
-    kid_value = kid(generated, real, seed=seed)
-    fd_low = fd_high = kid_low = kid_high = math.nan
-    if n_boot > 0 and min(na, nb) >= 2:
-        rng = np.random.default_rng(seed)
-        counts_a = rng.multinomial(na, np.full(na, 1.0 / na), size=n_boot).astype(np.float64)
-        counts_b = rng.multinomial(nb, np.full(nb, 1.0 / nb), size=n_boot).astype(np.float64)
-        alpha = (1.0 - level) / 2.0
-        kid_low, kid_high = (float(q) for q in np.nanquantile(_resampled_kid(generated, real, counts_a, counts_b),
-                                                               [alpha, 1.0 - alpha]))  # fmt: skip
-        draws = np.array([
-            _weighted_frechet(generated[ca > 0], real[cb > 0], ca[ca > 0], cb[cb > 0])
-            for ca, cb in zip(counts_a, counts_b, strict=True)
-        ])  # fmt: skip
-        draws = draws - (draws.mean() - fd_value)
-        fd_low, fd_high = (float(q) for q in np.quantile(draws, [alpha, 1.0 - alpha]))
-    return {
-        "FD": RealismValue("FD", fd_value, fd_low, fd_high, na, nb),
-        "KID": RealismValue("KID", kid_value, kid_low, kid_high, na, nb),
-    }
 
 
 # --- real images ---------------------------------------------------------------------------------------------
@@ -520,7 +186,7 @@ def method_realism(
 def edit_folder_realism(
     edit_folder: Any, real: RealImages, *, n_boot: int = 1000, seed: int = 0, warn: Warn | None = None
 ) -> list[dict[str, Any]]:
-    """:func:`method_realism` of one edit folder (a :class:`~cfaudit.evaluate.table2.EditFolder`)."""
+    """:func:`method_realism` of one edit folder (a :class:`~cfaudit.evaluate.reading.EditFolder`)."""
     return method_realism(edit_folder.rows, real, n_boot=n_boot, seed=seed, warn=warn)
 
 

@@ -8,7 +8,7 @@ once where torchxrayvision is installed::
         st.save_file(xrv.models.DenseNet(weights='densenet121-res224-all').state_dict(), 'xrv-all.safetensors')"
 
 and load that file here (a plain ``state_dict`` saved with ``torch.save`` also works: it is read with
-``weights_only=True``). The network is :class:`~cfaudit.evaluate.classifier_models.DenseNet121` (same module
+``weights_only=True``). The network is :class:`~cfaudit.models.classifier.DenseNet121` (same module
 names) plus torchxrayvision's ``classifier`` layer.
 
 Input scaling, done as torchxrayvision does it: a ``[0, 1]`` image is centre-cropped to a square, resized to
@@ -30,7 +30,7 @@ from torch import nn
 from cfaudit.data.images import resize_and_crop
 from cfaudit.data.vocabulary import FINDINGS
 from cfaudit.errors import CfauditError
-from cfaudit.evaluate.classifier_models import DenseNet121
+from cfaudit.models.classifier import DenseNet121
 
 #: torchxrayvision's ``default_pathologies``: the 18 outputs of its DenseNet weights, in order ("" = untrained).
 XRV_PATHOLOGIES: tuple[str, ...] = (

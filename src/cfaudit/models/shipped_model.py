@@ -16,6 +16,7 @@ from typing import Any
 
 from cfaudit import atomic_io
 from cfaudit.errors import CfauditError
+from cfaudit.models.card_file import CARD_FILE
 from cfaudit.models.presets import ARCHITECTURES
 
 DEMO_DIR = Path(__file__).parent / "demo"
@@ -174,8 +175,9 @@ def install_demo(
     model card; the source's own card text and ``metrics.yaml`` (figures measured on these weights) travel with
     it. ``index``: the data index, where the recorded path does not reach it (for the card's Table 1)."""
     # imported here: both modules import this one (DEMO_DIR, portable)
+    from cfaudit.models.card_facts import METRICS_FILE
     from cfaudit.models.loading import check_pipeline_folder
-    from cfaudit.models.model_card import CARD_FILE, METRICS_FILE, write_model_card
+    from cfaudit.models.model_card import write_model_card
 
     source = Path(source)
     check_pipeline_folder(source)

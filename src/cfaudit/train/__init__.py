@@ -1,1 +1,1 @@
-"""Fine-tuning: the training loop, its config, checkpoints and the latent cache."""
+"""Fine-tuning: the training loop, its config, checkpoints and the latent cache; training the attribute classifiers."""

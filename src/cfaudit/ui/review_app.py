@@ -6,7 +6,7 @@ and the pictures; nothing in it imports gradio. :func:`build_review_app` lays ou
 * the reviewer types their name once per browser session and presses **Start**: the page goes to the first
   counterfactual they have not rated, and shows their earlier answers wherever they go back;
 * each counterfactual is shown as original, counterfactual and signed difference (loaded the way the report loads
-  them, :func:`cfaudit.report.html.load_example`; blue-white-red as everywhere, :func:`cfaudit.data.difference.colour_map`);
+  them, :func:`cfaudit.report.edits.load_example`; blue-white-red as everywhere, :func:`cfaudit.data.difference.colour_map`);
   the page names the intervention and the prompts, not the candidate relation it may support, so that "something
   else changed" is the reviewer's own finding;
 * answers: plausible / implausible, the intended change visible yes / no, something else changed yes / no, with a
@@ -40,7 +40,7 @@ from PIL import Image, ImageDraw
 from cfaudit.data.difference import colour_map
 from cfaudit.data.images import to_uint
 from cfaudit.errors import CfauditError
-from cfaudit.report.html import load_example
+from cfaudit.report.edits import load_example
 from cfaudit.review.queue import (
     ReviewItem,
     ReviewQueue,

@@ -1,4 +1,4 @@
-"""Attribute classifiers on a tiny synthetic set with easy cues: learning, masking, test isolation, save/load."""
+"""Training attribute classifiers on a tiny synthetic set with easy cues: learning, masking, test isolation, save/load."""
 
 from __future__ import annotations
 
@@ -15,15 +15,10 @@ from cfaudit.data.images import save_image
 from cfaudit.data.records import DataIndex, empty_label_row
 from cfaudit.data.vocabulary import FINDINGS, RACES
 from cfaudit.errors import CfauditError
-from cfaudit.evaluate import classifiers
-from cfaudit.evaluate.classifier_models import (
-    CALIBRATED_HEADS,
-    HEAD_BY_NAME,
-    N_OUTPUTS,
-    AttributeNet,
-    DenseNet121,
-)
-from cfaudit.evaluate.classifiers import AttributeClassifier, ClassifierConfig
+from cfaudit.evaluate.classifiers import AttributeClassifier, report_classifier
+from cfaudit.models.classifier import CALIBRATED_HEADS, HEAD_BY_NAME, N_OUTPUTS
+from cfaudit.train import classifier as training
+from cfaudit.train.classifier import ClassifierConfig
 
 SIZE = 32
 SPLITS = ["train"] * 64 + ["val"] * 24 + ["test"] * 24
@@ -83,7 +78,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]
     index_path = make_index(root)
     out = root / "classifier"
     config = ClassifierConfig(**FAST, label_policy=MASKING_POLICY)
-    record = classifiers.train_classifier(index_path, out, config, device="cpu")
+    record = training.train_classifier(index_path, out, config, device="cpu")
     return index_path, out, record
 
 
@@ -92,7 +87,7 @@ def test_easy_cues_are_learned_with_test_auc_above_point_nine(trained: tuple[Pat
     assert (out / "model.safetensors").is_file() and (out / "classifier.json").is_file()
     assert not (out / "checkpoint.safetensors").exists()
     assert record["metrics"]["test"] is None  # training never scores the test split
-    report = classifiers.report_classifier(out, index_path, "test", device="cpu")
+    report = report_classifier(out, index_path, "test", device="cpu")
     assert report["sex"]["auc"] > 0.9
     assert report["Cardiomegaly"]["auc"] > 0.9
     assert report["sex"]["n"] == 24
@@ -115,7 +110,7 @@ def test_save_and_load_round_trip_predictions_exactly(
     images = np.stack([synthetic_image(bool(i % 2), bool(i // 2 % 2), rng) for i in range(6)])
     first = AttributeClassifier.load(out, device="cpu")
     before = first.predict(images)
-    classifiers.save_classifier(first.model, first.record, tmp_path / "copy")
+    training.save_classifier(first.model, first.record, tmp_path / "copy")
     after = AttributeClassifier.load(tmp_path / "copy", device="cpu").predict(images)
     assert set(before) == {"sex", "race", "age", *FINDINGS}
     for head, values in before.items():
@@ -145,15 +140,15 @@ def test_fitted_temperature_softens_an_overconfident_head() -> None:
     logits[:, HEAD_BY_NAME["sex"].start] = 8.0 * noisy_signal  # far too confident
     targets = {
         "sex": truth.float(),
-        "race": torch.full((n,), classifiers.IGNORE_CLASS, dtype=torch.long),
+        "race": torch.full((n,), training.IGNORE_CLASS, dtype=torch.long),
         "age": torch.full((n,), 50.0),
         "findings": torch.full((n, len(FINDINGS)), math.nan),
     }
     ones = torch.ones(len(CALIBRATED_HEADS))
-    temperature = classifiers.fit_temperatures(logits, targets)
+    temperature = training.fit_temperatures(logits, targets)
     sex_t = temperature[CALIBRATED_HEADS.index("sex")].item()
     assert sex_t > 2.0
-    assert classifiers.calibration_nll(logits, targets, temperature) < 0.8 * classifiers.calibration_nll(
+    assert training.calibration_nll(logits, targets, temperature) < 0.8 * training.calibration_nll(
         logits, targets, ones
     )
 
@@ -165,11 +160,11 @@ def test_nan_labels_are_masked_out_of_the_loss() -> None:
     findings[:3, FINDINGS.index("Cardiomegaly")] = torch.tensor([1.0, 0.0, 1.0])
     targets = {
         "sex": torch.tensor([1.0, 0, 1, 0, 1, 0]),
-        "race": torch.tensor([0, 1, classifiers.IGNORE_CLASS, 3, 2, classifiers.IGNORE_CLASS]),
+        "race": torch.tensor([0, 1, training.IGNORE_CLASS, 3, 2, training.IGNORE_CLASS]),
         "age": torch.full((6,), 40.0),
         "findings": findings,
     }
-    losses = classifiers.head_losses(logits, targets)
+    losses = training.head_losses(logits, targets)
     assert set(losses) == {"sex", "race", "age", "Cardiomegaly"}
     assert all(torch.isfinite(loss) for loss in losses.values())
     column = HEAD_BY_NAME["Cardiomegaly"].start
@@ -181,9 +176,7 @@ def test_nan_labels_are_masked_out_of_the_loss() -> None:
     changed[3:, column] = 100.0  # rows whose label is blank: must not matter
     race = HEAD_BY_NAME["race"]
     changed[2, race.start : race.stop] = 50.0  # Unknown race: must not matter
-    torch.testing.assert_close(
-        classifiers.total_loss(changed, targets), classifiers.total_loss(logits, targets)
-    )
+    torch.testing.assert_close(training.total_loss(changed, targets), training.total_loss(logits, targets))
 
 
 def test_the_test_split_is_never_read_during_training(tmp_path: Path) -> None:
@@ -195,17 +188,17 @@ def test_the_test_split_is_never_read_during_training(tmp_path: Path) -> None:
             index.image_path(row).write_bytes(b"this is not a PNG")
     out = tmp_path / "classifier"
     config = ClassifierConfig(**{**FAST, "epochs": 2})
-    record = classifiers.train_classifier(index_path, out, config, device="cpu")
+    record = training.train_classifier(index_path, out, config, device="cpu")
     assert record["training"]["epochs_run"] == 2
     with pytest.raises(CfauditError, match=r"img0\d\d\.png: cannot decode image"):
-        classifiers.report_classifier(out, index_path, "test", device="cpu")
+        report_classifier(out, index_path, "test", device="cpu")
 
 
 def test_an_interrupted_run_resumes_to_the_same_result(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     index_path = make_index(tmp_path, seed=2)
     config = ClassifierConfig(**{**FAST, "epochs": 4, "patience": 10})
-    straight = classifiers.train_classifier(index_path, tmp_path / "straight", config, device="cpu")
+    straight = training.train_classifier(index_path, tmp_path / "straight", config, device="cpu")
 
     class Stop(Exception):
         pass
@@ -215,12 +208,12 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path: Path) -> None:
             raise Stop
 
     with pytest.raises(Stop):
-        classifiers.train_classifier(
+        training.train_classifier(
             index_path, tmp_path / "resumed", config, device="cpu", log=stop_after_epoch_two
         )
     assert (tmp_path / "resumed" / "checkpoint.safetensors").is_file()
     messages: list[str] = []
-    resumed = classifiers.train_classifier(
+    resumed = training.train_classifier(
         index_path, tmp_path / "resumed", config, device="cpu", log=messages.append
     )
     assert any(m.startswith("resuming after epoch 2") for m in messages)
@@ -239,24 +232,11 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
     index.table["split"] = "train"
     index.write(index_path)
     with pytest.raises(CfauditError, match="val split has 0 row"):
-        classifiers.train_classifier(index_path, tmp_path / "out", ClassifierConfig(**FAST), device="cpu")
+        training.train_classifier(index_path, tmp_path / "out", ClassifierConfig(**FAST), device="cpu")
 
 
 def test_roc_auc_known_values() -> None:
-    assert classifiers.roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
-    assert classifiers.roc_auc(np.array([0, 0, 1, 1]), np.array([0.9, 0.8, 0.2, 0.1])) == 0.0
-    assert classifiers.roc_auc(np.array([0, 1, np.nan]), np.array([0.5, 0.5, 0.0])) == 0.5
-    assert math.isnan(classifiers.roc_auc(np.array([1, 1]), np.array([0.1, 0.2])))
-
-
-def test_densenet121_matches_the_reference_layout() -> None:
-    torch.manual_seed(0)
-    net = DenseNet121()
-    names = set(net.state_dict())
-    assert "features.denseblock3.denselayer24.conv2.weight" in names
-    assert "features.transition3.conv.weight" in names and "features.norm5.running_var" in names
-    assert (
-        sum(p.numel() for p in net.parameters()) == 6_947_584
-    )  # torchvision's 6,953,856 less RGB stem/classifier
-    assert net(torch.zeros(1, 1, 64, 64)).shape == (1, 1024)
-    assert AttributeNet("densenet121")(torch.zeros(2, 1, 64, 64)).shape == (2, N_OUTPUTS)
+    assert training.roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
+    assert training.roc_auc(np.array([0, 0, 1, 1]), np.array([0.9, 0.8, 0.2, 0.1])) == 0.0
+    assert training.roc_auc(np.array([0, 1, np.nan]), np.array([0.5, 0.5, 0.0])) == 0.5
+    assert math.isnan(training.roc_auc(np.array([1, 1]), np.array([0.1, 0.2])))
