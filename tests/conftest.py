@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from browser_support import CHROMIUM_ARGS, HOW_TO_GET_ONE, browser_required, find_chromium
+
+from tests.browser_support import CHROMIUM_ARGS, HOW_TO_GET_ONE, browser_required, find_chromium
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 

@@ -22,9 +22,8 @@ from cfaudit.errors import CfauditError
 from cfaudit.report import build_report, figures
 from cfaudit.report.collect import collect_inputs, find_markers, read_edit_job
 from cfaudit.report.html import cochange_figure, edit_groups, mean_difference, table2_view
-
-from .fake_outputs import HEADS, Workspace, candidates_table
-from .html_page import Node, parse
+from tests.report.fake_outputs import HEADS, Workspace, candidates_table
+from tests.report.html_page import Node, parse
 
 
 @pytest.fixture(scope="module")
