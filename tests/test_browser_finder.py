@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import browser_support as support
 import pytest
+
+import tests.browser_support as support
 
 
 def _executable(path: Path) -> Path:

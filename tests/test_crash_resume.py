@@ -26,6 +26,7 @@ from PIL import Image
 
 from cfaudit.data.images import save_image
 from cfaudit.train.checkpoint import list_checkpoints
+from tests.train import tiny_data
 
 
 def _load(name: str, path: Path) -> ModuleType:
@@ -39,7 +40,6 @@ def _load(name: str, path: Path) -> ModuleType:
 
 ROOT = Path(__file__).parents[1]
 crash = _load("crash_resume_benchmark", ROOT / "benchmarks" / "crash_resume.py")
-tiny_data = _load("crash_tiny_data", ROOT / "tests" / "train" / "tiny_data.py")
 
 
 def run(command: list[str], log: Path) -> None:

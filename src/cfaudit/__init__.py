@@ -5,6 +5,7 @@
 
 from typing import Any
 
+#: The one place of cfaudit's version: pyproject.toml reads it from here (``[tool.setuptools.dynamic]``).
 __version__ = "0.1.0"
 
 

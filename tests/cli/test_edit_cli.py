@@ -1,6 +1,3 @@
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,12 +7,7 @@ from typer.testing import CliRunner
 from cfaudit.cli.edit import register
 from cfaudit.data.images import save_image
 from cfaudit.errors import CfauditError
-
-_spec = importlib.util.spec_from_file_location(
-    "edit_tiny_parts", Path(__file__).parents[1] / "edit" / "tiny_parts.py"
-)
-tiny_parts = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny_parts)
+from tests.edit import tiny_parts
 
 PROMPT = "Chest X-ray of 63-years old white male subject with cardiomegaly"
 

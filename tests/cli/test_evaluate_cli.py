@@ -3,7 +3,6 @@ evaluation puts both methods side by side in Table 2 with the axioms."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -18,10 +17,7 @@ from cfaudit.cli import edit, scm
 from cfaudit.cli.evaluate import register
 from cfaudit.data.images import save_image
 from cfaudit.errors import CfauditError
-
-_spec = importlib.util.spec_from_file_location("scm_tiny", Path(__file__).parents[1] / "scm" / "scm_tiny.py")
-scm_tiny = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(scm_tiny)
+from tests.scm import scm_tiny
 
 INTERVENTIONS = ["--do", "sex=female", "--do", "Pleural Effusion=1", "--do", "race=Black"]
 

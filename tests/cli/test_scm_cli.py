@@ -1,6 +1,4 @@
-import importlib.util
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -9,10 +7,7 @@ from typer.testing import CliRunner
 
 from cfaudit.cli.scm import register
 from cfaudit.errors import CfauditError
-
-_spec = importlib.util.spec_from_file_location("scm_tiny", Path(__file__).parents[1] / "scm" / "scm_tiny.py")
-scm_tiny = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(scm_tiny)
+from tests.scm import scm_tiny
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,9 +10,7 @@ import typer
 
 from cfaudit.cli import main as cli_main
 from cfaudit.cli import models, sample, train
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-from tiny_data import make_index  # the training tests' tiny data set
+from tests.train.tiny_data import make_index  # the training tests' tiny data set
 
 
 @pytest.fixture()

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from .tiny_parts import build_parts
+from tests.edit.tiny_parts import build_parts
 
 
 @pytest.fixture(scope="session")

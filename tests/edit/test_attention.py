@@ -10,8 +10,7 @@ from cfaudit.edit.attention import (
 )
 from cfaudit.edit.tokens import word_positions
 from cfaudit.errors import CfauditError
-
-from .tiny_parts import build_parts
+from tests.edit.tiny_parts import build_parts
 
 SOURCE = "chest x-ray of 63-years old white male subject with cardiomegaly"
 SWAP = "chest x-ray of 63-years old white female subject with cardiomegaly"

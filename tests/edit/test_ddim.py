@@ -6,8 +6,7 @@ from cfaudit.edit.ddim import DDIMGrid
 from cfaudit.edit.denoiser import Denoiser
 from cfaudit.edit.inversion import ddim_trajectory
 from cfaudit.errors import CfauditError
-
-from .tiny_parts import SD_SCHEDULE
+from tests.edit.tiny_parts import SD_SCHEDULE
 
 
 class GaussianDenoiser(torch.nn.Module):

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from launch_support import ENV, LAUNCH, phantom_index
 from safetensors import safe_open
 
 from cfaudit.data.edit_folder import TIMING_COLUMNS
+from tests.launch_support import ENV, LAUNCH, phantom_index
 
 
 @pytest.fixture(scope="module")

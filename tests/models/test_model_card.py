@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,9 +21,7 @@ from cfaudit.models.shipped_model import DEMO_DIR, install_demo, portable
 from cfaudit.train.config import TrainConfig, VaeTrainConfig
 from cfaudit.train.trainer import train
 from cfaudit.train.vae import train_vae
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-from tiny_data import make_index  # the training tests' tiny data set
+from tests.train.tiny_data import make_index  # the training tests' tiny data set
 
 #: An absolute path of someone's machine, or the local runner script the demo's record names.
 MACHINE_PATH = re.compile(r"(?<![\w.:/])/(?:home|work|tmp|root|Users|mnt|var|private)/|tmp/cf\.py")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from fake_minilm import make_fake_minilm_wheel
 
 from cfaudit import assets
 from cfaudit.errors import CfauditError
@@ -16,6 +15,7 @@ from cfaudit.models import pretrained_text
 from cfaudit.models.loading import load_components
 from cfaudit.models.random_init import build_random, write_random_pipeline
 from cfaudit.models.text_encoding import encode_ids, encode_prompts, tokenize
+from tests.models.fake_minilm import make_fake_minilm_wheel
 
 
 @pytest.fixture()

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from cfaudit.report import build_report
-
-from .fake_outputs import Workspace, make_workspace
+from tests.report.fake_outputs import Workspace, make_workspace
 
 
 @pytest.fixture(scope="session")

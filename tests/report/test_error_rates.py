@@ -22,9 +22,14 @@ from cfaudit.report.discovery import (
     power_view,
 )
 from cfaudit.report.formatting import two_digits
-
-from .fake_outputs import ERROR_RATE_COLUMNS, Workspace, candidates_table, make_discovery, power_table
-from .html_page import Node, parse
+from tests.report.fake_outputs import (
+    ERROR_RATE_COLUMNS,
+    Workspace,
+    candidates_table,
+    make_discovery,
+    power_table,
+)
+from tests.report.html_page import Node, parse
 
 NO_FLAG = "A “no flag” below these means too few images, not no relation."
 

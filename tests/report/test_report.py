@@ -24,9 +24,8 @@ from cfaudit.report.collect import collect_inputs, find_markers, read_edit_job
 from cfaudit.report.discovery import cochange_figure
 from cfaudit.report.edits import edit_groups, mean_difference
 from cfaudit.report.tables import table2_view
-
-from .fake_outputs import HEADS, Workspace, candidates_table
-from .html_page import Node, parse
+from tests.report.fake_outputs import HEADS, Workspace, candidates_table
+from tests.report.html_page import Node, parse
 
 
 @pytest.fixture(scope="module")

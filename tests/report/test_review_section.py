@@ -13,9 +13,8 @@ from cfaudit.report import build_report
 from cfaudit.review.agreement import cohen_kappa, fleiss_kappa
 from cfaudit.review.queue import ReviewQueue, make_queue
 from cfaudit.review.ratings import Rating, RatingStore
-
-from .fake_outputs import make_discovery, make_edit_job, make_phantom_index
-from .html_page import Node, parse
+from tests.report.fake_outputs import make_discovery, make_edit_job, make_phantom_index
+from tests.report.html_page import Node, parse
 
 
 @pytest.fixture(scope="module")

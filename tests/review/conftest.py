@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from report.fake_outputs import make_discovery, make_edit_job, make_phantom_index
+
+from tests.report.fake_outputs import make_discovery, make_edit_job, make_phantom_index
 
 
 @pytest.fixture(scope="session")

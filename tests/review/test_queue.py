@@ -155,7 +155,7 @@ def test_a_deleted_edit_folder_makes_every_item_gone(edits: Path):
 def test_remaking_a_queue_over_ratings_of_other_edits_is_refused(
     edits: Path, tmp_path: Path, index_csv: Path
 ):
-    from report.fake_outputs import make_edit_job
+    from tests.report.fake_outputs import make_edit_job
 
     queue = make_queue(edits)
     queue.ratings_path.write_text("reviewer\n", encoding="utf-8")

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from scm_tiny import TINY_MODEL, make_index
+from tests.scm.scm_tiny import TINY_MODEL, make_index
 
 
 @pytest.fixture()

@@ -1,11 +1,11 @@
 import pandas as pd
 import pytest
 import torch
-from scm_tiny import tiny_model
 
 from cfaudit.data.interventions import Intervention
 from cfaudit.errors import CfauditError
 from cfaudit.scm.counterfactual import ScmCounterfactuals, image_seed, intervention_values
+from tests.scm.scm_tiny import tiny_model
 
 
 def _batch(n: int = 6):

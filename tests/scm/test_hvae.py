@@ -2,7 +2,6 @@ import math
 
 import pytest
 import torch
-from scm_tiny import TINY_MODEL
 
 from cfaudit.errors import CfauditError
 from cfaudit.scm.hvae import (
@@ -11,6 +10,7 @@ from cfaudit.scm.hvae import (
     discretized_gaussian_log_likelihood,
     gaussian_kl,
 )
+from tests.scm.scm_tiny import TINY_MODEL
 
 
 def _model(seed: int = 0, parent_dim: int = 3) -> HierarchicalVAE:

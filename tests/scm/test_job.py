@@ -1,7 +1,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-from scm_tiny import tiny_model
 
 from cfaudit.data.difference import load_difference
 from cfaudit.data.edit_folder import EDIT_COLUMNS, items_from_index
@@ -10,6 +9,7 @@ from cfaudit.data.interventions import Intervention
 from cfaudit.data.records import DataIndex
 from cfaudit.errors import CfauditError
 from cfaudit.scm.job import VALUES_CSV, ScmEditSettings, run_scm_edit_job
+from tests.scm.scm_tiny import tiny_model
 
 
 def _items(index_path, split="all"):

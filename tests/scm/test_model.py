@@ -2,13 +2,13 @@ import json
 
 import pytest
 import torch
-from scm_tiny import TINY_MODEL, tiny_model
 
 from cfaudit.errors import CfauditError
 from cfaudit.scm.graph import default_graph
 from cfaudit.scm.hvae import HierarchicalVAE
 from cfaudit.scm.mechanisms import GraphMechanisms
 from cfaudit.scm.model import CausalImageModel
+from tests.scm.scm_tiny import TINY_MODEL, tiny_model
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -3,12 +3,12 @@ import math
 
 import pytest
 import torch
-from scm_tiny import make_index
 
 from cfaudit.errors import CfauditError
 from cfaudit.scm.config import load_config
 from cfaudit.scm.model import CausalImageModel
 from cfaudit.scm.train import EpochOrder, is_spike, train_scm
+from tests.scm.scm_tiny import make_index
 
 
 def _config(index, out, tiny_model_config, **overrides):

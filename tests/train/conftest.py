@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tiny_data import make_index
+
+from tests.train.tiny_data import make_index
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser_support import free_port
 from PIL import Image
+
+from tests.browser_support import free_port
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "ui.png"
 STEPS = 10

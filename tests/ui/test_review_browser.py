@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser_support import free_port
-from report.fake_outputs import make_edit_job, make_phantom_index
 
 from cfaudit.review.queue import ReviewQueue, make_queue
 from cfaudit.review.ratings import read_ratings
+from tests.browser_support import free_port
+from tests.report.fake_outputs import make_edit_job, make_phantom_index
 
 TIMEOUT_MS = 30_000
 pytestmark = pytest.mark.filterwarnings(

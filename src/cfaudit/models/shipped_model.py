@@ -4,6 +4,10 @@
 there and writes ``PROVENANCE.txt`` (command, configs, data index and its sha256, seeds, timings) from the
 provenance files the VAE and UNet training wrote, so the shipped weights can be rebuilt and checked, and the
 model card ``README.md`` (:mod:`cfaudit.models.model_card`) from the same records.
+
+What is shipped names no one's machine: recorded paths are made relative to the run's folder or to the package
+(:func:`portable`), and the recorded command line is shown as the ``cfaudit`` command it was
+(:func:`cfaudit_command`), whatever program ran it (a virtual environment's script, a local runner script).
 """
 
 from __future__ import annotations
@@ -20,6 +24,11 @@ from cfaudit.models.card_file import CARD_FILE
 from cfaudit.models.presets import ARCHITECTURES
 
 DEMO_DIR = Path(__file__).parent / "demo"
+#: The installed package's folder: a recorded path inside it is shipped as ``cfaudit/<path>``.
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+#: Top-level cfaudit commands that record a training run (``cfaudit train``, ``cfaudit models train-vae``,
+#: ``cfaudit demo``); a command line starting otherwise was no cfaudit command (the Python API, a test).
+TRAINING_COMMANDS = ("train", "demo", "models")
 _PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
@@ -28,8 +37,9 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def portable(value: Any, root: Path | None = None) -> Any:
-    """``value`` with absolute paths under ``root`` (default: the working directory) made relative to it, and
-    other absolute paths cut to their last two parts: shipped records name no one's machine."""
+    """``value`` with absolute paths inside the package written ``cfaudit/<path>``, those under ``root`` (default:
+    the working directory, where the run was made) made relative to it, and other absolute paths cut to their last
+    two parts: shipped records name no one's machine."""
     root = (root or Path.cwd()).resolve()
     if isinstance(value, dict):
         return {k: portable(v, root) for k, v in value.items()}
@@ -47,11 +57,21 @@ def _portable_word(word: str, root: Path) -> str:
         return f"{option}={_portable_word(rest, root)}"
     if not word.startswith("/"):
         return word
-    path = Path(word)
-    try:
-        return str(path.resolve().relative_to(root))
-    except ValueError:
-        return str(Path(*path.parts[1:][-2:]))
+    path = Path(word).resolve()
+    if path.is_relative_to(PACKAGE_DIR):
+        return f"cfaudit/{path.relative_to(PACKAGE_DIR).as_posix()}"
+    if path.is_relative_to(root):
+        return str(path.relative_to(root))
+    return str(Path(*Path(word).parts[1:][-2:]))
+
+
+def cfaudit_command(command: str | None) -> str | None:
+    """A recorded command line (``" ".join(sys.argv)``) as the cfaudit command it was: its program, whatever ran
+    it, named ``cfaudit``; ``None`` when it was no cfaudit training command (see :data:`TRAINING_COMMANDS`)."""
+    words = str(command or "").split()
+    if len(words) < 2 or words[1] not in TRAINING_COMMANDS:
+        return None
+    return " ".join(["cfaudit", *words[1:]])
 
 
 def preset_name(unet: dict[str, Any], vae: dict[str, Any]) -> str | None:
@@ -189,6 +209,8 @@ def install_demo(
         _read_json(Path(base) / "vae_provenance.json") if base else {}
     )
     unet_run, vae_run = portable(unet_run), portable(vae_run)
+    if cfaudit_command(unet_run.get("command")):
+        unet_run["command"] = cfaudit_command(unet_run["command"])
     staging = destination.with_name(f".{destination.name}.part")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
