@@ -20,7 +20,13 @@ from cfaudit.digests import file_sha256
 from cfaudit.errors import CfauditError
 from cfaudit.models.card_file import CARD_FILE, split_card
 from cfaudit.models.loading import check_pipeline_folder
-from cfaudit.models.shipped_model import DEMO_DIR, architecture_summary, portable, preset_name
+from cfaudit.models.shipped_model import (
+    DEMO_DIR,
+    architecture_summary,
+    cfaudit_command,
+    portable,
+    preset_name,
+)
 
 #: Figures measured on the model, kept beside its weights and quoted by every refresh of the card.
 METRICS_FILE = "metrics.yaml"
@@ -38,7 +44,6 @@ FIGURE_SECTIONS: tuple[str, ...] = ("reconstruction", "prompt_control", "other")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 _HUB_CACHE = re.compile(r"models--([A-Za-z0-9][\w.\-]*?)--([\w.\-]+)")
 #: Top-level cfaudit commands whose recorded command line the card repeats (others: the Python API, a test).
-_COMMANDS = ("train", "demo", "models")
 _TRAIN_KEYS = ("max_steps", "seed", "resolution", "split", "batch_size", "gradient_accumulation_steps",
                "learning_rate", "lr_schedule", "lr_warmup_steps", "max_grad_norm", "train_text_encoder",
                "text_encoder_lr", "use_ema", "ema_decay", "lora_rank", "prediction_type", "snr_gamma",
@@ -144,10 +149,7 @@ class CardFacts:
     def command(self) -> str | None:
         """The recorded command line with its program named ``cfaudit`` (the recorded one may be a local runner
         script or a virtual environment's path); ``None`` when the run was no cfaudit command (the API, a test)."""
-        words = str(self.unet_run.get("command") or "").split()
-        if len(words) < 2 or words[1] not in _COMMANDS:
-            return None
-        return " ".join(["cfaudit", *words[1:]])
+        return cfaudit_command(self.unet_run.get("command"))
 
     @property
     def text_encoder_text(self) -> str:
