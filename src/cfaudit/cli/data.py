@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cfaudit.cli.options import Seed
+from cfaudit.cli.options import BlankOverride, Seed, UncertainOverride, label_policy_overrides
 
 data_app = typer.Typer(
     name="data",
@@ -110,12 +110,8 @@ def _print_summary(meta: dict, written: dict[str, Path]) -> None:
 def stats_command(
     index: Annotated[Path, typer.Argument(help="index.csv written by `cfaudit data index`.")],
     fmt: Annotated[str, typer.Option("--format", help="table (rich), csv or markdown.")] = "table",
-    uncertain: Annotated[
-        str | None, typer.Option(help="Label policy for -1 (default: the one recorded in index.json).")
-    ] = None,
-    blank: Annotated[
-        str | None, typer.Option(help="Label policy for blank labels (default: as recorded).")
-    ] = None,
+    uncertain: UncertainOverride = None,
+    blank: BlankOverride = None,
     finding: Annotated[str, typer.Option(help="Finding reported beside sex and race.")] = "Pleural Effusion",
 ) -> None:
     """The paper's Table 1 (sex, pleural effusion, race, samples per split) for an index."""
@@ -126,12 +122,8 @@ def stats_command(
 
     _choice("--format", fmt, FORMATS)
     data = DataIndex.read(index)
-    recorded = dict(data.meta.get("label_policy") or {})
-    if uncertain is not None:
-        recorded["uncertain"] = uncertain
-    if blank is not None:
-        recorded["blank"] = blank
-    frame = table1(data, LabelPolicy.from_dict(recorded), finding=canonical_finding(finding))
+    policy = label_policy_overrides(data.meta.get("label_policy"), uncertain, blank)
+    frame = table1(data, LabelPolicy.from_dict(policy), finding=canonical_finding(finding))
     console = Console()
     if fmt != "table":
         typer.echo(format_table1(frame, fmt), nl=False)

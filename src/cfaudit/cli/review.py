@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from cfaudit.cli.options import Host, Port
+
 review_app = typer.Typer(
     name="review",
     help="Expert review: rate counterfactuals in the browser (plausible? intended change? what else changed?).",
@@ -57,10 +59,8 @@ def open_command(
     queue: Annotated[
         Path, typer.Argument(help="The review folder (or its queue.json) made by `cfaudit review queue`.")
     ],
-    host: Annotated[
-        str, typer.Option(help="Address to listen on; 127.0.0.1 keeps the page on this machine.")
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 7860,
+    host: Host = "127.0.0.1",
+    port: Port = 7860,
 ) -> None:
     """Open the review page: each counterfactual beside its original and difference map, and the questions."""
     from cfaudit.errors import CfauditError
