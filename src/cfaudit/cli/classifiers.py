@@ -9,12 +9,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cfaudit.cli.options import BlankOverride, Device, Seed, UncertainOverride, label_policy_overrides
+from cfaudit.cli.options import (
+    BlankOverride,
+    Device,
+    Seed,
+    UncertainOverride,
+    command_group,
+    label_policy_overrides,
+)
 
-classifiers_app = typer.Typer(
-    name="classifiers",
-    help="Train and score the attribute classifiers (sex, race, age, 14 findings) used by CPG and effectiveness.",
-    no_args_is_help=True,
+classifiers_app = command_group(
+    "classifiers",
+    "Train and score the attribute classifiers (sex, race, age, 14 findings) used by CPG and effectiveness.",
 )
 
 

@@ -9,13 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cfaudit.cli.options import BlankOverride, Seed, UncertainOverride, label_policy_overrides
+from cfaudit.cli.options import BlankOverride, Seed, UncertainOverride, command_group, label_policy_overrides
 
-data_app = typer.Typer(
-    name="data",
-    help="Build the normalised index of a data set and describe it.",
-    no_args_is_help=True,
-)
+data_app = command_group("data", "Build the normalised index of a data set and describe it.")
 
 
 def _choice(flag: str, value: str, choices: tuple[str, ...]) -> str:

@@ -9,11 +9,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from cfaudit.cli.options import Model, Resume, Seed, ShowProgress
+from cfaudit.cli.options import Model, Resume, Seed, ShowProgress, command_group
 
-models_app = typer.Typer(
-    name="models", help="Diffusion model folders: create, inspect, prepare.", no_args_is_help=True
-)
+models_app = command_group("models", "Diffusion model folders: create, inspect, prepare.")
 
 
 @models_app.command("init-random")

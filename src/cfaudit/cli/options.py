@@ -62,6 +62,11 @@ BlankOverride = Annotated[
 ]
 
 
+def command_group(name: str, help: str) -> typer.Typer:
+    """A group of subcommands (``cfaudit NAME ...``) that shows its help when called without one."""
+    return typer.Typer(name=name, help=help, no_args_is_help=True)
+
+
 def label_policy_overrides(recorded: dict | None, uncertain: str | None, blank: str | None) -> dict:
     """The label policy recorded in an index's meta, with ``--uncertain`` / ``--blank`` where they are given."""
     policy = dict(recorded or {})

@@ -10,12 +10,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from cfaudit.cli.options import Host, Port
+from cfaudit.cli.options import Host, Port, command_group
 
-review_app = typer.Typer(
-    name="review",
-    help="Expert review: rate counterfactuals in the browser (plausible? intended change? what else changed?).",
-    no_args_is_help=True,
+review_app = command_group(
+    "review",
+    "Expert review: rate counterfactuals in the browser (plausible? intended change? what else changed?).",
 )
 
 

@@ -9,12 +9,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from cfaudit.cli.options import Device, EditSplit, Limit, Resume, Seed, SeedOverride
+from cfaudit.cli.options import Device, EditSplit, Limit, Resume, Seed, SeedOverride, command_group
 
-scm_app = typer.Typer(
-    name="scm",
-    help="The SCM baseline: a causal graph with learned mechanisms and a conditional HVAE; counterfactuals by do().",
-    no_args_is_help=True,
+scm_app = command_group(
+    "scm",
+    "The SCM baseline: a causal graph with learned mechanisms and a conditional HVAE; counterfactuals by do().",
 )
 
 
