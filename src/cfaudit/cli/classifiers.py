@@ -9,12 +9,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cfaudit.cli.options import Device, Seed
+from cfaudit.cli.options import (
+    BlankOverride,
+    Device,
+    Seed,
+    UncertainOverride,
+    command_group,
+    label_policy_overrides,
+)
 
-classifiers_app = typer.Typer(
-    name="classifiers",
-    help="Train and score the attribute classifiers (sex, race, age, 14 findings) used by CPG and effectiveness.",
-    no_args_is_help=True,
+classifiers_app = command_group(
+    "classifiers",
+    "Train and score the attribute classifiers (sex, race, age, 14 findings) used by CPG and effectiveness.",
 )
 
 
@@ -49,14 +55,8 @@ def train_command(
     batch_size: Annotated[int, typer.Option(help="Images per training step.")] = 32,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
     patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better val loss.")] = 8,
-    uncertain: Annotated[
-        str | None,
-        typer.Option(help="Label policy for -1: negative, positive or blank (default: the index's)."),
-    ] = None,
-    blank: Annotated[
-        str | None,
-        typer.Option(help="Label policy for blank labels: negative or blank (default: the index's)."),
-    ] = None,
+    uncertain: UncertainOverride = None,
+    blank: BlankOverride = None,
     device: Device = None,
     report: Annotated[
         bool, typer.Option(help="Score the finished classifier once on the test split.")
@@ -69,11 +69,7 @@ def train_command(
     from cfaudit.train.classifier import ClassifierConfig, train_classifier
 
     console = Console()
-    policy = dict(DataIndex.read(index).meta.get("label_policy") or {})
-    if uncertain is not None:
-        policy["uncertain"] = uncertain
-    if blank is not None:
-        policy["blank"] = blank
+    policy = label_policy_overrides(DataIndex.read(index).meta.get("label_policy"), uncertain, blank)
     config = ClassifierConfig(
         arch=arch,
         size=size,

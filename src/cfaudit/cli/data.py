@@ -9,13 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cfaudit.cli.options import Seed
+from cfaudit.cli.options import BlankOverride, Seed, UncertainOverride, command_group, label_policy_overrides
 
-data_app = typer.Typer(
-    name="data",
-    help="Build the normalised index of a data set and describe it.",
-    no_args_is_help=True,
-)
+data_app = command_group("data", "Build the normalised index of a data set and describe it.")
 
 
 def _choice(flag: str, value: str, choices: tuple[str, ...]) -> str:
@@ -110,12 +106,8 @@ def _print_summary(meta: dict, written: dict[str, Path]) -> None:
 def stats_command(
     index: Annotated[Path, typer.Argument(help="index.csv written by `cfaudit data index`.")],
     fmt: Annotated[str, typer.Option("--format", help="table (rich), csv or markdown.")] = "table",
-    uncertain: Annotated[
-        str | None, typer.Option(help="Label policy for -1 (default: the one recorded in index.json).")
-    ] = None,
-    blank: Annotated[
-        str | None, typer.Option(help="Label policy for blank labels (default: as recorded).")
-    ] = None,
+    uncertain: UncertainOverride = None,
+    blank: BlankOverride = None,
     finding: Annotated[str, typer.Option(help="Finding reported beside sex and race.")] = "Pleural Effusion",
 ) -> None:
     """The paper's Table 1 (sex, pleural effusion, race, samples per split) for an index."""
@@ -126,12 +118,8 @@ def stats_command(
 
     _choice("--format", fmt, FORMATS)
     data = DataIndex.read(index)
-    recorded = dict(data.meta.get("label_policy") or {})
-    if uncertain is not None:
-        recorded["uncertain"] = uncertain
-    if blank is not None:
-        recorded["blank"] = blank
-    frame = table1(data, LabelPolicy.from_dict(recorded), finding=canonical_finding(finding))
+    policy = label_policy_overrides(data.meta.get("label_policy"), uncertain, blank)
+    frame = table1(data, LabelPolicy.from_dict(policy), finding=canonical_finding(finding))
     console = Console()
     if fmt != "table":
         typer.echo(format_table1(frame, fmt), nl=False)

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from rich.console import Console
 
-from cfaudit.cli.options import Device, Model, Seed
+from cfaudit.cli.options import Device, Guidance, Method, Model, Seed
 
 
 def discover_command(
@@ -44,11 +44,11 @@ def discover_command(
             help="Eligible images per intervention, or auto: as many as --detect-effect needs (80% power)."
         ),
     ] = "16",
-    method: Annotated[str, typer.Option(help="Inversion: direct (default), nti, npi or ddim.")] = "direct",
+    method: Method = "direct",
     steps: Annotated[
         int | None, typer.Option(help="DDIM steps (default: 20 for direct, 50 for the others).")
     ] = None,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 7.5,
+    guidance: Guidance = 7.5,
     prompt_mode: Annotated[
         str, typer.Option(help="full (default: every other attribute stays named) or partial (the paper's).")
     ] = "full",

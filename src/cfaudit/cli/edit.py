@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from cfaudit.cli.options import Device, Model, Seed
+from cfaudit.cli.options import Device, EditSplit, Guidance, Limit, Method, Model, Seed
 
 
 def edit_command(
@@ -21,17 +21,15 @@ def edit_command(
     out: Annotated[Path, typer.Option(help="Folder for images, difference maps and edits.csv.")],
     model: Model = "demo",
     index: Annotated[Path | None, typer.Option(help="index.csv of the images to edit.")] = None,
-    split: Annotated[str, typer.Option(help="Split of the index: train, val, test or all.")] = "test",
-    limit: Annotated[int | None, typer.Option(help="Edit only the first N images of the split.")] = None,
+    split: EditSplit = "test",
+    limit: Limit = None,
     image: Annotated[Path | None, typer.Option(help="A single image to edit (instead of --index).")] = None,
     prompt: Annotated[str | None, typer.Option(help="The caption that describes --image.")] = None,
-    method: Annotated[
-        str, typer.Option(help="Inversion: direct (default, fast), nti, npi or ddim.")
-    ] = "direct",
+    method: Method = "direct",
     steps: Annotated[
         int | None, typer.Option(help="DDIM steps (default: 12 for direct, 50 for nti, npi, ddim).")
     ] = None,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 7.5,
+    guidance: Guidance = 7.5,
     prompt_mode: Annotated[
         str, typer.Option(help="partial: name only the changes (the paper); full: whole caption, swapped.")
     ] = "partial",

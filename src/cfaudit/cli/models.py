@@ -9,11 +9,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from cfaudit.cli.options import Model, Seed
+from cfaudit.cli.options import Model, Resume, Seed, ShowProgress, command_group
 
-models_app = typer.Typer(
-    name="models", help="Diffusion model folders: create, inspect, prepare.", no_args_is_help=True
-)
+models_app = command_group("models", "Diffusion model folders: create, inspect, prepare.")
 
 
 @models_app.command("init-random")
@@ -103,11 +101,8 @@ def info_command(
 @models_app.command("train-vae")
 def train_vae_command(
     config: Annotated[Path, typer.Option(help="YAML config (see configs/train/tiny_vae.yaml).")],
-    resume: Annotated[
-        str | None,
-        typer.Option(help="`latest` (the run's newest checkpoint, if any) or a checkpoint folder."),
-    ] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    resume: Resume = None,
+    progress: ShowProgress = True,
 ) -> None:
     """Train a pipeline's VAE on a data index (for the tiny preset) and write the pipeline with it."""
     from cfaudit.cli.train import log_to_console

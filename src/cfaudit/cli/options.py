@@ -1,7 +1,12 @@
-"""The options that several commands share, declared once: ``--model``, ``--device`` and ``--seed``.
+"""The options that several commands share, declared once: one name, one help text and one default each.
 
-A command declares ``model: Model = "demo"``, ``device: Device = None`` or ``seed: Seed = 0``, so that every
-command names and explains them alike.
+A command declares e.g. ``model: Model = "demo"``, ``device: Device = None`` or ``split: EditSplit = "test"``, so
+that every command names and explains them alike. Options that share a name but not a meaning or default stay in
+their commands: ``--steps`` (``cfaudit edit`` and ``cfaudit ui`` start direct inversion at 12 steps,
+``cfaudit discover`` at 20, ``cfaudit sample`` always 50), ``--batch-size`` (1, 4, 8 or the preset's),
+``--prompt-mode`` (``partial`` for ``cfaudit edit``, ``full`` for ``cfaudit discover``), and ``--index``,
+``--out``, ``--classifier``, ``--config``, ``--cache``, ``--do``, whose help says what each command reads or
+writes there.
 """
 
 from __future__ import annotations
@@ -22,3 +27,51 @@ CpuDevice = Annotated[str, typer.Option(help=_DEVICE_NAMES)]
 Seed = Annotated[int, typer.Option(help="Random seed: the same inputs and seed give the same results.")]
 #: A seed that overrides the one of a preset or config file (default ``None``: theirs).
 SeedOverride = Annotated[int | None, typer.Option(help="Random seed (default: the preset's or config's).")]
+
+#: The split of an index whose images are edited (default ``"test"``).
+EditSplit = Annotated[str, typer.Option(help="Split of the index: train, val, test or all.")]
+#: Edit only the first N images of the split (default ``None``: all).
+Limit = Annotated[int | None, typer.Option(help="Edit only the first N images of the split.")]
+#: The inversion method of an edit (default ``"direct"``); ``cfaudit ui`` only preselects one in its page.
+Method = Annotated[str, typer.Option(help="Inversion: direct (default, fast), nti, npi or ddim.")]
+#: Classifier-free guidance scale (default ``7.5``).
+Guidance = Annotated[float, typer.Option(help="Classifier-free guidance scale (1: none).")]
+#: Continue a training run (default ``None``: start afresh).
+Resume = Annotated[
+    str | None, typer.Option(help="`latest` (the run's newest checkpoint, if any) or a checkpoint folder.")
+]
+#: Show a training progress bar (default ``True``).
+ShowProgress = Annotated[bool, typer.Option(help="Show a progress bar.")]
+#: The address a browser app listens on (default ``"127.0.0.1"``).
+Host = Annotated[str, typer.Option(help="Address to listen on; 127.0.0.1 keeps the page on this machine.")]
+#: The port a browser app listens on (default ``7860``).
+Port = Annotated[int, typer.Option(help="Port to listen on.")]
+#: Label policy for uncertain (-1) labels, overriding the index's (default ``None``: the index's).
+UncertainOverride = Annotated[
+    str | None,
+    typer.Option(
+        help="Label policy for -1: negative, positive or blank (default: the one recorded in index.json)."
+    ),
+]
+#: Label policy for blank labels, overriding the index's (default ``None``: the index's).
+BlankOverride = Annotated[
+    str | None,
+    typer.Option(
+        help="Label policy for blank labels: negative or blank (default: the one recorded in index.json)."
+    ),
+]
+
+
+def command_group(name: str, help: str) -> typer.Typer:
+    """A group of subcommands (``cfaudit NAME ...``) that shows its help when called without one."""
+    return typer.Typer(name=name, help=help, no_args_is_help=True)
+
+
+def label_policy_overrides(recorded: dict | None, uncertain: str | None, blank: str | None) -> dict:
+    """The label policy recorded in an index's meta, with ``--uncertain`` / ``--blank`` where they are given."""
+    policy = dict(recorded or {})
+    if uncertain is not None:
+        policy["uncertain"] = uncertain
+    if blank is not None:
+        policy["blank"] = blank
+    return policy

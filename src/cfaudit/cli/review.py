@@ -10,10 +10,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-review_app = typer.Typer(
-    name="review",
-    help="Expert review: rate counterfactuals in the browser (plausible? intended change? what else changed?).",
-    no_args_is_help=True,
+from cfaudit.cli.options import Host, Port, command_group
+
+review_app = command_group(
+    "review",
+    "Expert review: rate counterfactuals in the browser (plausible? intended change? what else changed?).",
 )
 
 
@@ -57,10 +58,8 @@ def open_command(
     queue: Annotated[
         Path, typer.Argument(help="The review folder (or its queue.json) made by `cfaudit review queue`.")
     ],
-    host: Annotated[
-        str, typer.Option(help="Address to listen on; 127.0.0.1 keeps the page on this machine.")
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 7860,
+    host: Host = "127.0.0.1",
+    port: Port = 7860,
 ) -> None:
     """Open the review page: each counterfactual beside its original and difference map, and the questions."""
     from cfaudit.errors import CfauditError

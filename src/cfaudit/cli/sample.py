@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from cfaudit.cli.options import CpuDevice, Model, Seed
+from cfaudit.cli.options import CpuDevice, Guidance, Model, Seed
 
 
 def sample_command(
@@ -18,7 +18,7 @@ def sample_command(
     n: Annotated[int, typer.Option(help="Images per prompt (seeds seed, seed+1, ...).")] = 1,
     seed: Seed = 0,
     steps: Annotated[int, typer.Option(help="DDIM steps.")] = 50,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (1: none).")] = 7.5,
+    guidance: Guidance = 7.5,
     batch_size: Annotated[int, typer.Option(help="Images per UNet batch.")] = 8,
     device: CpuDevice = "cpu",
 ) -> None:

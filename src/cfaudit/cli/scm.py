@@ -9,12 +9,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from cfaudit.cli.options import Device, Seed, SeedOverride
+from cfaudit.cli.options import Device, EditSplit, Limit, Resume, Seed, SeedOverride, command_group
 
-scm_app = typer.Typer(
-    name="scm",
-    help="The SCM baseline: a causal graph with learned mechanisms and a conditional HVAE; counterfactuals by do().",
-    no_args_is_help=True,
+scm_app = command_group(
+    "scm",
+    "The SCM baseline: a causal graph with learned mechanisms and a conditional HVAE; counterfactuals by do().",
 )
 
 
@@ -28,10 +27,7 @@ def train_command(
     steps: Annotated[
         int | None, typer.Option(help="Training steps of the image model (overrides the preset).")
     ] = None,
-    resume: Annotated[
-        str | None,
-        typer.Option(help="latest (the newest checkpoint in --out, if any) or a checkpoint folder."),
-    ] = None,
+    resume: Resume = None,
     config: Annotated[
         Path | None, typer.Option(help="YAML overriding the preset's keys (see cfaudit.scm.config).")
     ] = None,
@@ -80,8 +76,8 @@ def edit_command(
         typer.Option("--do", help="Intervention A=v on graph nodes, e.g. 'age=80' or 'sex=female'; repeat."),
     ],
     out: Annotated[Path, typer.Option(help="Folder for images, difference maps, edits.csv.")],
-    split: Annotated[str, typer.Option(help="Split of the index: train, val, test or all.")] = "test",
-    limit: Annotated[int | None, typer.Option(help="Edit only the first N images of the split.")] = None,
+    split: EditSplit = "test",
+    limit: Limit = None,
     latents: Annotated[
         str, typer.Option(help="noise: keep each latent's prior noise (default); fixed: keep the latents.")
     ] = "noise",

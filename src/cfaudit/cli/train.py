@@ -8,6 +8,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from cfaudit.cli.options import Resume, ShowProgress
+
 
 def log_to_console() -> None:
     """Show cfaudit's INFO messages (resumed from..., step losses in logs) on stderr, once."""
@@ -41,9 +43,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 def train_command(
     config: Annotated[Path, typer.Option(help="YAML training config (see configs/train/).")],
-    resume: Annotated[
-        str | None, typer.Option(help="`latest` (newest checkpoint in output_dir) or a checkpoint folder.")
-    ] = None,
+    resume: Resume = None,
     train_text_encoder: Annotated[
         bool | None,
         typer.Option(
@@ -62,7 +62,7 @@ def train_command(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override any config key: --set key=value (repeatable).")
     ] = None,
-    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+    progress: ShowProgress = True,
 ) -> None:
     """Fine-tune the UNet (by default only the UNet) of a Stable Diffusion model on captioned images."""
     from cfaudit.train.config import TrainConfig

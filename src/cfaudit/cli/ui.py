@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from cfaudit.cli.options import Device, Model
+from cfaudit.cli.options import Device, Host, Model, Port
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -43,10 +43,8 @@ def ui_command(
         Path | None,
         typer.Option(help="Attribute classifier folder (cfaudit classifiers train): scores before/after."),
     ] = None,
-    host: Annotated[
-        str, typer.Option(help="Address to listen on; 127.0.0.1 keeps the app on this machine.")
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 7860,
+    host: Host = "127.0.0.1",
+    port: Port = 7860,
     method: Annotated[
         str, typer.Option(help="Inversion preselected in the page: direct, nti, npi or ddim.")
     ] = "direct",

@@ -136,6 +136,20 @@ def head_status(row: Any, settings: CandidateSettings) -> tuple[str, float] | No
     return None
 
 
+def _test_columns(row: Any) -> dict[str, Any]:
+    """The columns a head and a region candidate share: the effect's interval, its tests and its controls."""
+    return {
+        "ci_low": row.ci_low,
+        "ci_high": row.ci_high,
+        "p_value": getattr(row, "p_value", math.nan),
+        "data_p": _data_p(row),
+        "q_value": _q(row),
+        "detectable": getattr(row, "detectable", math.nan),
+        "null_control": row.null_control,
+        "offtarget_control": row.offtarget_control,
+    }
+
+
 def head_candidates(cochange: pd.DataFrame, settings: CandidateSettings) -> list[dict[str, Any]]:
     rows = []
     for row in cochange[~cochange["intervened"].astype(bool)].itertuples(index=False):
@@ -152,14 +166,7 @@ def head_candidates(cochange: pd.DataFrame, settings: CandidateSettings) -> list
                 "flagged": status == "hidden",
                 "description": _head_sentence(row, status),
                 "effect": row.delta,
-                "ci_low": row.ci_low,
-                "ci_high": row.ci_high,
-                "p_value": getattr(row, "p_value", math.nan),
-                "data_p": _data_p(row),
-                "q_value": _q(row),
-                "detectable": getattr(row, "detectable", math.nan),
-                "null_control": row.null_control,
-                "offtarget_control": row.offtarget_control,
+                **_test_columns(row),
                 "label_association": row.label_association,
                 "data_association": row.data_association,
                 "classifier_bias": getattr(row, "classifier_bias", math.nan),
@@ -260,14 +267,7 @@ def region_candidates(clusters: pd.DataFrame, settings: CandidateSettings) -> li
                     f"{not_significant}"
                 ),
                 "effect": row.frequency,
-                "ci_low": row.ci_low,
-                "ci_high": row.ci_high,
-                "p_value": getattr(row, "p_value", math.nan),
-                "data_p": _data_p(row),
-                "q_value": _q(row),
-                "detectable": getattr(row, "detectable", math.nan),
-                "null_control": row.null_control,
-                "offtarget_control": row.offtarget_control,
+                **_test_columns(row),
                 "label_association": math.nan,
                 "data_association": row.data_support,
                 "classifier_bias": math.nan,

@@ -63,22 +63,46 @@ def _resolve_model_path(model: str, folder: Path) -> str:
     return model
 
 
+def _load_job_model(
+    job: Mapping[str, Any],
+    folder: Path,
+    kind: str,
+    load: Callable[[str], Any],
+    fingerprint: Callable[[Any], str],
+) -> Any:
+    """The model a job records (``load(location)``), checked against the job's recorded fingerprint.
+
+    ``kind`` names it in the reasons (``model``, ``SCM``); a model that cannot be loaded, or is not the one that
+    made the edits, raises :class:`ModelUnavailable`."""
+    model_id = str(job.get("model") or "")
+    location = _resolve_model_path(model_id, folder)
+    try:
+        model = load(location)
+    except (CfauditError, OSError) as error:
+        raise ModelUnavailable(f"{kind} {model_id!r} cannot be loaded ({error})") from None
+    recorded = job.get("model_fingerprint")
+    if recorded and fingerprint(model) != recorded:
+        raise ModelUnavailable(
+            f"{kind} {model_id!r} is not the one that made the edits (fingerprint differs)"
+        )
+    return model
+
+
 def diffusion_model_editor(job: Mapping[str, Any], folder: Path, device: str) -> _ModelEditor:
     """The diffusion editor of a ``cfaudit edit`` job, with the job's inversion and editing settings."""
-    model = str(job.get("model") or "")
-    location = _resolve_model_path(model, folder)
     import torch
 
     from cfaudit.edit.editor import CounterfactualEditor, Target
     from cfaudit.edit.job import JobSettings, model_fingerprint
 
-    try:
-        editor = CounterfactualEditor.load(location, device=device)
-    except (CfauditError, OSError) as error:
-        raise ModelUnavailable(f"model {model!r} cannot be loaded ({error})") from None
-    recorded = job.get("model_fingerprint")
-    if recorded and model_fingerprint(editor) != recorded:
-        raise ModelUnavailable(f"model {model!r} is not the one that made the edits (fingerprint differs)")
+    model = str(job.get("model") or "")
+    editor = _load_job_model(
+        job,
+        folder,
+        "model",
+        lambda location: CounterfactualEditor.load(location, device=device),
+        model_fingerprint,
+    )
     settings = JobSettings.from_dict(job.get("settings", {}))
 
     def run(images: list[np.ndarray], prompts: list[str], targets: list[str] | None) -> np.ndarray:
@@ -113,21 +137,16 @@ def diffusion_model_editor(job: Mapping[str, Any], folder: Path, device: str) ->
 
 def scm_model_editor(job: Mapping[str, Any], folder: Path, device: str) -> _ModelEditor:
     """The SCM of a ``cfaudit scm edit`` job: abduction, action, prediction with the job's settings."""
-    model_id = str(job.get("model") or "")
-    location = _resolve_model_path(model_id, folder)
     import torch
 
     from cfaudit.scm.counterfactual import ScmCounterfactuals, image_seed
     from cfaudit.scm.job import model_fingerprint
     from cfaudit.scm.model import CausalImageModel
 
-    try:
-        model = CausalImageModel.load(location, device=device)
-    except (CfauditError, OSError) as error:
-        raise ModelUnavailable(f"SCM {model_id!r} cannot be loaded ({error})") from None
-    recorded = job.get("model_fingerprint")
-    if recorded and model_fingerprint(model) != recorded:
-        raise ModelUnavailable(f"SCM {model_id!r} is not the one that made the edits (fingerprint differs)")
+    model_id = str(job.get("model") or "")
+    model = _load_job_model(
+        job, folder, "SCM", lambda location: CausalImageModel.load(location, device=device), model_fingerprint
+    )
     settings = job.get("settings", {})
     engine = ScmCounterfactuals(model, str(settings.get("latents", "noise")))
     seed = int(settings.get("seed", 0))

@@ -63,6 +63,11 @@ def decode_latents(components: PipelineComponents, latents: torch.Tensor) -> tor
     return images.mean(dim=1, keepdim=True)
 
 
+def _check_one_seed_each(prompts: Sequence[str], seeds: Sequence[int]) -> None:
+    if len(prompts) != len(seeds):
+        raise CfauditError(f"{len(prompts)} prompt(s) but {len(seeds)} seed(s); give one seed per image")
+
+
 @torch.no_grad()
 def sample_latents(
     components: PipelineComponents,
@@ -76,8 +81,7 @@ def sample_latents(
 ) -> torch.Tensor:
     """Denoise one batch: DDIM from seeded noise to clean latents ``[N, C, h, w]`` (not yet decoded)."""
     # 1. Check inputs
-    if len(prompts) != len(seeds):
-        raise CfauditError(f"{len(prompts)} prompt(s) but {len(seeds)} seed(s); give one seed per image")
+    _check_one_seed_each(prompts, seeds)
     # 2. Encode the prompts (and the empty prompt, for classifier-free guidance)
     cond = encode_prompts(components.text_encoder, components.tokenizer, prompts)
     uncond = None
@@ -110,8 +114,7 @@ def sample_images(
     negative_prompt: str = "",
 ) -> torch.Tensor:
     """Sample one image per (prompt, seed) pair in batches; returns ``[N, 1, H, W]`` in ``[0, 1]`` on CPU."""
-    if len(prompts) != len(seeds):
-        raise CfauditError(f"{len(prompts)} prompt(s) but {len(seeds)} seed(s); give one seed per image")
+    _check_one_seed_each(prompts, seeds)
     if batch_size < 1:
         raise CfauditError(f"batch size must be at least 1, got {batch_size}")
     out = []

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cfaudit.config_files import ConfigFile, read_yaml_mapping
+from cfaudit.config_files import ConfigFile, read_yaml_mapping, requirement
 from cfaudit.data.labels import LabelPolicy
 from cfaudit.errors import CfauditError
 from cfaudit.scm.graph import CausalGraph, default_graph
@@ -83,10 +83,7 @@ class ScmTrainConfig(ConfigFile):
         self.validate()
 
     def validate(self) -> None:
-        def need(condition: bool, message: str) -> None:
-            if not condition:
-                raise CfauditError(f"scm config: {message}")
-
+        need = requirement("scm config")
         unknown = sorted(set(self.model) - set(MODEL_KEYS))
         need(not unknown, f"model: unknown key(s) {', '.join(unknown)}; valid: {', '.join(MODEL_KEYS)}")
         need("resolution" in self.model, "model.resolution is missing (start from a preset: --preset small)")

@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from cfaudit.config_files import ConfigFile
-from cfaudit.errors import CfauditError
+from cfaudit.config_files import ConfigFile, requirement
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -93,10 +92,7 @@ class TrainConfig(ConfigFile):
         self.validate()
 
     def validate(self) -> None:
-        def need(condition: bool, message: str) -> None:
-            if not condition:
-                raise CfauditError(f"train config: {message}")
-
+        need = requirement("train config")
         need(
             self.resolution > 0 and self.resolution % 8 == 0,
             f"resolution {self.resolution} must be a positive multiple of 8",
@@ -184,10 +180,7 @@ class VaeTrainConfig(ConfigFile):
     eval_images: int = 32
 
     def __post_init__(self) -> None:
-        def need(condition: bool, message: str) -> None:
-            if not condition:
-                raise CfauditError(f"vae config: {message}")
-
+        need = requirement("vae config")
         need(
             self.resolution > 0 and self.resolution % 8 == 0,
             f"resolution {self.resolution} must be a positive multiple of 8",

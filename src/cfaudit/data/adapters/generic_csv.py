@@ -36,7 +36,7 @@ Example::
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -253,29 +253,22 @@ def load_csv(
     rows.drop_non_frontal(views)
 
     # 4. Demographics.
-    t = rows.table
-    raw_sex = apply_value_map(t["sex"], column_map.values.get("sex"))
-    sexes = normalize_values(raw_sex, normalize_sex)
-    rows.drop(
-        "unknown sex",
-        sexes.isna().to_numpy(),
-        value=t["sex"],
-        hint="use M/F/Male/Female, or map the value under values.sex in the column map",
+    def normalize_column(column: str, normalize: Callable[[Any], str], hint: str) -> None:
+        """Map the column's values (``values.<column>``), normalise them; skip the rows whose value is unknown."""
+        t = rows.table
+        normalized = normalize_values(apply_value_map(t[column], column_map.values.get(column)), normalize)
+        rows.drop(f"unknown {column}", normalized.isna().to_numpy(), value=t[column], hint=hint)
+        rows.table[column] = normalized.loc[rows.table.index]
+
+    normalize_column(
+        "sex", normalize_sex, "use M/F/Male/Female, or map the value under values.sex in the column map"
     )
-    rows.table["sex"] = sexes.loc[rows.table.index]
-    t = rows.table
     if "race" in mapped:
-        raw_race = apply_value_map(t["race"], column_map.values.get("race"))
-        races = normalize_values(raw_race, normalize_race)
-        rows.drop(
-            "unknown race",
-            races.isna().to_numpy(),
-            value=t["race"],
-            hint="use Asian/White/Black/Other/Unknown, or map the value under values.race",
+        normalize_column(
+            "race", normalize_race, "use Asian/White/Black/Other/Unknown, or map the value under values.race"
         )
-        rows.table["race"] = races.loc[rows.table.index]
     else:
-        t["race"] = UNKNOWN
+        rows.table["race"] = UNKNOWN
     rows.table["age"] = rows.drop_bad_ages(rows.table["age"])
 
     # 5. Findings.

@@ -188,28 +188,32 @@ def load_mimic(
     admissions["subject_id"] = admissions["subject_id"].str.strip()
     admissions = admissions[admissions["subject_id"].isin(rows.table["subject_id"].unique())]
     races, conflicts = _subject_races(admissions, race_column)
-    t = rows.table
-    bad = t["subject_id"].map(races["_bad_value"]).fillna("")
-    t["_a_line"] = t["subject_id"].map(races["_bad_line"])
-    rows.drop(
+
+    def drop_subjects(reason: str, values: pd.Series, lines: pd.Series, hint: str, always_skip: bool) -> None:
+        """Skip the rows of the subjects that have a ``values`` entry, citing their admissions ``lines``."""
+        t = rows.table
+        value = t["subject_id"].map(values).fillna("")
+        t["_a_line"] = t["subject_id"].map(lines)
+        mask = (value != "").to_numpy()
+        rows.drop(
+            reason,
+            mask,
+            value=value,
+            file=admissions_path,
+            line="_a_line",
+            hint=hint,
+            always_skip=always_skip,
+        )
+
+    drop_subjects(
         "unknown race",
-        (bad != "").to_numpy(),
-        value=bad,
-        file=admissions_path,
-        line="_a_line",
-        hint="a race/ethnicity spelling cfaudit does not know; report it, or fix the value",
+        races["_bad_value"],
+        races["_bad_line"],
+        "a race/ethnicity spelling cfaudit does not know; report it, or fix the value",
+        always_skip=False,
     )
-    t = rows.table
-    conflict = t["subject_id"].map(conflicts["races"]).fillna("")
-    t["_a_line"] = t["subject_id"].map(conflicts["_line"])
-    rows.drop(
-        "conflicting race across admissions",
-        (conflict != "").to_numpy(),
-        value=conflict,
-        file=admissions_path,
-        line="_a_line",
-        hint="",
-        always_skip=True,
+    drop_subjects(
+        "conflicting race across admissions", conflicts["races"], conflicts["_line"], "", always_skip=True
     )
     if len(conflicts):
         rows.warn(

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -111,22 +113,22 @@ def validate_label_table(frame: pd.DataFrame, origin: str) -> pd.DataFrame:
         )
 
     # Categorical columns hold a handful of distinct values: parse those once, not 80,000 times.
-    sex_codes, sex_values = pd.factorize(frame["sex"], use_na_sentinel=False)
-    sex_map = [_SEXES.get(str(v).strip().upper()) if not pd.isna(v) else None for v in sex_values]
-    parsed = np.asarray(sex_map, dtype=object)[sex_codes]
-    bad = pd.isna(parsed)
-    if bad.any():
-        raise fail(int(bad.nonzero()[0][0]), "sex", "is not M or F")
-    frame["sex"] = parsed.astype(str)
-    view_codes, view_values = pd.factorize(frame["view"], use_na_sentinel=False)
-    view_map = [
-        str(v).strip().upper() if str(v).strip().upper() in ("AP", "PA") else None for v in view_values
-    ]
-    parsed = np.asarray(view_map, dtype=object)[view_codes]
-    bad = pd.isna(parsed)
-    if bad.any():
-        raise fail(int(bad.nonzero()[0][0]), "view", "is not AP or PA")
-    frame["view"] = parsed.astype(str)
+    def parse_categorical(column: str, parse: Callable[[Any], str | None], what: str) -> None:
+        codes, values = pd.factorize(frame[column], use_na_sentinel=False)
+        parsed = np.asarray([parse(v) for v in values], dtype=object)[codes]
+        bad = pd.isna(parsed)
+        if bad.any():
+            raise fail(int(bad.nonzero()[0][0]), column, what)
+        frame[column] = parsed.astype(str)
+
+    parse_categorical(
+        "sex", lambda v: _SEXES.get(str(v).strip().upper()) if not pd.isna(v) else None, "is not M or F"
+    )
+    parse_categorical(
+        "view",
+        lambda v: str(v).strip().upper() if str(v).strip().upper() in ("AP", "PA") else None,
+        "is not AP or PA",
+    )
     bin_codes, bin_values = pd.factorize(frame["age_bin"], use_na_sentinel=False)
     bounds = np.asarray([_parse_bin(v) for v in bin_values], dtype=np.int64).reshape(-1, 2)[bin_codes]
     bad = bounds[:, 0] < 0
