@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -125,6 +125,7 @@ def run_demo(
         images=discover_images, detect_effect=discover_effect, steps=steps, seed=seed,
         progress=lambda stage, done, total: tell(f"discover: {stage}", done, total),
     )  # fmt: skip
+    assert found is not None  # None only on the helper processes of a multi-process launch
     result.discovery, result.candidates = out / "discovery", found.candidates
     if last < STAGES.index("report"):
         return result
@@ -151,8 +152,9 @@ def _stage_progress(progress: Progress | Callable[[int, int], None] | None) -> P
     except (TypeError, ValueError):
         staged = True
     if staged:
-        return progress  # type: ignore[return-value]
-    return lambda stage, done, total: progress(done, total) if stage == "phantom" else None  # type: ignore[call-arg]
+        return cast(Progress, progress)
+    phantom_progress = cast(Callable[[int, int], None], progress)
+    return lambda stage, done, total: phantom_progress(done, total) if stage == "phantom" else None
 
 
 def _check_discovery_options(images: int | str, effect: float, do: Sequence[str] | None) -> None:

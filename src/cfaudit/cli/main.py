@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -59,13 +60,18 @@ def _register_commands() -> None:
         module.register(app)
 
 
-def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+def _click_exception_types() -> tuple[
+    tuple[type[click.ClickException], ...],
+    tuple[type[Exception], ...],
+    tuple[type[click.exceptions.Exit | typer.Exit], ...],
+]:
     """(usage errors, aborts, exits) for the click that typer runs on: typer >= 0.26 vendors its own copy."""
-    errors: list[type] = [click.ClickException]
-    aborts: list[type] = [click.exceptions.Abort, typer.Abort]
-    exits: list[type] = [click.exceptions.Exit, typer.Exit]
+    errors: list[type[click.ClickException]] = [click.ClickException]
+    aborts: list[type[Exception]] = [click.exceptions.Abort, typer.Abort]
+    exits: list[type[click.exceptions.Exit | typer.Exit]] = [click.exceptions.Exit, typer.Exit]
     try:
-        from typer._click import exceptions as vendored  # type: ignore[import-not-found]
+        # By name: older typer has no such module, so a static import would not type-check on both
+        vendored = importlib.import_module("typer._click.exceptions")
     except ImportError:
         pass
     else:

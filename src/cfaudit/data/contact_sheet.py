@@ -23,7 +23,9 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def _fit(text: str, draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont, width: int) -> str:
+def _fit(
+    text: str, draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int
+) -> str:
     """Shorten a caption line with an ellipsis until it fits ``width`` pixels."""
     if draw.textlength(text, font=font) <= width:
         return text

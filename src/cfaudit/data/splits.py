@@ -43,7 +43,7 @@ def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
             f"split fractions {', '.join(map(str, fractions))}: give three non-negative numbers for "
             "train, val and test that sum to 1, e.g. 0.7,0.15,0.15"
         )
-    return values  # type: ignore[return-value]
+    return values
 
 
 def parse_fractions(text: str) -> tuple[float, float, float]:

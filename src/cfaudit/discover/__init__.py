@@ -33,7 +33,7 @@ __all__ = [
 class _CallableModule(types.ModuleType):
     """Lets ``import cfaudit; cfaudit.discover(...)`` mirror the command line."""
 
-    def __call__(self, *args: Any, **kwargs: Any) -> DiscoveryResult:
+    def __call__(self, *args: Any, **kwargs: Any) -> DiscoveryResult | None:
         return discover(*args, **kwargs)
 
 

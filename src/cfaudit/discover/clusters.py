@@ -102,7 +102,8 @@ def to_grid(difference: np.ndarray, grid: int) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(
-        Image.fromarray(difference.astype(np.float32)).resize((grid, grid), Image.BOX), dtype=np.float32
+        Image.fromarray(difference.astype(np.float32)).resize((grid, grid), Image.Resampling.BOX),
+        dtype=np.float32,
     )
 
 

@@ -75,7 +75,7 @@ def _crop(image: np.ndarray, x: float, y: float) -> np.ndarray:
 def _tile(array: np.ndarray) -> np.ndarray:
     if array.ndim == 2:
         array = np.repeat((np.clip(array, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=-1)
-    return np.asarray(Image.fromarray(array).resize((TILE, TILE), Image.BICUBIC))
+    return np.asarray(Image.fromarray(array).resize((TILE, TILE), Image.Resampling.BICUBIC))
 
 
 def write_cluster_evidence(

@@ -57,13 +57,15 @@ class LabelStatistics:
         races = np.array([_race_or_none(v) for v in table["race"]], dtype=object)
         known_sex = np.array([v is not None for v in sexes])
         known_race = np.array([v is not None for v in races])
-        values = {"sex": np.where(known_sex, (sexes == "Male").astype(float), np.nan)}
+        label_columns: dict[str, Any] = {"sex": np.where(known_sex, (sexes == "Male").astype(float), np.nan)}
         for group in RACES:
-            values[f"race:{group}"] = np.where(known_race, (races == group).astype(float), np.nan)
-        values["age"] = pd.to_numeric(table["age"], errors="coerce")
+            label_columns[f"race:{group}"] = np.where(known_race, (races == group).astype(float), np.nan)
+        label_columns["age"] = pd.to_numeric(table["age"], errors="coerce")
         for finding in FINDINGS:
-            values[finding] = findings[finding]
-        self.values = pd.DataFrame(values, index=table.index)[list(HEAD_COLUMNS)].to_numpy(dtype=np.float64)
+            label_columns[finding] = findings[finding]
+        self.values = pd.DataFrame(label_columns, index=table.index)[list(HEAD_COLUMNS)].to_numpy(
+            dtype=np.float64
+        )
         self.columns = tuple(columns)
         if values_override is not None:
             values_override = np.asarray(values_override, dtype=np.float64).reshape(len(table), -1)
@@ -76,7 +78,7 @@ class LabelStatistics:
             raise ValueError("labels give the head columns only; pass values for other columns")
         # The attributes an intervention can condition on: same encoding as the heads
         self.attributes = {"sex": sexes, "race": races}
-        self.ages = values["age"].to_numpy(dtype=np.float64)
+        self.ages = label_columns["age"].to_numpy(dtype=np.float64)
         self.findings = {finding: findings[finding].to_numpy(dtype=np.float64) for finding in FINDINGS}
 
     def _weights(self, conditions: Mapping[str, Any]) -> np.ndarray:
@@ -197,8 +199,9 @@ def _race_or_none(value: Any) -> str | None:
 
 def _source_value(record: Mapping[str, Any], name: str, policy: LabelPolicy) -> Any:
     if name == "age":
+        recorded: Any = record.get("age")  # anything: what float() cannot read is an unknown age
         try:
-            age = float(record.get("age"))
+            age = float(recorded)
         except (TypeError, ValueError):
             return None
         return None if math.isnan(age) else age

@@ -58,8 +58,9 @@ def is_eligible(
             except CfauditError:
                 return False
         elif name == "age":
+            recorded: Any = record.get("age")  # anything: what float() cannot read is no age recorded
             try:
-                if abs(float(record.get("age")) - float(value)) < 1.0:
+                if abs(float(recorded) - float(value)) < 1.0:
                     return False
             except (TypeError, ValueError):
                 continue  # no age recorded: an absolute age still makes a valid prompt

@@ -138,7 +138,8 @@ def _design_value(record: Mapping[str, Any], name: str, policy: Any) -> Any:
 
     try:
         if name == "age":
-            age = float(record.get("age"))
+            recorded: Any = record.get("age")  # anything: what float() cannot read is caught below
+            age = float(recorded)
             return None if math.isnan(age) else age / 10.0
         if name == "sex":
             return 1.0 if normalize_sex(record.get("sex")) == "Male" else 0.0

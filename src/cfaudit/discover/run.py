@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,7 +227,10 @@ def analyse(
             data_index.table.iloc[keep].reset_index(drop=True), data_index.root, data_index.meta
         )
     real = real_image_controls(classifier, data_index, policy, settings.regions)
-    records = {item.image_id: item.record for item in plan.items}
+    records: dict[str, Mapping[str, Any]] = {}
+    for item in plan.items:
+        assert item.record is not None  # the plan picks only images with a record
+        records[item.image_id] = item.record
     tests = family_size(interventions, atlas)
     cochange = cochange_table(
         scores, edits, interventions, labels, real.data, records, policy, settings.bootstrap, settings.seed,

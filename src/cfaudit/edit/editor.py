@@ -179,6 +179,7 @@ class CounterfactualEditor:
         latents = self.encode_images(images)
         cond = self.encode_prompts(source_prompts)
         null = self.encode_prompts([""])
+        assert settings.steps is not None  # InversionSettings sets the method's default steps when given none
         return invert(self.denoiser, self.grid(settings.steps), latents, cond, null, settings)
 
     def __call__(

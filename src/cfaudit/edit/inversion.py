@@ -62,10 +62,10 @@ class InversionSettings:
             raise CfauditError(
                 f"unknown inversion method {self.method!r}; choose one of {', '.join(INVERSION_METHODS)}"
             )
-        if self.steps is None:
-            object.__setattr__(self, "steps", DEFAULT_STEPS[self.method])
-        if self.steps < 1:
-            raise CfauditError(f"inversion steps must be at least 1, got {self.steps}")
+        steps = DEFAULT_STEPS[self.method] if self.steps is None else self.steps
+        object.__setattr__(self, "steps", steps)
+        if steps < 1:
+            raise CfauditError(f"inversion steps must be at least 1, got {steps}")
         if self.guidance_scale < 1.0:
             raise CfauditError(f"guidance scale must be >= 1, got {self.guidance_scale}")
         if self.inner_steps < 1:

@@ -9,6 +9,7 @@ age) and adds the figures to ``classifier.json``.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,9 @@ class AttributeClassifier:
         return {head.name: head.kind for head in HEADS}
 
     @classmethod
-    def load(cls, folder: str | Path, device: str | torch.device | None = None) -> AttributeClassifier:
+    def load(
+        cls, folder: str | os.PathLike[str], device: str | torch.device | None = None
+    ) -> AttributeClassifier:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -124,7 +127,9 @@ class AttributeClassifier:
     __call__ = predict
 
 
-def load_classifier(folder: str | Path, device: str | torch.device | None = None) -> AttributeClassifier:
+def load_classifier(
+    folder: str | os.PathLike[str], device: str | torch.device | None = None
+) -> AttributeClassifier:
     return AttributeClassifier.load(folder, device)
 
 

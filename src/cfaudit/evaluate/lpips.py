@@ -59,6 +59,9 @@ def _unit_normalize(features: torch.Tensor) -> torch.Tensor:
 class LPIPS(nn.Module):
     """``forward(x, y)`` -> one LPIPS distance per pair; ``x``, ``y``: ``(N, 1 or 3, H, W)`` in ``[-1, 1]``."""
 
+    shift: torch.Tensor  # buffers (register_buffer)
+    scale: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         # Constants of the method, not part of the weight file: kept out of the state dict.

@@ -125,7 +125,7 @@ def _resized(change: np.ndarray, size: int) -> np.ndarray:
     if change.shape[0] == size:
         return change
     return np.asarray(
-        Image.fromarray(change.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR)
+        Image.fromarray(change.astype(np.float32), mode="F").resize((size, size), Image.Resampling.BILINEAR)
     )
 
 

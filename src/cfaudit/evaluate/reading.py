@@ -101,7 +101,7 @@ def read_edit_folder(folder: str | Path) -> EditFolder:
     job: dict[str, Any] | None = None
     if kind == "job":
         job = read_job_json(folder)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for position, row in enumerate(table.to_dict("records")):
         line = position + 2  # the header is line 1
         where = f"{source}, line {line}"
@@ -109,7 +109,7 @@ def read_edit_folder(folder: str | Path) -> EditFolder:
             intervention = Intervention.parse(str(row["intervention"]))
         except CfauditError as error:
             raise CfauditError(f"{where}: {error}") from None
-        paths = {}
+        paths: dict[str, str] = {}
         for name in ("original", "counterfactual", "reconstruction"):
             value = str(row.get(name) or "").strip()
             if not value:
@@ -229,7 +229,8 @@ def factual_value(record: Mapping[str, Any], attribute: str, policy: LabelPolicy
     if attribute in ("sex", "race"):
         return str(record.get(attribute))
     if attribute == "age":
-        return float(record.get("age"))
+        age: Any = record.get("age")  # float() raises for a record without one
+        return float(age)
     return known_label_value(record, attribute, policy)
 
 

@@ -249,19 +249,19 @@ def plan_realism(
     ``realism``: ``None`` measures it when an index is given (real images are needed) and the features can be
     made; ``True`` makes a missing index or classifier trunk an error; ``False`` skips it.
     """
-    samples = [Path(s) for s in samples]
+    sample_folders = [Path(s) for s in samples]
     if realism is False:
-        if samples:
+        if sample_folders:
             raise CfauditError("--samples are scored for realism: drop --no-realism, or drop --samples")
         return RealismPlan(False, "off (--no-realism)")
     if index is None:
-        if realism or samples:
+        if realism or sample_folders:
             raise CfauditError("realism (FD, KID) needs real images: give --index (the index of the edited "
                                "images), or --no-realism")  # fmt: skip
         return RealismPlan(False, "not measured: it needs real images, give --index")
     if max_real < 2:
         raise CfauditError(f"--real-images must be at least 2, got {max_real}")
-    for folder in samples:
+    for folder in sample_folders:
         sample_images(folder)  # a missing or empty folder fails now, not after the scoring
     if realism is None and str(features) == FEATURES_CLASSIFIER and not has_trunk(classifier):
         message = (f"realism not measured: the classifier {type(classifier).__name__} has no network trunk for "
@@ -272,7 +272,7 @@ def plan_realism(
     from cfaudit.data.records import DataIndex
 
     extractor = feature_extractor(features, classifier, device)
-    return RealismPlan(True, "", extractor, DataIndex.read(index), Path(index), samples, max_real)
+    return RealismPlan(True, "", extractor, DataIndex.read(index), Path(index), sample_folders, max_real)
 
 
 def realism_table(

@@ -34,7 +34,7 @@ def _predict(classifier: Any, images: list[np.ndarray]) -> dict[str, np.ndarray]
     return {head: np.asarray(values, dtype=np.float64) for head, values in outputs.items()}
 
 
-def head_kind(head: str, values: np.ndarray) -> str:
+def head_kind(head: str, values: np.ndarray) -> metrics.HeadKind:
     if values.ndim == 2:
         return "categorical"
     return "regression" if head in metrics.REGRESSION_HEADS else "binary"

@@ -156,7 +156,7 @@ class CardFacts:
         if self.text_encoder == "minilm":
             return "all-MiniLM-L6-v2, pretrained and frozen (Apache-2.0)"
         layers, width = self.text_encoder_shape
-        trained = (self.unet_run.get("config") or {}).get("train_text_encoder")
+        trained: Any = (self.unet_run.get("config") or {}).get("train_text_encoder")  # a JSON value, if any
         state = {True: ", trained with the UNet", False: ", frozen in training"}.get(trained, "")
         return f"CLIP, {layers} layers of width {width}{state}"
 

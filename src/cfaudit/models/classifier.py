@@ -175,7 +175,7 @@ class DenseNet121(nn.Module):
         return F.adaptive_avg_pool2d(F.relu(self.features(x)), 1).flatten(1)
 
 
-def make_backbone(arch: str, in_channels: int = 1) -> nn.Module:
+def make_backbone(arch: str, in_channels: int = 1) -> ResNetSmall | DenseNet121:
     if arch == "resnet-small":
         return ResNetSmall(in_channels)
     if arch == "densenet121":
@@ -188,6 +188,8 @@ def make_backbone(arch: str, in_channels: int = 1) -> nn.Module:
 
 class AttributeNet(nn.Module):
     """Backbone + one linear layer for all heads; ``temperature`` holds one calibration value per head."""
+
+    temperature: torch.Tensor  # a buffer (register_buffer)
 
     def __init__(self, arch: str = "resnet-small") -> None:
         super().__init__()

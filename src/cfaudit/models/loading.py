@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -82,7 +83,7 @@ def check_pipeline_folder(folder: Path, label: str | None = None) -> None:
         raise CfauditError(f"{label}: missing scheduler/scheduler_config.json")
 
 
-def text_classes(folder: Path, label: str | None = None) -> tuple[type, type]:
+def text_classes(folder: Path, label: str | None = None) -> tuple[Any, Any]:
     """The text encoder and tokenizer classes a pipeline folder names (``model_index.json``, else CLIP's).
 
     Only the classes in :data:`TEXT_ENCODER_CLASSES` and :data:`TOKENIZER_CLASSES` are accepted: a folder cannot
@@ -157,9 +158,9 @@ def resolve_model(model: str | os.PathLike[str]) -> Path:
         ) from None
 
 
-def _load_strict(cls: type, folder: Path, **kwargs: object) -> object:
+def _load_strict(cls: Any, folder: Path, **kwargs: object) -> object:
     """``from_pretrained`` that refuses a weights file lacking tensors (both libraries would fill them with
-    random values and only log a warning)."""
+    random values and only log a warning). ``cls``: a diffusers or transformers model class."""
     model, info = cls.from_pretrained(str(folder), use_safetensors=True, output_loading_info=True, **kwargs)
     missing = [k for k in info.get("missing_keys", []) if "position_ids" not in k]
     mismatched = info.get("mismatched_keys") or []

@@ -93,7 +93,8 @@ def load_minilm(folder: Path | None = None) -> tuple[Any, Any]:
     Never downloads: without ``folder`` the cached asset is used, and its absence is an error naming
     ``cfaudit assets fetch --minilm``.
     """
-    from transformers import BertModel, BertTokenizerFast
+    # transformers 5 keeps BertTokenizerFast only as a runtime alias of BertTokenizer, absent from its types
+    from transformers import BertModel, BertTokenizerFast  # type: ignore[attr-defined]
 
     folder = folder or minilm_dir(fetch=False)
     encoder = BertModel.from_pretrained(str(folder), use_safetensors=True)

@@ -26,7 +26,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import pandas as pd
 
@@ -281,7 +281,7 @@ def read_json(path: Path, producer: str = "cfaudit") -> dict[str, Any]:
     return data
 
 
-def _is_fraction(value: Any) -> bool:
+def _is_fraction(value: Any) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1
 
 

@@ -375,7 +375,8 @@ def power_view(discovery: DiscoveryInput) -> dict[str, Any] | None:
     if power is None or power.empty:
         return None
     from_json = discovery.power_source == DISCOVERY_FILE
-    settings = discovery.meta.get("settings") if isinstance(discovery.meta.get("settings"), dict) else {}
+    recorded_settings = discovery.meta.get("settings")
+    settings = recorded_settings if isinstance(recorded_settings, dict) else {}
     auto = str(settings.get("images", "")).strip().lower() == "auto" or any(
         power[c].notna().any() for c in ("requested", "eligible") if c in power
     )

@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import matplotlib
 import numpy as np
@@ -29,6 +29,9 @@ from PIL import Image
 
 from cfaudit.errors import CfauditError
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -40,7 +43,7 @@ FRAME_COLOUR = "#cbd2d9"
 DPI = 110
 #: Example thumbnails are drawn at this many inches per panel (about 140 px at :data:`DPI`).
 PANEL_INCHES = 1.3
-_STYLE = {
+_STYLE: dict[RcKeyType, Any] = {
     "font.size": 8.5,
     "axes.titlesize": 9,
     "axes.labelsize": 8.5,

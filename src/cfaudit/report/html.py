@@ -159,7 +159,8 @@ def render_report(
         absent.append(
             ("Counterfactual examples", "no edits.csv found; run `cfaudit edit` and add its folder")
         )
-    toc = [("summary", "Summary", [])]
+    # (anchor, title, [(anchor, name) of each section when a group has several])
+    toc: list[tuple[str, str, list[tuple[str, str]]]] = [("summary", "Summary", [])]
     for group_title, sections in (
         ("Data set", datasets), ("Counterfactual quality", evaluations), ("Hidden relations", discoveries),
         ("Expert review", reviews), ("Counterfactual examples", edit_jobs),

@@ -33,7 +33,8 @@ def dataset_section(dataset: DatasetInput, number_: int) -> dict[str, Any]:
     header, rows = paper_rows(table1(index, policy))
     associations, left_out = dataset.label_associations(policy)
     figure = figures.association_heatmap(associations) if len(associations) >= 2 else None
-    summary = meta.get("summary") if isinstance(meta.get("summary"), dict) else {}
+    recorded_summary = meta.get("summary")
+    summary = recorded_summary if isinstance(recorded_summary, dict) else {}
     return {
         "id": f"data-{number_}",
         "title": "Data set",

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -93,7 +94,11 @@ class Agreement:
     note: str = ""
 
 
-def agreement(labels: Mapping[Hashable, Mapping[str, Hashable]]) -> Agreement:
+#: Whatever names a rated item (a mapping's keys are invariant, so one type variable for any of them).
+Item = TypeVar("Item", bound=Hashable)
+
+
+def agreement(labels: Mapping[Item, Mapping[str, Hashable]]) -> Agreement:
     """Agreement of the reviewers in ``labels`` (item -> reviewer -> answer); see the module docstring."""
     reviewers = tuple(sorted({reviewer for by in labels.values() for reviewer in by}))
     if len(reviewers) < 2:

@@ -509,7 +509,7 @@ def read_queue(path: str | os.PathLike[str]) -> ReviewQueue:
             items=items,
             created=str(data.get("created", "")),
             settings=dict(data.get("settings") or {}),
-            candidates_file=tuple(source["candidates"]) if source.get("candidates") else None,  # type: ignore[arg-type]
+            candidates_file=tuple(source["candidates"]) if source.get("candidates") else None,
         )
     except (KeyError, TypeError, ValueError) as error:
         raise CfauditError(

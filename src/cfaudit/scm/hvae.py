@@ -28,8 +28,9 @@ difference is exactly zero, so the null intervention returns the input bit for b
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -100,6 +101,7 @@ class StochasticBlock(nn.Module):
         self.block = ResBlock(width, inner, scale=scale)
         with torch.no_grad():  # start with prior = N(0, 1) and no extra features
             self.prior.c3.weight.zero_()
+            assert self.prior.c3.bias is not None  # a Conv2d made with its bias
             self.prior.c3.bias.zero_()
             self.z_proj.weight.mul_(scale)
 
@@ -228,7 +230,7 @@ class HierarchicalVAE(ModelMixin, ConfigMixin):
         h = self.stem(x)
         activations = []
         for level, blocks in enumerate(self.encoder):
-            for block in blocks:
+            for block in cast(Iterable[ResBlock], blocks):  # ModuleList items are typed as any Module
                 h = block(h)
             activations.append(h)
             if level < len(self.down):
@@ -240,14 +242,14 @@ class HierarchicalVAE(ModelMixin, ConfigMixin):
         h = self.top.expand(parents.shape[0], -1, -1, -1)
         k = 0
         for level in reversed(range(len(self.stochastic))):
-            for block in self.stochastic[level]:
+            for block in cast(Iterable[StochasticBlock], self.stochastic[level]):  # see encode
                 h_in = block.condition(h, parents)
                 prior_mean, prior_log_scale, features = block.prior_params(h_in)
                 z = choose(k, block, level, h_in, prior_mean, prior_log_scale)
                 h = block.fold(h_in, features, z)
                 k += 1
-            for block in self.deterministic[level]:
-                h = block(h, parents)
+            for decoder_block in cast(Iterable[DecoderBlock], self.deterministic[level]):  # see encode
+                h = decoder_block(h, parents)
             if level > 0:
                 h = self.up[level - 1](F.interpolate(h, scale_factor=2, mode="nearest"))
         mean, log_scale = self.head(F.gelu(h)).chunk(2, dim=1)

@@ -174,6 +174,7 @@ def _edit_batch(
     # 3. Files and rows
     rows = []
     for b, item in enumerate(batch):
+        assert item.record is not None  # every item's record was checked on entry
         folder = image_folder(out, item.image_id)
         original = ((images[b, 0].numpy() + 1.0) / 2.0).clip(0, 1)
         reconstruction = ((result.identity[b, 0].numpy() + 1.0) / 2.0).clip(0, 1)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -58,8 +58,9 @@ class _LinearPlusMLP(nn.Module):
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
         if self.mlp is not None:
-            nn.init.zeros_(self.mlp[2].weight)
-            nn.init.zeros_(self.mlp[2].bias)
+            output_layer = cast(nn.Linear, self.mlp[2])  # Sequential indexing is typed as any Module
+            nn.init.zeros_(output_layer.weight)
+            nn.init.zeros_(output_layer.bias)
 
     def forward(self, parents: torch.Tensor) -> torch.Tensor:
         out = self.linear(parents)
@@ -149,6 +150,9 @@ class CategoricalMechanism(nn.Module):
 
 class ContinuousMechanism(nn.Module):
     """A mixture-of-logistics CDF flow on the standardised value: ``u = F((v - center) / scale | pa)``."""
+
+    center: torch.Tensor  # buffers (register_buffer)
+    scale: torch.Tensor
 
     def __init__(self, parent_dim: int, components: int = 4, hidden: int = 16) -> None:
         super().__init__()
@@ -370,7 +374,8 @@ def fit_mechanisms(
         for name in continuous:
             if dequantize > 0:
                 batch[name] = batch[name] + (torch.rand(len(rows), generator=generator) - 0.5) * dequantize
-        loss = -sum(log_prob.mean() for log_prob in mechanisms.log_prob(batch).values())
+        # sum() of tensors is a tensor (typed as possibly its int start, 0)
+        loss = cast(torch.Tensor, -sum(log_prob.mean() for log_prob in mechanisms.log_prob(batch).values()))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

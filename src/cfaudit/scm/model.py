@@ -44,9 +44,9 @@ class CausalImageModel:
         meta: dict[str, Any] | None = None,
     ) -> None:
         expected = graph.parent_dim(IMAGE)
-        if int(hvae.config.parent_dim) != expected:
+        if int(hvae.config["parent_dim"]) != expected:
             raise CfauditError(
-                f"the image model takes {hvae.config.parent_dim} parent features but the graph gives {expected}; "
+                f"the image model takes {hvae.config['parent_dim']} parent features but the graph gives {expected}; "
                 "the model and graph do not belong together"
             )
         self.graph = graph

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 DEMO_SCM = "cfaudit/scm/demo_model"
@@ -14,6 +15,6 @@ def demo_scm_dir() -> Path:
     return Path(__file__).resolve().parent / "demo_model"
 
 
-def resolve_scm_model(name: str | Path) -> Path:
+def resolve_scm_model(name: str | os.PathLike[str]) -> Path:
     """``demo`` -> the shipped model's folder; anything else is a path."""
     return demo_scm_dir() if str(name) == "demo" else Path(name)

@@ -113,7 +113,8 @@ class EpochOrder:
     """Rows in a fresh random order every epoch, drawn from one generator (its state is the loop's state)."""
 
     def __init__(self, n_rows: int) -> None:
-        self.n_rows, self.order, self.position, self.epoch = n_rows, None, 0, 0
+        self.n_rows, self.position, self.epoch = n_rows, 0, 0
+        self.order: torch.Tensor | None = None  # a permutation of the rows, drawn at each epoch's start
 
     def next(self, n: int, generator: torch.Generator) -> torch.Tensor:
         rows: list[int] = []
@@ -314,13 +315,14 @@ def evaluate_hvae(
     values = graph.encode(subset.table, config.policy(), origin=config.index)
     device = next(hvae.parameters()).device
     parents = mechanisms.features(values, graph.image_parents).to(device)
-    pixels = load_images_uint8(subset, int(hvae.config.resolution))
+    pixels = load_images_uint8(subset, int(hvae.config["resolution"]))
     bits, l1 = [], []
     generator = torch.Generator().manual_seed(config.seed)
     for start in range(0, len(subset), 64):
         x = to_unit_range(pixels[start : start + 64]).to(device)
         pa = parents[start : start + 64]
-        bits.append(hvae(x, pa, generator=generator)["bits_per_dim"].item() * len(x))
+        # diffusers' ModelMixin subclasses lose nn.Module.__call__ in its type information
+        bits.append(hvae(x, pa, generator=generator)["bits_per_dim"].item() * len(x))  # type: ignore[operator]
         l1.append(((hvae.reconstruct(x, pa) - x).abs().flatten(1).mean(dim=1) / 2).sum().item())
     return {
         "images": len(subset),

@@ -171,7 +171,7 @@ def timestep_sampling_weights(config: TrainConfig, num_timesteps: int) -> torch.
 
 def _next_rows(state: dict[str, Any], n: int, data_gen: torch.Generator) -> torch.Tensor:
     """The next ``n`` rows of the epoch's shuffled order (a new permutation when an epoch ends)."""
-    rows = []
+    rows: list[int] = []
     while len(rows) < n:
         if state["order"] is None or state["position"] >= len(state["order"]):
             state["order"] = torch.randperm(state["n_rows"], generator=data_gen)
@@ -189,7 +189,8 @@ def _trainable(config: TrainConfig, components: PipelineComponents) -> list[dict
     if config.lora_rank:
         from peft import LoraConfig
 
-        unet.add_adapter(LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha or config.lora_rank,
+        # peft annotates lora_alpha as int but takes any number (the scale is lora_alpha / r)
+        unet.add_adapter(LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha or config.lora_rank,  # type: ignore[arg-type]
                                     init_lora_weights="gaussian", target_modules=["to_k", "to_q", "to_v", "to_out.0"]))  # fmt: skip
         groups = [{"params": [p for p in unet.parameters() if p.requires_grad], "lr": config.learning_rate}]
     else:
@@ -422,7 +423,7 @@ def train(
     with bar:
         while state["step"] < config.max_steps:
             step_started = time.perf_counter()
-            step_loss = 0.0
+            step_loss: float | torch.Tensor = 0.0  # a tensor while the micro-batches add up, then their mean
             for micro in range(config.gradient_accumulation_steps):
                 rows = _next_rows(state, config.batch_size * accelerator.num_processes, data_gen)
                 rows = rows[accelerator.process_index :: accelerator.num_processes]
@@ -468,23 +469,25 @@ def train(
             state["step"] += 1
             steps_this_call += 1
             # the loss of the whole batch: the mean over processes (one number per step, the same on each)
-            step_loss = accelerator.reduce(torch.as_tensor(step_loss, device=device).float(), "mean").item()
-            result.losses.append(step_loss)
+            batch_loss: float = accelerator.reduce(
+                torch.as_tensor(step_loss, device=device).float(), "mean"
+            ).item()
+            result.losses.append(batch_loss)
             result.step_seconds.append(time.perf_counter() - step_started)
 
             # Logging, samples, checkpoints: all visible here
             elapsed = time.perf_counter() - started
             ips = steps_this_call * per_step / max(elapsed, 1e-9)
-            bar.update(task, completed=state["step"], loss=step_loss, ips=ips)
+            bar.update(task, completed=state["step"], loss=batch_loss, ips=ips)
             if state["step"] % config.log_every == 0 or state["step"] == config.max_steps:
-                accelerator.log({"loss": step_loss, "lr": lr_scheduler.get_last_lr()[0], "images_per_second": ips},
+                accelerator.log({"loss": batch_loss, "lr": lr_scheduler.get_last_lr()[0], "images_per_second": ips},
                                 step=state["step"])  # fmt: skip
                 if not progress and accelerator.is_main_process:
                     log.info(
                         "step %d/%d loss %.4f (%.1f images/s)",
                         state["step"],
                         config.max_steps,
-                        step_loss,
+                        batch_loss,
                         ips,
                     )
             if config.sample_every and state["step"] % config.sample_every == 0:

@@ -366,8 +366,8 @@ def build_app(
             )
 
         # A hidden stand-in keeps the outputs' shape when there is no data set to pick from.
-        picker = picker if picker is not None else gr.State(None)
-        source_outputs = [source_state, preview, metadata, prompt, status, upload, picker]
+        picker_output = picker if picker is not None else gr.State(None)
+        source_outputs = [source_state, preview, metadata, prompt, status, upload, picker_output]
         upload.upload(on_upload, upload, source_outputs)
         upload.clear(on_clear, None, source_outputs)
         if isinstance(picker, gr.Dropdown):

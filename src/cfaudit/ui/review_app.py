@@ -277,6 +277,7 @@ def build_review_app(session: ReviewSession) -> Any:
         saved = rated.get(session.item(position).key)
         mark = saved.mark if saved is not None else None
         state = {**state, "position": position, "mark": list(mark) if mark else None}
+        pictures: tuple[np.ndarray, np.ndarray, np.ndarray] | tuple[None, None, None]
         try:
             pictures = session.pictures(position, mark)
             about = session.describe(position)
@@ -333,7 +334,7 @@ def build_review_app(session: ReviewSession) -> Any:
             mark = tuple(state["mark"]) if state.get("mark") else None
             saved = session.save(
                 reviewer, position, plausible == PLAUSIBLE[0], intended == YES_NO[0], other == YES_NO[0],
-                mark, comment or "",  # type: ignore[arg-type]
+                mark, comment or "",
             )  # fmt: skip
         except Exception as error:
             return keep_answers(state, failure(error))

@@ -183,13 +183,13 @@ class EditorSession:
         device: str | None = None,
     ) -> EditorSession:
         """Load the model (``demo``, a folder or a cached hub id) and the classifier, as ``cfaudit edit`` does."""
-        device = resolve_device(device)
-        editor = CounterfactualEditor.load(model, device=device)
+        resolved_device = resolve_device(device)
+        editor = CounterfactualEditor.load(model, device=resolved_device)
         judge = None
         if classifier is not None:
             from cfaudit.evaluate.classifiers import load_classifier
 
-            judge = load_classifier(classifier, device=device)
+            judge = load_classifier(classifier, device=resolved_device)
         return cls(editor, model, work_dir, judge, cache_dir)
 
     @property

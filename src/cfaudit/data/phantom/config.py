@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,7 +222,7 @@ class PhantomConfig:
         return config
 
 
-def load_config(path: str | Path | None = None) -> PhantomConfig:
+def load_config(path: str | os.PathLike[str] | None = None) -> PhantomConfig:
     """Read and validate a phantom YAML config (``None``: the shipped default)."""
     path = Path(path) if path is not None else default_config_path()
     data = read_yaml(path, missing=f"no such phantom config; give a YAML file (see {default_config_path()})")

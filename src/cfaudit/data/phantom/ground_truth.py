@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -70,7 +71,7 @@ class PhantomReplay:
         """The image drawn again (uint8), at ``size`` (default: the folder's), optionally without its grain and
         with anatomy parameters replaced (``aortic_knob=0.07``)."""
         plan = self.plan(image_id)
-        changes = dict(anatomy)
+        changes: dict[str, Any] = dict(anatomy)  # field names checked by replace()
         if not grain:
             changes["noise"] = 0.0
         if changes:

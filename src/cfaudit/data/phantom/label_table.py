@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,13 @@ class LabelTable:
     frame: pd.DataFrame  # COLUMNS plus age_low / age_high
     source: str
     sha256: str
+
+    # Derived in __post_init__; not arguments, and left out of repr and comparisons
+    _groups: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = field(
+        init=False, repr=False, compare=False
+    )
+    _all_cum: np.ndarray = field(init=False, repr=False, compare=False)
+    _bins: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         frame = self.frame

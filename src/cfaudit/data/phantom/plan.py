@@ -92,7 +92,9 @@ def plan_image(
 def _shift(relation: Relation, record: dict[str, Any]) -> float:
     value = cause_value(relation, record)
     if relation.cause == "age":
+        assert relation.shift_per_decade is not None  # the config loader requires it for an age cause
         return float(relation.shift_per_decade) * value
+    assert relation.shift_if_present is not None  # the config loader requires it for a binary cause
     return float(relation.shift_if_present) * value
 
 
@@ -108,9 +110,12 @@ def device_probabilities(record: dict[str, Any], config: PhantomConfig) -> dict[
         value = cause_value(relation, record)
         if relation.cause == "age":
             p = min(max(probability[kind], 1e-9), 1 - 1e-9)
+            assert relation.log_odds_per_decade is not None  # the config loader requires it for an age cause
             logit = np.log(p / (1 - p)) + float(relation.log_odds_per_decade) * value
             probability[kind] = float(1.0 / (1.0 + np.exp(-logit)))
         else:
+            # the config loader requires both for a binary cause
+            assert relation.p_if_present is not None and relation.p_if_absent is not None
             probability[kind] = float(relation.p_if_present if value else relation.p_if_absent)
     return probability
 

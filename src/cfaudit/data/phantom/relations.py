@@ -68,8 +68,11 @@ def apply_finding_relations(
             current[members] = positive[members].mean()
         if relation.cause == "age":
             q = np.clip(current, 1e-6, 1 - 1e-6)
+            assert relation.log_odds_per_decade is not None  # the config loader requires it for an age cause
             target = _logistic(np.log(q / (1 - q)) + float(relation.log_odds_per_decade) * values)
         else:
+            # the config loader requires both for a binary cause
+            assert relation.p_if_present is not None and relation.p_if_absent is not None
             target = np.where(values == 1.0, float(relation.p_if_present), float(relation.p_if_absent))
         keep = np.where(current > 0, np.minimum(1.0, target / np.maximum(current, 1e-12)), 1.0)
         gain = np.where(
