@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from cfaudit import assets as cfaudit_assets
 from cfaudit.cli import assets as assets_cli
-from cfaudit.evaluate import lpips_weights
+from cfaudit.models import lpips_weights
 from cfaudit.models import tokenizer as tokenizer_module
 
 

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from cfaudit.errors import CfauditError
-from cfaudit.evaluate import lpips_weights
-from cfaudit.evaluate.lpips import LPIPS
+from cfaudit.models import lpips_weights
+from cfaudit.models.lpips import LPIPS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lpips"
 

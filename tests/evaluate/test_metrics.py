@@ -50,7 +50,7 @@ def test_uint8_images_are_read_as_fractions_and_bad_ranges_refused() -> None:
 
 
 def test_lpips_distance_on_unit_range_grayscale_batches() -> None:
-    from cfaudit.evaluate.lpips_weights import fetch_lpips_weights
+    from cfaudit.models.lpips_weights import fetch_lpips_weights
 
     fetch_lpips_weights()
     image = chest_like(96, seed=3)

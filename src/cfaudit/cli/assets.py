@@ -34,7 +34,7 @@ def fetch_command(
     import shutil
 
     from cfaudit.assets import cache_dir
-    from cfaudit.evaluate.lpips_weights import fetch_lpips_weights
+    from cfaudit.models.lpips_weights import fetch_lpips_weights
     from cfaudit.models.tokenizer import TOKENIZER_DIRNAME, sd_tokenizer_dir
 
     console = Console()
@@ -54,7 +54,7 @@ def fetch_command(
 def asset_rows() -> list[dict[str, str | bool]]:
     """What is on disk: one row per asset (name, present, path, detail)."""
     from cfaudit.assets import cache_dir
-    from cfaudit.evaluate.lpips_weights import lpips_status
+    from cfaudit.models.lpips_weights import lpips_status
     from cfaudit.models.tokenizer import TOKENIZER_DIRNAME
 
     lpips = lpips_status()

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-StageProgress = Callable[[str, int, int], None]
+from cfaudit import progress
 
 
 @contextmanager
-def staged_progress(console: Console) -> Iterator[StageProgress]:
+def staged_progress(console: Console) -> Iterator[progress.Progress]:
     """Yield ``progress(stage, done, total)``: the first call of a stage adds its bar, later calls move it."""
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -304,7 +304,7 @@ def _describe(edit_folder: EditFolder) -> str:
 def _lpips_provenance(lpips_model: Any) -> dict[str, Any]:
     if lpips_model is not None:
         return {"model": type(lpips_model).__name__, "weights": "given by the caller"}
-    from cfaudit.evaluate.lpips_weights import lpips_status
+    from cfaudit.models.lpips_weights import lpips_status
 
     status = lpips_status()
     return {"model": "AlexNet v0.1", "weights": status.get("path"), "record": status.get("record")}

@@ -109,7 +109,7 @@ def l1_distance(originals: ImageBatch, counterfactuals: ImageBatch, size: int = 
 
 @functools.lru_cache(maxsize=4)
 def _pretrained_lpips(device: str):  # -> LPIPS
-    from cfaudit.evaluate.lpips import LPIPS
+    from cfaudit.models.lpips import LPIPS
 
     return LPIPS.from_pretrained(device=device)
 

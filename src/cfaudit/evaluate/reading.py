@@ -31,7 +31,7 @@ from cfaudit.data.interventions import Intervention, caption_record
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy, known_label_value
 from cfaudit.data.vocabulary import FINDINGS, PATHOLOGIES
 from cfaudit.errors import CfauditError
-from cfaudit.evaluate.lpips import MIN_SIZE as LPIPS_MIN_SIZE
+from cfaudit.models.lpips import MIN_SIZE as LPIPS_MIN_SIZE
 
 #: Paper columns in the order the paper prints them; combined columns follow, sorted.
 KIND_ORDER: tuple[str, ...] = ("sex", "disease", "race", "age")

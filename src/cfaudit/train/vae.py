@@ -2,7 +2,7 @@
 
 SD's VAE is pretrained and never changes; the tiny CPU preset has none, so it is trained here first, once, on the
 data set's images, and then shipped like SD's. The loss is SD's autoencoder loss without the adversarial part:
-reconstruction (L1, optionally + ``mse_weight`` x squared error) + ``lpips_weight`` x LPIPS (the AlexNet network of :mod:`cfaudit.evaluate.lpips`, which keeps
+reconstruction (L1, optionally + ``mse_weight`` x squared error) + ``lpips_weight`` x LPIPS (the AlexNet network of :mod:`cfaudit.models.lpips`, which keeps
 edges and thin structures that L1 alone lets blur) + a small KL term that keeps the latent space smooth. The
 loop trains on random crops (the VAE is convolutional) and checkpoints as the UNet trainer does (weights,
 optimizer, schedule and generator, no pickle), so a long run resumes where it was killed; every checkpoint also
@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 from cfaudit.data.records import DataIndex
 from cfaudit.errors import CfauditError
-from cfaudit.evaluate.lpips import LPIPS
 from cfaudit.models.loading import load_components
+from cfaudit.models.lpips import LPIPS
 from cfaudit.models.model_card import write_card_quietly
 from cfaudit.train import checkpoint as ckpt
 from cfaudit.train.config import VaeTrainConfig

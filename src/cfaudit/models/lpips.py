@@ -11,7 +11,7 @@ The network is the one of the ``lpips`` package (``LPIPS(net="alex", version="0.
 4. a learned 1x1 linear head (no bias) weights the channels; the result is averaged over space;
 5. the five layer scores are summed into one distance per image pair.
 
-Grayscale inputs are repeated to three channels. Weights come from :mod:`cfaudit.evaluate.lpips_weights`.
+Grayscale inputs are repeated to three channels. Weights come from :mod:`cfaudit.models.lpips_weights`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from cfaudit.errors import CfauditError
-from cfaudit.evaluate.lpips_weights import TAP_CHANNELS, load_lpips_state
+from cfaudit.models.lpips_weights import TAP_CHANNELS, load_lpips_state
 
 #: LPIPS's ScalingLayer constants for inputs in [-1, 1].
 SHIFT = (-0.030, -0.088, -0.188)
