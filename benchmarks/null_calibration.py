@@ -32,7 +32,7 @@ from cfaudit.atomic_io import write_json
 from cfaudit.data.adapters import build_index, write_index
 from cfaudit.data.phantom import default_config_path, generate_phantom, load_config
 from cfaudit.demo import DEMO_DETECT_EFFECT, DEMO_INTERVENTIONS
-from cfaudit.demo_training import _SCALED, DEMO_UNET_RECIPE
+from cfaudit.demo_training import train_demo_editor
 from cfaudit.discover.api import discover
 from cfaudit.discover.candidates import CandidateSettings
 
@@ -45,31 +45,6 @@ def null_phantom(folder: Path, seed: int, n: int, size: int) -> Path:
     if not index.is_file():
         write_index(build_index("phantom", phantom.out, seed=seed), index)
     return index
-
-
-def fit_models(folder: Path, index: Path, seed: int, scale: float) -> tuple[str, str, float]:
-    """The demo's UNet and classifier recipes fitted on ``index``; returns (model, classifier, seconds)."""
-    from cfaudit.models.random_init import write_random_pipeline
-    from cfaudit.train.classifier import ClassifierConfig, train_classifier
-    from cfaudit.train.config import TrainConfig
-    from cfaudit.train.trainer import train
-
-    started = time.perf_counter()
-    init = folder / "init"
-    if not (init / "model_index.json").is_file():
-        write_random_pipeline(init, "tiny", seed=seed, vae_from="demo")
-    unet = folder / "unet"
-    if not (unet / "model" / "model_index.json").is_file():
-        recipe = {**DEMO_UNET_RECIPE, **{k: max(1, round(DEMO_UNET_RECIPE[k] * scale)) for k in _SCALED}}
-        config = TrainConfig(model=str(init), index=str(index), split="train", output_dir=str(unet), seed=seed,
-                             sample_every=0, **recipe)  # fmt: skip
-        train(config, resume="latest" if (unet / "checkpoints").is_dir() else None, progress=False)
-    classifier = folder / "classifier"
-    if not (classifier / "classifier.json").is_file():
-        train_classifier(
-            index, classifier, ClassifierConfig(epochs=max(1, round(15 * scale)), seed=seed), device="cpu"
-        )
-    return str(unet / "model"), str(classifier), time.perf_counter() - started
 
 
 def main() -> None:
@@ -89,9 +64,12 @@ def main() -> None:
     for seed in args.model_seed:
         folder = args.out / f"phantom-{seed}"
         index = null_phantom(folder, seed, args.n, args.size)
-        model, classifier, seconds = fit_models(folder / "models", index, seed, args.scale)
-        models[seed] = (model, classifier)
-        print(f"model seed {seed}: fitted ({seconds / 60:.1f} min this call)", flush=True)
+        started = time.perf_counter()
+        models[seed] = train_demo_editor(folder / "models", index, seed, lambda *_: None, args.scale)
+        print(
+            f"model seed {seed}: fitted ({(time.perf_counter() - started) / 60:.1f} min this call)",
+            flush=True,
+        )
 
     rows = []
     for seed in args.data_seed:

@@ -41,26 +41,63 @@ DEMO_UNET_RECIPE: dict[str, Any] = {
 _SCALED = ("max_steps", "lr_warmup_steps", "checkpoint_every")
 
 
+def _scaled(count: int, scale: float) -> int:
+    return max(1, round(count * scale))
+
+
 def train_demo_models(
     folder: Path, index_path: Path, seed: int, tell: Progress, scale: float = 1.0
 ) -> tuple[str, str, str]:
     """Train the demo's UNet and text encoder (on the shipped autoencoder), the classifier and the SCM into
     ``folder``. ``scale`` multiplies every step and epoch count. Returns (diffusion model folder, classifier
     folder, SCM model folder); the seconds each took are in ``folder/timing.json``."""
-
-    def steps(count: int) -> int:
-        return max(1, round(count * scale))
-
     from cfaudit.atomic_io import write_json
-    from cfaudit.models.random_init import write_random_pipeline
     from cfaudit.scm.config import load_config as load_scm_config
     from cfaudit.scm.train import train_scm
+
+    def steps(count: int) -> int:
+        return _scaled(count, scale)
+
+    timing: dict[str, float] = {}
+    unet_model, classifier = train_demo_editor(folder, index_path, seed, tell, scale, timing)
+    # 3. SCM baseline, the small preset
+    tell("train: SCM", 2, 3)
+    started = time.perf_counter()
+    scm = folder / "scm"
+    if not (scm / "model").is_dir():
+        graph = Path(__file__).resolve().parent / "scm" / "presets" / "graph_demo.yaml"  # + Cardiomegaly
+        overrides = {"index": str(index_path), "output_dir": str(scm), "seed": seed, "max_steps": steps(1000),
+                     "mechanism_steps": steps(400), "lr_warmup_steps": steps(100), "checkpoint_every": steps(250),
+                     "eval_images": steps(256), "graph_file": str(graph)}  # fmt: skip
+        settings = load_scm_config("small", None, overrides)
+        train_scm(settings, resume="latest" if (scm / "checkpoints").is_dir() else None, progress=False)
+    timing["scm"] = time.perf_counter() - started
+    tell("train: SCM", 3, 3)
+    write_json(folder / "timing.json", {"seconds_this_call": {k: round(v, 1) for k, v in timing.items()}})
+    return unet_model, classifier, str(scm / "model")
+
+
+def train_demo_editor(
+    folder: Path,
+    index_path: Path,
+    seed: int,
+    tell: Progress,
+    scale: float = 1.0,
+    timing: dict[str, float] | None = None,
+) -> tuple[str, str]:
+    """The first two steps of :func:`train_demo_models`, which discovery needs (no SCM): the UNet and text
+    encoder on the shipped autoencoder, and the attribute classifier, into ``folder``; each resumes. Returns
+    (diffusion model folder, classifier folder); the seconds each took are added to ``timing``."""
+    from cfaudit.models.random_init import write_random_pipeline
     from cfaudit.train.classifier import ClassifierConfig, train_classifier
     from cfaudit.train.config import TrainConfig
     from cfaudit.train.trainer import train
 
+    def steps(count: int) -> int:
+        return _scaled(count, scale)
+
+    timing = timing if timing is not None else {}
     folder.mkdir(parents=True, exist_ok=True)
-    timing: dict[str, float] = {}
     # 1. Diffusion model: a random UNet and text encoder on the shipped autoencoder, then trained
     tell("train: UNet", 0, 3)
     started = time.perf_counter()
@@ -82,18 +119,4 @@ def train_demo_models(
     if not (classifier / "classifier.json").is_file():
         train_classifier(index_path, classifier, ClassifierConfig(epochs=steps(15), seed=seed), device="cpu")
     timing["classifier"] = time.perf_counter() - started
-    # 3. SCM baseline, the small preset
-    tell("train: SCM", 2, 3)
-    started = time.perf_counter()
-    scm = folder / "scm"
-    if not (scm / "model").is_dir():
-        graph = Path(__file__).resolve().parent / "scm" / "presets" / "graph_demo.yaml"  # + Cardiomegaly
-        overrides = {"index": str(index_path), "output_dir": str(scm), "seed": seed, "max_steps": steps(1000),
-                     "mechanism_steps": steps(400), "lr_warmup_steps": steps(100), "checkpoint_every": steps(250),
-                     "eval_images": steps(256), "graph_file": str(graph)}  # fmt: skip
-        settings = load_scm_config("small", None, overrides)
-        train_scm(settings, resume="latest" if (scm / "checkpoints").is_dir() else None, progress=False)
-    timing["scm"] = time.perf_counter() - started
-    tell("train: SCM", 3, 3)
-    write_json(folder / "timing.json", {"seconds_this_call": {k: round(v, 1) for k, v in timing.items()}})
-    return str(unet_model), str(classifier), str(scm / "model")
+    return str(unet_model), str(classifier)

@@ -371,10 +371,9 @@ def find_clusters(
     ``maps["edit"]`` holds one grid map per row of ``edits`` (counterfactual - null edit), ``maps["null"]`` one
     per image (null edit - reconstruction). ``data`` is ``(table, details)`` or ``(table, details, grids)``: the
     records of real images of a held-out split, their :func:`local_detail` at the grid (and the grid images), from
-    which ``data_support`` says whether real
-    images with the target attribute differ in the cluster's footprint, in the cluster's direction, from those
-    with the source attribute (standardised mean difference; see :func:`data_support`). Returns the cluster
-    table and the member table. :func:`clusters_of` does the same from components collected map by map.
+    which :func:`~cfaudit.discover.real_images.data_support` says whether real images with the target attribute
+    differ in the cluster's footprint, in the cluster's direction, from those with the source attribute, and with
+    what p-value. Returns the cluster table and the member table. :func:`clusters_of` does the same from components collected map by map.
     """
     found = collect_components(edits, maps, interventions, atlas, settings)
     return clusters_of(edits, found, interventions, atlas, settings, scores, data, records, policy)
