@@ -90,3 +90,22 @@ def test_timestep_bias_draws_the_named_end_more_often() -> None:
     assert earlier is not None and earlier[:250].eq(3.0).all() and earlier[250:].eq(1.0).all()
     with pytest.raises(CfauditError, match="timestep_bias 'middle'"):
         TrainConfig(timestep_bias="middle")
+
+
+def test_coarse_error_weighs_a_spread_error_above_grain() -> None:
+    import torch
+
+    from cfaudit.train.trainer import coarse_error
+
+    generator = torch.Generator().manual_seed(0)
+    grain = torch.randn(64, 8, 32, 32, generator=generator)
+    # white errors score about as in the plain MSE (1 per number) ...
+    assert coarse_error(grain, 4).mean().item() == pytest.approx(1.0, rel=0.05)
+    # ... an error spread over whole 4 x 4 cells (a border drawn in the wrong place) 16 times more
+    spread = torch.zeros(1, 8, 32, 32)
+    spread[:, :, 8:16, 12:20] = 1.0
+    assert coarse_error(spread, 4).item() == pytest.approx(16 * spread.pow(2).mean().item())
+    with pytest.raises(CfauditError, match="coarse_loss_weight"):
+        TrainConfig(coarse_loss_weight=-1.0)
+    with pytest.raises(CfauditError, match="coarse_loss_pool"):
+        TrainConfig(coarse_loss_pool=1)

@@ -47,6 +47,11 @@ class TrainConfig(ConfigFile):
     #: in a partial caption, the chance that each absent finding is named as such (``... with no cardiomegaly``)
     caption_negative: float = 0.0
     noise_offset: float = 0.0
+    #: weight of a coarse term beside the denoising MSE: the error averaged over ``coarse_loss_pool`` x
+    #: ``coarse_loss_pool`` latent cells (:func:`~cfaudit.train.trainer.coarse_error`), which weighs the layout
+    #: (a heart's size) above the fine detail that dominates the plain MSE; 0: off
+    coarse_loss_weight: float = 0.0
+    coarse_loss_pool: int = 4
     #: draw training timesteps more often from one end of the schedule, as diffusers' training scripts do:
     #: ``later`` weights the noisiest ``timestep_bias_portion`` of the steps (where the layout, such as the heart's
     #: size, is decided) by ``timestep_bias_multiplier``; ``earlier`` the cleanest; ``none`` draws uniformly
@@ -127,6 +132,11 @@ class TrainConfig(ConfigFile):
             f"timestep_bias {self.timestep_bias!r} is not one of {', '.join(TIMESTEP_BIAS)}",
         )
         need(self.timestep_bias_multiplier > 0, "timestep_bias_multiplier must be positive")
+        need(
+            self.coarse_loss_weight >= 0,
+            f"coarse_loss_weight must be 0 (off) or positive, got {self.coarse_loss_weight}",
+        )
+        need(self.coarse_loss_pool >= 2, f"coarse_loss_pool must be at least 2, got {self.coarse_loss_pool}")
         need(0.0 < self.timestep_bias_portion <= 1.0, "timestep_bias_portion must be in (0, 1]")
         need(self.lora_rank >= 0, f"lora_rank must be 0 (off) or positive, got {self.lora_rank}")
         need(
