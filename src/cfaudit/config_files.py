@@ -1,4 +1,5 @@
-"""Strict reading of YAML config files, shared by training, SCM and phantom configs.
+"""Strict reading of YAML config files, shared by training, SCM and phantom configs, and of the JSON records
+the tool writes (job files, model records, discovery results).
 
 One way to read a file (a missing file, invalid YAML or a document that is not a mapping is a
 :class:`CfauditError` naming the file) and one way to refuse an unknown key (the error names the key and the
@@ -8,6 +9,7 @@ file, and lists the valid keys). :class:`ConfigFile` puts both on a flat datacla
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields
@@ -26,8 +28,28 @@ def read_yaml(path: str | os.PathLike[str], missing: str = "no such config file"
         raise CfauditError(f"{path}: {missing}")
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise CfauditError(f"{path}: not valid YAML ({error})") from None
+
+
+def read_json(
+    path: str | os.PathLike[str], hint: str = "", *, missing: str | None = None, expect: type = dict
+) -> Any:
+    """The JSON document of ``path``, which must be an ``expect`` (a dict: an object; a list). A missing file
+    (``missing``: what it is called then, and what to do), a file that is not JSON, or another document is one
+    :class:`CfauditError` naming the file, followed by ``hint`` (what to do: "re-run `cfaudit ...`")."""
+    path = Path(path)
+    then = f"; {hint}" if hint else ""
+    if missing is not None and not path.is_file():
+        raise CfauditError(f"{path}: {missing}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CfauditError(f"{path}: not valid JSON ({error}){then}") from None
+    if not isinstance(data, expect):
+        wanted = "an object" if expect is dict else f"a {expect.__name__}"
+        raise CfauditError(f"{path}: expected {wanted}, found {type(data).__name__}{then}")
+    return data
 
 
 def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -9,9 +9,10 @@ from cfaudit.discover.clusters import (
     Component,
     RegionSettings,
     cluster_components,
+    clusters_of,
+    collect_components,
     components,
     describe_position,
-    find_clusters,
     local_detail,
     presence,
     share_near,
@@ -102,10 +103,11 @@ def test_find_clusters_reports_frequency_controls_and_data_support():
     data_table = pd.DataFrame({"age": 60.0, "sex": "Male", "race": "White", "Cardiomegaly": states})
     details = np.stack([-blob(0.72, 0.22) * s + rng.normal(0, 0.01, (GRID, GRID)) for s in states])
     records = {f"i{k}": {"age": 60.0, "sex": "Male", "race": "White", "Cardiomegaly": 1.0} for k in range(8)}
-    clusters, members = find_clusters(
-        edits, {"edit": maps, "null": null}, [removal, other], RegionAtlas.load(), settings, None,
-        (data_table, details), records,
-    )  # fmt: skip
+    atlas = RegionAtlas.load()
+    found = collect_components(edits, {"edit": maps, "null": null}, [removal, other], atlas, settings)
+    clusters, members = clusters_of(
+        edits, found, [removal, other], atlas, settings, None, (data_table, details), records
+    )
     assert len(clusters) == 1
     row = clusters.iloc[0]
     assert row["intervention"] == str(removal) and row["frequency"] == pytest.approx(0.75)

@@ -19,7 +19,7 @@ from cfaudit.data.images import save_image
 from cfaudit.data.records import INDEX_COLUMNS, DataIndex, empty_label_row
 from cfaudit.models.loading import load_components
 from cfaudit.models.random_init import write_random_pipeline
-from cfaudit.models.sampling import sample_latents
+from cfaudit.models.sampling import Sampling, sample_latents
 from cfaudit.train.config import TrainConfig
 from cfaudit.train.trainer import train
 
@@ -51,7 +51,7 @@ def test_sd15_random_pipeline_loads_trains_and_samples(tmp_path: Path) -> None:
 
     # one DDIM step at 64x64 latents with classifier-free guidance (decoding is tested with the tiny preset)
     noise = torch.randn((1, 4, 64, 64), generator=torch.Generator().manual_seed(0))
-    latents = sample_latents(components, ["chest x-ray"], [0], steps=1, guidance=7.5)
+    latents = sample_latents(components, ["chest x-ray"], [0], Sampling(steps=1, guidance=7.5))
     assert latents.shape == (1, 4, 64, 64) and torch.isfinite(latents).all()
     assert not torch.allclose(latents, noise)
     del components

@@ -106,25 +106,21 @@ def discover_command(
     from cfaudit.discover.api import discover, discovery_cost
 
     console = Console()
+    options = dict(
+        split=split, label_split=label_split, data_split=data_split, images=images, method=method, steps=steps,
+        guidance=guidance, prompt_mode=prompt_mode, batch_size=batch_size, margin=margin,
+        region_margin=region_margin, alpha=alpha, fdr=fdr, detect_effect=detect_effect, edit_budget=edit_budget,
+        regions=regions, seed=seed, device=device,
+    )  # fmt: skip
     if dry_run:
-        cost = discovery_cost(
-            model, index, do, split=split, label_split=label_split, data_split=data_split, images=images,
-            method=method, steps=steps, guidance=guidance, prompt_mode=prompt_mode, batch_size=batch_size,
-            alpha=alpha, fdr=fdr, detect_effect=detect_effect, edit_budget=edit_budget, regions=regions, seed=seed,
-            device=device, seconds_per_eval=seconds_per_eval,
-        )  # fmt: skip
+        cost = discovery_cost(model, index, do, seconds_per_eval=seconds_per_eval, **options)
         for line in cost.lines():
             console.print(line, highlight=False)
         console.print("dry run: nothing was edited or written", highlight=False)
         return
     main = _is_main_process()
     with staged_progress(console) if main else nullcontext(None) as progress:
-        result = discover(
-            model, index, classifier, out, do, split=split, label_split=label_split, data_split=data_split, images=images, method=method, steps=steps,
-            guidance=guidance, prompt_mode=prompt_mode, batch_size=batch_size, margin=margin,
-            region_margin=region_margin, alpha=alpha, fdr=fdr, detect_effect=detect_effect,
-            edit_budget=edit_budget, regions=regions, seed=seed, device=device, progress=progress,
-        )  # fmt: skip
+        result = discover(model, index, classifier, out, do, progress=progress, **options)
     if result is None:  # another process of a launch: its edits are in, the main process analyses them
         return
     print_candidates(console, result.candidates, top)

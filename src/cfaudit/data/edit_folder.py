@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from cfaudit import atomic_io
+from cfaudit.config_files import read_json
 from cfaudit.data.difference import save_difference, signed_difference
 from cfaudit.data.images import save_image
 from cfaudit.data.interventions import Intervention, source_prompt
@@ -158,6 +159,22 @@ def check_unique_slugs(interventions: Sequence[Intervention]) -> None:
         raise CfauditError(f"the same intervention is given twice ({', '.join(slugs)})")
 
 
+def check_job_items(
+    items: Sequence[JobItem], interventions: Sequence[Intervention], ids: str = "image ids"
+) -> list[str]:
+    """The items' image ids, after refusing what no job can write: no image, an image with no intervention, one
+    image twice, or one intervention twice for an image. ``ids``: what the messages call the image ids."""
+    if not items:
+        raise CfauditError("nothing to edit: no images given")
+    if not interventions and any(item.interventions is None for item in items):
+        raise CfauditError("no intervention given; add one or more --do 'A=v'")
+    image_ids = [item.image_id for item in items]
+    check_unique_ids(image_ids, ids)
+    for item in items:
+        check_unique_slugs(interventions if item.interventions is None else item.interventions)
+    return image_ids
+
+
 # --- writing ---------------------------------------------------------------------------------------------------
 
 
@@ -269,13 +286,7 @@ def read_edits_table(path: Path, advice: str = "") -> pd.DataFrame:
 
 def read_job_json(folder: Path) -> dict[str, Any]:
     """The ``job.json`` of an edit folder (it must be there, beside ``edits.csv``)."""
-    path = folder / JOB_JSON
-    if not path.is_file():
-        raise CfauditError(f"{path}: missing; an editing job writes it beside {EDITS_CSV}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise CfauditError(f"{path}: not valid JSON ({error})") from None
+    return read_json(folder / JOB_JSON, missing=f"missing; an editing job writes it beside {EDITS_CSV}")
 
 
 def resolve_path(folder: Path, value: str | os.PathLike[str]) -> Path:

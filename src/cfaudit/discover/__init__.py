@@ -9,7 +9,7 @@ import sys
 import types
 from typing import Any
 
-from cfaudit.discover.api import discover
+from cfaudit.discover.api import DiscoveryOptions, discover
 from cfaudit.discover.atlas import RegionAtlas
 from cfaudit.discover.candidates import CandidateSettings
 from cfaudit.discover.clusters import RegionSettings
@@ -19,6 +19,7 @@ from cfaudit.discover.run import discover as run_discovery
 
 __all__ = [
     "CandidateSettings",
+    "DiscoveryOptions",
     "DiscoveryResult",
     "DiscoverySettings",
     "RegionAtlas",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,68 @@ from cfaudit.progress import Progress
 DISCOVERY_STEPS: dict[str, int] = {"direct": 20}
 
 
+@dataclass(frozen=True)
+class DiscoveryOptions:
+    """The keyword options of :func:`discover` and :func:`discovery_cost` (those of ``cfaudit discover``), with
+    their defaults. ``images`` is a number per intervention or ``"auto"``; ``steps`` ``None``:
+    :data:`DISCOVERY_STEPS` for the method; ``regions`` a YAML of expected regions (``None``: the shipped atlas);
+    ``device`` ``None``: the launch's device."""
+
+    split: str = "test"
+    label_split: str = "train"
+    data_split: str = "val"
+    images: int | str = 16
+    method: str = "direct"
+    steps: int | None = None
+    guidance: float = 7.5
+    prompt_mode: str = "full"
+    batch_size: int = 4
+    margin: float = CandidateSettings.margin
+    region_margin: float = CandidateSettings.region_margin
+    alpha: float = CandidateSettings.alpha
+    fdr: str = CandidateSettings.fdr
+    detect_effect: float = DiscoverySettings.detect_effect
+    edit_budget: int | None = None
+    regions: str | os.PathLike[str] | None = None
+    seed: int = 0
+    device: str | None = None
+
+    @classmethod
+    def of(cls, options: dict[str, Any]) -> DiscoveryOptions:
+        """The options given by keyword; an unknown one is a :class:`CfauditError` naming it."""
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise CfauditError(
+                f"unknown discovery option {', '.join(unknown)}; the options are {', '.join(known)}"
+            )
+        return cls(**options)
+
+    def settings(self) -> DiscoverySettings:
+        """What the discovery edits and how it decides (``images`` checked here, before any model loads)."""
+        shared = ("split", "label_split", "data_split", "detect_effect", "edit_budget", "prompt_mode", "seed")
+        candidates = CandidateSettings(
+            margin=self.margin, region_margin=self.region_margin, alpha=self.alpha, fdr=self.fdr
+        )
+        return DiscoverySettings(
+            images=parse_images(self.images), candidates=candidates, regions=RegionSettings(),
+            **{name: getattr(self, name) for name in shared},
+        )  # fmt: skip
+
+    def job(self) -> JobSettings:
+        """The edit job's inversion and edit settings (steps: :data:`DISCOVERY_STEPS` unless given)."""
+        steps = self.steps if self.steps is not None else DISCOVERY_STEPS.get(self.method)
+        return JobSettings(
+            inversion=InversionSettings(
+                method=self.method,
+                guidance_scale=self.guidance,
+                **({"steps": steps} if steps is not None else {}),
+            ),
+            edit=EditSettings(guidance_scale=self.guidance),
+            batch_size=self.batch_size,
+        )
+
+
 def discover(
     model: str = "demo",
     index: str | os.PathLike[str] | DataIndex = "index.csv",
@@ -42,25 +104,8 @@ def discover(
     out: str | os.PathLike[str] = "discovery",
     do: Sequence[str] | None = None,
     *,
-    split: str = "test",
-    label_split: str = "train",
-    data_split: str = "val",
-    images: int | str = 16,
-    method: str = "direct",
-    steps: int | None = None,
-    guidance: float = 7.5,
-    prompt_mode: str = "full",
-    batch_size: int = 4,
-    margin: float = CandidateSettings.margin,
-    region_margin: float = CandidateSettings.region_margin,
-    alpha: float = CandidateSettings.alpha,
-    fdr: str = CandidateSettings.fdr,
-    detect_effect: float = DiscoverySettings.detect_effect,
-    edit_budget: int | None = None,
-    regions: str | os.PathLike[str] | None = None,
-    seed: int = 0,
-    device: str | None = None,
     progress: Progress | None = None,
+    **options: Any,
 ) -> DiscoveryResult | None:
     """Run a discovery as ``cfaudit discover`` does and return its ranked candidates (``None`` on the processes
     other than the main one of a multi-process launch: they make their share of the edits, the main one
@@ -68,7 +113,8 @@ def discover(
 
     ``model`` is ``demo`` (the shipped tiny model), a diffusers folder or a hub id; ``classifier`` is a folder
     written by ``cfaudit classifiers train`` or ``demo`` (the shipped phantom classifier); ``do`` lists
-    interventions as ``"A=v"`` strings (default: :func:`~cfaudit.discover.plan.default_interventions`).
+    interventions as ``"A=v"`` strings (default: :func:`~cfaudit.discover.plan.default_interventions`);
+    ``options`` are those of :class:`DiscoveryOptions` (``split="test"``, ``images=16``, ``alpha=0.1``...).
     A relation is flagged only at a q-value of at most ``alpha`` (``fdr``: ``bh`` or ``by``); ``images="auto"``
     edits as many images per intervention as detecting a change in ``detect_effect`` of them needs (80% power),
     at most ``edit_budget`` edits in all.
@@ -78,18 +124,15 @@ def discover(
     from cfaudit.evaluate.classifiers import load_classifier
 
     # Check what the user typed before loading any model
+    chosen = DiscoveryOptions.of(options)
     interventions = parse_interventions(list(do)) if do else None
-    settings = _discovery_settings(
-        split, label_split, data_split, images, detect_effect, edit_budget, prompt_mode, seed,
-        margin, region_margin, alpha, fdr,
-    )  # fmt: skip
+    settings = chosen.settings()
     if not isinstance(index, DataIndex):
         DataIndex.read(index)  # a missing or broken index fails here, in a second
-    atlas = RegionAtlas.load(regions)
-    if device is None:
-        device = str(launch_state().device)
+    atlas = RegionAtlas.load(chosen.regions)
+    device = chosen.device if chosen.device is not None else str(launch_state().device)
     editor = CounterfactualEditor.load(model, device=device)
-    job = _job_settings(method, steps, guidance, batch_size)
+    job = chosen.job()
     return run_discovery(
         editor,
         index,
@@ -161,23 +204,8 @@ def discovery_cost(
     index: str | os.PathLike[str] | DataIndex = "index.csv",
     do: Sequence[str] | None = None,
     *,
-    split: str = "test",
-    label_split: str = "train",
-    data_split: str = "val",
-    images: int | str = 16,
-    method: str = "direct",
-    steps: int | None = None,
-    guidance: float = 7.5,
-    prompt_mode: str = "full",
-    batch_size: int = 4,
-    alpha: float = CandidateSettings.alpha,
-    fdr: str = CandidateSettings.fdr,
-    detect_effect: float = DiscoverySettings.detect_effect,
-    edit_budget: int | None = None,
-    regions: str | os.PathLike[str] | None = None,
-    seed: int = 0,
-    device: str | None = None,
     seconds_per_eval: float | None = None,
+    **options: Any,
 ) -> DiscoveryCost:
     """The plan of ``discover`` with the same arguments, costed: edits, UNet evaluations and, where a figure for
     the model's preset on the device is known (:data:`SECONDS_PER_EVAL`, or ``seconds_per_eval``), the
@@ -189,19 +217,16 @@ def discovery_cost(
 
     if seconds_per_eval is not None and seconds_per_eval <= 0:
         raise CfauditError(f"--seconds-per-eval must be positive, got {seconds_per_eval}")
+    chosen = DiscoveryOptions.of(options)
     interventions = parse_interventions(list(do)) if do else default_interventions()
-    settings = _discovery_settings(
-        split, label_split, data_split, images, detect_effect, edit_budget, prompt_mode, seed,
-        CandidateSettings.margin, CandidateSettings.region_margin, alpha, fdr,
-    )  # fmt: skip
-    job = discovery_job_settings(_job_settings(method, steps, guidance, batch_size), settings)
+    settings = chosen.settings()
+    job = discovery_job_settings(chosen.job(), settings)
     data = index if isinstance(index, DataIndex) else DataIndex.read(index)
-    plan, _, _ = plan_discovery(data, interventions, settings, RegionAtlas.load(regions))
+    plan, _, _ = plan_discovery(data, interventions, settings, RegionAtlas.load(chosen.regions))
     evals = sum(planned_unet_evals(job, len(item.interventions or ()) + 1) for item in plan.items)
     folder = resolve_model(model)
     preset = preset_name(_config(folder / "unet"), _config(folder / "vae"))
-    if device is None:
-        device = str(resolve_device())
+    device = chosen.device if chosen.device is not None else str(resolve_device())
     kind = device.split(":")[0]
     known = SECONDS_PER_EVAL.get((preset or "", kind))
     per_eval, source = (
@@ -234,46 +259,6 @@ def _duration(seconds: float) -> str:
     if seconds < 2 * 86400:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} days"
-
-
-def _discovery_settings(
-    split: str,
-    label_split: str,
-    data_split: str,
-    images: int | str,
-    detect_effect: float,
-    edit_budget: int | None,
-    prompt_mode: str,
-    seed: int,
-    margin: float,
-    region_margin: float,
-    alpha: float,
-    fdr: str,
-) -> DiscoverySettings:
-    return DiscoverySettings(
-        split=split,
-        label_split=label_split,
-        data_split=data_split,
-        images=parse_images(images),
-        detect_effect=detect_effect,
-        edit_budget=edit_budget,
-        prompt_mode=prompt_mode,
-        seed=seed,
-        candidates=CandidateSettings(margin=margin, region_margin=region_margin, alpha=alpha, fdr=fdr),
-        regions=RegionSettings(),
-    )
-
-
-def _job_settings(method: str, steps: int | None, guidance: float, batch_size: int) -> JobSettings:
-    """The edit job's inversion and edit settings (steps: :data:`DISCOVERY_STEPS` unless given)."""
-    steps = steps if steps is not None else DISCOVERY_STEPS.get(method)
-    return JobSettings(
-        inversion=InversionSettings(
-            method=method, guidance_scale=guidance, **({"steps": steps} if steps is not None else {})
-        ),
-        edit=EditSettings(guidance_scale=guidance),
-        batch_size=batch_size,
-    )
 
 
 def parse_images(images: int | str) -> int | str:

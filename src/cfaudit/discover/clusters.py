@@ -355,30 +355,6 @@ def collect_components(
     return found
 
 
-def find_clusters(
-    edits: Any,
-    maps: Mapping[str, Any],
-    interventions: Sequence[Any],
-    atlas: RegionAtlas,
-    settings: RegionSettings,
-    scores: Mapping[str, Any] | None = None,
-    data: tuple[Any, ...] | None = None,
-    records: Mapping[str, Mapping[str, Any]] | None = None,
-    policy: Any = None,
-) -> tuple[Any, Any]:
-    """Change clusters of every intervention (outside its expected region) with their controls.
-
-    ``maps["edit"]`` holds one grid map per row of ``edits`` (counterfactual - null edit), ``maps["null"]`` one
-    per image (null edit - reconstruction). ``data`` is ``(table, details)`` or ``(table, details, grids)``: the
-    records of real images of a held-out split, their :func:`local_detail` at the grid (and the grid images), from
-    which :func:`~cfaudit.discover.real_images.data_support` says whether real images with the target attribute
-    differ in the cluster's footprint, in the cluster's direction, from those with the source attribute, and with
-    what p-value. Returns the cluster table and the member table. :func:`clusters_of` does the same from components collected map by map.
-    """
-    found = collect_components(edits, maps, interventions, atlas, settings)
-    return clusters_of(edits, found, interventions, atlas, settings, scores, data, records, policy)
-
-
 def clusters_of(
     edits: Any,
     found: EditComponents,
@@ -390,7 +366,16 @@ def clusters_of(
     records: Mapping[str, Mapping[str, Any]] | None = None,
     policy: Any = None,
 ) -> tuple[Any, Any]:
-    """:func:`find_clusters` from the components of every edit (:class:`EditComponents`)."""
+    """Change clusters of every intervention (outside its expected region) with their controls.
+
+    ``found`` holds the components of every edit (:func:`collect_components`, from one grid map per row of
+    ``edits``: counterfactual - null edit, and one per image: null edit - reconstruction). ``data`` is
+    ``(table, details)`` or ``(table, details, grids)``: the records of real images of a held-out split, their
+    :func:`local_detail` at the grid (and the grid images), from which
+    :func:`~cfaudit.discover.real_images.data_support` says whether real images with the target attribute differ
+    in the cluster's footprint, in the cluster's direction, from those with the source attribute, and with what
+    p-value. Returns the cluster table and the member table.
+    """
     import pandas as pd
 
     from cfaudit.discover.heads import HEAD_COLUMNS, intervened_heads

@@ -47,8 +47,7 @@ from cfaudit.data.edit_folder import (
     JobItem,
     JobReport,
     check_job_file,
-    check_unique_ids,
-    check_unique_slugs,
+    check_job_items,
     finish_image,
     image_folder,
     is_done,
@@ -241,14 +240,7 @@ def run_edit_job(
     settings = settings or JobSettings()
     start = time.perf_counter()
     out = Path(out)
-    if not items:
-        raise CfauditError("nothing to edit: no images given")
-    if not interventions and any(item.interventions is None for item in items):
-        raise CfauditError("no intervention given; add one or more --do 'A=v'")
-    ids = [item.image_id for item in items]
-    check_unique_ids(ids)
-    for item in items:
-        check_unique_slugs(_item_interventions(item, interventions))
+    ids = check_job_items(items, interventions)
     rank, world, barrier = _process_state()
     fingerprint = model_fingerprint(editor)
     cache = Path(cache_dir) if cache_dir is not None else out / INVERSIONS_FOLDER

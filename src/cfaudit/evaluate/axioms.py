@@ -35,14 +35,23 @@ class ModelUnavailable(Exception):
     """The job's model cannot be loaded (or is not the one that made the edits): the reason, for the note."""
 
 
+@dataclass(frozen=True)
+class _Reversal:
+    """Edits to undo: the originals, their counterfactuals under ``intervention``, their records and ids."""
+
+    originals: list[np.ndarray]
+    counterfactuals: list[np.ndarray]
+    records: list[dict[str, Any]]
+    ids: list[str]
+    intervention: Intervention
+
+
 @dataclass
 class _ModelEditor:
-    """A job's model as two operations on ``[0, 1]`` images: the null edit and an edit to given values."""
+    """A job's model as two operations on ``[0, 1]`` images: the null edit and the edit back of a reversal."""
 
     null_edit: Callable[[list[np.ndarray], list[dict[str, Any]], list[str]], np.ndarray]
-    edit_back: Callable[
-        [list[np.ndarray], list[np.ndarray], list[dict[str, Any]], list[str], Intervention], np.ndarray
-    ]
+    edit_back: Callable[[_Reversal], np.ndarray]
     description: str
     resolution: int
 
@@ -118,17 +127,11 @@ def diffusion_model_editor(job: Mapping[str, Any], folder: Path, device: str) ->
     def null_edit(images: list[np.ndarray], records: list[dict[str, Any]], ids: list[str]) -> np.ndarray:
         return run(images, [record_prompt(r) for r in records], None)
 
-    def edit_back(
-        originals: list[np.ndarray],
-        counterfactuals: list[np.ndarray],
-        records: list[dict[str, Any]],
-        ids: list[str],
-        intervention: Intervention,
-    ) -> np.ndarray:
-        changed = [intervention.apply(r) for r in records]
-        backs = [_reverse(intervention, r) for r in records]
+    def edit_back(edits: _Reversal) -> np.ndarray:
+        changed = [edits.intervention.apply(r) for r in edits.records]
+        backs = [_reverse(edits.intervention, r) for r in edits.records]
         targets = [b.target_prompt(c, settings.prompt_mode) for b, c in zip(backs, changed, strict=True)]
-        return run(counterfactuals, [record_prompt(c) for c in changed], targets)
+        return run(edits.counterfactuals, [record_prompt(c) for c in changed], targets)
 
     inversion = settings.inversion
     description = f"diffusion editor, model {model}, {inversion.method} inversion, {inversion.steps} steps"
@@ -162,18 +165,12 @@ def scm_model_editor(job: Mapping[str, Any], folder: Path, device: str) -> _Mode
         x, values = prepare(images, records)
         return _to_unit(engine(x, values, [], [image_seed(seed, i) for i in ids]).identity)
 
-    def edit_back(
-        originals: list[np.ndarray],
-        counterfactuals: list[np.ndarray],
-        records: list[dict[str, Any]],
-        ids: list[str],
-        intervention: Intervention,
-    ) -> np.ndarray:
+    def edit_back(edits: _Reversal) -> np.ndarray:
         # the forward edit again (its node values, descendants included, are the factual values going back)
-        x, values = prepare(originals, records)
-        seeds = [image_seed(seed, i) for i in ids]
-        forward = engine(x, values, [intervention], seeds)
-        back = [_reverse(intervention, r) for r in records]
+        x, values = prepare(edits.originals, edits.records)
+        seeds = [image_seed(seed, i) for i in edits.ids]
+        forward = engine(x, values, [edits.intervention], seeds)
+        back = [_reverse(edits.intervention, r) for r in edits.records]
         out = []
         for b, reverse in enumerate(back):
             row = {k: v[b : b + 1] for k, v in forward.values[0].items()}
@@ -288,8 +285,8 @@ def model_axiom_rows(
             continue
         originals = as_model_sees(group["original"])
         reverted = editor.edit_back(
-            originals, as_model_sees(group["counterfactual"]), group_records, group["image_id"].tolist(),
-            intervention,
+            _Reversal(originals, as_model_sees(group["counterfactual"]), group_records,
+                      group["image_id"].tolist(), intervention)
         )  # fmt: skip
         add(paper_column(intervention), text, "reversibility", "L1 edited back",
             metrics.reversibility(originals, reverted=reverted, size=size), editor.description)  # fmt: skip

@@ -8,7 +8,6 @@ age) and adds the figures to ``classifier.json``.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pandas as pd
 import torch
 
 from cfaudit import atomic_io
+from cfaudit.config_files import read_json
 from cfaudit.data.images import to_model_tensor
 from cfaudit.data.labels import LabelPolicy
 from cfaudit.data.records import DataIndex
@@ -80,10 +80,7 @@ class AttributeClassifier:
                 raise CfauditError(
                     f"{path}: not found; train a classifier into {folder} with `{TRAIN_COMMAND}`"
                 )
-        try:
-            record = json.loads(record_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise CfauditError(f"{record_path}: not valid JSON ({error}); re-run `{TRAIN_COMMAND}`") from None
+        record = read_json(record_path, f"re-run `{TRAIN_COMMAND}`")
         if record.get("format") != FORMAT:
             raise CfauditError(
                 f"{record_path}: not a cfaudit attribute classifier (format {record.get('format')!r})"

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from cfaudit.config_files import read_yaml
 from cfaudit.data.labels import LabelPolicy
 from cfaudit.data.records import DataIndex
 from cfaudit.data.stats import format_table1, table1
@@ -47,8 +46,8 @@ _HUB_CACHE = re.compile(r"models--([A-Za-z0-9][\w.\-]*?)--([\w.\-]+)")
 _TRAIN_KEYS = ("max_steps", "seed", "resolution", "split", "batch_size", "gradient_accumulation_steps",
                "learning_rate", "lr_schedule", "lr_warmup_steps", "max_grad_norm", "train_text_encoder",
                "text_encoder_lr", "use_ema", "ema_decay", "lora_rank", "prediction_type", "snr_gamma",
-               "noise_offset", "timestep_bias", "caption_dropout", "caption_partial", "caption_negative",
-               "mixed_precision", "save_dtype")  # fmt: skip
+               "noise_offset", "timestep_bias", "coarse_loss_weight", "caption_dropout", "caption_partial",
+               "caption_negative", "mixed_precision", "save_dtype")  # fmt: skip
 _VAE_KEYS = ("max_steps", "seed", "resolution", "crop", "split", "batch_size", "learning_rate", "lr_schedule",
              "lr_warmup_steps", "max_grad_norm", "mse_weight", "lpips_weight", "kl_weight", "eval_split",
              "eval_images")  # fmt: skip
@@ -353,12 +352,7 @@ def read_metrics(paths: Iterable[Path]) -> Figures:
     figures = Figures()
     for path in paths:
         path = Path(path)
-        if not path.is_file():
-            raise CfauditError(f"{path}: no such metrics file; give a YAML or JSON file of measured figures")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as error:
-            raise CfauditError(f"{path}: not readable YAML or JSON ({error})") from None
+        data = read_yaml(path, "no such metrics file; give a YAML or JSON file of measured figures") or {}
         if not isinstance(data, dict):
             raise CfauditError(
                 f"{path}: expected a mapping of sections ({', '.join((*FIGURE_SECTIONS, 'table2'))})"

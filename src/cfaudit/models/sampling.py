@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,29 +69,36 @@ def _check_one_seed_each(prompts: Sequence[str], seeds: Sequence[int]) -> None:
         raise CfauditError(f"{len(prompts)} prompt(s) but {len(seeds)} seed(s); give one seed per image")
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How images are drawn: DDIM steps, classifier-free guidance, DDIM's eta and the negative prompt."""
+
+    steps: int = 50
+    guidance: float = 7.5
+    eta: float = 0.0  #: 0: deterministic DDIM; > 0 draws its noise from the first seed
+    negative_prompt: str = ""
+
+
 @torch.no_grad()
 def sample_latents(
     components: PipelineComponents,
     prompts: Sequence[str],
     seeds: Sequence[int],
-    *,
-    steps: int = 50,
-    guidance: float = 7.5,
-    eta: float = 0.0,
-    negative_prompt: str = "",
+    sampling: Sampling = Sampling(),
 ) -> torch.Tensor:
     """Denoise one batch: DDIM from seeded noise to clean latents ``[N, C, h, w]`` (not yet decoded)."""
     # 1. Check inputs
     _check_one_seed_each(prompts, seeds)
-    # 2. Encode the prompts (and the empty prompt, for classifier-free guidance)
+    guidance, eta = sampling.guidance, sampling.eta
+    # 2. Encode the prompts (and the negative prompt, for classifier-free guidance)
     cond = encode_prompts(components.text_encoder, components.tokenizer, prompts)
     uncond = None
     if guidance > 1.0:
         uncond = encode_prompts(
-            components.text_encoder, components.tokenizer, [negative_prompt] * len(prompts)
+            components.text_encoder, components.tokenizer, [sampling.negative_prompt] * len(prompts)
         )
     # 3. Prepare timesteps and 4. latents
-    scheduler = ddim_scheduler(components, steps)
+    scheduler = ddim_scheduler(components, sampling.steps)
     latents = initial_latents(components, seeds) * scheduler.init_noise_sigma
     # 5. Denoising loop (eta=0: deterministic DDIM; eta>0 draws its noise from the first seed)
     generator = torch.Generator().manual_seed(int(seeds[0]))
@@ -117,11 +125,11 @@ def sample_images(
     _check_one_seed_each(prompts, seeds)
     if batch_size < 1:
         raise CfauditError(f"batch size must be at least 1, got {batch_size}")
+    sampling = Sampling(steps, guidance, eta, negative_prompt)
     out = []
     for start in range(0, len(prompts), batch_size):
         chunk = slice(start, start + batch_size)
-        latents = sample_latents(components, list(prompts[chunk]), list(seeds[chunk]), steps=steps,
-                                 guidance=guidance, eta=eta, negative_prompt=negative_prompt)  # fmt: skip
+        latents = sample_latents(components, list(prompts[chunk]), list(seeds[chunk]), sampling)
         out.append(decode_latents(components, latents).cpu())
     return torch.cat(out)
 

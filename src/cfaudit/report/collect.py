@@ -30,6 +30,7 @@ from typing import Any, TypeGuard
 
 import pandas as pd
 
+from cfaudit.config_files import read_json
 from cfaudit.data.edit_folder import (
     EDITS_CSV,
     IMAGES_FOLDER,
@@ -271,16 +272,6 @@ def read_table(
     return table
 
 
-def read_json(path: Path, producer: str = "cfaudit") -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CfauditError(f"{path}: not valid JSON ({error}); re-run {producer}") from None
-    if not isinstance(data, dict):
-        raise CfauditError(f"{path}: expected a JSON object, found {type(data).__name__}; re-run {producer}")
-    return data
-
-
 def _is_fraction(value: Any) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1
 
@@ -374,7 +365,7 @@ def read_evaluation(table2_csv: Path) -> EvaluationInput:
     meta: dict[str, Any] = {}
     for name in ("evaluation.json", "evaluate.json", "table2.json"):
         if (folder / name).is_file():
-            meta = read_json(folder / name, producer)
+            meta = read_json(folder / name, f"re-run {producer}")
             break
     return EvaluationInput(folder, table2, axioms, markdown, figure, meta)
 
@@ -388,14 +379,18 @@ def read_edit_job(edits_csv: Path) -> EditJobInput:
     if "method" not in edits.columns:
         edits["method"] = "edit"
     edits["method"] = edits["method"].fillna("edit").astype(str)
-    job = read_json(folder / JOB_JSON, producer) if (folder / JOB_JSON).is_file() else {}
+    job = read_json(folder / JOB_JSON, f"re-run {producer}") if (folder / JOB_JSON).is_file() else {}
     return EditJobInput(folder, edits, job)
 
 
 def read_discovery(folder: Path) -> DiscoveryInput:
     """A discovery folder; its provenance (``discovery.json``) may be missing, its tables are optional."""
     producer = "`cfaudit discover`"
-    meta = read_json(folder / DISCOVERY_FILE, producer) if (folder / DISCOVERY_FILE).is_file() else {}
+    meta = (
+        read_json(folder / DISCOVERY_FILE, f"re-run {producer}")
+        if (folder / DISCOVERY_FILE).is_file()
+        else {}
+    )
     result = DiscoveryInput(folder, meta)
     result.error_rates = read_error_rates(meta, folder / DISCOVERY_FILE, producer)
     result.power, result.power_source = read_power(folder, meta, producer)

@@ -34,6 +34,7 @@ from typing import Any
 import pandas as pd
 
 from cfaudit import __version__, atomic_io
+from cfaudit.config_files import read_json
 from cfaudit.data.edit_folder import (
     EDIT_FILE_COLUMNS,
     EDITS_CSV,
@@ -278,13 +279,7 @@ def read_candidates(folder: Path) -> list[Candidate]:
             ) from None
     elif json_path.is_file():
         path = json_path
-        try:
-            records = json.loads(json_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise CfauditError(f"{json_path}: not valid JSON ({error}); re-run `cfaudit discover`") from None
-        if not isinstance(records, list):
-            raise CfauditError(f"{json_path}: expected a list of candidates; re-run `cfaudit discover`")
-        table = pd.DataFrame(records)
+        table = pd.DataFrame(read_json(json_path, "re-run `cfaudit discover`", expect=list))
     else:
         raise CfauditError(f"{folder}: no candidates.csv or candidates.json; run `cfaudit discover` first")
     missing = [c for c in ("intervention", "target") if c not in table.columns]
@@ -482,13 +477,10 @@ def read_queue(path: str | os.PathLike[str]) -> ReviewQueue:
     """Read a queue (``queue.json`` or its folder); a malformed one is a :class:`CfauditError` naming the file."""
     path = queue_path(path).absolute()
     remake = "re-make it with `cfaudit review queue`"
-    if not path.is_file():
-        raise CfauditError(f"{path}: no review queue there; make one with `cfaudit review queue SOURCE`")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CfauditError(f"{path}: not valid JSON ({error}); {remake}") from None
-    if not isinstance(data, dict) or data.get("format") != QUEUE_FORMAT:
+    data = read_json(
+        path, remake, missing="no review queue there; make one with `cfaudit review queue SOURCE`"
+    )
+    if data.get("format") != QUEUE_FORMAT:
         raise CfauditError(f"{path}: not a cfaudit review queue; {remake}")
     if data.get("version") != QUEUE_VERSION:
         raise CfauditError(f"{path}: queue version {data.get('version')!r} is not {QUEUE_VERSION}; {remake}")

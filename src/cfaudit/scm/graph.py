@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cfaudit.config_files import read_yaml
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
 from cfaudit.data.vocabulary import FINDINGS, RACES, SEXES, UNKNOWN, UnknownValueError, canonical_finding
 from cfaudit.errors import CfauditError
@@ -197,15 +198,7 @@ class CausalGraph:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> CausalGraph:
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():
-            raise CfauditError(f"{path}: no such graph file")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as error:
-            raise CfauditError(f"{path}: not valid YAML ({error})") from None
+        data = read_yaml(path, missing="no such graph file")
         return cls.from_dict(data or {}, origin=str(path))
 
     def to_dict(self) -> dict[str, Any]:

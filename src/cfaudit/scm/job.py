@@ -38,8 +38,7 @@ from cfaudit.data.edit_folder import (
     JobItem,
     JobReport,
     check_job_file,
-    check_unique_ids,
-    check_unique_slugs,
+    check_job_items,
     finish_image,
     image_folder,
     is_done,
@@ -97,23 +96,21 @@ def run_scm_edit_job(
     settings = settings or ScmEditSettings()
     started = time.perf_counter()
     out = Path(out)
-    if not items:
-        raise CfauditError("nothing to edit: no images given")
-    if not interventions:
-        raise CfauditError("no intervention given; add one or more --do 'A=v'")
+    if any(item.interventions is not None for item in items):
+        raise CfauditError(
+            "the SCM baseline edits every image with the job's interventions, not a plan per image"
+        )
+    ids = check_job_items(items, interventions, "ids")
     if any(item.record is None for item in items):
         raise CfauditError(
             "the SCM needs each image's record (age, sex, race, findings): edit from an --index"
         )
-    ids = [item.image_id for item in items]
-    check_unique_ids(ids, "ids")
     relative = [str(i) for i in interventions if i.is_relative]
     if relative:
         raise CfauditError(
             f"{', '.join(relative)}: the SCM baseline takes absolute values (e.g. age=80); "
             "relative shifts are supported by `cfaudit edit` only"
         )
-    check_unique_slugs(interventions)
     engine = ScmCounterfactuals(model, settings.latents)
     engine.check(interventions)  # every attribute must be a node of the graph: fail before any work
     check_job_file(out, {"method": SCM_METHOD, "settings": asdict(settings), "interventions": [str(i) for i in interventions],

@@ -11,7 +11,6 @@ Nothing is unpickled when a model is loaded.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 
 from cfaudit import __version__, atomic_io
+from cfaudit.config_files import read_json
 from cfaudit.data.labels import LabelPolicy
 from cfaudit.errors import CfauditError
 from cfaudit.scm.graph import IMAGE, CausalGraph
@@ -111,10 +111,7 @@ class CausalImageModel:
             raise CfauditError(
                 f"{folder}: no {RECORD}; give the folder written by `cfaudit scm train --out DIR` (or DIR/model)"
             )
-        try:
-            record = json.loads(record_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise CfauditError(f"{record_path}: not valid JSON ({error}); train the model again") from None
+        record = read_json(record_path, "train the model again")
         if record.get("format") != FORMAT:
             raise CfauditError(f"{record_path}: not a cfaudit SCM (format {record.get('format')!r})")
         graph = CausalGraph.from_dict(record["graph"], origin=str(record_path))
