@@ -22,7 +22,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,11 +96,8 @@ def run_scm_edit_job(
     settings = settings or ScmEditSettings()
     started = time.perf_counter()
     out = Path(out)
-    if any(item.interventions is not None for item in items):
-        raise CfauditError(
-            "the SCM baseline edits every image with the job's interventions, not a plan per image"
-        )
-    ids = check_job_items(items, interventions, "ids")
+    # every image with the job's interventions (an item's own plan is the diffusion editor's, as in the demo)
+    ids = check_job_items([replace(item, interventions=None) for item in items], interventions, "ids")
     if any(item.record is None for item in items):
         raise CfauditError(
             "the SCM needs each image's record (age, sex, race, findings): edit from an --index"
