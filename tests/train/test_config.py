@@ -109,3 +109,23 @@ def test_coarse_error_weighs_a_spread_error_above_grain() -> None:
         TrainConfig(coarse_loss_weight=-1.0)
     with pytest.raises(CfauditError, match="coarse_loss_pool"):
         TrainConfig(coarse_loss_pool=1)
+
+
+def test_finding_repeats_raise_a_rare_findings_share_of_the_draws() -> None:
+    from cfaudit.train.trainer import finding_repeats
+
+    # 100 images: 10 with cardiomegaly, 50 with effusion (5 of them with both)
+    records = [
+        {"Cardiomegaly": 1.0 if k < 10 else None, "Pleural Effusion": 1.0 if 5 <= k < 55 else None}
+        for k in range(100)
+    ]
+    assert finding_repeats(TrainConfig(), records) is None  # off: every image once an epoch
+    repeats = finding_repeats(TrainConfig(finding_min_share=0.3, finding_max_repeat=8), records)
+    assert repeats is not None and repeats.min() >= 1 and repeats.max() <= 8
+    share = repeats[:10].sum().item() / repeats.sum().item()
+    assert 0.25 <= share <= 0.4  # 10% of the images, about 30% of the draws
+    assert repeats[60:].eq(1).all()  # images without a rare finding stand once
+    capped = finding_repeats(TrainConfig(finding_min_share=0.9, finding_max_repeat=2), records)
+    assert capped is not None and capped.max() == 2
+    with pytest.raises(CfauditError, match="finding_min_share"):
+        TrainConfig(finding_min_share=1.5)

@@ -46,8 +46,8 @@ _HUB_CACHE = re.compile(r"models--([A-Za-z0-9][\w.\-]*?)--([\w.\-]+)")
 _TRAIN_KEYS = ("max_steps", "seed", "resolution", "split", "batch_size", "gradient_accumulation_steps",
                "learning_rate", "lr_schedule", "lr_warmup_steps", "max_grad_norm", "train_text_encoder",
                "text_encoder_lr", "use_ema", "ema_decay", "lora_rank", "prediction_type", "snr_gamma",
-               "noise_offset", "timestep_bias", "coarse_loss_weight", "caption_dropout", "caption_partial",
-               "caption_negative", "mixed_precision", "save_dtype")  # fmt: skip
+               "noise_offset", "timestep_bias", "coarse_loss_weight", "finding_min_share", "caption_dropout",
+               "caption_partial", "caption_negative", "mixed_precision", "save_dtype")  # fmt: skip
 _VAE_KEYS = ("max_steps", "seed", "resolution", "crop", "split", "batch_size", "learning_rate", "lr_schedule",
              "lr_warmup_steps", "max_grad_norm", "mse_weight", "lpips_weight", "kl_weight", "eval_split",
              "eval_images")  # fmt: skip

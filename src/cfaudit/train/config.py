@@ -52,6 +52,11 @@ class TrainConfig(ConfigFile):
     #: (a heart's size) above the fine detail that dominates the plain MSE; 0: off
     coarse_loss_weight: float = 0.0
     coarse_loss_pool: int = 4
+    #: draw the images of rare findings more often, so that each finding's positives make up about this share
+    #: of the draws (:func:`~cfaudit.train.trainer.finding_repeats`; a rare finding's word is otherwise learnt
+    #: late or not at all); 0: every image once an epoch
+    finding_min_share: float = 0.0
+    finding_max_repeat: int = 8
     #: draw training timesteps more often from one end of the schedule, as diffusers' training scripts do:
     #: ``later`` weights the noisiest ``timestep_bias_portion`` of the steps (where the layout, such as the heart's
     #: size, is decided) by ``timestep_bias_multiplier``; ``earlier`` the cleanest; ``none`` draws uniformly
@@ -135,6 +140,14 @@ class TrainConfig(ConfigFile):
         need(
             self.coarse_loss_weight >= 0,
             f"coarse_loss_weight must be 0 (off) or positive, got {self.coarse_loss_weight}",
+        )
+        need(
+            0.0 <= self.finding_min_share <= 1.0,
+            f"finding_min_share {self.finding_min_share} must be in [0, 1]",
+        )
+        need(
+            self.finding_max_repeat >= 1,
+            f"finding_max_repeat must be at least 1, got {self.finding_max_repeat}",
         )
         need(self.coarse_loss_pool >= 2, f"coarse_loss_pool must be at least 2, got {self.coarse_loss_pool}")
         need(0.0 < self.timestep_bias_portion <= 1.0, "timestep_bias_portion must be in (0, 1]")

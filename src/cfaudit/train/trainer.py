@@ -16,6 +16,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,12 +188,46 @@ def timestep_sampling_weights(config: TrainConfig, num_timesteps: int) -> torch.
     return weights
 
 
-def _next_rows(state: dict[str, Any], n: int, data_gen: torch.Generator) -> torch.Tensor:
-    """The next ``n`` rows of the epoch's shuffled order (a new permutation when an epoch ends)."""
+def finding_repeats(config: TrainConfig, records: Sequence[Mapping[str, Any]]) -> torch.Tensor | None:
+    """How many times each row stands in an epoch so that every finding's positives make up about
+    ``config.finding_min_share`` of the draws, or more (``None``: once each, the plain epoch).
+
+    Raking: the rows of each finding under the share are weighted up until it is reached, a few rounds over all
+    findings (a row with several findings serves them all), each row at most ``finding_max_repeat`` times.
+    Drawing by the labels keeps what comes with each finding (the images with cardiomegaly are drawn more often,
+    as they are): it changes how often the model sees a word, not what the word goes with."""
+    if config.finding_min_share <= 0:
+        return None
+    from cfaudit.data.labels import LabelPolicy, label_value
+    from cfaudit.data.vocabulary import PATHOLOGIES
+
+    policy = LabelPolicy.from_dict(config.label_policy)
+    positive = torch.tensor(
+        [[label_value(r, f, policy) == 1.0 for f in PATHOLOGIES] for r in records], dtype=torch.bool
+    )
+    weight = torch.ones(len(records), dtype=torch.float64)
+    for _ in range(20):
+        for column in positive.T:
+            share = weight[column].sum() / weight.sum()
+            if 0 < share < config.finding_min_share:
+                weight[column] *= config.finding_min_share / share
+                weight.clamp_(max=config.finding_max_repeat)
+    return weight.round().clamp(1, config.finding_max_repeat).long()
+
+
+def _next_rows(
+    state: dict[str, Any], n: int, data_gen: torch.Generator, repeats: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The next ``n`` rows of the epoch's shuffled order (a new permutation when an epoch ends; with
+    ``repeats``, of the rows each repeated as :func:`finding_repeats` says)."""
     rows: list[int] = []
     while len(rows) < n:
         if state["order"] is None or state["position"] >= len(state["order"]):
-            state["order"] = torch.randperm(state["n_rows"], generator=data_gen)
+            if repeats is None:
+                state["order"] = torch.randperm(state["n_rows"], generator=data_gen)
+            else:
+                expanded = torch.repeat_interleave(torch.arange(state["n_rows"]), repeats)
+                state["order"] = expanded[torch.randperm(len(expanded), generator=data_gen)]
             state["position"] = 0
             state["epoch"] += 1
         take = min(n - len(rows), len(state["order"]) - state["position"])
@@ -438,13 +473,14 @@ def train(
     task = bar.add_task("train", total=config.max_steps, completed=state["step"], loss=float("nan"), ips=0.0)
     timestep_weights = timestep_sampling_weights(config, noise_scheduler.config.num_train_timesteps)
     coarse = (config.coarse_loss_weight, config.coarse_loss_pool) if config.coarse_loss_weight > 0 else None
+    repeats = finding_repeats(config, data.records)
     started = time.perf_counter()
     with bar:
         while state["step"] < config.max_steps:
             step_started = time.perf_counter()
             step_loss: float | torch.Tensor = 0.0  # a tensor while the micro-batches add up, then their mean
             for micro in range(config.gradient_accumulation_steps):
-                rows = _next_rows(state, config.batch_size * accelerator.num_processes, data_gen)
+                rows = _next_rows(state, config.batch_size * accelerator.num_processes, data_gen, repeats)
                 rows = rows[accelerator.process_index :: accelerator.num_processes]
                 latents = data.latents.sample(rows, noise_gen) * scale
                 noise = torch.randn(latents.shape, generator=noise_gen)
