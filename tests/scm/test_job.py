@@ -80,7 +80,9 @@ def test_job_edits_every_image_with_its_own_interventions_not_an_items_plan(tiny
     from dataclasses import replace
 
     model = tiny_model()
-    planned = [replace(item, interventions=(Intervention.parse("Edema=1"),)) for item in _items(tiny_index)[:2]]
+    planned = [
+        replace(item, interventions=(Intervention.parse("Edema=1"),)) for item in _items(tiny_index)[:2]
+    ]
     report = run_scm_edit_job(model, planned, [Intervention.parse("sex=Female")], tmp_path / "edits")
     edits = pd.read_csv(tmp_path / "edits" / "edits.csv")
     assert report.edits == 2 and set(edits["intervention"]) == {"do(sex=Female)"}

@@ -129,3 +129,28 @@ def test_finding_repeats_raise_a_rare_findings_share_of_the_draws() -> None:
     assert capped is not None and capped.max() == 2
     with pytest.raises(CfauditError, match="finding_min_share"):
         TrainConfig(finding_min_share=1.5)
+
+
+def test_negative_rates_name_a_rare_findings_absence_less_often() -> None:
+    from cfaudit.data.vocabulary import FINDINGS
+    from cfaudit.train.trainer import negative_rates
+
+    # 100 images: 10 with cardiomegaly, 50 with effusion
+    records = [
+        {"Cardiomegaly": 1.0 if k < 10 else None, "Pleural Effusion": 1.0 if k >= 50 else None}
+        for k in range(100)
+    ]
+    plain = TrainConfig(caption_partial=0.5, caption_negative=0.15)
+    assert negative_rates(plain, records).eq(0.15).all()  # no ratio: every finding alike, as before
+    capped = negative_rates(
+        TrainConfig(caption_partial=0.5, caption_negative=0.15, caption_negative_ratio=0.25), records
+    )
+    cm, effusion = (
+        capped[FINDINGS.index("Cardiomegaly")].item(),
+        capped[FINDINGS.index("Pleural Effusion")].item(),
+    )
+    # cardiomegaly named present: 0.1 x (0.5 + 0.25) = 0.075 of the captions; absent: 0.9 x 0.5 x rate <= 0.25 x that
+    assert cm == pytest.approx(0.25 * 0.075 / 0.45)
+    assert effusion == pytest.approx(0.15)  # common enough: the plain rate
+    with pytest.raises(CfauditError, match="caption_negative_ratio"):
+        TrainConfig(caption_negative_ratio=-1.0)

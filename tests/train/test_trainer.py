@@ -37,8 +37,10 @@ def _unet_weights(run: Path) -> dict[str, torch.Tensor]:
         {"use_ema": True, "ema_decay": 0.9, "train_text_encoder": True, "caption_dropout": 0.5, "snr_gamma": 5.0,
          "prediction_type": "v_prediction", "gradient_accumulation_steps": 2, "lr_schedule": "cosine",
          "caption_partial": 0.5, "caption_negative": 0.5},
+        {"finding_min_share": 0.9, "finding_max_repeat": 3, "caption_partial": 0.5, "caption_negative": 0.5, "caption_negative_ratio": 0.25,
+         "coarse_loss_weight": 1.0, "coarse_loss_pool": 2, "timestep_bias": "later", "timestep_bias_multiplier": 2.0},
     ],
-    ids=["defaults", "ema-text-encoder-vpred-minsnr-accum"],
+    ids=["defaults", "ema-text-encoder-vpred-minsnr-accum", "balanced-draws-coarse-loss"],
 )  # fmt: skip
 def test_resume_after_stop_continues_the_same_run(
     tiny_model_dir: Path, tiny_index: Path, tmp_path: Path, options

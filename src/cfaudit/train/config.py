@@ -46,6 +46,9 @@ class TrainConfig(ConfigFile):
     caption_partial: float = 0.0
     #: in a partial caption, the chance that each absent finding is named as such (``... with no cardiomegaly``)
     caption_negative: float = 0.0
+    #: name a finding's absence at most this many times per naming of its presence (lowers ``caption_negative``
+    #: for rare findings: :func:`~cfaudit.train.trainer.negative_rates`); None: ``caption_negative`` for all
+    caption_negative_ratio: float | None = None
     noise_offset: float = 0.0
     #: weight of a coarse term beside the denoising MSE: the error averaged over ``coarse_loss_pool`` x
     #: ``coarse_loss_pool`` latent cells (:func:`~cfaudit.train.trainer.coarse_error`), which weighs the layout
@@ -140,6 +143,10 @@ class TrainConfig(ConfigFile):
         need(
             self.coarse_loss_weight >= 0,
             f"coarse_loss_weight must be 0 (off) or positive, got {self.coarse_loss_weight}",
+        )
+        need(
+            self.caption_negative_ratio is None or self.caption_negative_ratio >= 0,
+            f"caption_negative_ratio must be null or at least 0, got {self.caption_negative_ratio}",
         )
         need(
             0.0 <= self.finding_min_share <= 1.0,
