@@ -154,3 +154,12 @@ def test_negative_rates_name_a_rare_findings_absence_less_often() -> None:
     assert effusion == pytest.approx(0.15)  # common enough: the plain rate
     with pytest.raises(CfauditError, match="caption_negative_ratio"):
         TrainConfig(caption_negative_ratio=-1.0)
+
+
+@pytest.mark.parametrize(
+    "path", sorted(Path(__file__).parents[2].glob("configs/train/*.yaml")), ids=lambda p: p.name
+)
+def test_every_shipped_training_config_reads(path: Path) -> None:
+    """The configs the docs quote stay valid as keys are added or checked more strictly."""
+    config = (VaeTrainConfig if "vae" in path.name else TrainConfig).from_yaml(path)
+    assert config.max_steps > 0
