@@ -1,5 +1,7 @@
 """The README's main job, end to end on a small phantom."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -91,8 +93,10 @@ def test_demo_runs_every_stage_to_the_report(tmp_path, capsys):
     assert "Top discoveries" in out and f"report: {demo / 'report.html'}" in out.replace("\n", "")
 
 
-def test_demo_training_recipes_run_and_give_loadable_models(tmp_path):
-    """`cfaudit demo --train` at a tiny scale: each recipe trains a few steps and its model loads."""
+@pytest.mark.parametrize("parallel", [True, False], ids=["side-process", "one-process"])
+def test_demo_training_recipes_run_and_give_loadable_models(tmp_path, parallel):
+    """`cfaudit demo --train` at a tiny scale: each recipe trains a few steps and its model loads, whether the
+    classifier and SCM train in a second process beside the UNet or after it."""
     from cfaudit.demo_training import train_demo_models
     from cfaudit.evaluate.classifiers import load_classifier
     from cfaudit.models.loading import load_components
@@ -101,12 +105,22 @@ def test_demo_training_recipes_run_and_give_loadable_models(tmp_path):
     result = run_demo(tmp_path / "demo", n=80, size=128, seed=1, workers=1, until="data")
     stages = []
     model, classifier, scm = train_demo_models(
-        tmp_path / "models", result.index, seed=1, tell=lambda *a: stages.append(a[0]), scale=0.004
+        tmp_path / "models",
+        result.index,
+        seed=1,
+        tell=lambda *a: stages.append(a[0]),
+        scale=0.004,
+        parallel=parallel,
     )
     assert load_components(model, device="cpu").unet is not None
     assert load_classifier(classifier, "cpu").predict([np.zeros((128, 128))])["sex"].shape == (1,)
     assert "Cardiomegaly" in CausalImageModel.load(scm, device="cpu").graph.names
     assert stages[0] == "train: UNet" and stages[-1] == "train: SCM"
+    assert json.loads((tmp_path / "models" / "timing.json").read_text())["seconds_this_call"].keys() == {
+        "unet",
+        "classifier",
+        "scm",
+    }
     # the shipped autoencoder is reused, as the paper reuses SD's: the same weights, never trained again
     shipped, refit = load_components("demo").vae.state_dict(), load_components(model).vae.state_dict()
     assert all(torch.equal(shipped[k], refit[k]) for k in shipped)

@@ -10,6 +10,7 @@ stopped.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ DEMO_UNET_RECIPE: dict[str, Any] = {
     "keep_checkpoints": 2,
     "save_dtype": "float16",
 }
+#: The demo model's architecture (:mod:`cfaudit.models.presets`).
+DEMO_ARCHITECTURE = "tiny"
 #: Steps that scale with ``scale`` (the tests run every recipe at a tiny scale).
 _SCALED = ("max_steps", "lr_warmup_steps", "checkpoint_every")
 
@@ -46,22 +49,151 @@ def _scaled(count: int, scale: float) -> int:
 
 
 def train_demo_models(
-    folder: Path, index_path: Path, seed: int, tell: Progress, scale: float = 1.0
+    folder: Path,
+    index_path: Path,
+    seed: int,
+    tell: Progress,
+    scale: float = 1.0,
+    parallel: bool | None = None,
 ) -> tuple[str, str, str]:
     """Train the demo's UNet and text encoder (on the shipped autoencoder), the classifier and the SCM into
-    ``folder``. ``scale`` multiplies every step and epoch count. Returns (diffusion model folder, classifier
-    folder, SCM model folder); the seconds each took are in ``folder/timing.json``."""
+    ``folder``. ``scale`` multiplies every step and epoch count. With ``parallel`` (default: when the machine has
+    two or more CPU cores) the classifier and the SCM are fitted in a second process on one core while the UNet
+    trains on the others: the UNet takes most of the time, and the two small models then add none. Returns
+    (diffusion model folder, classifier folder, SCM model folder); the seconds each took are in
+    ``folder/timing.json``."""
     from cfaudit.atomic_io import write_json
+
+    timing: dict[str, float] = {}
+    unet_model, classifier, scm = _train(folder, index_path, seed, tell, scale, timing, True, parallel)
+    assert scm is not None
+    write_json(folder / "timing.json", {"seconds_this_call": {k: round(v, 1) for k, v in timing.items()}})
+    return unet_model, classifier, scm
+
+
+def train_demo_editor(
+    folder: Path,
+    index_path: Path,
+    seed: int,
+    tell: Progress,
+    scale: float = 1.0,
+    timing: dict[str, float] | None = None,
+    parallel: bool | None = None,
+) -> tuple[str, str]:
+    """What discovery needs of :func:`train_demo_models` (no SCM): the UNet and text encoder on the shipped
+    autoencoder, and the attribute classifier, into ``folder``; each resumes. Returns (diffusion model folder,
+    classifier folder); the seconds each took are added to ``timing``."""
+    unet_model, classifier, _ = _train(
+        folder, index_path, seed, tell, scale, timing if timing is not None else {}, False, parallel
+    )
+    return unet_model, classifier
+
+
+def _train(
+    folder: Path,
+    index_path: Path,
+    seed: int,
+    tell: Progress,
+    scale: float,
+    timing: dict[str, float],
+    with_scm: bool,
+    parallel: bool | None,
+) -> tuple[str, str, str | None]:
+    """The UNet here; the classifier (and the SCM) here after it, or meanwhile in a second process."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cores = os.cpu_count() or 1
+    parallel = cores >= 2 if parallel is None else parallel
+    total = 3 if with_scm else 2
+    side = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) if parallel else None
+    try:
+        pending = (
+            side.submit(_fit_side_models, str(folder), str(index_path), seed, scale, with_scm)
+            if side
+            else None
+        )
+        tell("train: UNet", 0, total)
+        threads = torch.get_num_threads()
+        if pending is not None:  # leave one core to the second process
+            torch.set_num_threads(max(1, min(threads, cores - 1)))
+        try:
+            unet_model = _fit_unet(folder, index_path, seed, scale, timing)
+        finally:
+            torch.set_num_threads(threads)
+        tell("train: classifier", 1, total)
+        if pending is not None:
+            classifier, scm, side_timing = pending.result()
+            timing.update(side_timing)
+            if with_scm:
+                tell("train: SCM", 2, total)
+        else:
+            classifier, scm, _ = _fit_side_models(str(folder), str(index_path), seed, scale, False, timing)
+            if with_scm:
+                tell("train: SCM", 2, total)
+                scm = _fit_scm(folder, index_path, seed, scale, timing)
+    finally:
+        if side is not None:
+            side.shutdown(wait=True, cancel_futures=True)
+    if with_scm:
+        tell("train: SCM", 3, total)
+    return unet_model, classifier, scm
+
+
+def _fit_unet(folder: Path, index_path: Path, seed: int, scale: float, timing: dict[str, float]) -> str:
+    """A random UNet and text encoder on the shipped autoencoder, trained by :data:`DEMO_UNET_RECIPE`."""
+    from cfaudit.models.random_init import write_random_pipeline
+    from cfaudit.train.config import TrainConfig
+    from cfaudit.train.trainer import train
+
+    started = time.perf_counter()
+    init = folder / "init"
+    if not (init / "model_index.json").is_file():
+        write_random_pipeline(init, DEMO_ARCHITECTURE, seed=seed, vae_from="demo")
+    unet_model = folder / "unet" / "model"
+    if not (unet_model / "model_index.json").is_file():
+        recipe = {**DEMO_UNET_RECIPE, **{key: _scaled(DEMO_UNET_RECIPE[key], scale) for key in _SCALED}}
+        config = TrainConfig(model=str(init), index=str(index_path), split="train", output_dir=str(folder / "unet"),
+                             seed=seed, sample_every=0, **recipe)  # fmt: skip
+        has_checkpoint = (folder / "unet" / "checkpoints").is_dir()
+        train(config, resume="latest" if has_checkpoint else None, progress=False)
+    timing["unet"] = time.perf_counter() - started
+    return str(unet_model)
+
+
+def _fit_side_models(
+    folder: str, index: str, seed: int, scale: float, with_scm: bool, timing: dict[str, float] | None = None
+) -> tuple[str, str | None, dict[str, float]]:
+    """The attribute classifier (resumes from its last epoch) and, ``with_scm``, the SCM: run in the second
+    process (on one thread) or here. Returns (classifier folder, SCM model folder or None, seconds each took)."""
+    from cfaudit.train.classifier import ClassifierConfig, train_classifier
+
+    if timing is None:  # the second process: one core
+        import torch
+
+        torch.set_num_threads(1)
+        timing = {}
+    started = time.perf_counter()
+    classifier = Path(folder) / "classifier"
+    if not (classifier / "classifier.json").is_file():
+        config = ClassifierConfig(epochs=_scaled(15, scale), seed=seed)
+        train_classifier(Path(index), classifier, config, device="cpu")
+    timing["classifier"] = time.perf_counter() - started
+    scm = _fit_scm(Path(folder), Path(index), seed, scale, timing) if with_scm else None
+    return str(classifier), scm, timing
+
+
+def _fit_scm(folder: Path, index_path: Path, seed: int, scale: float, timing: dict[str, float]) -> str:
+    """The SCM baseline, the small preset, with the demo's graph (its findings and cardiomegaly)."""
     from cfaudit.scm.config import load_config as load_scm_config
     from cfaudit.scm.train import train_scm
 
     def steps(count: int) -> int:
         return _scaled(count, scale)
 
-    timing: dict[str, float] = {}
-    unet_model, classifier = train_demo_editor(folder, index_path, seed, tell, scale, timing)
-    # 3. SCM baseline, the small preset
-    tell("train: SCM", 2, 3)
     started = time.perf_counter()
     scm = folder / "scm"
     if not (scm / "model").is_dir():
@@ -72,51 +204,4 @@ def train_demo_models(
         settings = load_scm_config("small", None, overrides)
         train_scm(settings, resume="latest" if (scm / "checkpoints").is_dir() else None, progress=False)
     timing["scm"] = time.perf_counter() - started
-    tell("train: SCM", 3, 3)
-    write_json(folder / "timing.json", {"seconds_this_call": {k: round(v, 1) for k, v in timing.items()}})
-    return unet_model, classifier, str(scm / "model")
-
-
-def train_demo_editor(
-    folder: Path,
-    index_path: Path,
-    seed: int,
-    tell: Progress,
-    scale: float = 1.0,
-    timing: dict[str, float] | None = None,
-) -> tuple[str, str]:
-    """The first two steps of :func:`train_demo_models`, which discovery needs (no SCM): the UNet and text
-    encoder on the shipped autoencoder, and the attribute classifier, into ``folder``; each resumes. Returns
-    (diffusion model folder, classifier folder); the seconds each took are added to ``timing``."""
-    from cfaudit.models.random_init import write_random_pipeline
-    from cfaudit.train.classifier import ClassifierConfig, train_classifier
-    from cfaudit.train.config import TrainConfig
-    from cfaudit.train.trainer import train
-
-    def steps(count: int) -> int:
-        return _scaled(count, scale)
-
-    timing = timing if timing is not None else {}
-    folder.mkdir(parents=True, exist_ok=True)
-    # 1. Diffusion model: a random UNet and text encoder on the shipped autoencoder, then trained
-    tell("train: UNet", 0, 3)
-    started = time.perf_counter()
-    init = folder / "init"
-    if not (init / "model_index.json").is_file():
-        write_random_pipeline(init, "tiny", seed=seed, vae_from="demo")
-    unet_model = folder / "unet" / "model"
-    if not (unet_model / "model_index.json").is_file():
-        recipe = {**DEMO_UNET_RECIPE, **{key: steps(DEMO_UNET_RECIPE[key]) for key in _SCALED}}
-        config = TrainConfig(model=str(init), index=str(index_path), split="train", output_dir=str(folder / "unet"),
-                             seed=seed, sample_every=0, **recipe)  # fmt: skip
-        has_checkpoint = (folder / "unet" / "checkpoints").is_dir()
-        train(config, resume="latest" if has_checkpoint else None, progress=False)
-    timing["unet"] = time.perf_counter() - started
-    # 2. Attribute classifier (resumes from its last epoch)
-    tell("train: classifier", 1, 3)
-    started = time.perf_counter()
-    classifier = folder / "classifier"
-    if not (classifier / "classifier.json").is_file():
-        train_classifier(index_path, classifier, ClassifierConfig(epochs=steps(15), seed=seed), device="cpu")
-    timing["classifier"] = time.perf_counter() - started
-    return str(unet_model), str(classifier)
+    return str(scm / "model")
