@@ -16,8 +16,9 @@ On a phantom no model saw (``--seed``, the default config at 128 px), for each m
 * **realism** (``cfaudit.evaluate.realism``): Frechet distance and KID of the effects run's counterfactuals and
   reconstructions against up to 500 real images of the phantom that were not edited, on the classifier's features.
 
-``--vae FOLDER`` scores an autoencoder alone (a pipeline folder or a training checkpoint's folder holding
-``vae/``): the reconstruction rows only. Results go to ``OUT/fidelity.md`` and ``OUT/fidelity.json``.
+``--vae FOLDER`` scores an autoencoder alone (a pipeline folder, a training checkpoint's folder holding
+``vae/``, an AutoencoderKL folder, or a preset with a shipped one: ``tiny-f4``): the reconstruction rows only.
+Results go to ``OUT/fidelity.md`` and ``OUT/fidelity.json``.
 """
 
 from __future__ import annotations
@@ -60,10 +61,17 @@ def fresh_phantom(out: Path, seed: int, n: int) -> tuple[Path, DataIndex]:
 def load_vae(path: str) -> Any:
     from diffusers import AutoencoderKL
 
+    from cfaudit.models.presets import ARCHITECTURES
+    from cfaudit.models.shipped_model import shipped_autoencoder
+
     folder = Path(path)
     if (folder / "model_index.json").is_file() or path == "demo":
         return load_components(path).vae
-    return AutoencoderKL.from_pretrained(str(folder / "vae"))
+    if path in ARCHITECTURES:  # the autoencoder shipped for that preset
+        folder = shipped_autoencoder(path)
+    return AutoencoderKL.from_pretrained(
+        str(folder if (folder / "config.json").is_file() else folder / "vae")
+    )
 
 
 def reconstruction_rows(

@@ -93,13 +93,20 @@ def test_demo_runs_every_stage_to_the_report(tmp_path, capsys):
     assert "Top discoveries" in out and f"report: {demo / 'report.html'}" in out.replace("\n", "")
 
 
-@pytest.mark.parametrize("parallel", [True, False], ids=["side-process", "one-process"])
-def test_demo_training_recipes_run_and_give_loadable_models(tmp_path, parallel):
+@pytest.mark.parametrize(
+    ("parallel", "arch"),
+    [(True, "tiny"), (False, "tiny"), (True, "tiny-f4")],
+    ids=["side-process", "one-process", "tiny-f4"],
+)
+def test_demo_training_recipes_run_and_give_loadable_models(tmp_path, parallel, arch):
     """`cfaudit demo --train` at a tiny scale: each recipe trains a few steps and its model loads, whether the
-    classifier and SCM train in a second process beside the UNet or after it."""
+    classifier and SCM train in a second process beside the UNet or after it, for each preset it fits."""
+    from diffusers import AutoencoderKL
+
     from cfaudit.demo_training import train_demo_models
     from cfaudit.evaluate.classifiers import load_classifier
     from cfaudit.models.loading import load_components
+    from cfaudit.models.shipped_model import shipped_autoencoder
     from cfaudit.scm.model import CausalImageModel
 
     result = run_demo(tmp_path / "demo", n=80, size=128, seed=1, workers=1, until="data")
@@ -111,6 +118,7 @@ def test_demo_training_recipes_run_and_give_loadable_models(tmp_path, parallel):
         tell=lambda *a: stages.append(a[0]),
         scale=0.004,
         parallel=parallel,
+        arch=arch,
     )
     assert load_components(model, device="cpu").unet is not None
     assert load_classifier(classifier, "cpu").predict([np.zeros((128, 128))])["sex"].shape == (1,)
@@ -122,8 +130,10 @@ def test_demo_training_recipes_run_and_give_loadable_models(tmp_path, parallel):
         "scm",
     }
     # the shipped autoencoder is reused, as the paper reuses SD's: the same weights, never trained again
-    shipped, refit = load_components("demo").vae.state_dict(), load_components(model).vae.state_dict()
-    assert all(torch.equal(shipped[k], refit[k]) for k in shipped)
+    shipped = AutoencoderKL.from_pretrained(shipped_autoencoder(arch)).state_dict()
+    refit = load_components(model).vae.state_dict()
+    assert all(torch.equal(shipped[k].float(), refit[k].float()) for k in shipped)
+    assert load_components(model).vae_scale_factor == (4 if arch == "tiny-f4" else 8)
 
 
 @pytest.mark.parametrize(
@@ -132,6 +142,8 @@ def test_demo_training_recipes_run_and_give_loadable_models(tmp_path, parallel):
         (["--images", "many"], "--images must be a number or 'auto'"),
         (["--detect-effect", "1.5"], "--detect-effect is a share of images"),
         (["--do", "Cardiomegaly=maybe"], "maybe"),
+        (["--arch", "tiny-f4"], "needs --train"),
+        (["--train", "--arch", "sd15"], "demo --train fits one of tiny, tiny-f4"),
     ],
 )
 def test_bad_discovery_options_are_refused_before_any_work(tmp_path, capsys, options, message):

@@ -66,6 +66,7 @@ def run_demo(
     workers: int = 2,
     config: str | os.PathLike[str] | None = None,
     train: bool = False,
+    arch: str | None = None,
     edit_images: int = 16,
     discover_images: int | str = "auto",
     discover_effect: float = DEMO_DETECT_EFFECT,
@@ -78,6 +79,7 @@ def run_demo(
     if until not in STAGES:
         raise CfauditError(f"unknown demo stage {until!r}; choose one of {', '.join(STAGES)}")
     _check_discovery_options(discover_images, discover_effect, discover_do)
+    _check_arch(arch, train)
     out = Path(out)
     tell = _stage_progress(progress)
     last = STAGES.index(until)
@@ -97,7 +99,7 @@ def run_demo(
         return result
 
     # 2. Models: the shipped ones, or fitted here on this phantom (slow on a CPU: tens of minutes)
-    model, classifier, scm = _models(out, index_path, train, seed, result.notes, tell)
+    model, classifier, scm = _models(out, index_path, train, arch, seed, result.notes, tell)
 
     # 3. Edits of test images: each image's sex swapped, cardiomegaly flipped and race changed, by both methods
     result.edits = _edits(out, index, model, scm, edit_images, steps, seed, tell)
@@ -167,8 +169,20 @@ def _check_discovery_options(images: int | str, effect: float, do: Sequence[str]
     parse_interventions(list(do or DEMO_INTERVENTIONS))
 
 
+def _check_arch(arch: str | None, train: bool) -> None:
+    """``arch`` names what ``--train`` fits; the shipped models are the tiny preset's."""
+    if arch is None:
+        return
+    from cfaudit.demo_training import DEMO_RECIPES
+
+    if not train:
+        raise CfauditError(f"--arch {arch} needs --train (the shipped demo model is the tiny preset's)")
+    if arch not in DEMO_RECIPES:
+        raise CfauditError(f"--arch {arch!r}: demo --train fits one of {', '.join(DEMO_RECIPES)}")
+
+
 def _models(
-    out: Path, index_path: Path, train: bool, seed: int, notes: list[str], tell: Progress
+    out: Path, index_path: Path, train: bool, arch: str | None, seed: int, notes: list[str], tell: Progress
 ) -> tuple[str, str, str | None]:
     """(diffusion model, classifier, SCM model) to use: the shipped ones, or ones trained into ``out``."""
     from cfaudit.scm.shipped import DEMO_SCM, demo_scm_dir
@@ -178,9 +192,9 @@ def _models(
         if scm is None:
             notes.append(f"no shipped SCM model ({DEMO_SCM}); Table 2 shows the diffusion editor only")
         return "demo", "demo", scm
-    from cfaudit.demo_training import train_demo_models
+    from cfaudit.demo_training import DEMO_ARCHITECTURE, train_demo_models
 
-    return train_demo_models(out / "models", index_path, seed, tell)
+    return train_demo_models(out / "models", index_path, seed, tell, arch=arch or DEMO_ARCHITECTURE)
 
 
 def _plan_for_table2(index: DataIndex, limit: int) -> list[Any]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,26 @@ DEMO_UNET_RECIPE: dict[str, Any] = {
 }
 #: The demo model's architecture (:mod:`cfaudit.models.presets`).
 DEMO_ARCHITECTURE = "tiny"
+#: The tiny-f4 preset's recipe (``--arch tiny-f4``; issue #13): the demo recipe on the finer shipped autoencoder
+#: (4x, 8 latent channels), with the paper's partial captions, the noisy half of the schedule drawn 4 times as
+#: often (where the heart's size is decided) and rare findings' images drawn until each finding makes up a fifth
+#: of the draws (docs/BENCHMARKS.md, "Which words the model has learnt").
+DEMO_F4_RECIPE: dict[str, Any] = {
+    **DEMO_UNET_RECIPE,
+    "caption_partial": 0.5,
+    "caption_negative": 0.15,
+    "timestep_bias": "later",
+    "timestep_bias_multiplier": 4.0,
+    "timestep_bias_portion": 0.5,
+    "finding_min_share": 0.2,
+    "finding_max_repeat": 8,
+    "max_steps": 5000,
+}
+#: Per preset ``demo --train`` fits: its UNet recipe and the shipped autoencoder it trains on (``vae_from``).
+DEMO_RECIPES: dict[str, tuple[dict[str, Any], str]] = {
+    DEMO_ARCHITECTURE: (DEMO_UNET_RECIPE, "demo"),
+    "tiny-f4": (DEMO_F4_RECIPE, "tiny-f4"),
+}
 #: Steps that scale with ``scale`` (the tests run every recipe at a tiny scale).
 _SCALED = ("max_steps", "lr_warmup_steps", "checkpoint_every")
 
@@ -55,17 +77,19 @@ def train_demo_models(
     tell: Progress,
     scale: float = 1.0,
     parallel: bool | None = None,
+    arch: str = DEMO_ARCHITECTURE,
 ) -> tuple[str, str, str]:
     """Train the demo's UNet and text encoder (on the shipped autoencoder), the classifier and the SCM into
     ``folder``. ``scale`` multiplies every step and epoch count. With ``parallel`` (default: when the machine has
     two or more CPU cores) the classifier and the SCM are fitted in a second process on one core while the UNet
-    trains on the others: the UNet takes most of the time, and the two small models then add none. Returns
+    trains on the others (and gets every core back when they are done): the UNet takes most of the time, and the
+    two small models then add none. ``arch``: a preset of :data:`DEMO_RECIPES`. Returns
     (diffusion model folder, classifier folder, SCM model folder); the seconds each took are in
     ``folder/timing.json``."""
     from cfaudit.atomic_io import write_json
 
     timing: dict[str, float] = {}
-    unet_model, classifier, scm = _train(folder, index_path, seed, tell, scale, timing, True, parallel)
+    unet_model, classifier, scm = _train(folder, index_path, seed, tell, scale, timing, True, parallel, arch)
     assert scm is not None
     write_json(folder / "timing.json", {"seconds_this_call": {k: round(v, 1) for k, v in timing.items()}})
     return unet_model, classifier, scm
@@ -79,12 +103,13 @@ def train_demo_editor(
     scale: float = 1.0,
     timing: dict[str, float] | None = None,
     parallel: bool | None = None,
+    arch: str = DEMO_ARCHITECTURE,
 ) -> tuple[str, str]:
     """What discovery needs of :func:`train_demo_models` (no SCM): the UNet and text encoder on the shipped
     autoencoder, and the attribute classifier, into ``folder``; each resumes. Returns (diffusion model folder,
     classifier folder); the seconds each took are added to ``timing``."""
     unet_model, classifier, _ = _train(
-        folder, index_path, seed, tell, scale, timing if timing is not None else {}, False, parallel
+        folder, index_path, seed, tell, scale, timing if timing is not None else {}, False, parallel, arch
     )
     return unet_model, classifier
 
@@ -98,8 +123,13 @@ def _train(
     timing: dict[str, float],
     with_scm: bool,
     parallel: bool | None,
+    arch: str,
 ) -> tuple[str, str, str | None]:
     """The UNet here; the classifier (and the SCM) here after it, or meanwhile in a second process."""
+    if arch not in DEMO_RECIPES:
+        from cfaudit.errors import CfauditError
+
+        raise CfauditError(f"demo --train --arch {arch!r}: choose one of {', '.join(DEMO_RECIPES)}")
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
@@ -118,10 +148,9 @@ def _train(
         )
         tell("train: UNet", 0, total)
         threads = torch.get_num_threads()
-        if pending is not None:  # leave one core to the second process
-            torch.set_num_threads(max(1, min(threads, cores - 1)))
+        share = _sharing_threads(pending, threads, cores) if pending is not None else None
         try:
-            unet_model = _fit_unet(folder, index_path, seed, scale, timing)
+            unet_model = _fit_unet(folder, index_path, seed, scale, timing, arch, share)
         finally:
             torch.set_num_threads(threads)
         tell("train: classifier", 1, total)
@@ -143,23 +172,38 @@ def _train(
     return unet_model, classifier, scm
 
 
-def _fit_unet(folder: Path, index_path: Path, seed: int, scale: float, timing: dict[str, float]) -> str:
-    """A random UNet and text encoder on the shipped autoencoder, trained by :data:`DEMO_UNET_RECIPE`."""
+def _sharing_threads(side: Future[Any], threads: int, cores: int) -> Callable[[], int]:
+    """The UNet's thread count while ``side`` runs in a second process: one core less, then all of them back."""
+    beside = max(1, min(threads, cores - 1))
+    return lambda: threads if side.done() else beside
+
+
+def _fit_unet(
+    folder: Path,
+    index_path: Path,
+    seed: int,
+    scale: float,
+    timing: dict[str, float],
+    arch: str,
+    threads: Callable[[], int] | None,
+) -> str:
+    """A random UNet and text encoder of ``arch`` on its shipped autoencoder, trained by its recipe."""
     from cfaudit.models.random_init import write_random_pipeline
     from cfaudit.train.config import TrainConfig
     from cfaudit.train.trainer import train
 
+    base, autoencoder = DEMO_RECIPES[arch]
     started = time.perf_counter()
     init = folder / "init"
     if not (init / "model_index.json").is_file():
-        write_random_pipeline(init, DEMO_ARCHITECTURE, seed=seed, vae_from="demo")
+        write_random_pipeline(init, arch, seed=seed, vae_from=autoencoder)
     unet_model = folder / "unet" / "model"
     if not (unet_model / "model_index.json").is_file():
-        recipe = {**DEMO_UNET_RECIPE, **{key: _scaled(DEMO_UNET_RECIPE[key], scale) for key in _SCALED}}
+        recipe = {**base, **{key: _scaled(base[key], scale) for key in _SCALED}}
         config = TrainConfig(model=str(init), index=str(index_path), split="train", output_dir=str(folder / "unet"),
                              seed=seed, sample_every=0, **recipe)  # fmt: skip
         has_checkpoint = (folder / "unet" / "checkpoints").is_dir()
-        train(config, resume="latest" if has_checkpoint else None, progress=False)
+        train(config, resume="latest" if has_checkpoint else None, progress=False, threads=threads)
     timing["unet"] = time.perf_counter() - started
     return str(unet_model)
 

@@ -131,3 +131,25 @@ def test_bf16_autocast_and_gradient_checkpointing_paths(
     assert len(result.losses) == 2 and all(0 < loss < 10 for loss in result.losses)
     weights = _unet_weights(tmp_path / "run")
     assert all(t.dtype == torch.float32 for t in weights.values())
+
+
+def test_the_thread_count_is_asked_before_every_step(
+    tiny_model_dir: Path, tiny_index: Path, tmp_path: Path
+) -> None:
+    # demo --train shares the cores with a second process, then takes them back (threads=...)
+    before, seen = torch.get_num_threads(), []
+
+    def threads() -> int:
+        seen.append(torch.get_num_threads())  # what the step before this one ran with
+        return 1 if len(seen) < 3 else 2
+
+    try:
+        torch.set_num_threads(2)
+        train(
+            _config(tiny_model_dir, tiny_index, tmp_path / "run", max_steps=4),
+            progress=False,
+            threads=threads,
+        )
+        assert seen == [2, 1, 1, 2] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

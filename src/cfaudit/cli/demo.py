@@ -20,6 +20,12 @@ def demo(
         "--train",
         help="Fit the diffusion model, classifier and SCM here (under 60 min on 2 cores) instead of the shipped ones.",
     ),
+    arch: str | None = typer.Option(
+        None,
+        "--arch",
+        help="With --train: the preset to fit, tiny (the shipped model's) or tiny-f4 (4x autoencoder, shipped; "
+        "finer and slower).",
+    ),
     n: int = typer.Option(2000, "--n", help="Number of phantom images."),
     size: int = typer.Option(
         128, "--size", help="Phantom image size in pixels (the tiny model works at 128)."
@@ -64,7 +70,7 @@ def demo(
     console = Console()
     with staged_progress(console) as progress:
         result = run_demo(
-            out, n=n, size=size, seed=seed, workers=workers, config=_phantom_config(config), train=train,
+            out, n=n, size=size, seed=seed, workers=workers, config=_phantom_config(config), train=train, arch=arch,
             edit_images=edit_images, discover_images=images, discover_effect=detect_effect, discover_do=do, until=until, progress=progress,
         )  # fmt: skip
     header, rows = paper_rows(result.table1)

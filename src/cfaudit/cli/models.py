@@ -36,7 +36,10 @@ def init_random_command(
     ] = "clip",
     vae: Annotated[
         str | None,
-        typer.Option(help="Take the trained VAE of this model (demo, a folder) instead of a random one."),
+        typer.Option(
+            help="Take a trained VAE instead of a random one: a model's (demo, a folder) or a preset's shipped "
+            "autoencoder (tiny-f4)."
+        ),
     ] = None,
 ) -> None:
     """Write a randomly initialised pipeline with the exact architecture of ARCH (no download needed).
@@ -134,6 +137,20 @@ def install_demo_command(
     from cfaudit.models.shipped_model import install_demo
 
     Console().print(f"demo model installed in {install_demo(from_, notes=note, index=index)}")
+
+
+@models_app.command("install-autoencoder")
+def install_autoencoder_command(
+    from_: Annotated[
+        Path,
+        typer.Option("--from", help="A pipeline folder written by `cfaudit models train-vae` (RUN/model)."),
+    ],
+    arch: Annotated[str, typer.Option(help="The preset it belongs to (tiny-f4).")] = "tiny-f4",
+) -> None:
+    """Copy a trained VAE into the package as a preset's shipped autoencoder (reused by --vae ARCH)."""
+    from cfaudit.models.shipped_model import install_autoencoder
+
+    Console().print(f"{arch} autoencoder installed in {install_autoencoder(from_, arch)}")
 
 
 @models_app.command("card")

@@ -15,7 +15,7 @@ import torch
 from cfaudit.errors import CfauditError
 from cfaudit.models.components import PipelineComponents
 from cfaudit.models.model_card import write_card_quietly
-from cfaudit.models.presets import Architecture, architecture
+from cfaudit.models.presets import ARCHITECTURES, Architecture, architecture
 from cfaudit.models.tokenizer import copy_tokenizer
 
 
@@ -85,8 +85,9 @@ def write_random_pipeline(
 ) -> Path:
     """Write a random pipeline of ``arch`` to ``out`` (diffusers format, safetensors) and return the folder.
 
-    ``vae_from`` (a model: ``demo``, a folder, a hub id) takes that pipeline's trained VAE instead of a random one,
-    so that a new UNet can be trained on the same latents (the tiny preset's text-encoder comparison).
+    ``vae_from`` (a model: ``demo``, a folder, a hub id; or a preset's name: the autoencoder shipped for it) takes
+    that trained VAE instead of a random one, so that a new UNet is trained on fixed latents, as SD's UNet is on
+    its pretrained VAE's.
     """
     components = build_random(arch, seed=seed, text_encoder=text_encoder)
     extra: dict[str, object] = {}
@@ -95,18 +96,28 @@ def write_random_pipeline(
 
         from cfaudit.models.loading import load_components
 
-        donor = load_components(vae_from)
-        theirs = (int(donor.vae.config.latent_channels), donor.vae_scale_factor)
+        if vae_from in ARCHITECTURES:  # the autoencoder shipped for that preset
+            from diffusers import AutoencoderKL
+
+            from cfaudit.models.shipped_model import shipped_autoencoder, shipped_autoencoder_provenance
+
+            vae = AutoencoderKL.from_pretrained(shipped_autoencoder(vae_from)).float()
+            record = shipped_autoencoder_provenance(vae_from)
+        else:
+            donor = load_components(vae_from)
+            vae = donor.vae
+            path = Path(donor.meta["folder"]) / "vae_provenance.json"
+            record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        theirs = (int(vae.config.latent_channels), 2 ** (len(vae.config.block_out_channels) - 1))
         ours = (int(components.vae.config.latent_channels), components.vae_scale_factor)
         if theirs != ours:
             raise CfauditError(
                 f"{vae_from}: its VAE ({theirs[0]} latent channels, {theirs[1]}x) does not fit the {arch} UNet "
                 f"({ours[0]} latent channels, {ours[1]}x)"
             )
-        components.vae = donor.vae
-        record = Path(donor.meta["folder"]) / "vae_provenance.json"
-        if record.is_file():
-            extra["vae_provenance.json"] = json.loads(record.read_text(encoding="utf-8"))
+        components.vae = vae
+        if record:
+            extra["vae_provenance.json"] = record
     folder = components.save(out, dtype=dtype, extra_json=extra or None)
     origin = {
         "architecture": architecture(arch).name,

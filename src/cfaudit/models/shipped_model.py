@@ -234,3 +234,78 @@ def install_demo(
     shutil.rmtree(destination, ignore_errors=True)
     os.replace(staging, destination)
     return destination
+
+
+#: Autoencoders shipped in the package by preset, beside the demo model's own (``tiny``, in :data:`DEMO_DIR`):
+#: each trained once on the demo phantom's train split, as SD ships its pretrained VAE, and reused by every UNet
+#: of that preset (``write_random_pipeline(..., vae_from=preset)``, ``cfaudit demo --train --arch``).
+AUTOENCODER_DIR = Path(__file__).parent / "autoencoders"
+_VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
+
+
+def shipped_autoencoder(preset: str) -> Path:
+    """The folder (diffusers' ``AutoencoderKL`` format) of the autoencoder shipped for ``preset``."""
+    folder = DEMO_DIR / "vae" if preset == "tiny" else AUTOENCODER_DIR / preset
+    if not all((folder / name).is_file() for name in _VAE_FILES):
+        config = "tiny_vae.yaml" if preset == "tiny" else f"{preset.replace('-', '_')}_vae.yaml"
+        raise CfauditError(
+            f"no autoencoder for the {preset!r} preset in this install ({folder} has no {' or '.join(_VAE_FILES)}); "
+            f"train one with configs/train/{config} and install it with "
+            f"`cfaudit models install-autoencoder --from RUN/model --arch {preset}`"
+        )
+    return folder
+
+
+def shipped_autoencoder_provenance(preset: str) -> dict[str, Any]:
+    """What trained the autoencoder shipped for ``preset`` (its ``vae_provenance.json``), or {}."""
+    folder = shipped_autoencoder(preset)
+    return _read_json((DEMO_DIR if preset == "tiny" else folder) / "vae_provenance.json")
+
+
+def install_autoencoder(source: str | os.PathLike[str], preset: str, destination: Path | None = None) -> Path:
+    """Copy the VAE of a pipeline written by ``cfaudit models train-vae`` into the package as ``preset``'s shipped
+    autoencoder (its config and float16 safetensors: the precision the demo recipes store every pipeline in, so a
+    UNet's pipeline holds exactly the shipped weights; diffusers loads them as float32), with its training record
+    made portable. It must have the preset's shapes; the demo model's own (``tiny``) is installed with the demo
+    model (:func:`install_demo`)."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    if preset == "tiny" or preset not in ARCHITECTURES:
+        others = ", ".join(name for name in ARCHITECTURES if name != "tiny")
+        raise CfauditError(
+            f"install-autoencoder --arch {preset!r}: choose one of {others} (the tiny preset's autoencoder "
+            "is the demo model's, installed with `cfaudit models install-demo`)"
+        )
+    source = Path(source)
+    vae_folder = source / "vae"
+    if not all((vae_folder / name).is_file() for name in _VAE_FILES):
+        raise CfauditError(f"{source}: no vae/ with {' and '.join(_VAE_FILES)}; give a pipeline folder written "
+                           "by `cfaudit models train-vae` (its RUN/model)")  # fmt: skip
+    config = _read_json(vae_folder / "config.json")
+    wanted = ARCHITECTURES[preset].vae
+    differing = [k for k in ("block_out_channels", "latent_channels", "in_channels") if k in wanted
+                 and config.get(k) != wanted[k]]  # fmt: skip
+    if differing:
+        raise CfauditError(f"{source}: its VAE does not have the {preset} preset's shapes ({', '.join(differing)} "
+                           "differ)")  # fmt: skip
+    record = _read_json(source / "vae_provenance.json")
+    if not record:
+        raise CfauditError(
+            f"{source}: no vae_provenance.json; install a model written by `cfaudit models train-vae`"
+        )
+    destination = destination or AUTOENCODER_DIR / preset
+    staging = destination.with_name(f".{destination.name}.part")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    vae = AutoencoderKL.from_pretrained(vae_folder).to(torch.float16)
+    vae.save_pretrained(staging, safe_serialization=True)
+    record = portable(record)
+    if cfaudit_command(record.get("command")):
+        record["command"] = cfaudit_command(record["command"])
+    atomic_io.write_json(staging / "vae_provenance.json", record)
+    for path in staging.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    shutil.rmtree(destination, ignore_errors=True)
+    os.replace(staging, destination)
+    return destination

@@ -16,7 +16,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -317,11 +317,14 @@ def train(
     resume: str | None = None,
     stop_after: int | None = None,
     progress: bool = True,
+    threads: Callable[[], int] | None = None,
 ) -> TrainResult:
     """Run (or continue) one fine-tuning job; returns the losses of the steps taken in this call.
 
     ``resume``: ``latest`` or a checkpoint folder. ``stop_after``: leave after that many steps in this call
-    (as if killed right after a checkpoint; for time-sliced jobs and the resume test).
+    (as if killed right after a checkpoint; for time-sliced jobs and the resume test). ``threads``: asked before
+    each step how many CPU threads to compute with (a job sharing the cores with another takes them back when
+    the other ends; ``cfaudit demo --train``).
     """
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
@@ -511,6 +514,8 @@ def train(
     started = time.perf_counter()
     with bar:
         while state["step"] < config.max_steps:
+            if threads is not None and (wanted := threads()) != torch.get_num_threads():
+                torch.set_num_threads(wanted)
             step_started = time.perf_counter()
             step_loss: float | torch.Tensor = 0.0  # a tensor while the micro-batches add up, then their mean
             for micro in range(config.gradient_accumulation_steps):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from cfaudit import __version__
 from cfaudit.data.records import DataIndex
+from cfaudit.digests import file_sha256
 from cfaudit.errors import CfauditError
 from cfaudit.models.loading import load_components
 from cfaudit.models.lpips import LPIPS
@@ -209,7 +212,9 @@ def train_vae(
     record = {"config": config.to_dict(), "steps": result.step, "final_loss": result.losses[-1] if result.losses else None,
               "held_out_l1": {str(k): round(v, 3) for k, v in result.held_out_l1.items()},
               "scaling_factor": result.scaling_factor, "base_model": config.model,
-              "seconds_this_call": round(result.seconds, 1)}  # fmt: skip
+              "seconds_this_call": round(result.seconds, 1),
+              "data": {"index": config.index, "index_sha256": file_sha256(config.index), "split": config.split},
+              "command": " ".join(sys.argv), "cfaudit_version": __version__, "torch_version": torch.__version__}  # fmt: skip
     result.model_dir = components.save(out / "model", extra_json={"vae_provenance.json": record})
     write_card_quietly(result.model_dir)
     return result
