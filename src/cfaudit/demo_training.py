@@ -1,11 +1,11 @@
 """``cfaudit demo --train``: fit the demo's models on its own phantom instead of using the shipped ones.
 
 As the paper reuses SD's pretrained autoencoder, the demo reuses the shipped one (trained once, for as long as it
-needed, by ``configs/train/tiny_vae.yaml``) and refits what the paper trains: the UNet (here with its small text
-encoder, which has no pretrained weights to start from), the attribute classifier and the SCM baseline. The
-recipes are written here so that an installed package needs no repository checkout; ``configs/train/demo.yaml``
-holds the same UNet recipe for ``cfaudit train`` (a test keeps the two equal). Every step resumes where it
-stopped.
+needed: ``configs/train/tiny_vae.yaml`` for the tiny preset, ``configs/train/tiny_f4_vae.yaml`` for ``--arch
+tiny-f4``) and refits what the paper trains: the UNet (here with its small text encoder, which has no pretrained
+weights to start from), the attribute classifier and the SCM baseline. The recipes are written here so that an
+installed package needs no repository checkout; ``configs/train/demo.yaml`` and ``demo_f4_scratch.yaml`` hold the
+same UNet recipes for ``cfaudit train`` (a test keeps them equal). Every step resumes where it stopped.
 """
 
 from __future__ import annotations

@@ -80,6 +80,8 @@ def test_a_new_unet_reuses_the_shipped_autoencoder(tmp_path: Path) -> None:
     assert (
         json.loads((init / "vae_provenance.json").read_text())["steps"] >= 1000
     )  # its training travels with it
+    card = (init / "README.md").read_text()
+    assert "with random weights" in card and "--vae tiny-f4" in card and "Only its autoencoder" not in card
     with pytest.raises(CfauditError, match="does not fit the tiny UNet"):
         write_random_pipeline(tmp_path / "other", "tiny", vae_from="tiny-f4")
 

@@ -423,6 +423,8 @@ def _recorded_figures(vae_run: dict[str, Any]) -> list[Figure]:
 def _origin(unet_run: dict[str, Any], vae_run: dict[str, Any], init: dict[str, Any]) -> str:
     if unet_run.get("config"):
         return "trained"
+    if init.get("vae_from"):  # a random UNet on a trained autoencoder: its record came along with it
+        return "random"
     if vae_run.get("config"):
         return "autoencoder"
     return "random" if init else "unrecorded"
