@@ -83,7 +83,10 @@ def train_demo_models(
     ``folder``. ``scale`` multiplies every step and epoch count. With ``parallel`` (default: when the machine has
     two or more CPU cores) the classifier and the SCM are fitted in a second process on one core while the UNet
     trains on the others (and gets every core back when they are done): the UNet takes most of the time, and the
-    two small models then add none. ``arch``: a preset of :data:`DEMO_RECIPES`. Returns
+    two small models then add none. The step at which the UNet gets its cores back depends on how fast the side
+    models fit, and sums on one and two threads round differently, so such a rerun repeats the first only to
+    floating-point rounding; with ``parallel=False`` a rerun on the same machine is bit-identical (and slower).
+    ``arch``: a preset of :data:`DEMO_RECIPES`. Returns
     (diffusion model folder, classifier folder, SCM model folder); the seconds each took are in
     ``folder/timing.json``."""
     from cfaudit.atomic_io import write_json
