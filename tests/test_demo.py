@@ -131,9 +131,9 @@ def test_demo_training_recipes_run_and_give_loadable_models(tmp_path, parallel, 
     }
     # the shipped autoencoder is reused, as the paper reuses SD's: the same weights, never trained again
     shipped = AutoencoderKL.from_pretrained(shipped_autoencoder(arch)).state_dict()
-    refit = load_components(model).vae.state_dict()
-    assert all(torch.equal(shipped[k].float(), refit[k].float()) for k in shipped)
-    assert load_components(model).vae_scale_factor == (4 if arch == "tiny-f4" else 8)
+    refit = load_components(model)
+    assert all(torch.equal(shipped[k].float(), refit.vae.state_dict()[k].float()) for k in shipped)
+    assert refit.vae_scale_factor == (4 if arch == "tiny-f4" else 8)
 
 
 @pytest.mark.parametrize(

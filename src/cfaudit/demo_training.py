@@ -62,6 +62,17 @@ DEMO_RECIPES: dict[str, tuple[dict[str, Any], str]] = {
     DEMO_ARCHITECTURE: (DEMO_UNET_RECIPE, "demo"),
     "tiny-f4": (DEMO_F4_RECIPE, "tiny-f4"),
 }
+
+
+def demo_recipe(arch: str) -> tuple[dict[str, Any], str]:
+    """``arch``'s UNet recipe and shipped autoencoder (:data:`DEMO_RECIPES`); one error for a preset it has none of."""
+    if arch not in DEMO_RECIPES:
+        from cfaudit.errors import CfauditError
+
+        raise CfauditError(f"--arch {arch!r}: demo --train fits one of {', '.join(DEMO_RECIPES)}")
+    return DEMO_RECIPES[arch]
+
+
 #: Steps that scale with ``scale`` (the tests run every recipe at a tiny scale).
 _SCALED = ("max_steps", "lr_warmup_steps", "checkpoint_every")
 
@@ -129,10 +140,7 @@ def _train(
     arch: str,
 ) -> tuple[str, str, str | None]:
     """The UNet here; the classifier (and the SCM) here after it, or meanwhile in a second process."""
-    if arch not in DEMO_RECIPES:
-        from cfaudit.errors import CfauditError
-
-        raise CfauditError(f"demo --train --arch {arch!r}: choose one of {', '.join(DEMO_RECIPES)}")
+    demo_recipe(arch)  # an unknown preset is refused before the second process starts
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
@@ -195,7 +203,7 @@ def _fit_unet(
     from cfaudit.train.config import TrainConfig
     from cfaudit.train.trainer import train
 
-    base, autoencoder = DEMO_RECIPES[arch]
+    base, autoencoder = demo_recipe(arch)
     started = time.perf_counter()
     init = folder / "init"
     if not (init / "model_index.json").is_file():

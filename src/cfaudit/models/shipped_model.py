@@ -30,6 +30,8 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 #: ``cfaudit demo``); a command line starting otherwise was no cfaudit command (the Python API, a test).
 TRAINING_COMMANDS = ("train", "demo", "models")
 _PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+#: The VAE config keys that tell one preset's autoencoder from another's.
+_VAE_SHAPE_KEYS = ("block_out_channels", "latent_channels", "in_channels")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -83,10 +85,9 @@ def preset_name(unet: dict[str, Any], vae: dict[str, Any]) -> str | None:
         "in_channels",
         "layers_per_block",
     )
-    vae_keys = ("block_out_channels", "latent_channels", "in_channels")
     for name, spec in ARCHITECTURES.items():
         if all(unet.get(k) == spec.unet.get(k) for k in unet_keys if k in spec.unet) and all(
-            vae.get(k) == spec.vae.get(k) for k in vae_keys if k in spec.vae
+            vae.get(k) == spec.vae.get(k) for k in _VAE_SHAPE_KEYS if k in spec.vae
         ):
             return name
     return None
@@ -247,11 +248,15 @@ def shipped_autoencoder(preset: str) -> Path:
     """The folder (diffusers' ``AutoencoderKL`` format) of the autoencoder shipped for ``preset``."""
     folder = DEMO_DIR / "vae" if preset == "tiny" else AUTOENCODER_DIR / preset
     if not all((folder / name).is_file() for name in _VAE_FILES):
-        config = "tiny_vae.yaml" if preset == "tiny" else f"{preset.replace('-', '_')}_vae.yaml"
+        how = (
+            "rebuild the demo model with the commands in configs/train/demo.yaml"
+            if preset == "tiny"
+            else f"train one with configs/train/{preset.replace('-', '_')}_vae.yaml and install it with "
+            f"`cfaudit models install-autoencoder --from RUN/model --arch {preset}`"
+        )
         raise CfauditError(
             f"no autoencoder for the {preset!r} preset in this install ({folder} has no {' or '.join(_VAE_FILES)}); "
-            f"train one with configs/train/{config} and install it with "
-            f"`cfaudit models install-autoencoder --from RUN/model --arch {preset}`"
+            + how
         )
     return folder
 
@@ -284,8 +289,7 @@ def install_autoencoder(source: str | os.PathLike[str], preset: str, destination
                            "by `cfaudit models train-vae` (its RUN/model)")  # fmt: skip
     config = _read_json(vae_folder / "config.json")
     wanted = ARCHITECTURES[preset].vae
-    differing = [k for k in ("block_out_channels", "latent_channels", "in_channels") if k in wanted
-                 and config.get(k) != wanted[k]]  # fmt: skip
+    differing = [k for k in _VAE_SHAPE_KEYS if k in wanted and config.get(k) != wanted[k]]
     if differing:
         raise CfauditError(f"{source}: its VAE does not have the {preset} preset's shapes ({', '.join(differing)} "
                            "differ)")  # fmt: skip
