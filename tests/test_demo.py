@@ -136,6 +136,19 @@ def test_demo_training_recipes_run_and_give_loadable_models(tmp_path, parallel, 
     assert refit.vae_scale_factor == (4 if arch == "tiny-f4" else 8)
 
 
+def test_demo_training_counts_the_cores_it_may_use_not_the_machines(monkeypatch):
+    """Under `taskset -c 0` (or a container's CPU set) the side models are fitted after the UNet, not beside it."""
+    import os
+
+    from cfaudit import demo_training
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert demo_training._usable_cores() == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3}, raising=False)
+    assert demo_training._usable_cores() == 2
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -143,7 +156,7 @@ def test_demo_training_recipes_run_and_give_loadable_models(tmp_path, parallel, 
         (["--detect-effect", "1.5"], "--detect-effect is a share of images"),
         (["--do", "Cardiomegaly=maybe"], "maybe"),
         (["--arch", "tiny-f4"], "needs --train"),
-        (["--train", "--arch", "sd15"], "demo --train fits one of tiny, tiny-f4"),
+        (["--train", "--arch", "sd15"], "demo --train fits one of tiny-f4, tiny"),
     ],
 )
 def test_bad_discovery_options_are_refused_before_any_work(tmp_path, capsys, options, message):

@@ -1,6 +1,6 @@
 """The end-to-end demo on the embedded default: the README's main job, as a Python function.
 
-phantom -> index (patient-level split) -> Table 1 -> the shipped tiny model and classifier (or, with
+phantom -> index (patient-level split) -> Table 1 -> the shipped demo model and classifier (or, with
 ``train=True``, ones fitted here) -> counterfactual edits of test images (sex, disease, race) by the diffusion
 editor and by the SCM baseline -> Table 2 and the axioms -> discovery of hidden relations -> the HTML report.
 
@@ -170,13 +170,13 @@ def _check_discovery_options(images: int | str, effect: float, do: Sequence[str]
 
 
 def _check_arch(arch: str | None, train: bool) -> None:
-    """``arch`` names what ``--train`` fits; the shipped models are the tiny preset's."""
+    """``arch`` names what ``--train`` fits; the shipped demo model is the tiny-f4 preset's."""
     if arch is None:
         return
     from cfaudit.demo_training import demo_recipe
 
     if not train:
-        raise CfauditError(f"--arch {arch} needs --train (the shipped demo model is the tiny preset's)")
+        raise CfauditError(f"--arch {arch} needs --train (the shipped demo model is the tiny-f4 preset's)")
     demo_recipe(arch)
 
 

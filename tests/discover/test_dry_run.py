@@ -34,8 +34,8 @@ def test_the_cost_counts_the_plans_edits_and_each_images_inversion_and_null_edit
     assert (cost.images, cost.edits) == (len(plan.items), plan.n_edits)
     # direct inversion, guided, corrected targets: N (inversion) + 2N (source) + 2N per target, the null edit one
     assert cost.unet_evals == sum(10 * (3 + 2 * (len(item.interventions) + 1)) for item in plan.items)
-    assert cost.preset == "tiny" and cost.seconds == pytest.approx(
-        cost.unet_evals * SECONDS_PER_EVAL["tiny", "cpu"]
+    assert cost.preset == "tiny-f4" and cost.seconds == pytest.approx(
+        cost.unet_evals * SECONDS_PER_EVAL["tiny-f4", "cpu"]
     )
     given = discovery_cost("demo", index, do, images=5, steps=10, device="cuda:1", seconds_per_eval=0.5)
     assert given.device == "cuda" and given.seconds == pytest.approx(0.5 * cost.unet_evals)

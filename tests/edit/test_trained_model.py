@@ -1,4 +1,6 @@
-"""The shipped tiny model edits what it is asked to: do(Cardiomegaly=0) shrinks the heart, little else moves.
+"""The shipped demo model edits what it is asked to: do(Cardiomegaly=0) shrinks the heart, with the paper's partial
+prompts and with full ones, and what lies outside the heart and the devices moves little (least with full prompts,
+which keep every other attribute named).
 
 Measured on a freshly drawn phantom (not the one the model was trained on) with the phantom's own heart
 measure (:func:`cfaudit.data.phantom.heart_width_ratio`); the ground-truth masks (read here, by the test)
@@ -6,6 +8,7 @@ say where the heart and the devices were.
 """
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from scipy import ndimage
@@ -22,12 +25,21 @@ from cfaudit.edit.job import JobSettings, run_edit_job
 HEART_BIT, DEVICE_BITS = 0, range(10, 16)
 
 
-def test_removing_cardiomegaly_shrinks_the_heart_and_keeps_the_rest(tmp_path):
+@pytest.mark.parametrize(
+    ("mode", "outside_limit"),
+    # measured when shipped: 8 of 10 hearts shrunk either way (ratio 0.53 -> 0.44); mean change outside the heart
+    # and devices 0.054 (partial: 14 gray levels) and 0.024 (full: 6)
+    [("partial", 0.075), ("full", 0.04)],
+)
+def test_removing_cardiomegaly_shrinks_the_heart_and_keeps_the_rest(tmp_path, mode, outside_limit):
     torch.manual_seed(0)
     settings = load_config(default_config_path("default")).with_overrides(n=300, size=128)
     phantom = generate_phantom(tmp_path / "phantom", settings, seed=11, workers=1)
     index = build_index("phantom", phantom.out, seed=11)
-    table = index.table[index.table["Cardiomegaly"] == 1].head(10)
+    cases = (index.table["Cardiomegaly"] == 1) & (
+        index.table["Pleural Effusion"] != 1
+    )  # effusion hides the heart edge
+    table = index.table[cases].head(10)
     assert len(table) >= 8
     items = [
         JobItem(str(row["image_id"]), index.image_path(row), record_prompt(row.to_dict()), row.to_dict())
@@ -36,7 +48,7 @@ def test_removing_cardiomegaly_shrinks_the_heart_and_keeps_the_rest(tmp_path):
     editor = CounterfactualEditor.load("demo", device="cpu")
     job = run_edit_job(
         editor, items, [Intervention.parse("Cardiomegaly=0")], tmp_path / "edits",
-        JobSettings(prompt_mode="full", batch_size=5), model_id="demo",
+        JobSettings(prompt_mode=mode, batch_size=5), model_id="demo",
     )  # fmt: skip
     assert job.edits == len(items)
     shrunk, before, after, outside = 0, [], [], []
@@ -55,6 +67,6 @@ def test_removing_cardiomegaly_shrinks_the_heart_and_keeps_the_rest(tmp_path):
             keep_out |= ((labels >> bit) & 1).astype(bool)
         keep_out = ndimage.binary_dilation(keep_out, iterations=6)
         outside.append(float(np.abs(counterfactual - reconstruction)[~keep_out].mean()))
-    assert shrunk >= 0.6 * len(items), (before, after)  # in most images ...
-    assert np.mean(after) < np.mean(before) - 0.01  # ... and on average
-    assert np.mean(outside) < 0.05, outside  # mean change outside the heart under 13 of 255 gray levels
+    assert shrunk >= 0.7 * len(items), (before, after)  # in most images ...
+    assert np.mean(after) < np.mean(before) - 0.04  # ... and on average
+    assert np.mean(outside) < outside_limit, outside  # mean change outside the heart and devices (0-1 scale)

@@ -57,8 +57,8 @@ def test_the_shipped_card_has_hugging_face_front_matter() -> None:
     assert set(TAGS) <= set(front["tags"]) and {"chest-x-ray", "counterfactual", "stable-diffusion"} <= set(
         TAGS
     )
-    assert "base_model" not in front  # the tiny preset has no pretrained base
-    assert front["cfaudit"] == {"preset": "tiny", "origin": "trained"}
+    assert "base_model" not in front  # the tiny-f4 preset has no pretrained base
+    assert front["cfaudit"] == {"preset": "tiny-f4", "origin": "trained"}
 
 
 def test_the_shipped_card_states_its_records_and_names_no_machine() -> None:
@@ -68,11 +68,11 @@ def test_the_shipped_card_states_its_records_and_names_no_machine() -> None:
     assert unet_run["data"]["index_sha256"] in text
     assert f"for {unet_run['step']} steps on {unet_run['data']['rows']} images (split `train`)" in text
     assert (
-        "cfaudit train --config configs/train/demo.yaml" in text
+        "cfaudit demo --train --arch tiny-f4 --out runs/demo-f4" in text
     )  # the recorded command, program normalised
     assert f"{vae_run['steps']} steps, final loss" in text and "- kl_weight: 1e-06" in text
     assert "| Train | 58.9 / 41.1 |" in text  # Table 1 of the index it was trained on
-    assert "12.96 / 12.45" in text and "docs/BENCHMARKS.md" in text  # quoted figures name their source
+    assert "3.94 / 2.74" in text and "docs/BENCHMARKS.md" in text  # quoted figures name their source
     assert "Not for diagnosis" in text
     assert not MACHINE_PATH.search(text), MACHINE_PATH.search(text)
 
@@ -88,7 +88,7 @@ def test_the_shipped_card_is_what_the_code_writes(tmp_path: Path, monkeypatch: p
     if index.is_file():
         assert fresh == shipped
     else:
-        assert "Not computed: the index `runs/phantom-demo/index.csv` cannot be read here" in fresh
+        assert "Not computed: the index `runs/demo-f4/index.csv` cannot be read here" in fresh
         assert _without_index_facts(fresh) == _without_index_facts(shipped)
         assert "## Recipe" in _without_index_facts(fresh) and "## Limits" in _without_index_facts(fresh)
 
@@ -226,7 +226,7 @@ def test_install_demo_writes_the_card_and_keeps_the_measured_figures(tmp_path: P
     text = (installed / "README.md").read_text(encoding="utf-8")
     assert text.startswith("---\n") and "# cfaudit demo model" in text
     assert (installed / "metrics.yaml").read_bytes() == (DEMO_DIR / "metrics.yaml").read_bytes()
-    assert "12.96 / 12.45" in text and not MACHINE_PATH.search(text)
+    assert "3.94 / 2.74" in text and not MACHINE_PATH.search(text)
 
 
 def test_portable_keeps_an_options_name_and_cuts_its_path() -> None:

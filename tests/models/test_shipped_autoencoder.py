@@ -1,5 +1,5 @@
-"""The autoencoders shipped by preset (``tiny-f4``): installed from a train-vae run, reused by new UNets, and
-faithful to the phantom's detail."""
+"""The autoencoders shipped by preset (``tiny``, ``tiny-f4``): installed from a train-vae run, reused by new UNets,
+and (tiny-f4, the demo model's) faithful to the phantom's detail."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_install_autoencoder_round_trip(tmp_path: Path) -> None:
     ("arch", "preset", "record", "message"),
     [
         ("tiny", "tiny-f4", True, "shapes"),
-        ("tiny-f4", "tiny", True, "install-demo"),
+        ("tiny-f4", "tiny", True, "shapes"),
         ("tiny-f4", "sd99", True, "choose one of"),
         ("tiny-f4", "tiny-f4", False, "vae_provenance.json"),
     ],
@@ -68,8 +68,7 @@ def test_a_preset_without_its_shipped_autoencoder_says_how_to_make_one(
     with pytest.raises(CfauditError, match=r"configs/train/tiny_f4_vae\.yaml.*install-autoencoder"):
         write_random_pipeline(tmp_path / "init", "tiny-f4", vae_from="tiny-f4")
     assert not (tmp_path / "init").exists()
-    monkeypatch.setattr(shipped_model, "DEMO_DIR", tmp_path / "no-demo")
-    with pytest.raises(CfauditError, match=r"configs/train/demo\.yaml"):
+    with pytest.raises(CfauditError, match=r"configs/train/tiny_vae\.yaml.*--arch tiny`"):
         shipped_model.shipped_autoencoder("tiny")
 
 

@@ -23,12 +23,12 @@ def demo(
     arch: str | None = typer.Option(
         None,
         "--arch",
-        help="With --train: the preset to fit, tiny (the shipped model's) or tiny-f4 (4x autoencoder, shipped; "
-        "finer and slower).",
+        help="With --train: the preset to fit, tiny-f4 (the shipped model's) or tiny (8x autoencoder, shipped; "
+        "coarser and about 3x faster).",
     ),
     n: int = typer.Option(2000, "--n", help="Number of phantom images."),
     size: int = typer.Option(
-        128, "--size", help="Phantom image size in pixels (the tiny model works at 128)."
+        128, "--size", help="Phantom image size in pixels (the demo model works at 128)."
     ),
     seed: Seed = 0,
     config: str | None = typer.Option(

@@ -20,7 +20,7 @@ def init_random_command(
     arch: Annotated[
         str,
         typer.Option(
-            help="sd15 (SD v1.5), sd21 (SD 2.1, v-prediction), tiny (the demo's CPU preset) or tiny-f4."
+            help="sd15 (SD v1.5), sd21 (SD 2.1, v-prediction), tiny-f4 (the demo's CPU preset) or tiny (coarser, faster)."
         ),
     ] = "sd15",
     seed: Seed = 0,
@@ -38,7 +38,7 @@ def init_random_command(
         str | None,
         typer.Option(
             help="Take a trained VAE instead of a random one: a model's (demo, a folder) or a preset's shipped "
-            "autoencoder (tiny-f4)."
+            "autoencoder (tiny-f4 or tiny)."
         ),
     ] = None,
 ) -> None:
@@ -107,7 +107,7 @@ def train_vae_command(
     resume: Resume = None,
     progress: ShowProgress = True,
 ) -> None:
-    """Train a pipeline's VAE on a data index (for the tiny preset) and write the pipeline with it."""
+    """Train a pipeline's VAE on a data index (for the tiny presets) and write the pipeline with it."""
     from cfaudit.cli.train import log_to_console
     from cfaudit.train.config import VaeTrainConfig
     from cfaudit.train.vae import train_vae
@@ -133,7 +133,7 @@ def install_demo_command(
         ),
     ] = None,
 ) -> None:
-    """Copy a trained tiny pipeline into the package as the demo model (with PROVENANCE.txt and README.md)."""
+    """Copy a trained pipeline into the package as the demo model (with PROVENANCE.txt and README.md)."""
     from cfaudit.models.shipped_model import install_demo
 
     Console().print(f"demo model installed in {install_demo(from_, notes=note, index=index)}")
@@ -145,7 +145,7 @@ def install_autoencoder_command(
         Path,
         typer.Option("--from", help="A pipeline folder written by `cfaudit models train-vae` (RUN/model)."),
     ],
-    arch: Annotated[str, typer.Option(help="The preset it belongs to (tiny-f4).")] = "tiny-f4",
+    arch: Annotated[str, typer.Option(help="The preset it belongs to (tiny-f4 or tiny).")] = "tiny-f4",
 ) -> None:
     """Copy a trained VAE into the package as a preset's shipped autoencoder (reused by --vae ARCH)."""
     from cfaudit.models.shipped_model import install_autoencoder

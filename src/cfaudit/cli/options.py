@@ -18,7 +18,7 @@ import typer
 _DEVICE_NAMES = "cpu, cuda, cuda:1 ..."
 
 #: A diffusion model (default ``"demo"``).
-Model = Annotated[str, typer.Option(help="demo (the shipped tiny model), a pipeline folder or a hub id.")]
+Model = Annotated[str, typer.Option(help="demo (the shipped model), a pipeline folder or a hub id.")]
 #: Where to run (default ``None``: :func:`cfaudit.devices.resolve_device`'s choice, or accelerate's per process).
 Device = Annotated[str | None, typer.Option(help=f"{_DEVICE_NAMES} (default: the GPU when there is one).")]
 #: Where to run, for ``cfaudit sample``, whose default stays ``"cpu"`` (the README's samples are made there).

@@ -127,7 +127,8 @@ def resolve_model(model: str | os.PathLike[str]) -> Path:
         if not (DEMO_DIR / "unet").is_dir():
             raise CfauditError(
                 f"the demo model is not in this install ({DEMO_DIR} has no unet/); rebuild it with "
-                "the commands in configs/train/demo.yaml"
+                "`cfaudit demo --train --out runs/demo-f4` and `cfaudit models install-demo --from "
+                "runs/demo-f4/models/unet/model` (configs/train/demo_f4_scratch.yaml)"
             )
         return DEMO_DIR
     path = Path(text).expanduser()

@@ -1,4 +1,4 @@
-"""The shipped demo model: the tiny preset trained on the phantom, small enough to live inside the package.
+"""The shipped demo model: the tiny-f4 preset trained on the phantom, small enough to live inside the package.
 
 ``--model demo`` anywhere means the folder :data:`DEMO_DIR`. :func:`install_demo` copies a trained pipeline
 there and writes ``PROVENANCE.txt`` (command, configs, data index and its sha256, seeds, timings) from the
@@ -32,6 +32,11 @@ TRAINING_COMMANDS = ("train", "demo", "models")
 _PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 #: The VAE config keys that tell one preset's autoencoder from another's.
 _VAE_SHAPE_KEYS = ("block_out_channels", "latent_channels", "in_channels")
+#: Per preset the demo recipes train, the configs that rebuild its autoencoder and its UNet (PROVENANCE.txt).
+_RECIPE_CONFIGS = {
+    "tiny": ("configs/train/tiny_vae.yaml", "configs/train/demo.yaml"),
+    "tiny-f4": ("configs/train/tiny_f4_vae.yaml", "configs/train/demo_f4_scratch.yaml"),
+}
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -137,6 +142,14 @@ def provenance_markdown(
     config = unet_run.get("config", {})
     data = unet_run.get("data", {})
     curve = vae_run.get("held_out_l1") or {}
+    shapes = (
+        (_read_json(folder / "unet" / "config.json"), _read_json(folder / "vae" / "config.json"))
+        if folder
+        else ({}, {})
+    )
+    vae_config, unet_config = _RECIPE_CONFIGS.get(
+        preset_name(*shapes) or "", ("its VAE config", "its UNet config")
+    )
     lines = [
         "# Demo model provenance",
         "",
@@ -148,7 +161,7 @@ def provenance_markdown(
         f"- index: `{data.get('index')}` (split `{data.get('split')}`, {data.get('rows')} images)",
         f"- index sha256: `{data.get('index_sha256')}`",
         "",
-        "## VAE (`cfaudit models train-vae --config configs/train/tiny_vae.yaml`)",
+        f"## VAE (`cfaudit models train-vae --config {vae_config}`)",
         f"- steps {vae_run.get('steps')}, final loss {vae_run.get('final_loss')}, latent scale "
         f"{vae_run.get('scaling_factor')}, {vae_run.get('seconds_this_call', vae_run.get('seconds'))} s",
         "- held-out reconstruction L1 (0-255) by step: "
@@ -158,7 +171,7 @@ def provenance_markdown(
         ),
         f"- config: `{json.dumps(vae_run.get('config', {}), sort_keys=True)}`",
         "",
-        "## UNet + text encoder (`cfaudit train --config configs/train/demo.yaml`)",
+        f"## UNet + text encoder (`cfaudit train --config {unet_config}`)",
         f"- steps {unet_run.get('step')}, seed {config.get('seed')}, "
         + (f"{unet_run['wall_seconds']} s in the last call, " if unet_run.get("wall_seconds") else "")
         + f"command `{unet_run.get('command')}`",
@@ -237,51 +250,43 @@ def install_demo(
     return destination
 
 
-#: Autoencoders shipped in the package by preset, beside the demo model's own (``tiny``, in :data:`DEMO_DIR`):
-#: each trained once on the demo phantom's train split, as SD ships its pretrained VAE, and reused by every UNet
-#: of that preset (``write_random_pipeline(..., vae_from=preset)``, ``cfaudit demo --train --arch``).
+#: Autoencoders shipped in the package by preset: each trained once on the demo phantom's train split, as SD ships
+#: its pretrained VAE, and reused by every UNet of that preset (``write_random_pipeline(..., vae_from=preset)``,
+#: ``cfaudit demo --train --arch``). The demo model carries a copy of its own preset's (tiny-f4).
 AUTOENCODER_DIR = Path(__file__).parent / "autoencoders"
 _VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
 
 
 def shipped_autoencoder(preset: str) -> Path:
     """The folder (diffusers' ``AutoencoderKL`` format) of the autoencoder shipped for ``preset``."""
-    folder = DEMO_DIR / "vae" if preset == "tiny" else AUTOENCODER_DIR / preset
+    folder = AUTOENCODER_DIR / preset
     if not all((folder / name).is_file() for name in _VAE_FILES):
-        how = (
-            "rebuild the demo model with the commands in configs/train/demo.yaml"
-            if preset == "tiny"
-            else f"train one with configs/train/{preset.replace('-', '_')}_vae.yaml and install it with "
-            f"`cfaudit models install-autoencoder --from RUN/model --arch {preset}`"
-        )
+        vae_config = _RECIPE_CONFIGS.get(preset, (f"configs/train/{preset.replace('-', '_')}_vae.yaml", ""))[
+            0
+        ]
         raise CfauditError(
             f"no autoencoder for the {preset!r} preset in this install ({folder} has no {' or '.join(_VAE_FILES)}); "
-            + how
+            f"train one with {vae_config} and install it with "
+            f"`cfaudit models install-autoencoder --from RUN/model --arch {preset}`"
         )
     return folder
 
 
 def shipped_autoencoder_provenance(preset: str) -> dict[str, Any]:
     """What trained the autoencoder shipped for ``preset`` (its ``vae_provenance.json``), or {}."""
-    folder = shipped_autoencoder(preset)
-    return _read_json((DEMO_DIR if preset == "tiny" else folder) / "vae_provenance.json")
+    return _read_json(shipped_autoencoder(preset) / "vae_provenance.json")
 
 
 def install_autoencoder(source: str | os.PathLike[str], preset: str, destination: Path | None = None) -> Path:
     """Copy the VAE of a pipeline written by ``cfaudit models train-vae`` into the package as ``preset``'s shipped
     autoencoder (its config and float16 safetensors: the precision the demo recipes store every pipeline in, so a
     UNet's pipeline holds exactly the shipped weights; diffusers loads them as float32), with its training record
-    made portable. It must have the preset's shapes; the demo model's own (``tiny``) is installed with the demo
-    model (:func:`install_demo`)."""
+    made portable. It must have the preset's shapes."""
     import torch
     from diffusers import AutoencoderKL
 
-    if preset == "tiny" or preset not in ARCHITECTURES:
-        others = ", ".join(name for name in ARCHITECTURES if name != "tiny")
-        raise CfauditError(
-            f"install-autoencoder --arch {preset!r}: choose one of {others} (the tiny preset's autoencoder "
-            "is the demo model's, installed with `cfaudit models install-demo`)"
-        )
+    if preset not in ARCHITECTURES:
+        raise CfauditError(f"install-autoencoder --arch {preset!r}: choose one of {', '.join(ARCHITECTURES)}")
     source = Path(source)
     vae_folder = source / "vae"
     if not all((vae_folder / name).is_file() for name in _VAE_FILES):
