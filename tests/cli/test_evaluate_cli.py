@@ -96,9 +96,11 @@ def test_both_methods_side_by_side(app, tmp_path, phantom_index):
     assert (smallest >= 32) or "upsampled" in result.output
     axioms = pd.read_csv(out / "axioms.csv")
     composition = axioms[axioms["axiom"] == "composition"].set_index(["method", "measure"])["mean"]
-    # the SCM's null intervention returns its input exactly; the diffusion editor pays its VAE's error each time
+    # the SCM's null intervention returns its input exactly; the diffusion editor pays its autoencoder's and its
+    # inversion's error each time, and it adds up (the demo model, measured: 0.8 after one, 6.4 after ten)
     assert composition[("scm-hvae", "L1 after 10 null edits")] < 1e-3
-    assert composition[("direct", "L1 after 1 null edit")] > 1.0
+    once, ten_times = (composition[("direct", f"L1 after {n}")] for n in ("1 null edit", "10 null edits"))
+    assert 0.1 < once < ten_times
     assert axioms[axioms["axiom"] == "reversibility"]["method"].nunique() == 2
     provenance = json.loads((out / "evaluation.json").read_text())
     assert [e["job"]["model"] for e in provenance["edits"]] == ["demo", str(tmp_path / "scm-model")]

@@ -19,7 +19,13 @@ and it exceeds the editor's habit on that head (``offtarget_control``) by ``marg
   :data:`~cfaudit.discover.heads.FULLY_OBSERVED`): the labels do not predict it, and the classifier's own error
   on real images, conditional on the intervened attribute (``classifier_bias``), moves this head the edit's way
   by at least ``margin``: the classifier reads the edited attribute as this one. Such a head is never
-  ``hidden``: its labels are the truth, so real images beyond the labels can only be the classifier's misreading;
+  ``hidden``: its labels are the truth, so real images beyond the labels can only be the classifier's misreading.
+  Any other head is a ``classifier confound`` too when the expected-region control explains its move
+  (``region_control``, :mod:`~cfaudit.discover.region_control`): pasting the counterfactual into the null edit
+  inside the intervened attribute's own region only moves it the same way by at least half as much, so the head
+  reads the intended change (a weak lung-opacity head reading a smaller heart), and real images "show" the same
+  misreading; or when real images show it beyond the labels only through that region: with the region blanked
+  (``data_outside``) the real-image change beyond the labels is gone (below ``margin`` or the other way);
 * ``editor quirk``: none of the above, and labels or real images could be compared;
 * ``edit only``: neither labels nor real images can be compared (too few rows);
 * ``labels only``: the edit shows nothing but the labels predict a change of at least ``margin``.
@@ -45,13 +51,14 @@ from typing import Any
 import pandas as pd
 
 from cfaudit.discover.heads import FULLY_OBSERVED
+from cfaudit.discover.region_control import explains
 from cfaudit.errors import CfauditError
 
 CANDIDATE_COLUMNS: tuple[str, ...] = (
     "rank", "intervention", "kind", "target", "status", "flagged", "description", "effect", "ci_low", "ci_high",
     "p_value", "data_p", "q_value", "detectable", "null_control", "offtarget_control", "label_association",
-    "data_association", "classifier_bias", "rests_on", "cross_check", "excess", "n_images", "frequency", "x", "y",
-    "examples", "evidence",
+    "data_association", "classifier_bias", "region_control", "data_outside", "rests_on", "cross_check", "excess",
+    "n_images", "frequency", "x", "y", "examples", "evidence",
 )  # fmt: skip
 _ORDER = {
     "hidden": 0, "not significant": 1, "in labels": 2, "classifier confound": 3, "editor quirk": 4,
@@ -119,6 +126,13 @@ def head_status(row: Any, settings: CandidateSettings) -> tuple[str, float] | No
         not math.isnan(beyond_labels) and beyond_labels * delta > 0 and abs(beyond_labels) >= settings.margin
     )
     comparable = not math.isnan(data) or not math.isnan(label)
+    outside = _scaled(getattr(row, "data_outside", math.nan), scale)
+    beyond_outside = outside - _nan0(label)
+    only_through_region = (
+        in_data
+        and not math.isnan(outside)
+        and not (beyond_outside * delta > 0 and abs(beyond_outside) >= settings.margin)
+    )
     if shows and labelled:
         return "in labels", abs(delta) - offtarget
     if shows and row.head in FULLY_OBSERVED:
@@ -126,6 +140,8 @@ def head_status(row: Any, settings: CandidateSettings) -> tuple[str, float] | No
         if not math.isnan(bias) and bias * delta > 0 and abs(bias) >= settings.margin:
             return "classifier confound", abs(delta) - offtarget
         return ("editor quirk" if comparable else "edit only"), abs(delta) - offtarget
+    if shows and (explains(getattr(row, "region_control", math.nan), row.delta) or only_through_region):
+        return "classifier confound", abs(delta) - offtarget
     if shows and in_data:
         excess = abs(delta) - max(offtarget, abs(_nan0(label)))
         return ("hidden" if _q(row) <= settings.alpha else "not significant"), excess
@@ -170,6 +186,8 @@ def head_candidates(cochange: pd.DataFrame, settings: CandidateSettings) -> list
                 "label_association": row.label_association,
                 "data_association": row.data_association,
                 "classifier_bias": getattr(row, "classifier_bias", math.nan),
+                "region_control": getattr(row, "region_control", math.nan),
+                "data_outside": getattr(row, "data_outside", math.nan),
                 "excess": excess,  # in margin units (probability; age: years / 50)
                 "n_images": row.n_images,
             }
@@ -200,8 +218,15 @@ def _head_sentence(row: Any, status: str) -> str:
         "not significant": "the labels do not predict it and real images show it, but too few images to tell "
         "it from chance among the run's tests",
         "in labels": "the labels predict it",
-        "classifier confound": f"the classifier misreads real images with this change by {_number(bias, unit)} "
-        f"against their recorded {row.head}: a classifier confound, not a relation of the data",
+        "classifier confound": (
+            f"the classifier misreads real images with this change by {_number(bias, unit)} against their "
+            f"recorded {row.head}: a classifier confound, not a relation of the data"
+            if row.head in FULLY_OBSERVED
+            else f"editing only the intervened attribute's own region moves it by "
+            f"{_number(getattr(row, 'region_control', math.nan), unit)}, and with that region blanked real images "
+            f"show {_number(getattr(row, 'data_outside', math.nan), unit)}: the classifier reads the intended "
+            "change as this head (a classifier confound), not a relation of the data"
+        ),
         "editor quirk": "neither the labels nor real images show it",
         "edit only": "labels and images too sparse to compare",
         "labels only": "the labels predict a change the edit does not show",
@@ -271,6 +296,8 @@ def region_candidates(clusters: pd.DataFrame, settings: CandidateSettings) -> li
                 "label_association": math.nan,
                 "data_association": row.data_support,
                 "classifier_bias": math.nan,
+                "region_control": math.nan,
+                "data_outside": math.nan,
                 "excess": excess,
                 "n_images": row.n_images,
                 "frequency": row.frequency,

@@ -23,6 +23,14 @@ One row per (intervention, head):
     e.g. ``mean(predicted age - age | Edema=1) - mean(predicted age - age | Edema=0)``: how much of the data
     association is the classifier reading the intervened attribute as this one. NaN for the findings, whose
     labels are not the whole truth (an image can show what its report does not name);
+``region_control``
+    for an intervention whose expected region is a small part of the image, the mean of ``C(composite) -
+    C(null edit)``, the composite being the null edit with the counterfactual pasted inside that region only
+    (:mod:`~cfaudit.discover.region_control`): the move the head makes from the intended change alone. NaN
+    elsewhere;
+``data_outside``
+    for the same interventions, ``data_association`` with the classifier reading the real images with that region
+    blanked: what real images show outside the intervened attribute's own region. NaN elsewhere;
 ``spread``, ``p_value``
     the standard deviation of the per-image changes beyond the null edit, and the sign-flip test's p-value of
     ``H0: |delta| <= offtarget_control`` (:func:`~cfaudit.discover.significance.sign_flip_p`);
@@ -56,7 +64,8 @@ from cfaudit.evaluate.metrics import bootstrap_ci
 
 COCHANGE_COLUMNS: tuple[str, ...] = (
     "intervention", "head", "intervened", "n_images", "effect", "null_control", "delta", "ci_low", "ci_high",
-    "offtarget_control", "label_association", "data_association", "classifier_bias", "scale", "spread", "p_value",
+    "offtarget_control", "label_association", "data_association", "classifier_bias", "region_control",
+    "data_outside", "scale", "spread", "p_value",
     "data_p", "q_value", "detectable",
 )  # fmt: skip
 
@@ -73,6 +82,7 @@ def cochange_table(
     seed: int = 0,
     bias: LabelStatistics | None = None,
     draws: int = 9999,
+    outside: Mapping[str, LabelStatistics] | None = None,
 ) -> pd.DataFrame:
     """One row per (intervention, head); ``bias`` holds the classifier's error on real images (output minus
     recorded truth, :func:`~cfaudit.discover.label_statistics.classifier_error`), ``draws`` the Monte Carlo
@@ -94,6 +104,8 @@ def cochange_table(
             data.association_with_error(intervention, edited, policy) if data is not None else ({}, {})
         )
         misread = bias.association(intervention, edited, policy) if bias is not None else {}
+        blanked = (outside or {}).get(name)
+        in_outside = blanked.association(intervention, edited, policy) if blanked is not None else {}
         changes[name] = np.stack(
             [scores["counterfactual"][h][selected] - scores["null"][h][image_rows] for h in HEAD_COLUMNS],
             axis=1,
@@ -103,6 +115,9 @@ def cochange_table(
             null = scores["null"][head][image_rows]
             after = scores["counterfactual"][head][selected]
             interval = bootstrap_ci(after - null, resamples=resamples, seed=seed)
+            region_only = (
+                scores["region_only"][head][selected] if "region_only" in scores else np.array([np.nan])
+            )
             beyond = in_data.get(head, math.nan) - _nan0(association[head])
             beyond_error = math.hypot(data_error.get(head, math.nan), _nan0(label_error[head]))
             rows.append(
@@ -119,6 +134,10 @@ def cochange_table(
                     "label_association": association[head],
                     "data_association": in_data.get(head, math.nan),
                     "classifier_bias": misread.get(head, math.nan) if head in FULLY_OBSERVED else math.nan,
+                    "region_control": (
+                        float(np.mean(region_only - null)) if np.isfinite(region_only).all() else math.nan
+                    ),
+                    "data_outside": in_outside.get(head, math.nan),
                     "scale": HEAD_SCALE[head],
                     "spread": float(np.std(after - null, ddof=1)) if selected.size > 1 else math.nan,
                     "data_p": directed_p(beyond, beyond_error, interval.estimate),

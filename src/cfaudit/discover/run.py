@@ -62,6 +62,7 @@ from cfaudit.discover.plan import (
     images_per_intervention,
     regional_interventions,
 )
+from cfaudit.discover.region_control import blank_region, region_key, region_masks, region_only_scores
 from cfaudit.discover.significance import Family, draws_for
 from cfaudit.edit.job import JobSettings, run_edit_job
 from cfaudit.errors import CfauditError
@@ -217,6 +218,11 @@ def analyse(
     # 3. Classifier outputs on originals, null edits and counterfactuals
     if scores is None:
         scores = _score_images(classifier, edits, out / "edits", progress)
+    # ... and on each edit of a regional intervention with its change kept to the expected region only
+    scores = {**scores, "region_only": region_only_scores(
+        classifier, edits, out / "edits", interventions, atlas, SCORE_CHUNK,
+        lambda done, total: _tell(progress, "region control", done, total),
+    )}  # fmt: skip
     labels = LabelStatistics(index.split(settings.label_split).table, policy)
     data_index = index.split(settings.data_split)
     if len(data_index) > settings.data_images:
@@ -226,7 +232,7 @@ def analyse(
         data_index = DataIndex(
             data_index.table.iloc[keep].reset_index(drop=True), data_index.root, data_index.meta
         )
-    real = real_image_controls(classifier, data_index, policy, settings.regions)
+    real = real_image_controls(classifier, data_index, policy, settings.regions, interventions, atlas)
     records: dict[str, Mapping[str, Any]] = {}
     for item in plan.items:
         assert item.record is not None  # the plan picks only images with a record
@@ -235,6 +241,7 @@ def analyse(
     cochange = cochange_table(
         scores, edits, interventions, labels, real.data, records, policy, settings.bootstrap, settings.seed,
         bias=real.bias, draws=draws_for(tests, settings.candidates.alpha, settings.permutations),
+        outside=real.outside,
     )  # fmt: skip
 
     # 4. Change clusters outside each intervention's expected region
@@ -349,32 +356,64 @@ class RealImages:
     bias: LabelStatistics
     #: The same images at the grid without the high-pass (the raw side of the real-image test of a cluster).
     grids: np.ndarray | None = None
+    #: Per intervention whose expected region is tested (:mod:`~cfaudit.discover.region_control`): the
+    #: classifier's outputs on the same images with that region blanked, as conditional means.
+    outside: dict[str, LabelStatistics] = field(default_factory=dict)
 
 
 def real_image_controls(
-    classifier: Any, data_index: DataIndex, policy: LabelPolicy, regions: RegionSettings | None = None
+    classifier: Any,
+    data_index: DataIndex,
+    policy: LabelPolicy,
+    regions: RegionSettings | None = None,
+    interventions: Sequence[Intervention] = (),
+    atlas: RegionAtlas | None = None,
 ) -> RealImages:
-    """Read the data split's images (:data:`SCORE_CHUNK` at a time) and what the classifier says about them."""
+    """Read the data split's images (:data:`SCORE_CHUNK` at a time) and what the classifier says about them; with
+    ``interventions`` and ``atlas``, also with each tested intervention's expected region blanked."""
     regions = regions or RegionSettings()
     size = _working_size(classifier)
     paths = list(data_index.image_paths())
+    tested: dict[tuple[str, ...], Intervention] = {}
+    if atlas is not None:
+        for intervention in interventions:
+            if str(intervention) in region_masks([intervention], atlas, 64):
+                tested.setdefault(region_key(intervention), intervention)
     outputs: list[dict[str, np.ndarray]] = []
+    blanked: dict[tuple[str, ...], list[dict[str, np.ndarray]]] = {key: [] for key in tested}
     details: list[np.ndarray] = []
     grids: list[np.ndarray] = []
     for start in range(0, len(paths), SCORE_CHUNK):
         images = [_read_at_most(path, size) for path in paths[start : start + SCORE_CHUNK]]
         outputs.append(head_columns(classifier.predict(images)))
+        for key, intervention in tested.items():
+            assert atlas is not None
+            masks = {
+                n: region_masks([intervention], atlas, n)[str(intervention)]
+                for n in {i.shape[0] for i in images}
+            }
+            blanked[key].append(
+                head_columns(classifier.predict([blank_region(i, masks[i.shape[0]]) for i in images]))
+            )
         for image in images:
             grids.append(to_grid(image, regions.grid))
             details.append(local_detail(grids[-1], regions))
     heads = _concatenate(outputs)
     predicted = np.stack([heads[c] for c in HEAD_COLUMNS], axis=1)
+    outside = {}
+    for intervention in interventions:
+        key = region_key(intervention)
+        if key in tested:
+            heads = _concatenate(blanked[key])
+            values = np.stack([heads[c] for c in HEAD_COLUMNS], axis=1)
+            outside[str(intervention)] = LabelStatistics(data_index.table, policy, values=values)
     empty = np.zeros((0, regions.grid, regions.grid), dtype=np.float32)
     return RealImages(
         np.stack(details) if details else empty,
         LabelStatistics(data_index.table, policy, values=predicted),
         classifier_error(data_index.table, predicted, policy),
         np.stack(grids) if grids else empty,
+        outside,
     )
 
 
