@@ -78,7 +78,7 @@ def test_the_demo_recipe_of_cfaudit_train_and_of_demo_train_are_one(arch: str, f
 def test_timestep_bias_draws_the_named_end_more_often() -> None:
     import torch
 
-    from cfaudit.train.trainer import timestep_sampling_weights
+    from cfaudit.train.draws import timestep_sampling_weights
 
     assert timestep_sampling_weights(TrainConfig(), 1000) is None  # uniform: the draws of every earlier run
     later = TrainConfig(timestep_bias="later", timestep_bias_multiplier=4.0, timestep_bias_portion=0.5)
@@ -114,7 +114,7 @@ def test_coarse_error_weighs_a_spread_error_above_grain() -> None:
 
 
 def test_finding_repeats_raise_a_rare_findings_share_of_the_draws() -> None:
-    from cfaudit.train.trainer import finding_repeats
+    from cfaudit.train.draws import finding_repeats
 
     # 100 images: 10 with cardiomegaly, 50 with effusion (5 of them with both)
     records = [
@@ -135,7 +135,7 @@ def test_finding_repeats_raise_a_rare_findings_share_of_the_draws() -> None:
 
 def test_negative_rates_name_a_rare_findings_absence_less_often() -> None:
     from cfaudit.data.vocabulary import FINDINGS
-    from cfaudit.train.trainer import negative_rates
+    from cfaudit.train.draws import negative_rates
 
     # 100 images: 10 with cardiomegaly, 50 with effusion
     records = [

@@ -47,7 +47,7 @@ class TrainConfig(ConfigFile):
     #: in a partial caption, the chance that each absent finding is named as such (``... with no cardiomegaly``)
     caption_negative: float = 0.0
     #: name a finding's absence at most this many times per naming of its presence (lowers ``caption_negative``
-    #: for rare findings: :func:`~cfaudit.train.trainer.negative_rates`); None: ``caption_negative`` for all
+    #: for rare findings: :func:`~cfaudit.train.draws.negative_rates`); None: ``caption_negative`` for all
     caption_negative_ratio: float | None = None
     noise_offset: float = 0.0
     #: weight of a coarse term beside the denoising MSE: the error averaged over ``coarse_loss_pool`` x
@@ -56,7 +56,7 @@ class TrainConfig(ConfigFile):
     coarse_loss_weight: float = 0.0
     coarse_loss_pool: int = 4
     #: draw the images of rare findings more often, so that each finding's positives make up about this share
-    #: of the draws (:func:`~cfaudit.train.trainer.finding_repeats`; a rare finding's word is otherwise learnt
+    #: of the draws (:func:`~cfaudit.train.draws.finding_repeats`; a rare finding's word is otherwise learnt
     #: late or not at all); 0: every image once an epoch
     finding_min_share: float = 0.0
     finding_max_repeat: int = 8
