@@ -122,6 +122,8 @@ def assert_error_rates(folder, result, alpha=0.1):
     assert set(power["intervention"]) == set(INTERVENTIONS_DO) and (power["n_images"] == 12).all()
     assert power["detectable_head"].notna().all() and power["detectable_share"].notna().sum() == 2  # not age
     meta = json.loads((folder / "discovery.json").read_text())
+    # the expected-region control is made (and recorded) for the heart, not for the lungs or a whole-image edit
+    assert meta["region_control"]["tested"] == ["do(Cardiomegaly=0)"]
     family = meta["error_rates"]
     assert family["alpha"] == alpha and family["tests"] >= len(written[written["kind"] == "region"])
     relations = pd.concat([pd.read_csv(folder / "cochange.csv"), pd.read_csv(folder / "clusters.csv")])

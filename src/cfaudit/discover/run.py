@@ -62,7 +62,15 @@ from cfaudit.discover.plan import (
     images_per_intervention,
     regional_interventions,
 )
-from cfaudit.discover.region_control import blank_region, region_key, region_masks, region_only_scores
+from cfaudit.discover.region_control import (
+    BLANK_LEVEL,
+    EXPLAINED_SHARE,
+    MAX_REGION_AREA,
+    blank_region,
+    region_key,
+    region_masks,
+    region_only_scores,
+)
 from cfaudit.discover.significance import Family, draws_for
 from cfaudit.edit.job import JobSettings, run_edit_job
 from cfaudit.errors import CfauditError
@@ -555,6 +563,12 @@ def _write_outputs(
             "images_per_intervention": {k: len(v) for k, v in plan.images_by_intervention.items()},
             "margin": settings.candidates.margin,
             "region_margin": settings.candidates.region_margin,
+            "region_control": {
+                "max_region_area": MAX_REGION_AREA,
+                "explained_share": EXPLAINED_SHARE,
+                "blank_level": BLANK_LEVEL,
+                "tested": sorted(region_masks(interventions, atlas, 64)),
+            },
             "alpha": settings.candidates.alpha,
             "error_rates": family.to_dict(),
             "power": json.loads(power.to_json(orient="records")),
