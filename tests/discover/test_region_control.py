@@ -23,8 +23,9 @@ from cfaudit.discover.cochange import COCHANGE_COLUMNS
 from cfaudit.discover.region_control import (
     MAX_REGION_AREA,
     blank_region,
+    controlled_interventions,
     explains,
-    region_masks,
+    region_mask,
     region_only_scores,
 )
 from cfaudit.discover.run import real_image_controls
@@ -76,9 +77,9 @@ def edit_folder(folder):
 
 def test_only_small_expected_regions_are_tested():
     atlas = RegionAtlas.load()
-    masks = region_masks([REMOVE_CM, ADD_EDEMA, Intervention.parse("sex=Female")], atlas, SIZE)
-    assert list(masks) == [str(REMOVE_CM)]  # the lungs (Edema) cover most of the image; sex the whole of it
-    assert 0.0 < masks[str(REMOVE_CM)].mean() <= MAX_REGION_AREA
+    tested = controlled_interventions([REMOVE_CM, ADD_EDEMA, Intervention.parse("sex=Female")], atlas)
+    assert tested == [str(REMOVE_CM)]  # the lungs (Edema) cover most of the image; sex the whole of it
+    assert 0.0 < region_mask(REMOVE_CM, atlas, SIZE).mean() <= MAX_REGION_AREA
 
 
 def test_the_composite_keeps_the_heart_change_and_drops_what_changed_outside(tmp_path):

@@ -6,18 +6,18 @@ the phantom, a lung-opacity head that has learnt "less lung field visible" moves
 shrinks the heart, and since the same classifier reads real images, real images "show" that move too, beyond
 what the labels predict. The label and real-image controls cannot tell this from a hidden relation.
 
-This control can, on both sides of the evidence. On the edits: for every edit of an intervention whose expected region (:class:`~cfaudit.discover.atlas.
-RegionAtlas`) is a small part of the image, it scores a composite: the edit's null edit with the counterfactual's
-pixels pasted inside that region only. ``region_control`` is the mean of ``C(composite) - C(null edit)``: the move
-the head makes from the intended change alone. When it carries most of the edit's move (:data:`EXPLAINED_SHARE`,
-same sign), the head reads the intervened attribute's own change, and the candidate is a ``classifier confound``,
-whatever the real images say. On the real images: the classifier reads
-each real image once more with that region blanked (:func:`blank_region`: a flat gray patch), and ``data_outside`` is the data
-association of those readings. Real images support a relation only if it survives there, outside the intervened
-attribute's own region (as a change cluster is only looked for outside it); when the association beyond the
-labels is gone, real images "show" the relation only through the attribute itself: a ``classifier confound``
-too. A relation carried by something outside the region (the pacemaker that leaves with a large heart) is not
-touched by either: pasting or blanking the heart alone does not move it.
+This control can, on both sides of the evidence. On the edits: for every edit of an intervention whose expected
+region (:class:`~cfaudit.discover.atlas.RegionAtlas`) is a small part of the image, it scores a composite: the
+edit's null edit with the counterfactual's pixels pasted inside that region only. ``region_control`` is the mean
+of ``C(composite) - C(null edit)``: the move the head makes from the intended change alone. When it carries most
+of the edit's move (:data:`EXPLAINED_SHARE`, same sign), the head reads the intervened attribute's own change, and
+the candidate is a ``classifier confound``, whatever the real images say. On the real images: the classifier
+reads each real image once more with that region blanked (:func:`blank_region`: a flat gray patch), and
+``data_outside`` is the data association of those readings. Real images support a relation only if it survives
+there, outside the intervened attribute's own region (as a change cluster is only looked for outside it); when the
+association beyond the labels is gone, real images "show" the relation only through the attribute itself: a
+``classifier confound`` too. A relation carried by something outside the region (the pacemaker that leaves with a
+large heart) is not touched by either: pasting or blanking the heart alone does not move it.
 
 Where the expected region covers most of the image (:data:`MAX_REGION_AREA`; the lungs, a global attribute) the
 composite is the counterfactual itself and says nothing, so it is not made (NaN).
@@ -46,20 +46,25 @@ MAX_REGION_AREA = 0.5
 EXPLAINED_SHARE = 0.5
 
 
-def region_masks(
-    interventions: Sequence[Intervention], atlas: RegionAtlas, size: int
-) -> dict[str, np.ndarray]:
-    """Per intervention (by name) whose expected region is at most :data:`MAX_REGION_AREA` of the image, its
-    ``size x size`` mask."""
-    masks = {}
-    for intervention in interventions:
-        attributes = tuple(name for name, _ in intervention.changes)
-        if atlas.is_global(attributes):
-            continue
-        mask = atlas.mask(attributes, size)
-        if mask.mean() <= MAX_REGION_AREA:
-            masks[str(intervention)] = mask
-    return masks
+#: The grid at which an expected region's share of the image is measured (the decision must not depend on the
+#: size of the images a run happens to read).
+_AREA_GRID = 64
+
+
+def region_mask(intervention: Intervention, atlas: RegionAtlas, size: int) -> np.ndarray:
+    """The ``size x size`` mask of ``intervention``'s expected region."""
+    return atlas.mask(tuple(name for name, _ in intervention.changes), size)
+
+
+def controlled_interventions(interventions: Sequence[Intervention], atlas: RegionAtlas) -> list[str]:
+    """The interventions (by name) the control is made for: their expected region is not the whole image and
+    covers at most :data:`MAX_REGION_AREA` of it."""
+    return [
+        str(i)
+        for i in interventions
+        if not atlas.is_global(tuple(name for name, _ in i.changes))
+        and region_mask(i, atlas, _AREA_GRID).mean() <= MAX_REGION_AREA
+    ]
 
 
 def region_only_scores(
@@ -74,21 +79,20 @@ def region_only_scores(
     """Head columns (one value per row of ``edits``; NaN where the intervention is not tested) of each edit's
     region-only composite, ``chunk`` images at a time."""
     scores = {head: np.full(len(edits), np.nan) for head in HEAD_COLUMNS}
-    tested = set(region_masks(interventions, atlas, 64))
+    tested = {
+        name: i for i in interventions if (name := str(i)) in controlled_interventions(interventions, atlas)
+    }
     names = edits["intervention"].astype(str).to_numpy()
     todo = [k for k in range(len(edits)) if names[k] in tested]
-    masks: dict[int, dict[str, np.ndarray]] = {}  # by image size
     for start in range(0, len(todo), chunk):
         part = todo[start : start + chunk]
         images = []
         for k in part:
             row = edits.iloc[k]
             counterfactual = load_image(folder / row["counterfactual"])
-            size = counterfactual.shape[0]
-            if size not in masks:
-                masks[size] = region_masks(interventions, atlas, size)
             null = load_image(image_folder(folder, str(row["image_id"])) / IDENTITY_FILE)
-            images.append(np.where(masks[size][names[k]], counterfactual, null))
+            mask = region_mask(tested[names[k]], atlas, counterfactual.shape[0])
+            images.append(np.where(mask, counterfactual, null))
         heads = head_columns(classifier.predict(images))
         for head in HEAD_COLUMNS:
             scores[head][part] = heads[head]

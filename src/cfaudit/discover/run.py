@@ -67,8 +67,9 @@ from cfaudit.discover.region_control import (
     EXPLAINED_SHARE,
     MAX_REGION_AREA,
     blank_region,
+    controlled_interventions,
     region_key,
-    region_masks,
+    region_mask,
     region_only_scores,
 )
 from cfaudit.discover.significance import Family, draws_for
@@ -382,11 +383,11 @@ def real_image_controls(
     regions = regions or RegionSettings()
     size = _working_size(classifier)
     paths = list(data_index.image_paths())
-    tested: dict[tuple[str, ...], Intervention] = {}
-    if atlas is not None:
-        for intervention in interventions:
-            if str(intervention) in region_masks([intervention], atlas, 64):
-                tested.setdefault(region_key(intervention), intervention)
+    tested: dict[tuple[str, ...], Intervention] = {}  # one reading per region: do(A=0) and do(A=1) share it
+    names = controlled_interventions(interventions, atlas) if atlas is not None else []
+    for intervention in interventions:
+        if str(intervention) in names:
+            tested.setdefault(region_key(intervention), intervention)
     outputs: list[dict[str, np.ndarray]] = []
     blanked: dict[tuple[str, ...], list[dict[str, np.ndarray]]] = {key: [] for key in tested}
     details: list[np.ndarray] = []
@@ -395,14 +396,9 @@ def real_image_controls(
         images = [_read_at_most(path, size) for path in paths[start : start + SCORE_CHUNK]]
         outputs.append(head_columns(classifier.predict(images)))
         for key, intervention in tested.items():
-            assert atlas is not None
-            masks = {
-                n: region_masks([intervention], atlas, n)[str(intervention)]
-                for n in {i.shape[0] for i in images}
-            }
-            blanked[key].append(
-                head_columns(classifier.predict([blank_region(i, masks[i.shape[0]]) for i in images]))
-            )
+            assert atlas is not None  # tested is empty without one
+            masked = [blank_region(i, region_mask(intervention, atlas, i.shape[0])) for i in images]
+            blanked[key].append(head_columns(classifier.predict(masked)))
         for image in images:
             grids.append(to_grid(image, regions.grid))
             details.append(local_detail(grids[-1], regions))
@@ -567,7 +563,7 @@ def _write_outputs(
                 "max_region_area": MAX_REGION_AREA,
                 "explained_share": EXPLAINED_SHARE,
                 "blank_level": BLANK_LEVEL,
-                "tested": sorted(region_masks(interventions, atlas, 64)),
+                "tested": sorted(controlled_interventions(interventions, atlas)),
             },
             "alpha": settings.candidates.alpha,
             "error_rates": family.to_dict(),

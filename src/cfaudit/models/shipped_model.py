@@ -32,11 +32,14 @@ TRAINING_COMMANDS = ("train", "demo", "models")
 _PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 #: The VAE config keys that tell one preset's autoencoder from another's.
 _VAE_SHAPE_KEYS = ("block_out_channels", "latent_channels", "in_channels")
-#: Per preset the demo recipes train, the configs that rebuild its autoencoder and its UNet (PROVENANCE.txt).
-_RECIPE_CONFIGS = {
-    "tiny": ("configs/train/tiny_vae.yaml", "configs/train/demo.yaml"),
-    "tiny-f4": ("configs/train/tiny_f4_vae.yaml", "configs/train/demo_f4_scratch.yaml"),
-}
+#: Per preset the demo recipes train, the config that rebuilds its UNet (PROVENANCE.txt; its autoencoder's is
+#: :func:`_vae_config`).
+_UNET_CONFIGS = {"tiny": "configs/train/demo.yaml", "tiny-f4": "configs/train/demo_f4_scratch.yaml"}
+
+
+def _vae_config(preset: str) -> str:
+    """The config that trains ``preset``'s autoencoder (``configs/train/tiny_f4_vae.yaml`` for tiny-f4)."""
+    return f"configs/train/{preset.replace('-', '_')}_vae.yaml"
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -147,9 +150,9 @@ def provenance_markdown(
         if folder
         else ({}, {})
     )
-    vae_config, unet_config = _RECIPE_CONFIGS.get(
-        preset_name(*shapes) or "", ("its VAE config", "its UNet config")
-    )
+    preset = preset_name(*shapes)
+    vae_config = _vae_config(preset) if preset in _UNET_CONFIGS else "its VAE config"
+    unet_config = _UNET_CONFIGS.get(preset or "", "its UNet config")
     lines = [
         "# Demo model provenance",
         "",
@@ -261,12 +264,9 @@ def shipped_autoencoder(preset: str) -> Path:
     """The folder (diffusers' ``AutoencoderKL`` format) of the autoencoder shipped for ``preset``."""
     folder = AUTOENCODER_DIR / preset
     if not all((folder / name).is_file() for name in _VAE_FILES):
-        vae_config = _RECIPE_CONFIGS.get(preset, (f"configs/train/{preset.replace('-', '_')}_vae.yaml", ""))[
-            0
-        ]
         raise CfauditError(
             f"no autoencoder for the {preset!r} preset in this install ({folder} has no {' or '.join(_VAE_FILES)}); "
-            f"train one with {vae_config} and install it with "
+            f"train one with {_vae_config(preset)} and install it with "
             f"`cfaudit models install-autoencoder --from RUN/model --arch {preset}`"
         )
     return folder
