@@ -14,14 +14,6 @@ from cfaudit.cli.options import BlankOverride, Seed, UncertainOverride, command_
 data_app = command_group("data", "Build the normalised index of a data set and describe it.")
 
 
-def _choice(flag: str, value: str, choices: tuple[str, ...]) -> str:
-    from cfaudit.errors import CfauditError
-
-    if value not in choices:
-        raise CfauditError(f"{flag} {value!r} is not one of {', '.join(choices)}")
-    return value
-
-
 @data_app.command("index")
 def index_command(
     source: Annotated[str, typer.Option(help="Data set kind: mimic, chexpert, csv or phantom.")],
@@ -54,14 +46,13 @@ def index_command(
 ) -> None:
     """Read a data set, assign patient-level splits, write index.csv + index.json + splits.csv."""
     from cfaudit.data.adapters import SOURCES, SPLIT_SOURCES, build_index, write_index
-    from cfaudit.data.adapters.common import BAD_ROW_POLICIES, IMAGE_CHECKS
+    from cfaudit.data.adapters.common import check_choice, check_reading_options
     from cfaudit.data.labels import LabelPolicy
     from cfaudit.data.splits import parse_fractions
 
-    _choice("--source", source, SOURCES)
-    _choice("--split-source", split_source, SPLIT_SOURCES)
-    _choice("--on-bad-row", on_bad_row, BAD_ROW_POLICIES)
-    _choice("--check-images", check_images, IMAGE_CHECKS)
+    check_choice("--source", source, SOURCES)
+    check_choice("--split-source", split_source, SPLIT_SOURCES)
+    check_reading_options(on_bad_row, check_images)
     policy = LabelPolicy(uncertain=uncertain, blank=blank)  # type: ignore[arg-type]
     index = build_index(
         source,
@@ -111,12 +102,13 @@ def stats_command(
     finding: Annotated[str, typer.Option(help="Finding reported beside sex and race.")] = "Pleural Effusion",
 ) -> None:
     """The paper's Table 1 (sex, pleural effusion, race, samples per split) for an index."""
+    from cfaudit.data.adapters.common import check_choice
     from cfaudit.data.labels import LabelPolicy
     from cfaudit.data.records import DataIndex
     from cfaudit.data.stats import FORMATS, format_table1, paper_rows, table1
     from cfaudit.data.vocabulary import canonical_finding
 
-    _choice("--format", fmt, FORMATS)
+    check_choice("--format", fmt, FORMATS)
     data = DataIndex.read(index)
     policy = label_policy_overrides(data.meta.get("label_policy"), uncertain, blank)
     frame = table1(data, LabelPolicy.from_dict(policy), finding=canonical_finding(finding))

@@ -206,12 +206,7 @@ def train_scm(
             raise CfauditError(f"{start}: trained on another index or split ({saved['order']['n_rows']} rows); "
                                "resume with the same data or start a new --out")  # fmt: skip
         ckpt.load_weights_into(hvae, start, "hvae")
-        optimizer.load_state_dict(saved["optimizer"])
-        lr_scheduler.load_state_dict(saved["lr_scheduler"])
-        if ema is not None:
-            ema.load_state_dict(saved["ema"])
-            ema.to(device)
-        data_gen.set_state(saved["data_gen"])
+        ckpt.restore_optimisation(saved, optimizer, lr_scheduler, ema, device, data_gen)
         noise_gen.set_state(saved["noise_gen"])
         order.load(saved["order"])
         state.update({k: saved[k] for k in state})

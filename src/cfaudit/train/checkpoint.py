@@ -137,6 +137,19 @@ def read_state(folder: Path) -> dict[str, Any]:
     return unflatten_state(plain, tensors)
 
 
+def restore_optimisation(
+    saved: dict[str, Any], optimizer: Any, lr_scheduler: Any, ema: Any, device: Any, data_gen: torch.Generator
+) -> None:
+    """Put back what every trainer here saves beside its weights: the optimizer, the learning rate schedule, the
+    EMA weights (when the run keeps them, moved to ``device``) and the generator that draws the data order."""
+    optimizer.load_state_dict(saved["optimizer"])
+    lr_scheduler.load_state_dict(saved["lr_scheduler"])
+    if ema is not None:
+        ema.load_state_dict(saved["ema"])
+        ema.to(device)
+    data_gen.set_state(saved["data_gen"])
+
+
 def read_lora_state(folder: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 

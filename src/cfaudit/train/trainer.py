@@ -314,12 +314,7 @@ def train(
             ckpt.load_weights_into(accelerator.unwrap_model(unet), start_checkpoint, "unet")
         if config.train_text_encoder:
             ckpt.load_weights_into(accelerator.unwrap_model(text_encoder), start_checkpoint, "text_encoder")
-        optimizer.load_state_dict(saved["optimizer"])
-        lr_scheduler.load_state_dict(saved["lr_scheduler"])
-        if ema is not None:
-            ema.load_state_dict(saved["ema"])
-            ema.to(device)
-        data_gen.set_state(saved["data_gen"])
+        ckpt.restore_optimisation(saved, optimizer, lr_scheduler, ema, device, data_gen)
         noise_states = saved["noise_gen"]  # one row per process of the run that saved it
         if noise_states.shape[0] == accelerator.num_processes:
             noise_gen.set_state(noise_states[accelerator.process_index].clone())  # a view crashes set_state

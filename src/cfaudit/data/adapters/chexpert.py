@@ -21,11 +21,9 @@ from pathlib import Path
 import pandas as pd
 
 from cfaudit.data.adapters.common import (
-    BAD_ROW_POLICIES,
-    IMAGE_CHECKS,
     AdapterResult,
     RowFilter,
-    check_choice,
+    check_reading_options,
     file_record,
     finish_table,
     normalize_values,
@@ -111,8 +109,7 @@ def load_chexpert(
 ) -> AdapterResult:
     """Read CheXpert's label CSVs (+ demographics) into index records (split blank)."""
     root = Path(root)
-    check_choice("--on-bad-row", on_bad_row, BAD_ROW_POLICIES)
-    check_choice("--check-images", check_images, IMAGE_CHECKS)
+    check_reading_options(on_bad_row, check_images)
     folder = find_label_folder(root)
 
     # 1. train.csv and valid.csv, one working table.

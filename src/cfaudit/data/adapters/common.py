@@ -40,6 +40,12 @@ def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
     return value
 
 
+def check_reading_options(on_bad_row: str, check_images: str) -> None:
+    """The two options every adapter takes: what to do with a bad row, and how to check the image files."""
+    check_choice("--on-bad-row", on_bad_row, BAD_ROW_POLICIES)
+    check_choice("--check-images", check_images, IMAGE_CHECKS)
+
+
 # --- reading source files --------------------------------------------------------------------------------------
 
 

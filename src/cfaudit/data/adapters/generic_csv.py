@@ -44,11 +44,9 @@ from typing import Any
 import pandas as pd
 
 from cfaudit.data.adapters.common import (
-    BAD_ROW_POLICIES,
-    IMAGE_CHECKS,
     AdapterResult,
     RowFilter,
-    check_choice,
+    check_reading_options,
     file_record,
     finish_table,
     normalize_values,
@@ -194,8 +192,7 @@ def load_csv(
 ) -> AdapterResult:
     """Read a CSV described by a column map into index records (split blank)."""
     root = Path(root)
-    check_choice("--on-bad-row", on_bad_row, BAD_ROW_POLICIES)
-    check_choice("--check-images", check_images, IMAGE_CHECKS)
+    check_reading_options(on_bad_row, check_images)
     if columns is None:
         raise CfauditError(
             "the csv source needs a column map: pass --columns FILE (see configs/columns.example.yaml)"

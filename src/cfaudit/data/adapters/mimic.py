@@ -23,11 +23,9 @@ from pathlib import Path
 import pandas as pd
 
 from cfaudit.data.adapters.common import (
-    BAD_ROW_POLICIES,
-    IMAGE_CHECKS,
     AdapterResult,
     RowFilter,
-    check_choice,
+    check_reading_options,
     file_record,
     find_source_file,
     finish_table,
@@ -75,8 +73,7 @@ def load_mimic(
 ) -> AdapterResult:
     """Read MIMIC-CXR-JPG (+ MIMIC-IV demographics) into index records (split blank, official split attached)."""
     root = Path(root)
-    check_choice("--on-bad-row", on_bad_row, BAD_ROW_POLICIES)
-    check_choice("--check-images", check_images, IMAGE_CHECKS)
+    check_reading_options(on_bad_row, check_images)
     if not root.is_dir():
         raise CfauditError(f"{root}: no such folder; {_RELEASE_HINT}")
     metadata_path = find_source_file(root, METADATA, _RELEASE_HINT)
