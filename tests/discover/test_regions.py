@@ -241,3 +241,41 @@ def test_the_local_background_of_a_fine_map_is_the_median_of_a_coarse_copy():
     assert detail[45:55, 72:78].mean() > 0.28
     assert np.abs(detail[:, 100:120]).mean() < 0.01  # the gradient is background
     assert np.abs(detail - full).mean() < 0.005
+
+
+def test_a_thin_line_among_brighter_structures_is_found_by_the_clusters_own_shape():
+    """Real images: a faint line along the path the edits changed, in the patients with the attribute, inside a
+    wide footprint that also holds a bright structure at a different place in every patient (another device, a
+    clavicle). The footprint's plain mean and its maximum drown the line; its mean weighted by how often the
+    edits changed each cell (the cluster's shape) does not."""
+    from cfaudit.data.labels import DEFAULT_POLICY
+    from cfaudit.discover.real_images import _contrast_p, label_design
+
+    path = np.array([row * GRID + 12 + row // 4 for row in range(4, 24)])  # a slanted line, one cell wide
+    wide = np.flatnonzero(blob(0.45, 0.45, amplitude=1.0, radius=9.0) != 0)
+    members = [
+        Component(f"i{k}", 1, 0.45, 0.4, path.size / GRID**2, 1.0, (0.3, 0.1, 0.6, 0.8), path)
+        for k in range(6)
+    ]
+    members.append(Component("i9", 1, 0.45, 0.45, wide.size / GRID**2, 1.0, (0.2, 0.2, 0.7, 0.7), wide))
+    cluster = Cluster(1, members)
+    rng = np.random.default_rng(3)
+    n = 120
+    states = (np.arange(n) % 2).astype(float)
+    details = rng.normal(0, 0.01, (n, GRID, GRID)) + rng.normal(0, 0.03, (n, 1, 1))
+    for k in range(n):
+        centre = (rng.uniform(0.62, 0.7), rng.uniform(0.35, 0.55))  # beside the line, never on it
+        details[k] += 1.0 * (blob(*centre, amplitude=1.0, radius=1.5) != 0)
+        if states[k]:
+            details[k].flat[path] += 0.05
+    table = pd.DataFrame({"age": 60.0, "sex": "Male", "race": "White", "Cardiomegaly": states})
+    record = {"age": 60.0, "sex": "Male", "race": "White", "Cardiomegaly": 0.0}
+    support, p = data_support(cluster, Intervention.parse("Cardiomegaly=1"), (table, details), [record], GRID)
+    assert p < 1e-3 and support > 0.3
+    names, design = label_design(table, DEFAULT_POLICY)
+    contrast = np.array([1.0 if name == "Cardiomegaly" else 0.0 for name in names])
+    footprint = np.zeros(GRID * GRID, dtype=bool)
+    footprint[path] = footprint[wide] = True
+    pixels = details.reshape(n, -1)[:, footprint]
+    for summary in (pixels.mean(axis=1), pixels.max(axis=1)):  # what the footprint's plain summaries see
+        assert _contrast_p(design, summary - summary.mean(), contrast, 1.0) > 0.01

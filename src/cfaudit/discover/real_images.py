@@ -33,7 +33,8 @@ def data_support(
 
     ``data`` is ``(table, details)`` or ``(table, details, grids)``: the records of real images of a held-out
     split, their :func:`~cfaudit.discover.clusters.local_detail` at the grid and, optionally, the grid images themselves. The footprint is
-    the union of the members' pixels (dilated by one grid cell). Each real image's mean local detail there is
+    the union of the members' pixels (dilated by one grid cell). Each real image's local detail there, averaged
+    with each cell weighted by how many of the cluster's members changed it (the cluster's own shape), is
     standardised over the split and regressed (least squares) on the intervened attributes *and every other
     label* (findings, sex, race, age in decades): the intervened attributes' coefficients, applied to the change
     the intervention makes (averaged over the edited records), say how much brighter (+) or darker (-) real
@@ -58,11 +59,13 @@ def data_support(
     policy = policy or DEFAULT_POLICY
     table, details = data[0], data[1]
     grids = data[2] if len(data) > 2 else None
-    footprint = np.zeros(grid * grid, dtype=bool)
+    coverage = np.zeros(grid * grid)  # how many of the cluster's members changed each cell
     for member in cluster.members:
-        footprint[member.pixels] = True
-    footprint = ndimage.binary_dilation(footprint.reshape(grid, grid))
-    values = details[:, footprint].mean(axis=1)
+        coverage[member.pixels] += 1.0
+    footprint = ndimage.binary_dilation(coverage.reshape(grid, grid) > 0)
+    weights = coverage.reshape(grid, grid)[footprint]
+    weights /= weights.sum()
+    values = details[:, footprint] @ weights
     spread = float(np.std(values))
     if not np.isfinite(spread) or spread == 0 or len(values) < 20:
         return math.nan, math.nan
@@ -92,21 +95,25 @@ def data_support(
     if not changes:
         return math.nan, math.nan
     contrast /= len(changes)
-    p = _footprint_p(design, details[:, footprint], contrast, cluster.sign)
+    p = _footprint_p(design, details[:, footprint], weights, contrast, cluster.sign)
     if grids is not None and len(grids) == len(values):
-        p = max(p, _footprint_p(design, grids[:, footprint], contrast, cluster.sign))
+        p = max(p, _footprint_p(design, grids[:, footprint], weights, contrast, cluster.sign))
     return float(np.mean(changes)), p
 
 
-def _footprint_p(design: np.ndarray, pixels: np.ndarray, contrast: np.ndarray, sign: float) -> float:
+def _footprint_p(
+    design: np.ndarray, pixels: np.ndarray, weights: np.ndarray, contrast: np.ndarray, sign: float
+) -> float:
     """One-sided p-value that real images differ in the footprint (``pixels``: images x footprint pixels) in
     direction ``sign``, from three summaries of the footprint tested alike and combined by Bonferroni: the
-    mean (a diffuse change), the maximum (a bright structure somewhere in it: a device that sits at a different
-    place in every patient fills a small part of a footprint drawn around all of them) and the minimum (a dark
-    one). Each is valid on its own, so the combination is, whatever their dependence."""
+    mean weighted by how often the edits changed each cell (``weights``: the cluster's own shape, so that a thin
+    line the edits draw along one path is not drowned by the brighter structures around it), the maximum (a
+    bright structure somewhere in it: a device that sits at a different place in every patient fills a small
+    part of a footprint drawn around all of them) and the minimum (a dark one). Each is valid on its own, so the
+    combination is, whatever their dependence."""
     p = min(
         _contrast_p(design, summary - summary.mean(), contrast, sign)
-        for summary in (pixels.mean(axis=1), pixels.max(axis=1), pixels.min(axis=1))
+        for summary in (pixels @ weights, pixels.max(axis=1), pixels.min(axis=1))
     )
     return min(1.0, 3.0 * p) if math.isfinite(p) else math.nan
 
