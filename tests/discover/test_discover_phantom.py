@@ -43,9 +43,7 @@ def discovery(tmp_path, models, config, seed):
 
 def mask_share(root, members, bits, excluding=()):
     """Share of the cluster members' changed pixels that fall on the ground-truth parts ``bits`` (dilated),
-    leaving out those on the parts ``excluding`` (a line that runs under the pacemaker is not a line change).
-    The parts are dilated by 1/64 of the image's side whatever the grid: the model's placement jitter is in image
-    units, not grid cells."""
+    leaving out those on the parts ``excluding`` (a line that runs under the pacemaker is not a line change)."""
     from scipy import ndimage
 
     hits = total = 0
@@ -63,9 +61,8 @@ def mask_share(root, members, bits, excluding=()):
         for bit in excluding:
             other |= ((labels >> bit) & 1).astype(bool)
         k = labels.shape[0] // grid
-        reach = max(1, round(grid / 64))
-        part = ndimage.binary_dilation(part.reshape(grid, k, grid, k).any(axis=(1, 3)), iterations=reach)
-        part &= ~ndimage.binary_dilation(other.reshape(grid, k, grid, k).any(axis=(1, 3)), iterations=reach)
+        part = ndimage.binary_dilation(part.reshape(grid, k, grid, k).any(axis=(1, 3)))
+        part &= ~ndimage.binary_dilation(other.reshape(grid, k, grid, k).any(axis=(1, 3)))
         hits += int((changed.reshape(grid, grid) & part).sum())
         total += int(changed.sum())
     return hits / max(total, 1)

@@ -216,33 +216,6 @@ def test_a_device_anywhere_in_a_wide_footprint_is_found_by_the_footprints_maximu
     assert _contrast_p(design, mean - mean.mean(), contrast, 1.0) > 0.01  # the mean alone would miss it
 
 
-def _thin_line(size: int, amplitude: float = 0.15) -> np.ndarray:
-    """A catheter's change: one pixel wide at ``size``, from the neck down into the upper mediastinum."""
-    image = np.zeros((size, size), dtype=np.float32)
-    for row in range(round(0.08 * size), round(0.45 * size)):
-        image[row, round((0.40 + 0.2 * row / size) * size)] = amplitude
-    return image
-
-
-def test_the_local_background_of_a_fine_map_is_the_median_of_a_coarse_copy():
-    """Above 64 cells the background is a median of a block-averaged copy (16x cheaper at 128): a compact object
-    and a thin line keep their full contrast, and a smooth gradient leaves no detail, as with the full median."""
-    from scipy import ndimage
-
-    settings = RegionSettings(grid=128)
-    rng = np.random.default_rng(1)
-    array = (rng.normal(0, 0.01, (128, 128)) + np.linspace(0, 0.3, 128)[None, :]).astype(np.float32)
-    array[40:60, 70:80] += 0.3
-    array += _thin_line(128)
-    detail = local_detail(array, settings)
-    full = array - ndimage.median_filter(array, size=33, mode="nearest")
-    assert detail.shape == array.shape and detail.dtype == np.float32
-    assert detail[45:55, 72:78].mean() == pytest.approx(full[45:55, 72:78].mean(), abs=0.01)
-    assert detail[45:55, 72:78].mean() > 0.28
-    assert np.abs(detail[:, 100:120]).mean() < 0.01  # the gradient is background
-    assert np.abs(detail - full).mean() < 0.005
-
-
 def test_a_thin_line_among_brighter_structures_is_found_by_the_clusters_own_shape():
     """Real images: a faint line along the path the edits changed, in the patients with the attribute, inside a
     wide footprint that also holds a bright structure at a different place in every patient (another device, a

@@ -107,10 +107,6 @@ def to_grid(difference: np.ndarray, grid: int) -> np.ndarray:
     )
 
 
-#: The local background of a map finer than this is estimated on a copy block-averaged down to it.
-MEDIAN_GRID = 64
-
-
 def local_detail(array: np.ndarray, settings: RegionSettings) -> np.ndarray:
     """``array`` minus its local background (a median over a window of ``settings.highpass`` of the side).
 
@@ -120,23 +116,8 @@ def local_detail(array: np.ndarray, settings: RegionSettings) -> np.ndarray:
         return array
     from scipy import ndimage
 
-    size = array.shape[0]
-    step = max(1, size // MEDIAN_GRID)
-    if step == 1 or size % step:
-        window = max(3, round(settings.highpass * size) | 1)
-        return array - ndimage.median_filter(array, size=window, mode="nearest")
-    # The background is smooth by construction, so its median is taken on a block-averaged copy and brought
-    # back up bilinearly: a median's cost grows with the window's area, and at 128 cells this is 16x cheaper
-    coarse = array.reshape(size // step, step, size // step, step).mean(axis=(1, 3))
-    window = max(3, round(settings.highpass * coarse.shape[0]) | 1)
-    background = ndimage.zoom(
-        ndimage.median_filter(coarse, size=window, mode="nearest"),
-        step,
-        order=1,
-        mode="nearest",
-        grid_mode=True,
-    )
-    return (array - background).astype(array.dtype, copy=False)
+    window = max(3, round(settings.highpass * array.shape[0]) | 1)
+    return array - ndimage.median_filter(array, size=window, mode="nearest")
 
 
 def components(
