@@ -7,8 +7,9 @@ On a phantom no model saw (``--seed``, the default config at 128 px), for each m
 * **reconstruction** of ``--images`` test images through the model's autoencoder (``cfaudit.evaluate.fidelity``):
   L1 (0-255) and LPIPS at 192 px against the image and against the same picture drawn without grain (the
   phantom's truth: ``PhantomReplay.render(grain=False)``), the contrast each device kind keeps inside its
-  ground-truth mask, and the attribute classifier's drift (mean |change| per head) between image and
-  reconstruction;
+  ground-truth mask, the share of the race grating kept, and the attribute classifier's drift (mean |change| per
+  head) between image and reconstruction, beside its drift between image and grain-free picture (the part a
+  perfect autoencoder of the picture would cost: the judge reading the grain);
 * **prompt effects** with the paper's partial prompts (``cfaudit.evaluate.prompt_effects``): the share of
   cardiomegaly cases whose heart shrinks under ``do(Cardiomegaly=0)``, the flip rates of ``do(Cardiomegaly=1)``
   and ``do(sex)``, the share of ``do(age=+20)`` edits that move the phantom's age cues the right way, and the
@@ -95,7 +96,26 @@ def reconstruction_rows(
     fidelity = measure_fidelity(
         originals, reconstructions, references=references, masks=masks, classifier=classifier
     )
-    return {**fidelity.to_dict(), "seconds_per_image": seconds}
+    texture = texture_kept(vae, replay, [str(i) for i in rows["image_id"]])
+    return {**fidelity.to_dict(), "race_texture_kept": texture, "seconds_per_image": seconds}
+
+
+def texture_kept(vae: Any, replay: PhantomReplay, image_ids: list[str]) -> float:
+    """The share of the phantom's race grating the autoencoder keeps: each grain-free picture is drawn with and
+    without its grating, both are reconstructed, and the difference of the reconstructions is projected on the
+    grating itself (1: kept exactly; 0: gone), summed over images."""
+    along = power = 0.0
+    for image_id in image_ids:
+        pictures = [
+            replay.render(image_id, grain=False),
+            replay.render(image_id, grain=False, texture_amplitude=0.0),
+        ]
+        grating = pictures[0].astype(np.float64) - pictures[1]
+        pixels = torch.from_numpy(np.stack(pictures).astype(np.float32))[:, None] / 127.5 - 1.0
+        decoded = [d[0].numpy().astype(np.float64) * 127.5 for d in autoencode(vae, pixels)]
+        along += float(((decoded[0] - decoded[1]) * grating).sum())
+        power += float((grating * grating).sum())
+    return along / power if power else float("nan")
 
 
 def realism_rows(classifier: Any, index: DataIndex, effects: Any) -> dict[str, dict[str, float]]:
@@ -142,10 +162,15 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
             f"contrast kept: {kind}",
             lambda r, k=kind: fmt(get(r, "reconstruction", "contrast_kept", k), "{:.0%}"),
         )
+    row("race grating kept", lambda r: fmt(get(r, "reconstruction", "race_texture_kept"), "{:.0%}"))
     heads = sorted({h for r in results.values() for h in (get(r, "reconstruction", "drift") or {})})
     for head in heads:
         row(
             f"classifier drift: {head}", lambda r, h=head: fmt(get(r, "reconstruction", "drift", h), "{:.3f}")
+        )
+        row(
+            f"... from the grain alone: {head}",
+            lambda r, h=head: fmt(get(r, "reconstruction", "grain_drift", h), "{:.3f}"),
         )
     for effect in ("cardiomegaly_removed", "cardiomegaly_added", "sex_swapped", "age_plus_20"):
 

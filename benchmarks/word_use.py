@@ -3,9 +3,10 @@ with one attribute taken away, on held-out images, for several models side by si
 
     python benchmarks/word_use.py --model demo --model runs/tx/bias/model --index runs/phantom-s21/index.csv
 
-For each attribute (a finding, or ``sex``), up to ``--images`` images of ``--split`` that have it (sex: any image)
-are encoded once; at each of ``--times`` noisy timesteps the same noise is added and the UNet predicts it under
-the image's caption and under the caption with the finding left out (sex: the other sex). The gap is the mean
+For each attribute (a finding, ``sex`` or ``race``), up to ``--images`` images of ``--split`` that have it (sex:
+any image; race: any image whose race is known) are encoded once; at each of ``--times`` noisy timesteps the same
+noise is added and the UNet predicts it under the image's caption and under the caption with the finding left out
+(sex: the other sex; race: another group, White for every group but White, whose other is Black). The gap is the mean
 squared error under the altered caption minus that under the true one, x1000: positive when the true words help
 the model denoise the image, so that it has learnt them; ~0 when the words make no difference to it (an edit that
 names them can then do nothing). Cheap (forward passes only, ~1 min per model and attribute on one core), so it
@@ -28,6 +29,7 @@ from cfaudit.data.images import load_model_tensor
 from cfaudit.data.labels import label_value
 from cfaudit.data.prompts import record_prompt
 from cfaudit.data.records import DataIndex
+from cfaudit.data.vocabulary import RACES
 from cfaudit.models.loading import load_components
 from cfaudit.models.text_encoding import encode_prompts
 
@@ -41,17 +43,25 @@ def clean(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def altered(record: dict[str, Any], attribute: str) -> dict[str, Any]:
-    """The record with ``attribute`` taken away (a finding left out; sex swapped)."""
+    """The record with ``attribute`` taken away (a finding left out; sex swapped; race named as another group)."""
     if attribute == "sex":
         return {**record, "sex": "Female" if str(record.get("sex")).lower() == "male" else "Male"}
+    if attribute == "race":
+        return {**record, "race": "Black" if record.get("race") == "White" else "White"}
     return {**record, attribute: None}
+
+
+def has_attribute(record: dict[str, Any], attribute: str) -> bool:
+    if attribute == "sex":
+        return True
+    if attribute == "race":
+        return record.get("race") in RACES
+    return label_value(record, attribute) == 1.0
 
 
 def word_gaps(components: Any, index: DataIndex, attribute: str, images: int, times: tuple[int, ...]) -> dict:
     records = [clean(r) for r in index.table.to_dict(orient="records")]
-    chosen = [k for k, r in enumerate(records) if attribute == "sex" or label_value(r, attribute) == 1.0][
-        :images
-    ]
+    chosen = [k for k, r in enumerate(records) if has_attribute(r, attribute)][:images]
     if not chosen:
         return {"images": 0, "gap": float("nan"), "per_time": []}
     pixels = torch.stack([load_model_tensor(index.image_path(k), components.resolution) for k in chosen])
@@ -94,7 +104,10 @@ def main() -> None:
     parser.add_argument("--model", action="append", required=True, help="demo, a pipeline folder; repeat")
     parser.add_argument("--index", required=True, help="index.csv of held-out images (e.g. a fresh phantom)")
     parser.add_argument("--split", default="all")
-    parser.add_argument("--attribute", action="append", default=None, help="a finding or sex; repeat")
+    parser.add_argument("--attribute", action="append", default=None, help="a finding, sex or race; repeat")
+    parser.add_argument(
+        "--times", default=",".join(map(str, DEFAULT_TIMES)), help="comma-separated timesteps (of 1000)"
+    )
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="folder for word_use.md and word_use.json")
@@ -102,11 +115,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     index = DataIndex.read(args.index).split(args.split)
     attributes = args.attribute or list(DEFAULT_ATTRIBUTES)
+    times = tuple(int(t) for t in args.times.split(","))
     results: dict[str, dict[str, Any]] = {}
     lines = ["| model | " + " | ".join(attributes) + " |", "|---" * (len(attributes) + 1) + "|"]
     for model in args.model:
         components = load_components(model)
-        results[model] = {a: word_gaps(components, index, a, args.images, DEFAULT_TIMES) for a in attributes}
+        results[model] = {a: word_gaps(components, index, a, args.images, times) for a in attributes}
         cells = [
             f"{r['gap']:+.3f} [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}] (n={r['images']})"
             if r["images"]
@@ -120,7 +134,7 @@ def main() -> None:
         record = {
             "index": str(args.index),
             "split": args.split,
-            "times": list(DEFAULT_TIMES),
+            "times": list(times),
             "results": results,
         }
         write_json(args.out / "word_use.json", record)

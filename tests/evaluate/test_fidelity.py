@@ -65,3 +65,13 @@ def test_measure_fidelity_against_image_and_reference() -> None:
     assert 3.0 < result.l1 < 5.5  # the grain alone: E|N(0, 0.02)| x 255 ~ 4.1
     assert result.contrast_kept["line"] == pytest.approx(1.0, abs=0.05)
     assert set(result.to_dict()["drift"]) == {"sex", "race"}
+    # the reconstruction is the grain-free picture itself, so the grain alone explains all of the drift
+    assert result.grain_drift == pytest.approx(result.drift)
+    assert result.grain_drift["race"] > 0.0  # the fake race head reads the contrast, which the grain raises
+
+
+def test_grain_drift_needs_the_grain_free_pictures() -> None:
+    image = _line_image(0.3)[0]
+    result = measure_fidelity([image], [image], classifier=_Classifier(), lpips_size=64, lpips_device="cpu")
+    assert result.drift == {"sex": 0.0, "race": 0.0}
+    assert result.grain_drift == {}

@@ -11,7 +11,9 @@ reconstructions are compared with the originals:
   the mean of a thin ring around it, reconstruction over original, summed over images (a thin line that blurs away
   keeps ~0, one drawn as sharply as before keeps 1);
 * ``drift``: per classifier head, the mean absolute change of the attribute classifier's output between original
-  and reconstruction: what the autoencoder alone does to the CPG columns of Table 2.
+  and reconstruction: what the autoencoder alone does to the CPG columns of Table 2;
+* ``grain_drift``: with ``reference`` images, the same change between each original and its grain-free picture:
+  what a perfect autoencoder of the picture would cost, i.e. how much of ``drift`` is the judge reading the grain.
 
 The phantom's grain is independent noise that no autoencoder with fewer latent numbers than pixels can carry, so a
 perfect reconstruction of its noise-free picture still differs from the grainy image (L1 5.0, LPIPS 0.23 at
@@ -49,6 +51,7 @@ class Fidelity:
     contrast_kept: dict[str, float] = field(default_factory=dict)
     contrast_n: dict[str, int] = field(default_factory=dict)
     drift: dict[str, float] = field(default_factory=dict)
+    grain_drift: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,4 +129,6 @@ def measure_fidelity(
         fidelity.contrast_kept, fidelity.contrast_n = contrast_kept(originals, reconstructions, masks)
     if classifier is not None:
         fidelity.drift = classifier_drift(classifier, list(originals), list(reconstructions))
+        if references is not None:
+            fidelity.grain_drift = classifier_drift(classifier, list(originals), list(references))
     return fidelity

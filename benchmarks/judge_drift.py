@@ -1,0 +1,134 @@
+"""Attribute classifiers (judges) side by side: how far the autoencoder alone, and the grain alone, move each one.
+
+    python benchmarks/judge_drift.py --classifier shipped=demo --classifier e15=runs/old-classifier \
+        --out runs/judge-drift --images 128
+
+On the test split of a phantom no model saw (``--seed``, the default config at 128 px, the same phantom as
+``benchmarks/fidelity.py``), the images are reconstructed once through ``--autoencoder`` (default: the demo
+model's, tiny-f4) and drawn again without grain (``PhantomReplay.render(grain=False)``). Per classifier and head:
+
+* ``drift``: mean |output(reconstruction) - output(image)| (race: total variation distance), issue #13's measure;
+* ``grain drift``: the same between the image and its grain-free picture, what a perfect autoencoder of the
+  picture would cost: the part of ``drift`` that is the judge reading the grain;
+* the test AUCs its ``classifier.json`` records (sex, race macro);
+* realism in its features (the default features of ``cfaudit evaluate``'s realism): KID against ``--real``
+  images of the phantom's other splits, of as many more of them (the same distribution: the level of "not told
+  apart"), of those images' grain-free pictures, and of their reconstructions.
+
+Results go to ``OUT/judge_drift.md`` and ``OUT/judge_drift.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from fidelity import fresh_phantom, load_vae  # benchmarks/ is the script's folder
+
+from cfaudit.atomic_io import write_json, write_text
+from cfaudit.data.images import load_image, to_model_tensor
+from cfaudit.data.phantom.ground_truth import PhantomReplay
+from cfaudit.evaluate.classifiers import demo_classifier_dir, load_classifier
+from cfaudit.evaluate.fidelity import classifier_drift
+from cfaudit.evaluate.realism_distances import kid
+from cfaudit.evaluate.realism_features import ClassifierFeatures
+from cfaudit.train.vae import autoencode
+
+HEADS = ("sex", "race", "Cardiomegaly", "Pleural Effusion", "Support Devices", "Lung Opacity")
+
+
+def recorded_auc(folder: str) -> dict[str, float | None]:
+    path = (demo_classifier_dir() if folder == "demo" else Path(folder)) / "classifier.json"
+    test = json.loads(path.read_text()).get("metrics", {}).get("test", {})
+    return {"sex": test.get("sex", {}).get("auc"), "race": test.get("race", {}).get("macro_auc")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--classifier", action="append", required=True, help="NAME=FOLDER (or demo); repeat")
+    parser.add_argument("--autoencoder", default="tiny-f4", help="demo, a model folder or a preset")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=21, help="seed of the fresh phantom")
+    parser.add_argument("--n", type=int, default=1500)
+    parser.add_argument("--images", type=int, default=128, help="test images")
+    parser.add_argument("--real", type=int, default=400, help="real images of the realism reference set")
+    parser.add_argument("--realism-images", type=int, default=100, help="images of each compared set")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    root, index = fresh_phantom(args.out, args.seed, args.n)
+    test = index.split("test")
+    rows = test.table.head(args.images)
+    replay = PhantomReplay(root)
+    originals = [load_image(test.image_path(row)) for _, row in rows.iterrows()]
+    pixels = torch.stack([to_model_tensor(image, replay.size) for image in originals])
+    decoded = autoencode(load_vae(args.autoencoder), pixels)
+    reconstructions = [((d[0].numpy() + 1.0) / 2.0).clip(0.0, 1.0) for d in decoded]
+    grain_free = [replay.render(str(i), grain=False) / 255.0 for i in rows["image_id"]]
+    # realism sets: real images outside the test split against as many others, drawn without grain, reconstructed
+    pool = index.table[index.table["split"] != "test"]
+    real = [load_image(index.image_path(row)) for _, row in pool.iloc[: args.real].iterrows()]
+    others = pool.iloc[args.real : args.real + args.realism_images]
+    sets = {"more real images": [load_image(index.image_path(row)) for _, row in others.iterrows()]}
+    sets["their grain-free pictures"] = [
+        replay.render(str(i), grain=False) / 255.0 for i in others["image_id"]
+    ]
+    other_pixels = torch.stack([to_model_tensor(image, replay.size) for image in sets["more real images"]])
+    sets["their reconstructions"] = [
+        ((d[0].numpy() + 1.0) / 2.0).clip(0.0, 1.0)
+        for d in autoencode(load_vae(args.autoencoder), other_pixels)
+    ]
+
+    results: dict[str, dict[str, Any]] = {}
+    for spec in args.classifier:
+        name, _, folder = spec.partition("=")
+        judge = load_classifier(folder, device="cpu")
+        results[name] = {
+            "classifier": folder,
+            "drift": classifier_drift(judge, originals, reconstructions),
+            "grain_drift": classifier_drift(judge, originals, grain_free),
+            "test_auc": recorded_auc(folder),
+        }
+        features = ClassifierFeatures(judge)
+        reference = features(real)
+        results[name]["kid"] = {key: kid(features(images), reference) for key, images in sets.items()}
+        print(f"{name}: done", flush=True)
+
+    names = list(results)
+    lines = [
+        f"{len(originals)} test images of phantom seed {args.seed}; autoencoder {args.autoencoder}",
+        "",
+        "| | " + " | ".join(f"`{n}`" for n in names) + " |",
+        "|---|" + "---|" * len(names),
+        "| test AUC sex / race (macro) | "
+        + " | ".join(
+            " / ".join("-" if v is None else f"{v:.3f}" for v in results[n]["test_auc"].values())
+            for n in names
+        )
+        + " |",
+    ]
+    for head in HEADS:
+        for key, label in (("drift", "drift"), ("grain_drift", "... from the grain alone")):
+            cells = [results[n][key].get(head) for n in names]
+            lines.append(
+                f"| {label}: {head} | " + " | ".join("-" if c is None else f"{c:.3f}" for c in cells) + " |"
+            )
+    for key in sets:
+        cells = [results[n]["kid"][key] for n in names]
+        lines.append(
+            f"| KID vs {len(real)} real images: {key} | " + " | ".join(f"{c:.3f}" for c in cells) + " |"
+        )
+    write_json(
+        args.out / "judge_drift.json", {"images": len(originals), "seed": args.seed, "results": results}
+    )
+    write_text(args.out / "judge_drift.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
