@@ -241,7 +241,7 @@ def _fit_side_models(
     started = time.perf_counter()
     classifier = Path(folder) / "classifier"
     if not (classifier / "classifier.json").is_file():
-        config = ClassifierConfig(epochs=_scaled(15, scale), seed=seed)
+        config = ClassifierConfig(epochs=_scaled(ClassifierConfig.epochs, scale), seed=seed)
         train_classifier(Path(index), classifier, config, device="cpu")
     timing["classifier"] = time.perf_counter() - started
     scm = _fit_scm(Path(folder), Path(index), seed, scale, timing) if with_scm else None
