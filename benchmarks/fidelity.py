@@ -75,6 +75,12 @@ def load_vae(path: str) -> Any:
     )
 
 
+def reconstruct(vae: Any, images: list[np.ndarray], size: int) -> list[np.ndarray]:
+    """``[0, 1]`` images through the autoencoder, back as ``[0, 1]`` arrays of ``size`` pixels."""
+    pixels = torch.stack([to_model_tensor(image, size) for image in images])
+    return [((d[0].numpy() + 1.0) / 2.0).clip(0.0, 1.0) for d in autoencode(vae, pixels)]
+
+
 def reconstruction_rows(
     vae: Any, root: Path, index: DataIndex, classifier: Any, images: int
 ) -> dict[str, Any]:
@@ -83,11 +89,9 @@ def reconstruction_rows(
     replay = PhantomReplay(root)
     size = replay.size
     originals = [load_image(test.image_path(row)) for _, row in rows.iterrows()]
-    pixels = torch.stack([to_model_tensor(image, size) for image in originals])
     began = time.perf_counter()
-    decoded = autoencode(vae, pixels)
+    reconstructions = reconstruct(vae, originals, size)
     seconds = (time.perf_counter() - began) / len(rows)
-    reconstructions = [((d[0].numpy() + 1.0) / 2.0).clip(0.0, 1.0) for d in decoded]
     references = [replay.render(str(i), grain=False) / 255.0 for i in rows["image_id"]]
     masks = [
         {k.split(".", 1)[1]: v for k, v in read_masks(root, str(i)).items() if k.startswith("device.")}

@@ -26,16 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fidelity import fresh_phantom, load_vae  # benchmarks/ is the script's folder
+from fidelity import fresh_phantom, load_vae, reconstruct  # benchmarks/ is the script's folder
 
 from cfaudit.atomic_io import write_json, write_text
-from cfaudit.data.images import load_image, to_model_tensor
+from cfaudit.data.images import load_image
 from cfaudit.data.phantom.ground_truth import PhantomReplay
 from cfaudit.evaluate.classifiers import demo_classifier_dir, load_classifier
 from cfaudit.evaluate.fidelity import classifier_drift
 from cfaudit.evaluate.realism_distances import kid
 from cfaudit.evaluate.realism_features import ClassifierFeatures
-from cfaudit.train.vae import autoencode
 
 HEADS = ("sex", "race", "Cardiomegaly", "Pleural Effusion", "Support Devices", "Lung Opacity")
 
@@ -64,10 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     test = index.split("test")
     rows = test.table.head(args.images)
     replay = PhantomReplay(root)
+    vae = load_vae(args.autoencoder)
     originals = [load_image(test.image_path(row)) for _, row in rows.iterrows()]
-    pixels = torch.stack([to_model_tensor(image, replay.size) for image in originals])
-    decoded = autoencode(load_vae(args.autoencoder), pixels)
-    reconstructions = [((d[0].numpy() + 1.0) / 2.0).clip(0.0, 1.0) for d in decoded]
+    reconstructions = reconstruct(vae, originals, replay.size)
     grain_free = [replay.render(str(i), grain=False) / 255.0 for i in rows["image_id"]]
     # realism sets: real images outside the test split against as many others, drawn without grain, reconstructed
     pool = index.table[index.table["split"] != "test"]
@@ -77,11 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     sets["their grain-free pictures"] = [
         replay.render(str(i), grain=False) / 255.0 for i in others["image_id"]
     ]
-    other_pixels = torch.stack([to_model_tensor(image, replay.size) for image in sets["more real images"]])
-    sets["their reconstructions"] = [
-        ((d[0].numpy() + 1.0) / 2.0).clip(0.0, 1.0)
-        for d in autoencode(load_vae(args.autoencoder), other_pixels)
-    ]
+    sets["their reconstructions"] = reconstruct(vae, sets["more real images"], replay.size)
 
     results: dict[str, dict[str, Any]] = {}
     for spec in args.classifier:
