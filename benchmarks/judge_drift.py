@@ -32,7 +32,7 @@ from cfaudit.atomic_io import write_json, write_text
 from cfaudit.data.images import load_image
 from cfaudit.data.phantom.ground_truth import PhantomReplay
 from cfaudit.evaluate.classifiers import demo_classifier_dir, load_classifier
-from cfaudit.evaluate.fidelity import classifier_drift
+from cfaudit.evaluate.fidelity import output_drift
 from cfaudit.evaluate.realism_distances import kid
 from cfaudit.evaluate.realism_features import ClassifierFeatures
 
@@ -80,11 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     for spec in args.classifier:
         name, _, folder = spec.partition("=")
+        folder = folder or name  # a bare FOLDER names itself
         judge = load_classifier(folder, device="cpu")
+        before = judge.predict(originals)
         results[name] = {
             "classifier": folder,
-            "drift": classifier_drift(judge, originals, reconstructions),
-            "grain_drift": classifier_drift(judge, originals, grain_free),
+            "drift": output_drift(before, judge.predict(reconstructions)),
+            "grain_drift": output_drift(before, judge.predict(grain_free)),
             "test_auc": recorded_auc(folder),
         }
         features = ClassifierFeatures(judge)

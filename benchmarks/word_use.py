@@ -51,6 +51,19 @@ def altered(record: dict[str, Any], attribute: str) -> dict[str, Any]:
     return {**record, attribute: None}
 
 
+def timesteps(text: str) -> tuple[int, ...]:
+    """``--times``: comma-separated training timesteps, each in 0..999."""
+    try:
+        times = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of whole timesteps"
+        ) from None
+    if not times or any(not 0 <= t <= 999 for t in times):
+        raise argparse.ArgumentTypeError(f"{text!r}: every timestep must lie in 0..999")
+    return times
+
+
 def has_attribute(record: dict[str, Any], attribute: str) -> bool:
     if attribute == "sex":
         return True
@@ -106,7 +119,7 @@ def main() -> None:
     parser.add_argument("--split", default="all")
     parser.add_argument("--attribute", action="append", default=None, help="a finding, sex or race; repeat")
     parser.add_argument(
-        "--times", default=",".join(map(str, DEFAULT_TIMES)), help="comma-separated timesteps (of 1000)"
+        "--times", type=timesteps, default=DEFAULT_TIMES, help="comma-separated timesteps (0..999)"
     )
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
@@ -115,7 +128,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     index = DataIndex.read(args.index).split(args.split)
     attributes = args.attribute or list(DEFAULT_ATTRIBUTES)
-    times = tuple(int(t) for t in args.times.split(","))
+    times: tuple[int, ...] = args.times
     results: dict[str, dict[str, Any]] = {}
     lines = ["| model | " + " | ".join(attributes) + " |", "|---" * (len(attributes) + 1) + "|"]
     for model in args.model:

@@ -79,9 +79,8 @@ def region_only_scores(
     """Head columns (one value per row of ``edits``; NaN where the intervention is not tested) of each edit's
     region-only composite, ``chunk`` images at a time."""
     scores = {head: np.full(len(edits), np.nan) for head in HEAD_COLUMNS}
-    tested = {
-        name: i for i in interventions if (name := str(i)) in controlled_interventions(interventions, atlas)
-    }
+    controlled = set(controlled_interventions(interventions, atlas))
+    tested = {str(i): i for i in interventions if str(i) in controlled}
     names = edits["intervention"].astype(str).to_numpy()
     todo = [k for k in range(len(edits)) if names[k] in tested]
     for start in range(0, len(todo), chunk):

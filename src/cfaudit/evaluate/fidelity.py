@@ -92,7 +92,12 @@ def contrast_kept(
 
 def classifier_drift(classifier: Any, originals: Any, reconstructions: Any) -> dict[str, float]:
     """Per classifier head: mean |output(reconstruction) - output(original)| (probabilities; years for age; for race the total variation distance)."""
-    before, after = classifier.predict(originals), classifier.predict(reconstructions)
+    return output_drift(classifier.predict(originals), classifier.predict(reconstructions))
+
+
+def output_drift(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, float]:
+    """:func:`classifier_drift` of two sets of classifier outputs already computed (one set of originals read
+    once, compared with several others)."""
     drift: dict[str, float] = {}
     for head, values in before.items():
         change = np.abs(np.asarray(after[head]) - np.asarray(values))
@@ -128,7 +133,8 @@ def measure_fidelity(
     if masks is not None:
         fidelity.contrast_kept, fidelity.contrast_n = contrast_kept(originals, reconstructions, masks)
     if classifier is not None:
-        fidelity.drift = classifier_drift(classifier, list(originals), list(reconstructions))
+        before = classifier.predict(list(originals))
+        fidelity.drift = output_drift(before, classifier.predict(list(reconstructions)))
         if references is not None:
-            fidelity.grain_drift = classifier_drift(classifier, list(originals), list(references))
+            fidelity.grain_drift = output_drift(before, classifier.predict(list(references)))
     return fidelity
