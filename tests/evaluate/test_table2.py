@@ -247,6 +247,19 @@ def test_null_edits_leave_table2_and_become_identity_measures(tmp_path):
     assert cell(kept, "do(sex)", "L1")["n"] == 2
 
 
+def test_a_relative_age_edit_aims_at_each_images_own_age(tmp_path):
+    # WOMAN is 63: do(age=+20) aims at 83; the classifier reads 20 + 60 m years
+    job = write_job(
+        tmp_path / "job", WOMAN, [("a", 0.5, 0.75, "age=+20"), ("b", 0.5, 0.25, "age=+20")], model=""
+    )
+    result = run([job], tmp_path / "out")
+    # a: 50 -> 65 years, 15 closer to 83; b: 50 -> 35, 15 further away
+    assert cell(result.table, "do(age)", "CPG")["mean"] == pytest.approx(15.0, abs=0.01)
+    assert cell(result.table, "do(age)", "CPG signed")["mean"] == pytest.approx(0.0, abs=0.01)
+    scores = pd.read_csv(result.paths["scores_csv"])
+    assert scores["target"].astype(float).tolist() == [83.0, 83.0]
+
+
 def test_model_axioms_are_noted_when_the_model_cannot_be_loaded(tmp_path):
     job = write_job(tmp_path / "job", WOMAN, [("a", 0.6, 0.2, "sex=male")], model=str(tmp_path / "gone"))
     warnings: list[str] = []

@@ -238,6 +238,11 @@ def changes_record(intervention: Intervention, record: Mapping[str, Any] | None)
     """Does the intervention change the record? (Unknown records count as changed.)"""
     if record is None:
         return True
+    if intervention.is_relative:
+        try:
+            intervention = intervention.resolve(record)
+        except CfauditError:  # no age to move (or out of range): not known to leave the record as it was
+            return True
     for name, value in intervention.changes:
         factual = factual_value(record, name)
         if name == "age":

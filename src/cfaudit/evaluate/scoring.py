@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from cfaudit.data.images import load_image
-from cfaudit.data.interventions import Intervention
+from cfaudit.data.interventions import AgeShift, Intervention
 from cfaudit.data.vocabulary import PATHOLOGIES, RACES
 from cfaudit.errors import CfauditError
 from cfaudit.evaluate import metrics
@@ -158,7 +158,8 @@ class AttributeTarget:
     attribute: str
     head: str
     kind: str
-    target: float | None
+    #: one value, or one per edit (``do(age=+20)``: each image's own age moved)
+    target: float | np.ndarray | None
     unit: str
 
 
@@ -176,7 +177,8 @@ def attribute_target(attribute: str, value: Any, outputs: Mapping[str, np.ndarra
         target = float(RACES.index(value)) if value in RACES else None
         return AttributeTarget(attribute, "race", kind, target, f"P({value})")
     if attribute == "age":
-        return AttributeTarget(attribute, "age", kind, float(value), "years")
+        goal = np.asarray(value, dtype=np.float64)
+        return AttributeTarget(attribute, "age", kind, float(goal) if goal.ndim == 0 else goal, "years")
     return AttributeTarget(attribute, attribute, kind, float(value), f"P({attribute})")
 
 
@@ -201,6 +203,24 @@ def _kept_heads(intervention: Intervention, heads: Iterable[str]) -> list[str]:
     return [head for head in heads if head not in excluded]
 
 
+def _shifted_ages(
+    shift: AgeShift, records: Sequence[dict[str, Any] | None], predicted: np.ndarray | None
+) -> np.ndarray:
+    """The age each edit of ``do(age=+n)`` aims at: its record's age moved by ``n``; where the record has no
+    age, the classifier's reading of the original moved by ``n``."""
+    goals = np.full(len(records), np.nan)
+    for k, record in enumerate(records):
+        age = (record or {}).get("age")
+        try:
+            base = float(age)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            base = math.nan
+        if math.isnan(base) and predicted is not None:
+            base = float(np.asarray(predicted, dtype=np.float64).reshape(len(records), -1)[k, 0])
+        goals[k] = base + shift.years
+    return goals
+
+
 def edit_scores(
     rows: pd.DataFrame, scored: ScoredRows, records: Sequence[dict[str, Any] | None]
 ) -> pd.DataFrame:
@@ -215,7 +235,12 @@ def edit_scores(
         rebuilt = {h: v[idx] for h, v in scored.reconstructed.items()}
         kinds = {h: head_kind(h, v) for h, v in before.items()}
         kept_heads = _kept_heads(intervention, before)
-        for attribute, value in intervention.changes:
+        for attribute, change in intervention.changes:
+            value = (
+                _shifted_ages(change, [records[i] for i in idx], before.get("age"))
+                if isinstance(change, AgeShift)
+                else change
+            )
             target = attribute_target(attribute, value, before)
             b, a, r = before[target.head], after[target.head], rebuilt[target.head]
             gain = metrics.prediction_gain(b, a, target.target, kind=kinds[target.head])
@@ -249,7 +274,7 @@ def edit_scores(
                         "image_id": row["image_id"],
                         "attribute": attribute,
                         "kind": attribute_kind(attribute),
-                        "target": value,
+                        "target": value[k] if isinstance(value, np.ndarray) else value,
                         "factual": None if record is None else factual_value(record, attribute),
                         "changes_record": changes_record(intervention, record),
                         "lpips": scored.lpips[row_index],
