@@ -42,12 +42,13 @@ from scipy import ndimage
 from cfaudit.atomic_io import write_csv, write_text
 from cfaudit.data.adapters import build_index
 from cfaudit.data.images import load_model_tensor
-from cfaudit.data.interventions import Intervention, source_prompt
+from cfaudit.data.interventions import PROMPT_MODES, Intervention, source_prompt
 from cfaudit.data.phantom import default_config_path, generate_phantom, heart_width_ratio, load_config
 from cfaudit.data.records import DataIndex
 from cfaudit.edit.attention import AttentionSettings
-from cfaudit.edit.editor import CounterfactualEditor, EditSettings, Target
+from cfaudit.edit.editor import CounterfactualEditor, EditSettings
 from cfaudit.edit.inversion import InversionSettings
+from cfaudit.edit.job import edit_target
 
 HEART_BIT, DEVICE_BITS = 0, range(10, 16)
 INTERVENTION = Intervention.parse("Cardiomegaly=0")
@@ -135,7 +136,7 @@ def run_config(
         records = [r.to_dict() for _, r in part.iterrows()]
         images = torch.stack([load_model_tensor(r["path"], editor.resolution) for r in records])
         prompts = [source_prompt(r) for r in records]
-        targets = [[Target(INTERVENTION.target_prompt(r, mode))] for r in records]
+        targets = [[edit_target(INTERVENTION, r, mode)] for r in records]
         began = time.perf_counter()
         inversions = editor.invert(images.to(editor.device), prompts, settings)
         results = editor.edit(inversions, prompts, targets, edit)
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--config", action="append", required=True, help="method:steps[:options]; first = reference"
     )
-    parser.add_argument("--prompt-mode", default="partial", choices=("partial", "full"))
+    parser.add_argument("--prompt-mode", default="partial", choices=PROMPT_MODES)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)

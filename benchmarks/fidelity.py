@@ -10,7 +10,7 @@ On a phantom no model saw (``--seed``, the default config at 128 px), for each m
   ground-truth mask, the share of the race grating kept, and the attribute classifier's drift (mean |change| per
   head) between image and reconstruction, beside its drift between image and grain-free picture (the part a
   perfect autoencoder of the picture would cost: the judge reading the grain);
-* **prompt effects** with the paper's partial prompts (``cfaudit.evaluate.prompt_effects``): the share of
+* **prompt effects** in each ``--prompt-mode`` (``cfaudit.evaluate.prompt_effects``): the share of
   cardiomegaly cases whose heart shrinks under ``do(Cardiomegaly=0)``, the flip rates of ``do(Cardiomegaly=1)``
   and ``do(sex)``, the share of ``do(age=+20)`` edits that move the phantom's age cues the right way, and the
   seconds and UNet evaluations per edit;
@@ -35,10 +35,12 @@ import torch
 from cfaudit.atomic_io import write_json, write_text
 from cfaudit.data.adapters import build_index
 from cfaudit.data.images import load_image, to_model_tensor
+from cfaudit.data.interventions import PROMPT_MODES
 from cfaudit.data.phantom import default_config_path, generate_phantom, load_config
 from cfaudit.data.phantom.ground_truth import PhantomReplay, read_masks
 from cfaudit.data.records import DataIndex
 from cfaudit.edit.editor import CounterfactualEditor
+from cfaudit.edit.job import JobSettings
 from cfaudit.evaluate.classifiers import load_classifier
 from cfaudit.evaluate.fidelity import measure_fidelity
 from cfaudit.evaluate.prompt_effects import measure_prompt_effects
@@ -184,7 +186,7 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
                 return "-"
             return f"{s['rate']:.0%} [{s['low']:.0%}, {s['high']:.0%}] (n={s['n']}, {s['mean_effect']:+.3f})"
 
-        row(f"partial prompt: {effect}", cell)
+        row(f"prompt effect: {effect}", cell)
     for key in ("FD", "KID"):
         for which in ("counterfactuals", "reconstructions"):
             row(f"realism {key}, {which}", lambda r, k=key, w=which: fmt(get(r, "realism", w, k), "{:.3g}"))
@@ -206,7 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=32, help="test images reconstructed")
     parser.add_argument("--effect-images", type=int, default=24, help="images per prompt effect")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--prompt-mode",
+        action="append",
+        choices=PROMPT_MODES,
+        help="prompt mode(s) of the effects (default: edit's)",
+    )
     args = parser.parse_args(argv)
+    modes = args.prompt_mode or [JobSettings().prompt_mode]
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     root, index = fresh_phantom(args.out, args.seed, args.n)
@@ -221,19 +230,21 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.model:
         name, _, path = spec.partition("=")
         components = load_components(path, device="cpu")
-        entry: dict[str, Any] = {
-            "reconstruction": reconstruction_rows(components.vae, root, index, classifier, args.images)
-        }
+        reconstruction = reconstruction_rows(components.vae, root, index, classifier, args.images)
         editor = CounterfactualEditor.from_components(components)
-        effects = measure_prompt_effects(
-            editor, root, index, classifier, images=args.effect_images, keep_images=True
-        )
-        entry["effects"] = {s.effect: s.to_dict() for s in effects.summaries}
-        entry["realism"] = realism_rows(classifier, index, effects)
-        entry["seconds_per_edit"] = effects.seconds_per_edit
-        entry["unet_evals_per_edit"] = float(effects.rows["unet_evals"].mean())
-        results[name] = entry
-        print(f"{name}: done\n{effects.table()}", flush=True)
+        for mode in modes:
+            effects = measure_prompt_effects(
+                editor, root, index, classifier, images=args.effect_images, mode=mode, keep_images=True
+            )
+            column = name if len(modes) == 1 else f"{name}, {mode}"
+            results[column] = {
+                "reconstruction": reconstruction,
+                "effects": {s.effect: s.to_dict() for s in effects.summaries},
+                "realism": realism_rows(classifier, index, effects),
+                "seconds_per_edit": effects.seconds_per_edit,
+                "unet_evals_per_edit": float(effects.rows["unet_evals"].mean()),
+            }
+            print(f"{column}: done\n{effects.table()}", flush=True)
     text = markdown(results)
     header = f"Phantom seed {args.seed} (n={args.n}, 128 px, never seen by the models); classifier `{args.classifier}`.\n\n"
     write_text(args.out / "fidelity.md", header + text + "\n")

@@ -117,3 +117,19 @@ def test_user_mistakes_are_cfaudit_errors(app, tmp_path, args, message):
     result = invoke(app, "--out", tmp_path / "out", *args)
     assert isinstance(result.exception, CfauditError)
     assert message in str(result.exception)
+
+
+def test_edits_default_to_contrast_prompts(app, model_dir, tmp_path):
+    from cfaudit.data.interventions import DEFAULT_PROMPT_MODE
+
+    image = tmp_path / "x.png"
+    save_image(np.random.default_rng(0).random((16, 16)).astype(np.float32), image, bits=16)
+    out = tmp_path / "out"
+    result = invoke(
+        app, "--model", model_dir, "--image", image, "--prompt", PROMPT, "--out", out, "--steps", 3,
+        "--device", "cpu", "--do", "Cardiomegaly=0",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "edits.csv")
+    assert table["prompt_mode"].tolist() == [DEFAULT_PROMPT_MODE] == ["contrast"]
+    assert table["target_prompt"].tolist() == ["Chest X-ray of subject with no cardiomegaly"]

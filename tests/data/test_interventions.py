@@ -8,6 +8,7 @@ from cfaudit.data.interventions import (
     parse_interventions,
     source_prompt,
 )
+from cfaudit.data.labels import LabelPolicy
 from cfaudit.data.prompts import record_prompt
 from cfaudit.errors import CfauditError
 
@@ -79,13 +80,47 @@ def test_full_prompt_swaps_one_attribute_of_the_record():
     assert everything == "Chest X-ray of 63-years old white male subject with no finding"
 
 
+@pytest.mark.parametrize(
+    ("text", "reference", "target"),
+    [
+        ("Cardiomegaly=0", "subject with cardiomegaly", "subject with no cardiomegaly"),
+        ("sex=female", "male subject", "female subject"),
+        ("race=Black", "white subject", "black subject"),
+        ("age=+20", "63-years old subject", "83-years old subject"),
+        ("Edema=1", "subject", "subject with edema"),  # blank is negative by default: left unnamed
+        ("No Finding=1", "subject with cardiomegaly and support devices", "subject with no finding"),
+        (
+            "sex=female, Cardiomegaly=0",
+            "male subject with cardiomegaly",
+            "female subject with no cardiomegaly",
+        ),
+    ],
+)
+def test_contrast_mode_measures_the_partial_target_against_the_current_values(text, reference, target):
+    intervention = Intervention.parse(text).resolve(RECORD)
+    assert intervention.reference_prompt(RECORD) == f"Chest X-ray of {reference}"
+    assert intervention.target_prompt(RECORD, "contrast") == f"Chest X-ray of {target}"
+
+
+def test_the_reference_leaves_unknown_values_unnamed():
+    unknown = {"age": math.nan, "sex": "", "race": "Unknown", "Edema": math.nan}
+    for text in ("race=White", "sex=Male", "age=80"):
+        assert Intervention.parse(text).reference_prompt(unknown) == "Chest X-ray of subject"
+    positive = LabelPolicy(uncertain="positive")
+    assert Intervention.parse("Edema=0").reference_prompt({"Edema": -1.0}) == "Chest X-ray of subject"
+    assert Intervention.parse("Edema=0").reference_prompt({"Edema": -1.0}, policy=positive) == (
+        "Chest X-ray of subject with edema"
+    )
+    assert Intervention.parse("No Finding=1").reference_prompt({}) == "Chest X-ray of subject with no finding"
+
+
 def test_apply_does_not_touch_the_original_record():
     changed = Intervention.parse("Edema=1").apply(RECORD)
     assert changed["Edema"] == 1.0 and changed["No Finding"] == 0.0 and "Edema" not in RECORD
 
 
 def test_unknown_prompt_mode_and_full_without_record_are_errors():
-    with pytest.raises(CfauditError, match="partial, full"):
+    with pytest.raises(CfauditError, match="partial, full, contrast"):
         Intervention.parse("age=80").target_prompt(RECORD, "half")
     with pytest.raises(CfauditError, match="record"):
         Intervention.parse("age=80").target_prompt(None, "full")

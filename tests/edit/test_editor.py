@@ -107,3 +107,43 @@ def test_null_text_embeddings_need_their_own_guidance(editor, tiny_image):
     (wrong_steps,) = editor.invert(tiny_image, [SOURCE], InversionSettings(method="ddim", steps=3))
     with pytest.raises(CfauditError, match="share"):
         editor.edit([inversion, wrong_steps], [SOURCE, SOURCE], [[], []])
+
+
+@pytest.mark.parametrize("method", ["direct", "nti", "npi", "ddim"])
+def test_an_anchor_equal_to_the_target_leaves_the_image_as_reconstructed(editor, tiny_image, method):
+    settings = InversionSettings(method=method, steps=6, inner_steps=2)
+    partial = "chest x-ray of subject with no cardiomegaly"
+    (result,) = editor(
+        tiny_image,
+        [SOURCE],
+        [
+            [
+                Target(partial, anchor=partial),
+                Target(partial, anchor="chest x-ray of subject with cardiomegaly"),
+            ]
+        ],
+        settings,
+    )
+    unchanged, edited = result.counterfactual_latents
+    assert torch.allclose(unchanged, result.reconstruction_latent, atol=1e-5)
+    assert (edited - result.reconstruction_latent).abs().mean() > 1e-3  # the two prompts differ: an edit
+
+
+def test_an_anchor_equal_to_the_source_prompt_is_the_plain_edit(editor, tiny_image):
+    settings = InversionSettings(method="direct", steps=8)
+    (plain,) = editor(tiny_image, [SOURCE], [[Target(TARGETS[0])]], settings)
+    (anchored,) = editor(tiny_image, [SOURCE], [[Target(TARGETS[0], anchor=SOURCE)]], settings)
+    assert torch.allclose(anchored.counterfactual_latents, plain.counterfactual_latents, atol=1e-4)
+
+
+def test_anchored_edits_differ_from_plain_ones_and_share_their_anchor_rows(editor, tiny_image):
+    settings = InversionSettings(method="direct", steps=10)
+    anchor = "chest x-ray of subject with cardiomegaly"
+    targets = [Target(TARGETS[0], anchor=anchor), Target(TARGETS[4], anchor=anchor)]
+    editor.denoiser.evals = 0
+    (anchored,) = editor(tiny_image, [SOURCE], [targets], settings)
+    # inversion N, the source's unconditional row N, one shared anchor row N, two rows per target per step
+    assert editor.denoiser.evals == 10 + 10 + 10 + 2 * 20
+    assert sum(anchored.unet_evals) == pytest.approx(editor.denoiser.evals)
+    (plain,) = editor(tiny_image, [SOURCE], [[Target(t.prompt) for t in targets]], settings)
+    assert (anchored.counterfactual_latents - plain.counterfactual_latents).abs().mean() > 1e-3

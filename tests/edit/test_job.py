@@ -10,7 +10,7 @@ from cfaudit.data.images import save_image
 from cfaudit.data.interventions import parse_interventions
 from cfaudit.data.records import INDEX_COLUMNS, DataIndex
 from cfaudit.edit.inversion import InversionSettings
-from cfaudit.edit.job import JobSettings, item_from_image, run_edit_job
+from cfaudit.edit.job import JobSettings, edit_targets, item_from_image, run_edit_job
 from cfaudit.errors import CfauditError
 
 RECORD = {"age": 63.0, "sex": "Male", "race": "White", "Cardiomegaly": 1.0}
@@ -215,6 +215,38 @@ def test_items_take_their_own_interventions_and_relative_age_resolves_per_record
     assert "60-years old" in table["target_prompt"].iloc[2]
     assert (tmp_path / "out" / "images" / safe_name(images[0].image_id) / "age-plus20.png").is_file()
     assert json.loads((tmp_path / "out" / "job.json").read_text())["plan_sha256"]
+
+
+def test_contrast_mode_edits_towards_the_partial_prompt_from_the_current_values(editor, images, tmp_path):
+    interventions = parse_interventions(["Cardiomegaly=0", "Cardiomegaly=1"])
+    targets = edit_targets(images[0], interventions, "contrast")
+    assert [(t.prompt, t.anchor) for t in targets] == [
+        ("Chest X-ray of subject with no cardiomegaly", "Chest X-ray of subject with cardiomegaly"),
+        ("Chest X-ray of subject with cardiomegaly", "Chest X-ray of subject with cardiomegaly"),
+    ]
+    healthy = JobItem("h", images[0].path, PROMPT, {**RECORD, "Cardiomegaly": 0.0})
+    assert edit_targets(healthy, interventions[1:], "contrast")[0].anchor == "Chest X-ray of subject"
+    # an image known only by its caption: the caption is read back for the current values
+    captioned = edit_targets(JobItem("c", images[0].path, PROMPT), interventions[:1], "contrast")
+    assert captioned[0].anchor == targets[0].anchor
+    # a caption that states little: what it does not state is left unnamed (full prompts refuse it)
+    bare = JobItem("b", images[0].path, "Chest X-ray of subject")
+    sex = parse_interventions(["sex=female"])
+    assert edit_targets(bare, sex, "contrast")[0].anchor == "Chest X-ray of subject"
+    with pytest.raises(CfauditError, match="names no age or no sex"):
+        edit_targets(bare, sex, "full")
+    job = JobSettings(inversion=InversionSettings(steps=4), prompt_mode="contrast")
+    report = run_edit_job(editor, images[:1], interventions, tmp_path / "out", job, model_id="tiny")
+    table = pd.read_csv(report.edits_csv)
+    assert table["prompt_mode"].tolist() == ["contrast", "contrast"]
+    assert table["target_prompt"].tolist() == [t.prompt for t in targets]
+    assert table["reference_prompt"].tolist() == [t.anchor for t in targets]  # what each was measured against
+    plain = run_edit_job(
+        editor, images[:1], interventions[:1], tmp_path / "full", settings(), model_id="tiny"
+    )
+    assert pd.read_csv(plain.edits_csv)["reference_prompt"].tolist() == [PROMPT]
+    # do(Cardiomegaly=1) of an image that has it: both prompts agree, the image stays as reconstructed
+    assert table["edit_l1"].iloc[1] < 1e-3 < table["edit_l1"].iloc[0]
 
 
 def test_relative_age_outside_the_valid_range_names_the_image(editor, images, tmp_path):

@@ -1,6 +1,6 @@
 """The shipped demo model edits what it is asked to: do(Cardiomegaly=0) shrinks the heart, with the paper's partial
-prompts and with full ones, and what lies outside the heart and the devices moves little (least with full prompts,
-which keep every other attribute named).
+prompts, full ones and contrast ones (the default), and what lies outside the heart and the devices moves little
+(least with full prompts, which keep every other attribute named; contrast prompts keep what neither names).
 
 Measured on a freshly drawn phantom (not the one the model was trained on) with the phantom's own heart
 measure (:func:`cfaudit.data.phantom.heart_width_ratio`); the ground-truth masks (read here, by the test)
@@ -27,9 +27,10 @@ HEART_BIT, DEVICE_BITS = 0, range(10, 16)
 
 @pytest.mark.parametrize(
     ("mode", "outside_limit"),
-    # measured when shipped: 8 of 10 hearts shrunk either way (ratio 0.53 -> 0.44); mean change outside the heart
-    # and devices 0.054 (partial: 14 gray levels) and 0.024 (full: 6)
-    [("partial", 0.075), ("full", 0.04)],
+    # measured when shipped: 8 of 10 hearts shrunk with partial and full prompts, 10 with contrast ones (ratio
+    # 0.53 -> 0.44 / 0.44 / 0.43); mean change outside the heart and devices 0.054 (partial: 14 gray levels), 0.024
+    # (full: 6) and 0.035 (contrast: 9)
+    [("partial", 0.075), ("full", 0.04), ("contrast", 0.05)],
 )
 def test_removing_cardiomegaly_shrinks_the_heart_and_keeps_the_rest(tmp_path, mode, outside_limit):
     torch.manual_seed(0)

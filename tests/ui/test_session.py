@@ -256,6 +256,8 @@ def test_edit_then_cached_edit_and_the_download(editor, tmp_path):
                      "difference.png", "record.json"}  # fmt: skip
     assert record["intervention"] == "do(Cardiomegaly=0)" and record["changes"] == {"Cardiomegaly": 0}
     assert record["source_prompt"] == first.source_prompt and record["target_prompt"] == first.target_prompt
+    # contrast prompts (the default): measured against what the caption says of the heart
+    assert record["reference_prompt"] == first.reference_prompt == "Chest X-ray of subject with cardiomegaly"
     assert record["model"] == "demo" and record["model_fingerprint"] == session.fingerprint
     assert record["method"] == "direct" and record["steps"] == STEPS and record["seed"] == 0
     assert record["settings"]["inversion"]["method"] == "direct"

@@ -50,7 +50,11 @@ def discover_command(
     ] = None,
     guidance: Guidance = 7.5,
     prompt_mode: Annotated[
-        str, typer.Option(help="full (default: every other attribute stays named) or partial (the paper's).")
+        str,
+        typer.Option(
+            help="full (default: every other attribute stays named), partial (the paper's) or contrast (partial, "
+            "measured against the partial prompt of the current values)."
+        ),
     ] = "full",
     batch_size: Annotated[int, typer.Option(help="Images inverted and edited together.")] = 4,
     margin: Annotated[

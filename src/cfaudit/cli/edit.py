@@ -31,8 +31,12 @@ def edit_command(
     ] = None,
     guidance: Guidance = 7.5,
     prompt_mode: Annotated[
-        str, typer.Option(help="partial: name only the changes (the paper); full: whole caption, swapped.")
-    ] = "partial",
+        str,
+        typer.Option(
+            help="partial: name only the changes (the paper); full: whole caption, swapped; contrast: partial, "
+            "measured against the partial prompt of the current values (keeps what neither names)."
+        ),
+    ] = "contrast",  # DEFAULT_PROMPT_MODE of cfaudit.data.interventions, not imported: the CLI starts light
     p2p_mode: Annotated[str, typer.Option(help="Prompt-to-prompt: auto, replace or refine.")] = "auto",
     cross_fraction: Annotated[
         float, typer.Option(help="Fraction of steps with cross-attention injected.")

@@ -4,7 +4,7 @@ A command declares e.g. ``model: Model = "demo"``, ``device: Device = None`` or 
 that every command names and explains them alike. Options that share a name but not a meaning or default stay in
 their commands: ``--steps`` (``cfaudit edit`` and ``cfaudit ui`` start direct inversion at 12 steps,
 ``cfaudit discover`` at 20, ``cfaudit sample`` always 50), ``--batch-size`` (1, 4, 8 or the preset's),
-``--prompt-mode`` (``partial`` for ``cfaudit edit``, ``full`` for ``cfaudit discover``), and ``--index``,
+``--prompt-mode`` (``contrast`` for ``cfaudit edit``, ``full`` for ``cfaudit discover``), and ``--index``,
 ``--out``, ``--classifier``, ``--config``, ``--cache``, ``--do``, whose help says what each command reads or
 writes there.
 """

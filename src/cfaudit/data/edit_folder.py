@@ -62,12 +62,13 @@ PAIRS_CSV = "pairs.csv"
 # --- the row schema --------------------------------------------------------------------------------------------
 
 EDIT_COLUMNS: tuple[str, ...] = (
-    "image_id", "intervention", "source_prompt", "target_prompt", "prompt_mode", "method", "steps",
-    "guidance_scale", "seed", "unet_evals", "seconds", "reconstruction_l1", "identity_l1", "edit_l1", "diff_scale",
-    "inversion_cached", "original", "counterfactual", "reconstruction", "difference", "difference_png",
+    "image_id", "intervention", "source_prompt", "target_prompt", "reference_prompt", "prompt_mode", "method",
+    "steps", "guidance_scale", "seed", "unet_evals", "seconds", "reconstruction_l1", "identity_l1", "edit_l1",
+    "diff_scale", "inversion_cached", "original", "counterfactual", "reconstruction", "difference", "difference_png",
 )  # fmt: skip
-#: ``original`` is the source image file as given (absolute path); the image paths after it are relative to the
-#: job folder.
+#: ``reference_prompt`` is the prompt the target was measured against: the source prompt, or in ``contrast`` mode
+#: the partial prompt of the image's current values (empty for the SCM). ``original`` is the source image file as
+#: given (absolute path); the image paths after it are relative to the job folder.
 #: Columns that legitimately differ between two runs of the same job.
 TIMING_COLUMNS: tuple[str, ...] = ("seconds", "inversion_cached")
 #: The columns of a row that say which edit it is (timings and caches are left out: a resumed job rewrites those

@@ -14,7 +14,12 @@ documented modes (:data:`PROMPT_MODES`):
 ``full``
     the record's full caption with the attributes swapped: ``... 63-years old white male subject with
     cardiomegaly`` -> ``... 63-years old white male subject with no finding`` (``record_prompt`` of the changed
-    record).
+    record);
+``contrast``
+    the partial target prompt, measured against the partial prompt of the record's current values of the same
+    attributes (:meth:`Intervention.reference_prompt`: ``Chest X-ray of subject with cardiomegaly`` ->
+    ``Chest X-ray of subject with no cardiomegaly``): the edit is the difference between the two, so what
+    neither names is kept (see :class:`cfaudit.edit.editor.Target`'s ``anchor``).
 
 For a single image known only by its caption, :func:`caption_record` reads the caption back into a record so
 that ``full`` mode works there too.
@@ -28,12 +33,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
+from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy, label_value
 from cfaudit.data.prompts import (
     DEFAULT_TEMPLATE,
     PromptTemplate,
     parse_attribute_value,
     partial_prompt,
+    record_findings,
     record_prompt,
 )
 from cfaudit.data.vocabulary import (
@@ -44,10 +50,15 @@ from cfaudit.data.vocabulary import (
     UnknownValueError,
     canonical_finding,
     check_age,
+    normalize_race,
+    normalize_sex,
 )
 from cfaudit.errors import CfauditError
 
-PROMPT_MODES: tuple[str, ...] = ("partial", "full")
+PROMPT_MODES: tuple[str, ...] = ("partial", "full", "contrast")
+#: The mode edits take unless told: on two phantoms it flips as often as ``partial`` or more, and keeps the rest
+#: of the image as ``full`` does (docs/BENCHMARKS.md, "Contrast prompts").
+DEFAULT_PROMPT_MODE = "contrast"
 ATTRIBUTES: tuple[str, ...] = ("age", "sex", "race", *FINDINGS)
 _ORDER = {name: i for i, name in enumerate(ATTRIBUTES)}
 
@@ -211,14 +222,63 @@ class Intervention:
         template: PromptTemplate = DEFAULT_TEMPLATE,
         policy: LabelPolicy = DEFAULT_POLICY,
     ) -> str:
-        """The prompt naming the counterfactual, in ``partial`` or ``full`` mode (``full`` needs the record)."""
+        """The prompt naming the counterfactual in ``mode`` (``full`` needs the record; ``contrast`` targets the
+        partial prompt)."""
         if mode not in PROMPT_MODES:
             raise CfauditError(f"unknown prompt mode {mode!r}; choose one of {', '.join(PROMPT_MODES)}")
-        if mode == "partial":
+        if mode in ("partial", "contrast"):
             return partial_prompt(self.resolve(record).as_dict(), template)
         if record is None:
             raise CfauditError("full prompt mode needs the image's record (or a caption to read it from)")
         return record_prompt(self.apply(record), template, policy)
+
+    def reference_prompt(
+        self,
+        record: Mapping[str, Any],
+        template: PromptTemplate = DEFAULT_TEMPLATE,
+        policy: LabelPolicy = DEFAULT_POLICY,
+    ) -> str:
+        """The partial prompt naming the record's current values of the attributes this intervention changes.
+
+        A finding the record has is named; one it lacks is left unnamed, as full captions leave it
+        (``do(Cardiomegaly=1)``: ``Chest X-ray of subject`` -> ``Chest X-ray of subject with cardiomegaly``):
+        a reference saying ``no cardiomegaly`` would lend the target its attention maps of a negated word for
+        the injected steps, and on the demo model that kept 93% of such edits from adding the finding (flip
+        rate 0.07 against 0.97). What the record does not know (a blank finding under a ``blank`` policy, an
+        unnamed race, a missing age) is left unnamed too (``Chest X-ray of subject`` at the least).
+        ``do(No Finding=1)`` is measured against the findings the record has.
+        """
+        names = [name for name, _ in self.changes]
+        age = race = sex = None
+        present: list[str] = []
+        no_finding = False
+        for name in names:
+            if name == "age":
+                try:
+                    age = check_age(record.get("age"))
+                except CfauditError:
+                    age = None
+            elif name == "sex":
+                try:
+                    sex = normalize_sex(record.get("sex"))
+                except CfauditError:
+                    sex = None
+            elif name == "race":
+                race = normalize_race(record.get("race"))
+            elif name == "No Finding":
+                has, _ = record_findings(record, policy)
+                present += [f for f in has if f not in present]
+                no_finding = not has
+            elif label_value(record, name, policy) == 1.0:
+                present.append(name)
+        order = list(FINDINGS)
+        return template.compose(
+            age=age,
+            race=race,
+            sex=sex,
+            present=tuple(sorted(present, key=order.index)),
+            no_finding=no_finding,
+        )
 
     def words(self, template: PromptTemplate = DEFAULT_TEMPLATE) -> tuple[str, ...]:
         """The words that name the changed attributes in captions (for local blending and reweighting)."""
@@ -259,10 +319,13 @@ def source_prompt(
     return record_prompt(record, template, policy)
 
 
-def caption_record(caption: str, template: PromptTemplate = DEFAULT_TEMPLATE) -> dict[str, Any]:
+def caption_record(
+    caption: str, template: PromptTemplate = DEFAULT_TEMPLATE, *, complete: bool = True
+) -> dict[str, Any]:
     """Read a caption written with ``template`` back into a record (age, race, sex and findings).
 
-    Raises a :class:`CfauditError` when the caption does not follow the template or names no age or sex.
+    Raises a :class:`CfauditError` when the caption does not follow the template, or (``complete``, what full
+    prompts need) names no age or sex; otherwise a missing age is NaN and a missing sex ``None``.
     """
     text = re.sub(r"\s+", " ", caption.strip()).rstrip(".")
     fold = str.lower if template.lowercase else str
@@ -279,11 +342,12 @@ def caption_record(caption: str, template: PromptTemplate = DEFAULT_TEMPLATE) ->
         raise CfauditError(
             f"caption {caption!r} does not follow the prompt template; {hint}, or use --prompt-mode partial"
         )
-    if match.group("age") is None or match.group("sex") is None:
+    if complete and (match.group("age") is None or match.group("sex") is None):
         raise CfauditError(f"caption {caption!r} names no age or no sex, which full prompts need; {hint}")
     record: dict[str, Any] = {finding: math.nan for finding in FINDINGS}
-    record["age"] = float(match.group("age"))
-    record["sex"] = next(s for s in SEXES if fold(s) == match.group("sex"))
+    record["age"] = float(match.group("age")) if match.group("age") is not None else math.nan
+    sex = match.group("sex")
+    record["sex"] = next(s for s in SEXES if fold(s) == sex) if sex is not None else None
     race = match.group("race")
     record["race"] = next((r for r in RACES if fold(r) == race), "Unknown") if race else "Unknown"
     phrases = match.group("findings")

@@ -22,6 +22,13 @@ The source branch costs
   cannot produce is carried into every counterfactual; that needs the source's two rows every step. Without it
   (Ju et al.'s original) the source's conditional row is computed only while attention is injected or blended.
 
+A target with an ``anchor`` prompt (``contrast`` prompt mode) is measured against that prompt instead of the
+source prompt: each step it moves by its own step minus the step the anchor prompt would take from the source's
+latent, added to the source's next latent, and its attention is injected from the anchor's row. With the anchor
+naming the current values of what the target prompt changes, the edit is the difference between the two prompts,
+and what neither names is kept. That costs one conditional row per distinct anchor of an image, every step, for
+any inversion.
+
 The inversion and the source branch are shared by all the edits of an image.
 """
 
@@ -66,11 +73,16 @@ class EditSettings:
 
 @dataclass(frozen=True)
 class Target:
-    """One edit of an image: the target prompt, optional word reweighting and local-blend words."""
+    """One edit of an image: the target prompt, optional word reweighting and local-blend words.
+
+    ``anchor``: the prompt the target is measured against at the source's latent (the ``contrast`` prompt mode);
+    ``None``: the source prompt.
+    """
 
     prompt: str
     reweight: Mapping[str, float] | None = None
     blend_words: tuple[str, ...] | None = None
+    anchor: str | None = None
 
 
 @dataclass
@@ -79,6 +91,8 @@ class ImageEdits:
 
     source_prompt: str
     target_prompts: list[str]
+    #: the prompt each target was measured against: its anchor, or the source prompt
+    reference_prompts: list[str]
     reconstruction: torch.Tensor  # [1, H, W]
     counterfactuals: torch.Tensor  # [k, 1, H, W]
     reconstruction_latent: torch.Tensor  # [C, h, w]
@@ -226,16 +240,23 @@ class CounterfactualEditor:
         embeddings = self.encode_prompts([t.prompt for t in flat]) if flat else None
         edits = [
             token_edit(
-                self.tokenizer, source_prompts[b], t.prompt, mode=settings.p2p_mode, reweight=t.reweight,
-                blend_words=t.blend_words,
+                self.tokenizer, t.anchor or source_prompts[b], t.prompt, mode=settings.p2p_mode,
+                reweight=t.reweight, blend_words=t.blend_words,
             )
             for b, t in zip(owners, flat, strict=True)
         ]  # fmt: skip
         latent_size = (int(inversions[0].levels.shape[-2]), int(inversions[0].levels.shape[-1]))
         controller = AttentionController(edits, settings.attention, grid.steps, latent_size)
+        # the distinct anchors of each image, one row each per step
+        anchors = list(dict.fromkeys((b, t.anchor) for b, t in zip(owners, flat, strict=True) if t.anchor))
+        anchor_of = [
+            anchors.index((b, t.anchor)) if t.anchor else None for b, t in zip(owners, flat, strict=True)
+        ]
+        anchor_embeddings = self.encode_prompts([prompt for _, prompt in anchors]) if anchors else None
 
         # 3. Prepare latents: every source and its targets start from the image's noisiest level
         branches = _Branches(inversions, owners, embeddings, self.device)
+        branches.set_anchors([b for b, _ in anchors], anchor_of, anchor_embeddings)
 
         # 4. Denoising loop: the source branches and all targets in one UNet call per step
         with attention_control(self.unet, controller) as hooked, torch.no_grad():
@@ -264,10 +285,12 @@ class CounterfactualEditor:
         index = {row: position for position, row in enumerate(rows)}
         owners = branches.owners
         targets = range(len(owners))
-        injecting = controller.needs_source(i) and all(("source_cond", owners[j]) in index for j in targets)
+        # each target's attention comes from its anchor's row, or from its source's
+        reference = [_reference_row(owners[j], branches.anchor_of[j]) for j in targets]
+        injecting = controller.needs_source(i) and all(row in index for row in reference)
         controller.begin_step(
             i,
-            [index[("source_cond", owners[j])] for j in targets] if injecting else None,
+            [index[row] for row in reference] if injecting else None,
             [index[("target_cond", j)] for j in targets] if injecting else None,
         )
         out = branches.run(self.denoiser, rows, i, grid.timesteps[i]) if rows else None
@@ -294,12 +317,21 @@ class CounterfactualEditor:
             else:
                 anchors.append(None)
                 sources.append(grid.denoise(i, current, prediction("source", b)))
+        # an anchored target moves from the source's next latent by its step minus the anchor prompt's step
+        contrasts = []
+        for a, b in enumerate(branches.anchor_owners):
+            assert out is not None
+            cond = out[index[("anchor_cond", a)]]
+            uncond = ("source_uncond", b)
+            guided = guide(out[index[uncond]], cond, settings.guidance_scale) if uncond in index else cond
+            contrasts.append((sources[b], grid.denoise(i, branches.sources[b], guided)))
         branches.sources = torch.stack(sources)
         if owners:
             stepped = []
             for j in targets:
                 moved = grid.denoise(i, branches.targets[j], prediction("target", j))
-                anchor = anchors[owners[j]]
+                anchored = branches.anchor_of[j]
+                anchor = anchors[owners[j]] if anchored is None else contrasts[anchored]
                 stepped.append(moved if anchor is None else anchor[0] + (moved - anchor[1]))
             branches.targets = torch.stack(stepped)
             mask = controller.blend_mask()
@@ -341,23 +373,33 @@ class CounterfactualEditor:
         uncond_rows: list[tuple[str, int]] = []
         cond_rows: list[tuple[str, int]] = []
         for b, inversion in enumerate(branches.inversions):
-            has_targets = b in branches.owners
+            # targets measured against the source prompt; anchored ones need its unconditional row only
+            plain = any(
+                owner == b and a is None for owner, a in zip(branches.owners, branches.anchor_of, strict=True)
+            )
+            anchored = b in branches.anchor_owners
             if inversion.pinned:
-                correcting = settings.correct_target and has_targets
-                needs_cond = correcting or (has_targets and controller.needs_source(step))
-                needs_uncond = correcting and guided
+                correcting = settings.correct_target and plain
+                needs_cond = correcting or (plain and controller.needs_source(step))
+                needs_uncond = guided and (correcting or anchored)
             else:
                 needs_cond = True
-                needs_uncond = guided and not inversion.uncond_is_source
+                needs_uncond = guided and (anchored or not inversion.uncond_is_source)
             if needs_uncond:
                 uncond_rows.append(("source_uncond", b))
             if needs_cond:
                 cond_rows.append(("source_cond", b))
+        cond_rows += [("anchor_cond", a) for a in range(len(branches.anchor_owners))]
         targets = range(len(branches.owners))
         if guided:
             uncond_rows += [("target_uncond", j) for j in targets]
         cond_rows += [("target_cond", j) for j in targets]
         return uncond_rows + cond_rows
+
+
+def _reference_row(owner: int, anchor: int | None) -> tuple[str, int]:
+    """The row a target's attention is injected from: its anchor's, or its source's."""
+    return ("source_cond", owner) if anchor is None else ("anchor_cond", anchor)
 
 
 class _Branches:
@@ -380,13 +422,32 @@ class _Branches:
         self.targets = self.sources[owners].clone()
         self.source_evals = [0.0] * len(inversions)
         self.target_evals = [0.0] * len(owners)
+        self.anchor_owners: list[int] = []
+        self.anchor_of: list[int | None] = [None] * len(owners)
+        self.anchor_embeddings: torch.Tensor | None = None
+
+    def set_anchors(
+        self, anchor_owners: list[int], anchor_of: list[int | None], embeddings: torch.Tensor | None
+    ) -> None:
+        """The anchors: the image each belongs to, each target's anchor (``None``: none), their embeddings."""
+        self.anchor_owners = anchor_owners
+        self.anchor_of = anchor_of
+        self.anchor_embeddings = embeddings.to(self.device) if embeddings is not None else None
 
     def run(
         self, denoiser: Denoiser, rows: list[tuple[str, int]], step: int, timestep: torch.Tensor
     ) -> torch.Tensor:
-        """One UNet call over ``rows``; counts each row against its image's source or its target."""
+        """One UNet call over ``rows``; counts each row against its image's source or its target (an anchor's
+        row against its image's source, shared by that image's edits)."""
         latents, embeddings = [], []
         for kind, member in rows:
+            if kind == "anchor_cond":
+                assert self.anchor_embeddings is not None
+                image = self.anchor_owners[member]
+                latents.append(self.sources[image])
+                embeddings.append(self.anchor_embeddings[member])
+                self.source_evals[image] += 1
+                continue
             is_target = kind.startswith("target")
             latents.append(self.targets[member] if is_target else self.sources[member])
             if kind == "target_cond":
@@ -431,6 +492,7 @@ class _Branches:
                 ImageEdits(
                     source_prompt=source_prompts[b],
                     target_prompts=[flat[j].prompt for j in mine],
+                    reference_prompts=[flat[j].anchor or source_prompts[b] for j in mine],
                     reconstruction=decoded[b].cpu(),
                     counterfactuals=decoded[[count + j for j in mine]].cpu(),
                     reconstruction_latent=reconstructions[b].cpu(),

@@ -31,7 +31,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,7 @@ from cfaudit.data.edit_folder import (
     write_edits_csv,
 )
 from cfaudit.data.images import load_model_tensor, save_image
-from cfaudit.data.interventions import PROMPT_MODES, Intervention, caption_record
+from cfaudit.data.interventions import DEFAULT_PROMPT_MODE, PROMPT_MODES, Intervention, caption_record
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
 from cfaudit.data.prompts import DEFAULT_TEMPLATE, PromptTemplate
 from cfaudit.edit.attention import AttentionSettings
@@ -70,7 +70,7 @@ class JobSettings:
 
     inversion: InversionSettings = field(default_factory=InversionSettings)
     edit: EditSettings = field(default_factory=EditSettings)
-    prompt_mode: str = "partial"
+    prompt_mode: str = DEFAULT_PROMPT_MODE
     batch_size: int = 1
     seed: int = 0
     #: Add an edit whose target is the source prompt to every image and report how far it lands from the
@@ -108,7 +108,7 @@ class JobSettings:
         return cls(
             inversion=InversionSettings.from_dict(data.get("inversion", {})),
             edit=EditSettings(**edit, attention=attention),
-            prompt_mode=data.get("prompt_mode", "partial"),
+            prompt_mode=data.get("prompt_mode", "partial"),  # what jobs did before the key was written
             batch_size=int(data.get("batch_size", 1)),
             seed=int(data.get("seed", 0)),
             identity_check=bool(data.get("identity_check", False)),
@@ -125,19 +125,38 @@ def item_from_image(path: str | os.PathLike[str], prompt: str) -> JobItem:
     return JobItem(path.stem, path, prompt.strip())
 
 
-def target_prompts(
+def edit_targets(
     item: JobItem,
     interventions: Sequence[Intervention],
     mode: str,
     template: PromptTemplate = DEFAULT_TEMPLATE,
     policy: LabelPolicy = DEFAULT_POLICY,
-) -> list[str]:
-    """The target prompt of each intervention for one image (``full`` mode reads the caption if no record)."""
+) -> list[Target]:
+    """The edit of each intervention for one image: its target prompt, and in ``contrast`` mode the partial prompt
+    of the image's current values it is measured against (the record, or the caption read back if none)."""
     record = item.record
-    if record is None and (mode == "full" or any(i.is_relative for i in interventions)):
-        record = caption_record(item.source_prompt, template)
+    if record is None and (mode in ("full", "contrast") or any(i.is_relative for i in interventions)):
+        # contrast prompts name what the caption states and leave the rest unnamed; full ones need it all
+        record = caption_record(item.source_prompt, template, complete=mode == "full")
     where = f"image {item.image_id!r}"
-    return [i.resolve(record, where).target_prompt(record, mode, template, policy) for i in interventions]
+    return [edit_target(i.resolve(record, where), record, mode, template, policy) for i in interventions]
+
+
+def edit_target(
+    intervention: Intervention,
+    record: Mapping[str, Any] | None,
+    mode: str,
+    template: PromptTemplate = DEFAULT_TEMPLATE,
+    policy: LabelPolicy = DEFAULT_POLICY,
+) -> Target:
+    """The edit of one (resolved) intervention of a record in prompt ``mode``: the target prompt, with the
+    reference prompt as its anchor in ``contrast`` mode."""
+    prompt = intervention.target_prompt(record, mode, template, policy)
+    if mode != "contrast":
+        return Target(prompt)
+    if record is None:
+        raise CfauditError("contrast prompt mode needs the image's record (or a caption to read it from)")
+    return Target(prompt, anchor=intervention.reference_prompt(record, template, policy))
 
 
 def model_fingerprint(editor: CounterfactualEditor) -> str:
@@ -308,11 +327,13 @@ def _edit_batch(
     prompts = [item.source_prompt for item in batch]
     plans = [_item_interventions(item, interventions) for item in batch]
     targets = [
-        target_prompts(item, plan, settings.prompt_mode, template, policy)
+        edit_targets(item, plan, settings.prompt_mode, template, policy)
         for item, plan in zip(batch, plans, strict=True)
     ]
     if settings.identity_check:
-        targets = [[*image_targets, prompt] for image_targets, prompt in zip(targets, prompts, strict=True)]
+        targets = [
+            [*image_targets, Target(prompt)] for image_targets, prompt in zip(targets, prompts, strict=True)
+        ]
     # 2. Inversions from the cache, the missing ones computed together and stored
     keys = [inversion_key(images[b], prompts[b], fingerprint, settings.inversion) for b in range(len(batch))]
     inversions: list[Inversion | None] = [None] * len(batch)
@@ -336,7 +357,7 @@ def _edit_batch(
     results = editor.edit(
         [inv for inv in inversions if inv is not None],
         prompts,
-        [[Target(p) for p in image_targets] for image_targets in targets],
+        targets,
         settings.edit,
     )
     # 4. Write the outputs and build the rows
@@ -377,6 +398,7 @@ def _write_outputs(
                 "intervention": str(intervention),
                 "source_prompt": result.source_prompt,
                 "target_prompt": result.target_prompts[k],
+                "reference_prompt": result.reference_prompts[k],
                 "prompt_mode": settings.prompt_mode,
                 "method": settings.inversion.method,
                 "steps": settings.inversion.steps,

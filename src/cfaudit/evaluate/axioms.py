@@ -102,7 +102,7 @@ def diffusion_model_editor(job: Mapping[str, Any], folder: Path, device: str) ->
     import torch
 
     from cfaudit.edit.editor import CounterfactualEditor, Target
-    from cfaudit.edit.job import JobSettings, model_fingerprint
+    from cfaudit.edit.job import JobSettings, edit_target, model_fingerprint
 
     model = str(job.get("model") or "")
     editor = _load_job_model(
@@ -114,11 +114,11 @@ def diffusion_model_editor(job: Mapping[str, Any], folder: Path, device: str) ->
     )
     settings = JobSettings.from_dict(job.get("settings", {}))
 
-    def run(images: list[np.ndarray], prompts: list[str], targets: list[str] | None) -> np.ndarray:
+    def run(images: list[np.ndarray], prompts: list[str], targets: list[Target] | None) -> np.ndarray:
         torch.manual_seed(settings.seed)
         x = torch.stack([to_model_tensor(image, editor.resolution) for image in images]).to(editor.device)
         inversions = editor.invert(x, prompts, settings.inversion)
-        plans = [[Target(t)] for t in targets] if targets is not None else [[] for _ in prompts]
+        plans = [[t] for t in targets] if targets is not None else [[] for _ in prompts]
         results = editor.edit(inversions, prompts, plans, settings.edit)
         if targets is None:
             return _to_unit(torch.stack([r.reconstruction for r in results]))
@@ -130,7 +130,7 @@ def diffusion_model_editor(job: Mapping[str, Any], folder: Path, device: str) ->
     def edit_back(edits: _Reversal) -> np.ndarray:
         changed = [edits.intervention.apply(r) for r in edits.records]
         backs = [_reverse(edits.intervention, r) for r in edits.records]
-        targets = [b.target_prompt(c, settings.prompt_mode) for b, c in zip(backs, changed, strict=True)]
+        targets = [edit_target(b, c, settings.prompt_mode) for b, c in zip(backs, changed, strict=True)]
         return run(edits.counterfactuals, [record_prompt(c) for c in changed], targets)
 
     inversion = settings.inversion

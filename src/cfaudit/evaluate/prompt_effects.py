@@ -15,7 +15,8 @@ inversion, and each is scored by what it should have changed:
     (a larger aortic knob, fainter bones: :meth:`~cfaudit.data.phantom.ground_truth.PhantomReplay.cue_change`),
     is positive; ``effect`` is that projection (1.0: as much as the phantom would draw).
 
-Prompts are ``partial`` (the paper's: only the change is named) or ``full``. Each rate comes with a 95% Wilson
+Prompts are ``partial`` (the paper's: only the change is named), ``full`` or ``contrast``
+(:data:`cfaudit.data.interventions.PROMPT_MODES`). Each rate comes with a 95% Wilson
 interval over images.
 """
 
@@ -34,12 +35,13 @@ import torch
 from PIL import Image
 
 from cfaudit.data.images import load_model_tensor
-from cfaudit.data.interventions import Intervention, source_prompt
+from cfaudit.data.interventions import DEFAULT_PROMPT_MODE, Intervention, source_prompt
 from cfaudit.data.phantom.ground_truth import PhantomReplay, projected_change
 from cfaudit.data.phantom.measure import heart_width_ratio
 from cfaudit.data.records import DataIndex
-from cfaudit.edit.editor import CounterfactualEditor, EditSettings, Target
+from cfaudit.edit.editor import CounterfactualEditor, EditSettings
 from cfaudit.edit.inversion import InversionSettings
+from cfaudit.edit.job import edit_target
 
 #: The effects, in report order, with the test that makes an edit count and the share the issue asks for.
 EFFECTS: dict[str, str] = {
@@ -136,7 +138,7 @@ def measure_prompt_effects(
     classifier: Any,
     *,
     images: int = 24,
-    mode: str = "partial",
+    mode: str = DEFAULT_PROMPT_MODE,
     inversion: InversionSettings | None = None,
     edit: EditSettings | None = None,
     batch: int = 8,
@@ -169,8 +171,7 @@ def measure_prompt_effects(
             [intervention_for(name, rec) for name in by_row[r]] for r, rec in zip(rows, records, strict=True)
         ]
         targets = [
-            [Target(i.target_prompt(rec, mode)) for i in plan]
-            for plan, rec in zip(plans, records, strict=True)
+            [edit_target(i, rec, mode) for i in plan] for plan, rec in zip(plans, records, strict=True)
         ]
         inversions = editor.invert(pixels.to(editor.device), prompts, inversion)
         results = editor.edit(inversions, prompts, targets, edit)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from cfaudit.data.images import to_uint
-from cfaudit.data.interventions import PROMPT_MODES
+from cfaudit.data.interventions import DEFAULT_PROMPT_MODE, PROMPT_MODES
 from cfaudit.data.vocabulary import FINDINGS, finding_slug
 from cfaudit.edit.inversion import DEFAULT_STEPS, INVERSION_METHODS
 from cfaudit.errors import CfauditError
@@ -142,6 +142,7 @@ def outcome_markdown(outcome: EditOutcome) -> str:
             "",
             f"- source prompt: {escape_markdown(outcome.source_prompt)}",
             f"- target prompt: {escape_markdown(outcome.target_prompt)}",
+            f"- measured against: {escape_markdown(outcome.reference_prompt)}",
             f"- time taken: **{timings['total_s']:.2f} s** (inversion {cached}, edit {timings['edit_s']:.2f} s"
             + (f", scores {timings['scores_s']:.2f} s" if outcome.scores is not None else "")
             + f"); {outcome.unet_evals:g} UNet evaluations",
@@ -306,7 +307,7 @@ def build_app(
                     )
                     prompt_mode = gr.Radio(
                         list(PROMPT_MODES),
-                        value="partial",
+                        value=DEFAULT_PROMPT_MODE,
                         label="target prompt",
                         elem_id="cfaudit-prompt-mode",
                     )

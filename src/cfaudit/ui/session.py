@@ -3,7 +3,8 @@
 :meth:`EditorSession.edit` reads top to bottom as what a click does:
 
 1. bring the image to the model's resolution and build the target prompt from the intervention
-   (:func:`cfaudit.edit.job.target_prompts`, ``partial`` or ``full`` mode, as ``cfaudit edit`` does);
+   (:func:`cfaudit.edit.job.edit_targets`, ``partial``, ``full`` or ``contrast`` mode, as ``cfaudit edit``
+   does);
 2. take the image's inversion from the cache (memory, then the optional cache folder shared with
    ``cfaudit edit --cache``, keyed by :func:`cfaudit.edit.job.inversion_key`: pixels, source prompt, model
    fingerprint and inversion settings) or invert it, reporting progress step by step;
@@ -36,13 +37,13 @@ from cfaudit import __version__, atomic_io
 from cfaudit.data.difference import colour_map, signed_difference
 from cfaudit.data.edit_folder import JobItem, safe_name
 from cfaudit.data.images import save_image, to_model_tensor
-from cfaudit.data.interventions import Intervention
+from cfaudit.data.interventions import DEFAULT_PROMPT_MODE, Intervention
 from cfaudit.data.vocabulary import RACES
 from cfaudit.devices import resolve_device
 from cfaudit.edit.attention import AttentionSettings
 from cfaudit.edit.editor import CounterfactualEditor, EditSettings, Target
 from cfaudit.edit.inversion import Inversion, InversionSettings
-from cfaudit.edit.job import JobSettings, inversion_key, model_fingerprint, target_prompts
+from cfaudit.edit.job import JobSettings, edit_targets, inversion_key, model_fingerprint
 from cfaudit.errors import CfauditError
 from cfaudit.ui.sources import SourceImage
 
@@ -55,7 +56,7 @@ def make_settings(
     method: str = "direct",
     steps: int | None = None,
     guidance_scale: float = 7.5,
-    prompt_mode: str = "partial",
+    prompt_mode: str = DEFAULT_PROMPT_MODE,
     seed: int = 0,
     local_blend: bool = False,
 ) -> JobSettings:
@@ -136,6 +137,8 @@ class EditOutcome:
     settings: JobSettings
     source_prompt: str
     target_prompt: str
+    reference_prompt: str  # what the target was measured against: the source prompt, or in contrast mode the
+    # partial prompt of the image's current values
     input: np.ndarray
     reconstruction: np.ndarray
     counterfactual: np.ndarray
@@ -225,7 +228,8 @@ class EditorSession:
             image = to_model_tensor(source.pixels, self.resolution)  # [1, H, W] in [-1, 1]
             record = source.record if source.record is not None and prompt == source.prompt else None
             item = JobItem(source.image_id, source.path, prompt, record)
-            target = target_prompts(item, [intervention], settings.prompt_mode)[0]
+            edit = edit_targets(item, [intervention], settings.prompt_mode)[0]
+            target = edit.prompt
             # 2. The inversion: cached or computed now
             report(0.02, "looking up the inversion")
             key = inversion_key(image, prompt, self.fingerprint, settings.inversion)
@@ -236,7 +240,7 @@ class EditorSession:
                 self.cache.put(key, inversion, {"image": source.name, "prompt": prompt})
             inverted = time.perf_counter()
             # 3. The edit
-            result = self._edit(inversion, prompt, target, settings, report)
+            result = self._edit(inversion, prompt, edit, settings, report)
             edited = time.perf_counter()
         # 4. Difference and scores
         report(0.92, "scoring")
@@ -254,7 +258,8 @@ class EditorSession:
             "scores_s": scored - edited,
         }
         outcome = EditOutcome(
-            source, intervention, settings, prompt, target, model_input, reconstruction, counterfactual,
+            source, intervention, settings, prompt, target, edit.anchor or prompt, model_input, reconstruction,
+            counterfactual,
             difference, picture, scale, cached, float(result.unet_evals[0]), timings, scores,
             folder, folder / f"cfaudit_{name}.zip",
         )  # fmt: skip
@@ -279,7 +284,12 @@ class EditorSession:
             return self.editor.invert(image[None], [prompt], settings)[0]
 
     def _edit(
-        self, inversion: Inversion, prompt: str, target: str, settings: JobSettings, report: FractionProgress
+        self,
+        inversion: Inversion,
+        prompt: str,
+        target: Target,
+        settings: JobSettings,
+        report: FractionProgress,
     ) -> Any:
         steps = inversion.steps
 
@@ -287,7 +297,7 @@ class EditorSession:
             report(0.6 + 0.3 * min(calls / steps, 1.0), f"editing (step {min(calls, steps)} of {steps})")
 
         with count_unet_calls(self.editor.unet, on_call):
-            return self.editor.edit([inversion], [prompt], [[Target(target)]], settings.edit)[0]
+            return self.editor.edit([inversion], [prompt], [[target]], settings.edit)[0]
 
     def _write(self, outcome: EditOutcome) -> None:
         """The run's folder (images, difference, scores, record.json) and the zip of it."""
@@ -343,6 +353,7 @@ class EditorSession:
             "source": origin,
             "source_prompt": outcome.source_prompt,
             "target_prompt": outcome.target_prompt,
+            "reference_prompt": outcome.reference_prompt,
             "intervention": str(outcome.intervention),
             "changes": {k: _plain(v) for k, v in outcome.intervention.changes},
             "prompt_mode": outcome.settings.prompt_mode,
