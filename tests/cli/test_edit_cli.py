@@ -92,13 +92,19 @@ def test_edit_a_split_of_an_index_with_null_text_inversion(app, model_dir, tmp_p
     DataIndex(table, tmp_path).write(tmp_path / "index.csv")
     out = tmp_path / "out"
     result = invoke(app, "--model", model_dir, "--index", tmp_path / "index.csv", "--limit", 1, "--do", "Cardiomegaly=0",
-                    "--method", "nti", "--steps", 2, "--inner-steps", 1, "--out", out, "--device", "cpu")  # fmt: skip
+                    "--do", "age=+30", "--method", "nti", "--steps", 2, "--inner-steps", 1, "--out", out,
+                    "--device", "cpu")  # fmt: skip
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out / "edits.csv")
-    assert table["image_id"].tolist() == ["i0"] and table["method"].tolist() == ["nti"]
+    assert table["image_id"].tolist() == ["i0", "i0"] and table["method"].tolist() == ["nti", "nti"]
     assert table["target_prompt"].tolist() == [
-        "Chest X-ray of subject with no cardiomegaly"
-    ]  # partial: the paper's
+        "Chest X-ray of subject with no cardiomegaly",
+        "Chest X-ray of 100-years old subject",
+    ]  # contrast (the default): the partial target prompts
+    # every patient of the index is 70: a prompt for 100 years is one the model never saw
+    assert "do(age=+30) takes 1 of 1 image(s) outside the ages of the data (70-70 years)" in " ".join(
+        result.output.split()
+    )
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from cfaudit.data.images import save_image
 from cfaudit.data.interventions import parse_interventions
 from cfaudit.data.records import INDEX_COLUMNS, DataIndex
 from cfaudit.edit.inversion import InversionSettings
-from cfaudit.edit.job import JobSettings, edit_targets, item_from_image, run_edit_job
+from cfaudit.edit.job import JobSettings, ages_beyond_the_data, edit_targets, item_from_image, run_edit_job
 from cfaudit.errors import CfauditError
 
 RECORD = {"age": 63.0, "sex": "Male", "race": "White", "Cardiomegaly": 1.0}
@@ -255,3 +255,25 @@ def test_relative_age_outside_the_valid_range_names_the_image(editor, images, tm
     )
     with pytest.raises(CfauditError, match=r"image 'old'.*outside the valid range"):
         run_edit_job(editor, [item], [], tmp_path / "out", settings(), model_id="tiny")
+
+
+def test_age_edits_past_the_ages_of_the_data_are_named(images):
+    plan = [
+        JobItem("old", images[0].path, PROMPT, {**RECORD, "age": 85.0}),
+        JobItem("young", images[1].path, PROMPT, {**RECORD, "age": 25.0}),
+        JobItem("unknown", images[2].path, PROMPT, {**RECORD, "age": math.nan}),
+    ]
+    ages = [20.0, 50.0, 90.0, math.nan]
+    lines = ages_beyond_the_data(
+        plan, parse_interventions(["age=+20", "age=-20", "age=95", "sex=female"]), ages
+    )
+    assert lines == [
+        "do(age=+20) takes 1 of 3 image(s) outside the ages of the data (20-90 years): a model trained on it never "
+        "saw such a prompt; do not trust those edits",
+        "do(age=-20) takes 1 of 3 image(s) outside the ages of the data (20-90 years): a model trained on it never "
+        "saw such a prompt; do not trust those edits",
+        "do(age=95) takes 3 of 3 image(s) outside the ages of the data (20-90 years): a model trained on it never "
+        "saw such a prompt; do not trust those edits",
+    ]
+    assert ages_beyond_the_data(plan, parse_interventions(["age=+5"]), ages) == []
+    assert ages_beyond_the_data(plan, parse_interventions(["age=+20"]), [math.nan]) == []

@@ -66,7 +66,7 @@ def edit_command(
     from cfaudit.edit.attention import AttentionSettings
     from cfaudit.edit.editor import CounterfactualEditor, EditSettings
     from cfaudit.edit.inversion import InversionSettings
-    from cfaudit.edit.job import JobSettings, item_from_image, run_edit_job
+    from cfaudit.edit.job import JobSettings, ages_beyond_the_data, item_from_image, run_edit_job
     from cfaudit.errors import CfauditError
 
     if (index is None) == (image is None):
@@ -94,7 +94,10 @@ def edit_command(
     if index is not None:
         from cfaudit.data.records import DataIndex
 
-        items = items_from_index(DataIndex.read(index), split, limit)
+        data = DataIndex.read(index)
+        items = items_from_index(data, split, limit)
+        for line in ages_beyond_the_data(items, interventions, data.table["age"].tolist()):
+            Console(stderr=True).print(f"[yellow]warning:[/] {line}")
     else:
         assert image is not None and prompt is not None
         items = [item_from_image(image, prompt)]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -123,6 +124,38 @@ def item_from_image(path: str | os.PathLike[str], prompt: str) -> JobItem:
     if not prompt.strip():
         raise CfauditError("--prompt is empty; give the caption that describes the image")
     return JobItem(path.stem, path, prompt.strip())
+
+
+def ages_beyond_the_data(
+    items: Sequence[JobItem], interventions: Sequence[Intervention], ages: Sequence[float]
+) -> list[str]:
+    """One line per age intervention that takes an image past the ages of ``ages`` (the data set's).
+
+    A model trained on those ages never saw a prompt for an older or younger patient (the phantom's oldest is 90;
+    docs/BENCHMARKS.md, "Contrast prompts", shows what such edits look like to its classifier). The edits are
+    still made; the lines say which rest on such prompts.
+    """
+    known = [a for a in (float(x) for x in ages) if not math.isnan(a)]
+    if not known:
+        return []
+    low, high = min(known), max(known)
+    lines = []
+    for intervention in interventions:
+        if "age" not in dict(intervention.changes):
+            continue
+        beyond = 0
+        for item in items:
+            try:
+                target = float(intervention.resolve(item.record, item.image_id).as_dict()["age"])
+            except CfauditError:
+                continue  # no age to move: the job says so in its own words
+            beyond += not low <= target <= high
+        if beyond:
+            lines.append(
+                f"{intervention} takes {beyond} of {len(items)} image(s) outside the ages of the data "
+                f"({low:g}-{high:g} years): a model trained on it never saw such a prompt; do not trust those edits"
+            )
+    return lines
 
 
 def edit_targets(
