@@ -22,7 +22,7 @@ documented modes (:data:`PROMPT_MODES`):
     neither names is kept (see :class:`cfaudit.edit.editor.Target`'s ``anchor``).
 
 For a single image known only by its caption, :func:`caption_record` reads the caption back into a record so
-that ``full`` mode works there too.
+that ``full`` and ``contrast`` modes work there too.
 """
 
 from __future__ import annotations
