@@ -5,7 +5,8 @@
     python benchmarks/edit_cost.py --arch sd15 --device cuda --threads 16 --only 1,15  # SD v1.5 at 512 (GPU)
 
 For each configuration (inversion method, steps, target correction) every image is inverted once and then edited
-with one intervention and, separately, with five (the first one the same). Reported per configuration:
+with one intervention and, separately, with five (the first one the same), in `--prompt-mode` (default: partial).
+Reported per configuration:
 
 * ``evals/edit``: UNet evaluations per edit (forward-equivalents per latent: a backward pass counts 2, a batch of
   k latents k), inversion included and shared by the image's edits, for 1 and 5 edits per image;
@@ -32,10 +33,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cfaudit.data.interventions import Intervention
+from cfaudit.data.interventions import PROMPT_MODES, Intervention, caption_record
 from cfaudit.edit.attention import AttentionSettings
-from cfaudit.edit.editor import CounterfactualEditor, EditSettings, Target
+from cfaudit.edit.editor import CounterfactualEditor, EditSettings
 from cfaudit.edit.inversion import InversionSettings
+from cfaudit.edit.job import edit_target
 
 INTERVENTIONS = ["Cardiomegaly=0", "sex=female", "age=80", "race=Black", "Pleural Effusion=1"]
 SOURCE = "Chest X-ray of 63-years old white male subject with cardiomegaly"
@@ -128,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--nti-inner", type=int, default=None, help="null-text inner steps (default: each config's)"
     )
+    parser.add_argument("--prompt-mode", default="partial", choices=PROMPT_MODES)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     editor, model_name = load_editor(args.model, args.device, args.arch)
@@ -135,13 +138,21 @@ def main(argv: list[str] | None = None) -> int:
         images, prompts = index_images(args.index, args.images, editor.resolution)
     else:
         images, prompts = synthetic_images(args.images, editor.resolution), [SOURCE] * args.images
-    targets = [[Intervention.parse(text).target_prompt(None, "partial") for text in INTERVENTIONS]] * len(
-        prompts
-    )
+    # the interventions' prompts for each image (contrast prompts read each caption for its current values)
+    targets = []
+    for prompt in prompts:
+        record = caption_record(prompt, complete=False)
+        targets.append(
+            [
+                edit_target(Intervention.parse(text).resolve(record), record, args.prompt_mode)
+                for text in INTERVENTIONS
+            ]
+        )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"edit_cost: model={model_name} images={len(prompts)} resolution={editor.resolution} "
-        f"guidance={args.guidance} device={args.device} threads={args.threads} load_before={load:.2f}"
+        f"guidance={args.guidance} prompt_mode={args.prompt_mode} device={args.device} threads={args.threads} "
+        f"load_before={load:.2f}"
     )
     cuda = str(editor.device).startswith("cuda")
     chosen = [CONFIGS[int(k) - 1] for k in args.only.split(",")] if args.only else CONFIGS
@@ -176,9 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             if cuda:
                 torch.cuda.synchronize()
             started = time.perf_counter()
-            results = editor.edit(
-                inversions, prompts, [[Target(t) for t in tg[:count]] for tg in targets], edit
-            )
+            results = editor.edit(inversions, prompts, [tg[:count] for tg in targets], edit)
             if cuda:
                 torch.cuda.synchronize()
             loop = time.perf_counter() - started
