@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -96,8 +97,9 @@ def edit_command(
 
         data = DataIndex.read(index)
         items = items_from_index(data, split, limit)
-        for line in ages_beyond_the_data(items, interventions, data.table["age"].tolist()):
-            Console(stderr=True).print(f"[yellow]warning:[/] {line}")
+        if os.environ.get("RANK", "0") == "0":  # once, not by every process of a launched job
+            for line in ages_beyond_the_data(items, interventions, data.table["age"].tolist()):
+                Console(stderr=True).print(f"[yellow]warning:[/] {line}")
     else:
         assert image is not None and prompt is not None
         items = [item_from_image(image, prompt)]
