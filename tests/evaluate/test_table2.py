@@ -324,3 +324,11 @@ def test_a_job_without_job_json_is_refused(tmp_path):
     (job / "job.json").unlink()
     with pytest.raises(CfauditError, match=r"job\.json: missing"):
         read_edit_folder(job)
+
+
+def test_a_relative_age_edit_without_a_recorded_age_aims_at_the_classifiers_reading_moved():
+    from cfaudit.data.interventions import AgeShift
+    from cfaudit.evaluate.scoring import _shifted_ages
+
+    goals = _shifted_ages(AgeShift(20.0), [{"age": 63}, {"age": None}, None], np.array([50.0, 40.0, 30.0]))
+    assert goals.tolist() == [83.0, 60.0, 50.0]

@@ -247,16 +247,18 @@ class CounterfactualEditor:
         ]  # fmt: skip
         latent_size = (int(inversions[0].levels.shape[-2]), int(inversions[0].levels.shape[-1]))
         controller = AttentionController(edits, settings.attention, grid.steps, latent_size)
-        # the distinct anchors of each image, one row each per step
-        anchors = list(dict.fromkeys((b, t.anchor) for b, t in zip(owners, flat, strict=True) if t.anchor))
-        anchor_of = [
-            anchors.index((b, t.anchor)) if t.anchor else None for b, t in zip(owners, flat, strict=True)
-        ]
+        # the distinct anchors of each image (one row each per step), and each target's
+        anchors: dict[tuple[int, str], int] = {}
+        for b, t in zip(owners, flat, strict=True):
+            if t.anchor:
+                anchors.setdefault((b, t.anchor), len(anchors))
+        anchor_of = [anchors[(b, t.anchor)] if t.anchor else None for b, t in zip(owners, flat, strict=True)]
         anchor_embeddings = self.encode_prompts([prompt for _, prompt in anchors]) if anchors else None
 
         # 3. Prepare latents: every source and its targets start from the image's noisiest level
-        branches = _Branches(inversions, owners, embeddings, self.device)
-        branches.set_anchors([b for b, _ in anchors], anchor_of, anchor_embeddings)
+        branches = _Branches(
+            inversions, owners, embeddings, self.device, [b for b, _ in anchors], anchor_of, anchor_embeddings
+        )
 
         # 4. Denoising loop: the source branches and all targets in one UNet call per step
         with attention_control(self.unet, controller) as hooked, torch.no_grad():
@@ -374,10 +376,8 @@ class CounterfactualEditor:
         cond_rows: list[tuple[str, int]] = []
         for b, inversion in enumerate(branches.inversions):
             # targets measured against the source prompt; anchored ones need its unconditional row only
-            plain = any(
-                owner == b and a is None for owner, a in zip(branches.owners, branches.anchor_of, strict=True)
-            )
-            anchored = b in branches.anchor_owners
+            plain = b in branches.plain_images
+            anchored = b in branches.anchored_images
             if inversion.pinned:
                 correcting = settings.correct_target and plain
                 needs_cond = correcting or (plain and controller.needs_source(step))
@@ -411,7 +411,11 @@ class _Branches:
         owners: list[int],
         embeddings: torch.Tensor | None,
         device: torch.device,
+        anchor_owners: list[int] | None = None,
+        anchor_of: list[int | None] | None = None,
+        anchor_embeddings: torch.Tensor | None = None,
     ) -> None:
+        """``anchor_owners``: the image of each anchor; ``anchor_of``: each target's anchor (``None``: none)."""
         self.inversions = list(inversions)
         self.owners = owners
         self.embeddings = embeddings.to(device) if embeddings is not None else None
@@ -422,17 +426,12 @@ class _Branches:
         self.targets = self.sources[owners].clone()
         self.source_evals = [0.0] * len(inversions)
         self.target_evals = [0.0] * len(owners)
-        self.anchor_owners: list[int] = []
-        self.anchor_of: list[int | None] = [None] * len(owners)
-        self.anchor_embeddings: torch.Tensor | None = None
-
-    def set_anchors(
-        self, anchor_owners: list[int], anchor_of: list[int | None], embeddings: torch.Tensor | None
-    ) -> None:
-        """The anchors: the image each belongs to, each target's anchor (``None``: none), their embeddings."""
-        self.anchor_owners = anchor_owners
-        self.anchor_of = anchor_of
-        self.anchor_embeddings = embeddings.to(self.device) if embeddings is not None else None
+        self.anchor_owners = anchor_owners or []
+        self.anchor_of = anchor_of or [None] * len(owners)
+        self.anchor_embeddings = anchor_embeddings.to(device) if anchor_embeddings is not None else None
+        # the images with targets measured against their source prompt, and those with anchored targets
+        self.plain_images = {b for b, a in zip(owners, self.anchor_of, strict=True) if a is None}
+        self.anchored_images = set(self.anchor_owners)
 
     def run(
         self, denoiser: Denoiser, rows: list[tuple[str, int]], step: int, timestep: torch.Tensor

@@ -208,17 +208,18 @@ def _shifted_ages(
 ) -> np.ndarray:
     """The age each edit of ``do(age=+n)`` aims at: its record's age moved by ``n``; where the record has no
     age, the classifier's reading of the original moved by ``n``."""
-    goals = np.full(len(records), np.nan)
-    for k, record in enumerate(records):
-        age = (record or {}).get("age")
-        try:
-            base = float(age)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            base = math.nan
-        if math.isnan(base) and predicted is not None:
-            base = float(np.asarray(predicted, dtype=np.float64).reshape(len(records), -1)[k, 0])
-        goals[k] = base + shift.years
-    return goals
+    bases = np.array([_number((record or {}).get("age")) for record in records])
+    if predicted is not None:
+        read = np.asarray(predicted, dtype=np.float64).reshape(len(records), -1)[:, 0]
+        bases = np.where(np.isnan(bases), read, bases)
+    return bases + shift.years
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def edit_scores(
