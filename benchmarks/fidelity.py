@@ -9,7 +9,8 @@ On a phantom no model saw (``--seed``, the default config at 128 px), for each m
   phantom's truth: ``PhantomReplay.render(grain=False)``), the contrast each device kind keeps inside its
   ground-truth mask, the share of the race grating kept, and the attribute classifier's drift (mean |change| per
   head) between image and reconstruction, beside its drift between image and grain-free picture (the part a
-  perfect autoencoder of the picture would cost: the judge reading the grain);
+  perfect autoencoder of the picture would cost: the judge reading the grain), and its drift between the
+  grain-free picture and that picture's own reconstruction (the autoencoder against a noise-free render);
 * **prompt effects** in each ``--prompt-mode`` (``cfaudit.evaluate.prompt_effects``): the share of
   cardiomegaly cases whose heart shrinks under ``do(Cardiomegaly=0)``, the flip rates of ``do(Cardiomegaly=1)``
   and ``do(sex)``, the share of ``do(age=+20)`` edits that move the phantom's age cues the right way, and the
@@ -100,7 +101,12 @@ def reconstruction_rows(
         for i in rows["image_id"]
     ]
     fidelity = measure_fidelity(
-        originals, reconstructions, references=references, masks=masks, classifier=classifier
+        originals,
+        reconstructions,
+        references=references,
+        reference_reconstructions=reconstruct(vae, references, size) if classifier is not None else None,
+        masks=masks,
+        classifier=classifier,
     )
     texture = texture_kept(vae, replay, [str(i) for i in rows["image_id"]])
     return {**fidelity.to_dict(), "race_texture_kept": texture, "seconds_per_image": seconds}
@@ -177,6 +183,10 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
         row(
             f"... from the grain alone: {head}",
             lambda r, h=head: fmt(get(r, "reconstruction", "grain_drift", h), "{:.3f}"),
+        )
+        row(
+            f"... the grain-free picture through the autoencoder: {head}",
+            lambda r, h=head: fmt(get(r, "reconstruction", "reference_drift", h), "{:.3f}"),
         )
     for effect in ("cardiomegaly_removed", "cardiomegaly_added", "sex_swapped", "age_plus_20"):
 

@@ -10,6 +10,8 @@ model's, tiny-f4) and drawn again without grain (``PhantomReplay.render(grain=Fa
 * ``drift``: mean |output(reconstruction) - output(image)| (race: total variation distance), issue #13's measure;
 * ``grain drift``: the same between the image and its grain-free picture, what a perfect autoencoder of the
   picture would cost: the part of ``drift`` that is the judge reading the grain;
+* ``noise-free drift``: the same between the grain-free picture and its own reconstruction, the autoencoder's
+  drift against a noise-free render (issue #13's fallback where the grain sets the floor);
 * the test AUCs its ``classifier.json`` records (sex, race macro);
 * realism in its features (the default features of ``cfaudit evaluate``'s realism): KID against ``--real``
   images of the phantom's other splits, of as many more of them (the same distribution: the level of "not told
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     originals = [load_image(test.image_path(row)) for _, row in rows.iterrows()]
     reconstructions = reconstruct(vae, originals, replay.size)
     grain_free = [replay.render(str(i), grain=False) / 255.0 for i in rows["image_id"]]
+    grain_free_reconstructions = reconstruct(vae, grain_free, replay.size)
     # realism sets: real images outside the test split against as many others, drawn without grain, reconstructed
     pool = index.table[index.table["split"] != "test"]
     real = [load_image(index.image_path(row)) for _, row in pool.iloc[: args.real].iterrows()]
@@ -82,11 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         name, _, folder = spec.partition("=")
         folder = folder or name  # a bare FOLDER names itself
         judge = load_classifier(folder, device="cpu")
-        before = judge.predict(originals)
+        before, clean = judge.predict(originals), judge.predict(grain_free)
         results[name] = {
             "classifier": folder,
             "drift": output_drift(before, judge.predict(reconstructions)),
-            "grain_drift": output_drift(before, judge.predict(grain_free)),
+            "grain_drift": output_drift(before, clean),
+            "noise_free_drift": output_drift(clean, judge.predict(grain_free_reconstructions)),
             "test_auc": recorded_auc(folder),
         }
         features = ClassifierFeatures(judge)
@@ -108,7 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         + " |",
     ]
     for head in HEADS:
-        for key, label in (("drift", "drift"), ("grain_drift", "... from the grain alone")):
+        for key, label in (
+            ("drift", "drift"),
+            ("grain_drift", "... from the grain alone"),
+            ("noise_free_drift", "... the grain-free picture through the autoencoder"),
+        ):
             cells = [results[n][key].get(head) for n in names]
             lines.append(
                 f"| {label}: {head} | " + " | ".join("-" if c is None else f"{c:.3f}" for c in cells) + " |"

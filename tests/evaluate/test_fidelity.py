@@ -75,3 +75,23 @@ def test_grain_drift_needs_the_grain_free_pictures() -> None:
     result = measure_fidelity([image], [image], classifier=_Classifier(), lpips_size=64, lpips_device="cpu")
     assert result.drift == {"sex": 0.0, "race": 0.0}
     assert result.grain_drift == {}
+    assert result.reference_drift == {}
+
+
+def test_reference_drift_is_the_autoencoders_drift_on_the_grain_free_picture() -> None:
+    rng = np.random.default_rng(1)
+    clean = [np.clip(_line_image(0.3)[0] + 0.1 * k, 0, 1) for k in range(3)]
+    grainy = [np.clip(c + rng.normal(0, 0.05, c.shape), 0, 1) for c in clean]
+    dimmed = [0.9 * c for c in clean]  # an autoencoder that darkens what it is given
+    kept = measure_fidelity(grainy, clean, references=clean, reference_reconstructions=clean,
+                            classifier=_Classifier(), lpips_size=64, lpips_device="cpu")  # fmt: skip
+    assert kept.drift["race"] > 0.01  # against the grainy image, dropping the grain moves the race head...
+    assert kept.reference_drift == {
+        "sex": 0.0,
+        "race": 0.0,
+    }  # ... against the noise-free render, nothing moves
+    darkened = measure_fidelity(grainy, dimmed, references=clean, reference_reconstructions=dimmed,
+                                classifier=_Classifier(), lpips_size=64, lpips_device="cpu")  # fmt: skip
+    assert darkened.reference_drift["sex"] == pytest.approx(0.1 * np.mean([c.mean() for c in clean]))
+    with pytest.raises(ValueError, match="pass references"):
+        measure_fidelity(grainy, clean, reference_reconstructions=clean, lpips_size=64, lpips_device="cpu")

@@ -13,7 +13,10 @@ reconstructions are compared with the originals:
 * ``drift``: per classifier head, the mean absolute change of the attribute classifier's output between original
   and reconstruction: what the autoencoder alone does to the CPG columns of Table 2;
 * ``grain_drift``: with ``reference`` images, the same change between each original and its grain-free picture:
-  what a perfect autoencoder of the picture would cost, i.e. how much of ``drift`` is the judge reading the grain.
+  what a perfect autoencoder of the picture would cost, i.e. how much of ``drift`` is the judge reading the grain;
+* ``reference_drift``: with the grain-free pictures' own reconstructions, the change between each grain-free
+  picture and its reconstruction: the autoencoder's drift measured against a noise-free render, where the grain
+  the autoencoder cannot carry does not count.
 
 The phantom's grain is independent noise that no autoencoder with fewer latent numbers than pixels can carry, so a
 perfect reconstruction of its noise-free picture still differs from the grainy image (L1 5.0, LPIPS 0.23 at
@@ -52,6 +55,7 @@ class Fidelity:
     contrast_n: dict[str, int] = field(default_factory=dict)
     drift: dict[str, float] = field(default_factory=dict)
     grain_drift: dict[str, float] = field(default_factory=dict)
+    reference_drift: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,12 +116,16 @@ def measure_fidelity(
     reconstructions: Sequence[np.ndarray],
     *,
     references: Sequence[np.ndarray] | None = None,
+    reference_reconstructions: Sequence[np.ndarray] | None = None,
     masks: Sequence[Mapping[str, np.ndarray]] | None = None,
     classifier: Any = None,
     lpips_size: int = 192,
     lpips_device: str | None = None,
 ) -> Fidelity:
-    """All measures for ``[0, 1]`` image arrays of one size (``references``: the same pictures without grain)."""
+    """All measures for ``[0, 1]`` image arrays of one size (``references``: the same pictures without grain;
+    ``reference_reconstructions``: those pictures through the same autoencoder)."""
+    if reference_reconstructions is not None and references is None:
+        raise ValueError("reference_reconstructions are the references' reconstructions: pass references too")
     size = int(np.asarray(originals[0]).shape[-1])
     fidelity = Fidelity(
         n=len(originals),
@@ -136,5 +144,10 @@ def measure_fidelity(
         before = classifier.predict(list(originals))
         fidelity.drift = output_drift(before, classifier.predict(list(reconstructions)))
         if references is not None:
-            fidelity.grain_drift = output_drift(before, classifier.predict(list(references)))
+            clean = classifier.predict(list(references))
+            fidelity.grain_drift = output_drift(before, clean)
+            if reference_reconstructions is not None:
+                fidelity.reference_drift = output_drift(
+                    clean, classifier.predict(list(reference_reconstructions))
+                )
     return fidelity
