@@ -10,6 +10,8 @@ model's, tiny-f4) and drawn again without grain (``PhantomReplay.render(grain=Fa
 * ``drift``: mean |output(reconstruction) - output(image)| (race: total variation distance), issue #13's measure;
 * ``grain drift``: the same between the image and its grain-free picture, what a perfect autoencoder of the
   picture would cost: the part of ``drift`` that is the judge reading the grain;
+* ``age dose``: the age head's change between each image and the same patient drawn with 20 more (fewer) years
+  of the phantom's age cues (:meth:`PhantomReplay.aged_anatomy`), over 20 years: 1 reads the truth exactly;
 * ``noise-free drift``: the same between the grain-free picture and its own reconstruction, the autoencoder's
   drift against a noise-free render (issue #13's fallback where the grain sets the floor);
 * the test AUCs its ``classifier.json`` records (sex, race macro);
@@ -27,6 +29,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from fidelity import fresh_phantom, load_vae, reconstruct  # benchmarks/ is the script's folder
 
@@ -38,6 +41,7 @@ from cfaudit.evaluate.fidelity import output_drift
 from cfaudit.evaluate.realism_distances import kid
 from cfaudit.evaluate.realism_features import ClassifierFeatures
 
+AGE_YEARS = 20
 HEADS = ("sex", "race", "Cardiomegaly", "Pleural Effusion", "Support Devices", "Lung Opacity")
 
 
@@ -70,6 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     reconstructions = reconstruct(vae, originals, replay.size)
     grain_free = [replay.render(str(i), grain=False) / 255.0 for i in rows["image_id"]]
     grain_free_reconstructions = reconstruct(vae, grain_free, replay.size)
+    # the phantom's own age change: each patient drawn again with 20 more (fewer) years of its age cues, where the
+    # new age stays within the phantom's (a true counterfactual of the cues, for the judge's age head)
+    aged = {}
+    for years in (AGE_YEARS, -AGE_YEARS):
+        keep = [k for k, age in enumerate(rows["age"]) if 18 <= age + years <= 90]
+        ids = [str(rows["image_id"].iloc[k]) for k in keep]
+        aged[years] = (
+            [originals[k] for k in keep],
+            [replay.render(i, **replay.aged_anatomy(i, years)) / 255.0 for i in ids],
+        )
     # realism sets: real images outside the test split against as many others, drawn without grain, reconstructed
     pool = index.table[index.table["split"] != "test"]
     real = [load_image(index.image_path(row)) for _, row in pool.iloc[: args.real].iterrows()]
@@ -92,6 +106,13 @@ def main(argv: list[str] | None = None) -> int:
             "grain_drift": output_drift(before, clean),
             "noise_free_drift": output_drift(clean, judge.predict(grain_free_reconstructions)),
             "test_auc": recorded_auc(folder),
+        }
+        results[name]["age_dose"] = {
+            f"{years:+d}": float(
+                np.mean(np.asarray(judge.predict(after)["age"]) - np.asarray(judge.predict(before)["age"]))
+                / years
+            )
+            for years, (before, after) in aged.items()
         }
         features = ClassifierFeatures(judge)
         reference = features(real)
@@ -121,6 +142,12 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(
                 f"| {label}: {head} | " + " | ".join("-" if c is None else f"{c:.3f}" for c in cells) + " |"
             )
+    for years in aged:
+        cells = [results[n]["age_dose"][f"{years:+d}"] for n in names]
+        lines.append(
+            f"| age read from the phantom's own {years:+d} years (share of {abs(years)} years; "
+            f"{len(aged[years][0])} images) | " + " | ".join(f"{c:.2f}" for c in cells) + " |"
+        )
     for key in sets:
         cells = [results[n]["kid"][key] for n in names]
         lines.append(

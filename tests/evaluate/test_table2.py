@@ -332,3 +332,39 @@ def test_a_relative_age_edit_without_a_recorded_age_aims_at_the_classifiers_read
 
     goals = _shifted_ages(AgeShift(20.0), [{"age": 63}, {"age": None}, None], np.array([50.0, 40.0, 30.0]))
     assert goals.tolist() == [83.0, 60.0, 50.0]
+
+
+def test_age_edits_report_the_right_way_and_the_dose_of_the_intended_change(tmp_path):
+    # age = 20 + 60 m: 0.5 reads 50 years; no records, so each edit means 20 years from the reading
+    folder = write_pairs(
+        tmp_path / "p",
+        [("a", 0.5, 0.75, "age=+20"), ("b", 0.5, 0.3, "age=+20"), ("c", 0.5, 0.1, "age=-20")],
+    )
+    result = run([folder], tmp_path / "out")
+    axioms = result.axioms.set_index(["intervention", "measure"])
+    assert axioms.loc[("do(age=+20)", "right way"), "mean"] == pytest.approx(1 / 2)  # a older, b younger
+    assert axioms.loc[("do(age=+20)", "dose"), "mean"] == pytest.approx((15 / 20 - 12 / 20) / 2, abs=1e-3)
+    assert axioms.loc[("do(age=-20)", "dose"), "mean"] == pytest.approx(
+        24 / 20, abs=1e-3
+    )  # 50 -> 26: too far
+    assert ("do(age=+20)", "beyond the data") not in axioms.index  # no index: no data range to compare with
+    assert "| p | do(age=-20) | 1.00 [1.00, 1.00] | 1.20 [1.20, 1.20] | - |" in result.markdown
+
+
+def test_age_dose_leaves_out_small_and_out_of_range_intentions():
+    from cfaudit.evaluate.summaries import age_dose
+
+    edits = pd.DataFrame(
+        {
+            "factual": [60.0, 60.0, 85.0, None, 60.0],
+            "target": [80.0, 40.0, 105.0, 70.0, 62.0],  # the third aims past the data; the last means 2 years
+            "before": [58.0, 62.0, 80.0, 50.0, 60.0],
+            "after": [98.0, 52.0, 10.0, 60.0, 70.0],
+        }
+    )
+    right_way, dose, beyond = age_dose(edits, age_range=(18.0, 90.0))
+    assert right_way.tolist()[:2] == [1.0, 1.0] and dose.tolist()[:2] == [2.0, 0.5]
+    assert math.isnan(dose[2]) and beyond.tolist() == [0.0, 0.0, 1.0, 0.0, 0.0]
+    assert dose[3] == pytest.approx(0.5)  # no record: the intended change is from the reading (50 -> 70)
+    assert math.isnan(right_way[4]) and math.isnan(dose[4])
+    assert age_dose(edits)[1][2] == pytest.approx(-70 / 20)  # without a range it counts

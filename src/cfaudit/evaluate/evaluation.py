@@ -48,7 +48,14 @@ from cfaudit.digests import file_sha256
 from cfaudit.errors import CfauditError
 from cfaudit.evaluate import realism as realism_measures
 from cfaudit.evaluate.axioms import Warn, model_axiom_rows
-from cfaudit.evaluate.reading import EditFolder, common_size, label_methods, load_records, read_edit_folder
+from cfaudit.evaluate.reading import (
+    EditFolder,
+    common_size,
+    index_age_range,
+    label_methods,
+    load_records,
+    read_edit_folder,
+)
 from cfaudit.evaluate.scoring import edit_scores, score_rows
 from cfaudit.evaluate.summaries import (
     AXIOM_COLUMNS,
@@ -213,7 +220,7 @@ def evaluate_edits(
     name = classifier_label(classifier)
     table = table2_rows(scored_edits, size, name, n_boot, seed)
     axiom_list = axiom_rows(scores if not include_null_edits else scores.assign(changes_record=True), size,
-                            n_boot, seed)  # fmt: skip
+                            n_boot, seed, age_range=index_age_range(index))  # fmt: skip
 
     # 4. Model axioms
     record_of = {(f, int(line)): r for f, line, r in zip(rows["folder"], rows["line"], records, strict=True)}

@@ -224,6 +224,17 @@ def load_records(rows: pd.DataFrame, index: str | Path | None) -> list[dict[str,
     return records
 
 
+def index_age_range(index: str | Path | None) -> tuple[float, float] | None:
+    """The youngest and oldest age in ``index`` (None without an index or without known ages): a model trained on
+    it never saw a prompt outside them."""
+    if index is None:
+        return None
+    from cfaudit.data.records import DataIndex
+
+    ages = pd.to_numeric(DataIndex.read(index).table["age"], errors="coerce").dropna()
+    return (float(ages.min()), float(ages.max())) if len(ages) else None
+
+
 def factual_value(record: Mapping[str, Any], attribute: str, policy: LabelPolicy = DEFAULT_POLICY) -> Any:
     """The record's value of an attribute in the intervention's encoding (findings: 1.0 / 0.0 after the policy)."""
     if attribute in ("sex", "race"):

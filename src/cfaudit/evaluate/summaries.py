@@ -103,8 +103,41 @@ AXIOM_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def axiom_rows(scores: pd.DataFrame, size: int, n_boot: int, seed: int) -> list[dict[str, Any]]:
-    """Effectiveness, minimality and identity per method x intervention, from the scores."""
+#: An age edit counts towards "right way" and "dose" when it means to move the age by at least this many years
+#: (the classifier's regression tolerance): a smaller intended change is within the reading's own error.
+MIN_INTENDED_YEARS = 5.0
+
+
+def age_dose(
+    edits: pd.DataFrame, age_range: tuple[float, float] | None = None
+) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Per age edit: whether the classifier's reading moved towards the target, by what share of the intended
+    change, and whether the edit aims outside ``age_range`` (the data's ages; such edits are left out of the other
+    two, as their prompts name ages the model never saw).
+
+    The intended change is the target minus the record's age (the reading of the original where the record has
+    none), so ``do(age=+20)`` means 20 years for every image; the reading's change is after minus before. A judge
+    that reads 17 years from the phantom's own 20-year change but 45 from an edit shows an edit that goes too far
+    (dose 2.2), which a hit within 5 years of the target only shows as a miss.
+    """
+    factual = pd.to_numeric(edits["factual"], errors="coerce")
+    before = pd.to_numeric(edits["before"], errors="coerce")
+    target = pd.to_numeric(edits["target"], errors="coerce")
+    intended = target - factual.where(factual.notna(), before)
+    moved = pd.to_numeric(edits["after"], errors="coerce") - before
+    beyond = pd.Series(False, index=edits.index)
+    if age_range is not None:
+        beyond = (target < age_range[0]) | (target > age_range[1])
+    meant = (intended.abs() >= MIN_INTENDED_YEARS) & ~beyond
+    right_way = (np.sign(moved) == np.sign(intended)).astype(float).where(meant)
+    return right_way, (moved / intended).where(meant), beyond.astype(float).where(target.notna())
+
+
+def axiom_rows(
+    scores: pd.DataFrame, size: int, n_boot: int, seed: int, *, age_range: tuple[float, float] | None = None
+) -> list[dict[str, Any]]:
+    """Effectiveness, minimality and identity per method x intervention, from the scores (``age_range``: the
+    data's ages, for the age edits' measures)."""
     rows: list[dict[str, Any]] = []
 
     def add(method, folder, column, intervention, axiom, measure, values, unit, note=""):
@@ -130,6 +163,17 @@ def axiom_rows(scores: pd.DataFrame, size: int, n_boot: int, seed: int) -> list[
                 add(method, folders, column, intervention, "effectiveness", f"flip rate{suffix}",
                     edits.loc[edits["already"] == 0.0, "hit"], "share reaching the target among edits not "
                     "already classified as it")  # fmt: skip
+                if attribute == "age":
+                    right_way, dose, beyond = age_dose(edits, age_range)
+                    if age_range is not None:
+                        add(method, folders, column, intervention, "effectiveness", f"beyond the data{suffix}",
+                            beyond, f"share of edits aiming outside the index's ages ({age_range[0]:g}-"
+                            f"{age_range[1]:g}), left out of right way and dose")  # fmt: skip
+                    add(method, folders, column, intervention, "effectiveness", f"right way{suffix}", right_way,
+                        f"share of edits whose reading moved towards the target (edits meant to move it "
+                        f"{MIN_INTENDED_YEARS:g} years or more)")  # fmt: skip
+                    add(method, folders, column, intervention, "effectiveness", f"dose{suffix}", dose,
+                        "the reading's change over the intended change (1: as meant; 2: twice as far)")  # fmt: skip
                 add(method, folders, column, intervention, "identity", f"reconstruction CPG{suffix}",
                     per_edit(group[group["attribute"] == attribute]).drop_duplicates("image_id")["reconstruction_cpg"],
                     "CPG of the null edit (reconstruction vs original)")  # fmt: skip
@@ -262,6 +306,21 @@ def _axioms_markdown(axioms: pd.DataFrame, size: int) -> list[str]:
             _cell(pick(group, "L1 edited back"), 2),
         ]
         lines.append(f"| {method} | {intervention} | " + " | ".join(cells) + " |")
+    dosed = keyed[keyed["measure"].str.startswith("dose")]
+    if not dosed.empty:
+        lines += [
+            "",
+            "Age edits: the share whose age reading moved towards the target (right way), and how far it moved: "
+            "the reading's change over the intended change (dose; 1: as meant, 2: twice as far); edits that aim "
+            "outside the index's ages (beyond the data; needs --index) are left out of both.",
+            "",
+            "| method | intervention | right way | dose | beyond the data |",
+            "|---|---|---|---|---|",
+        ]
+        for (method, intervention), group in keyed.groupby(["method", "intervention"], sort=False):
+            if pick(group, "dose") is not None:
+                lines.append(f"| {method} | {intervention} | {_cell(pick(group, 'right way'), 2)} | "
+                             f"{_cell(pick(group, 'dose'), 2)} | {_cell(pick(group, 'beyond the data'), 2)} |")  # fmt: skip
     composition = axioms[axioms["axiom"] == "composition"]
     if composition.empty:
         return [*lines, "", "Composition and reversibility: not measured (--no-model-axioms)."]
