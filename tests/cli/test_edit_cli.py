@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -117,6 +119,33 @@ def test_edit_a_split_of_an_index_with_null_text_inversion(app, model_dir, tmp_p
             ["--do", "age=80", "--image", "x.png", "--prompt", PROMPT, "--method", "edict"],
             "direct, nti, npi, ddim",
         ),
+        (
+            ["--do", "age=80", "--image", "x.png", "--prompt", PROMPT, "--attribute-guidance", "age"],
+            "ATTRIBUTE=SCALE",
+        ),
+        (
+            ["--do", "age=80", "--image", "x.png", "--prompt", PROMPT, "--attribute-guidance", "age=strong"],
+            "age=4",
+        ),
+        (
+            ["--do", "age=80", "--image", "x.png", "--prompt", PROMPT, "--attribute-guidance", "hair=4"],
+            "'hair'",
+        ),
+        (
+            [
+                "--do",
+                "age=80",
+                "--image",
+                "x.png",
+                "--prompt",
+                PROMPT,
+                "--method",
+                "nti",
+                "--attribute-guidance",
+                "age=4",
+            ],
+            "guidance per attribute needs direct",
+        ),
     ],
 )
 def test_user_mistakes_are_cfaudit_errors(app, tmp_path, args, message):
@@ -139,3 +168,16 @@ def test_edits_default_to_contrast_prompts(app, model_dir, tmp_path):
     table = pd.read_csv(out / "edits.csv")
     assert table["prompt_mode"].tolist() == [DEFAULT_PROMPT_MODE] == ["contrast"]
     assert table["target_prompt"].tolist() == ["Chest X-ray of subject with no cardiomegaly"]
+
+
+def test_attribute_guidance_sets_the_guidance_of_the_edits_that_name_it(app, model_dir, tmp_path):
+    image = tmp_path / "x.png"
+    save_image(np.random.default_rng(0).random((16, 16)).astype(np.float32), image, bits=16)
+    out = tmp_path / "out"
+    result = invoke(
+        app, "--model", model_dir, "--image", image, "--prompt", PROMPT, "--out", out, "--steps", 3,
+        "--device", "cpu", "--do", "age=+10", "--do", "sex=female", "--attribute-guidance", "age=4",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(out / "edits.csv")["guidance_scale"].tolist() == [4.0, 7.5]
+    assert json.loads((out / "job.json").read_text())["settings"]["attribute_guidance"] == {"age": 4.0}

@@ -62,3 +62,16 @@ def test_the_command_line_sums_up_what_the_run_could_detect():
     print_power(console, power)
     text = console.export_text()
     assert "35% to 58% of images" in text and "1 intervention(s) have too few images" in text
+
+
+def test_guidance_per_attribute_reaches_the_discoverys_edit_job(tmp_path):
+    from cfaudit.discover.api import DiscoveryOptions
+    from cfaudit.discover.run import discovery_job_settings
+
+    options = DiscoveryOptions.of({"attribute_guidance": {"Age": 4}})
+    job = discovery_job_settings(options.job(), options.settings())
+    assert job.attribute_guidance == {"age": 4.0} and job.identity_check
+    assert discovery_job_settings(DiscoveryOptions().job(), options.settings()).attribute_guidance == {}
+    with pytest.raises(CfauditError, match="unknown attribute 'hair'"):
+        discover(model="no-such-model", index=tmp_path / "missing.csv", out=tmp_path / "out",
+                 attribute_guidance={"hair": 4})  # fmt: skip

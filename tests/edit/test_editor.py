@@ -147,3 +147,41 @@ def test_anchored_edits_differ_from_plain_ones_and_share_their_anchor_rows(edito
     assert sum(anchored.unet_evals) == pytest.approx(editor.denoiser.evals)
     (plain,) = editor(tiny_image, [SOURCE], [[Target(t.prompt) for t in targets]], settings)
     assert (anchored.counterfactual_latents - plain.counterfactual_latents).abs().mean() > 1e-3
+
+
+@pytest.mark.parametrize("method", ["direct", "npi"])
+@pytest.mark.parametrize("anchor", [None, "chest x-ray of subject with cardiomegaly"])
+def test_a_targets_own_guidance_is_the_edit_made_at_that_guidance(editor, tiny_image, method, anchor):
+    # direct: the source branch is the stored trajectory; npi: guidance cancels on it. (With ddim the source
+    # branch walks back under the settings' guidance, so a target's own guidance changes the target alone.)
+    settings = InversionSettings(method=method, steps=6)
+    weak = EditSettings(guidance_scale=3.0)
+    strong = Target(TARGETS[0], anchor=anchor)
+    (alone_weak,) = editor(tiny_image, [SOURCE], [[strong]], settings, weak)
+    (alone_strong,) = editor(tiny_image, [SOURCE], [[strong, Target(TARGETS[1], anchor=anchor)]], settings)
+    editor.denoiser.evals = 0
+    (mixed,) = editor(
+        tiny_image, [SOURCE], [[Target(TARGETS[0], anchor=anchor, guidance_scale=3.0),
+                                Target(TARGETS[1], anchor=anchor)]], settings,
+    )  # fmt: skip
+    mixed_evals = editor.denoiser.evals
+    assert torch.allclose(mixed.counterfactual_latents[0], alone_weak.counterfactual_latents[0], atol=1e-4)
+    assert torch.allclose(mixed.counterfactual_latents[1], alone_strong.counterfactual_latents[1], atol=1e-4)
+    assert (alone_weak.counterfactual_latents[0] - alone_strong.counterfactual_latents[0]).abs().mean() > 1e-3
+    editor.denoiser.evals = 0
+    editor(
+        tiny_image,
+        [SOURCE],
+        [[Target(TARGETS[0], anchor=anchor), Target(TARGETS[1], anchor=anchor)]],
+        settings,
+    )
+    assert mixed_evals == editor.denoiser.evals  # guidance only weighs rows computed anyway
+
+
+def test_guidance_below_one_and_mixed_guidance_on_null_text_embeddings_are_refused(editor, tiny_image):
+    (direct,) = editor.invert(tiny_image, [SOURCE], InversionSettings(method="direct", steps=3))
+    with pytest.raises(CfauditError, match=">= 1"):
+        editor.edit([direct], [SOURCE], [[Target(TARGETS[0], guidance_scale=0.5)]])
+    (nti,) = editor.invert(tiny_image, [SOURCE], InversionSettings(method="nti", steps=3, inner_steps=1))
+    with pytest.raises(CfauditError, match=r"fitted at guidance 7\.5.*got 4, 7\.5"):
+        editor.edit([nti], [SOURCE], [[Target(TARGETS[0], guidance_scale=4.0), TARGETS[1]]])

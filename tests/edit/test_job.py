@@ -9,6 +9,7 @@ from cfaudit.data.edit_folder import EDIT_COLUMNS, TIMING_COLUMNS, JobItem, item
 from cfaudit.data.images import save_image
 from cfaudit.data.interventions import parse_interventions
 from cfaudit.data.records import INDEX_COLUMNS, DataIndex
+from cfaudit.edit.editor import EditSettings
 from cfaudit.edit.inversion import InversionSettings
 from cfaudit.edit.job import JobSettings, ages_beyond_the_data, edit_targets, item_from_image, run_edit_job
 from cfaudit.errors import CfauditError
@@ -277,3 +278,32 @@ def test_age_edits_past_the_ages_of_the_data_are_named(images):
     ]
     assert ages_beyond_the_data(plan, parse_interventions(["age=+5"]), ages) == []
     assert ages_beyond_the_data(plan, parse_interventions(["age=+20"]), [math.nan]) == []
+
+
+def test_guidance_per_attribute_edits_those_edits_at_their_scale(editor, images, tmp_path):
+    ivs = parse_interventions(["age=+20", "sex=female", "age=80, Cardiomegaly=0"])
+    job = JobSettings(
+        inversion=InversionSettings(steps=4),
+        prompt_mode="full",
+        attribute_guidance={"Age": 3, "cardiomegaly": 2},
+    )
+    assert job.attribute_guidance == {"age": 3.0, "Cardiomegaly": 2.0}  # spelt as interventions spell them
+    assert [job.guidance_for(i) for i in ivs] == [3.0, 7.5, 2.0]  # several named: the smallest
+    assert JobSettings.from_dict(job.to_dict()) == job
+    assert "attribute_guidance" not in settings().to_dict()  # a job without it writes job.json as before
+    report = run_edit_job(editor, images[:1], ivs, tmp_path / "out", job, model_id="tiny")
+    table = pd.read_csv(report.edits_csv)
+    assert table["guidance_scale"].tolist() == [3.0, 7.5, 2.0]
+    # each edit is the one made at its scale alone
+    alone = JobSettings(
+        inversion=InversionSettings(steps=4), prompt_mode="full", edit=EditSettings(guidance_scale=3)
+    )
+    single = run_edit_job(editor, images[:1], ivs[:1], tmp_path / "alone", alone, model_id="tiny")
+    first = pd.read_csv(single.edits_csv).iloc[0]
+    assert first["edit_l1"] == pytest.approx(table["edit_l1"].iloc[0], abs=1e-5)
+    with pytest.raises(CfauditError, match="unknown attribute 'height'"):
+        JobSettings(attribute_guidance={"height": 3.0})
+    with pytest.raises(CfauditError, match=">= 1"):
+        JobSettings(attribute_guidance={"age": 0.5})
+    with pytest.raises(CfauditError, match="nti"):
+        JobSettings(inversion=InversionSettings(method="nti"), attribute_guidance={"age": 3.0})

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from rich.console import Console
 
-from cfaudit.cli.options import Device, Guidance, Method, Model, Seed
+from cfaudit.cli.options import AttributeGuidance, Device, Guidance, Method, Model, Seed, attribute_scales
 
 
 def discover_command(
@@ -49,6 +49,7 @@ def discover_command(
         int | None, typer.Option(help="DDIM steps (default: 20 for direct, 50 for the others).")
     ] = None,
     guidance: Guidance = 7.5,
+    attribute_guidance: AttributeGuidance = None,
     prompt_mode: Annotated[
         str,
         typer.Option(
@@ -112,7 +113,7 @@ def discover_command(
     console = Console()
     options = dict(
         split=split, label_split=label_split, data_split=data_split, images=images, method=method, steps=steps,
-        guidance=guidance, prompt_mode=prompt_mode, batch_size=batch_size, margin=margin,
+        guidance=guidance, attribute_guidance=attribute_scales(attribute_guidance), prompt_mode=prompt_mode, batch_size=batch_size, margin=margin,
         region_margin=region_margin, alpha=alpha, fdr=fdr, detect_effect=detect_effect, edit_budget=edit_budget,
         regions=regions, seed=seed, device=device,
     )  # fmt: skip

@@ -9,7 +9,17 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from cfaudit.cli.options import Device, EditSplit, Guidance, Limit, Method, Model, Seed
+from cfaudit.cli.options import (
+    AttributeGuidance,
+    Device,
+    EditSplit,
+    Guidance,
+    Limit,
+    Method,
+    Model,
+    Seed,
+    attribute_scales,
+)
 
 
 def edit_command(
@@ -38,6 +48,7 @@ def edit_command(
             "measured against the partial prompt of the current values (keeps what neither names)."
         ),
     ] = "contrast",  # DEFAULT_PROMPT_MODE of cfaudit.data.interventions, not imported: the CLI starts light
+    attribute_guidance: AttributeGuidance = None,
     p2p_mode: Annotated[str, typer.Option(help="Prompt-to-prompt: auto, replace or refine.")] = "auto",
     cross_fraction: Annotated[
         float, typer.Option(help="Fraction of steps with cross-attention injected.")
@@ -91,6 +102,7 @@ def edit_command(
         batch_size=batch_size,
         seed=seed,
         identity_check=check_identity,
+        attribute_guidance=attribute_scales(attribute_guidance),
     )
     if index is not None:
         from cfaudit.data.records import DataIndex

@@ -36,6 +36,14 @@ Limit = Annotated[int | None, typer.Option(help="Edit only the first N images of
 Method = Annotated[str, typer.Option(help="Inversion: direct (default, fast), nti, npi or ddim.")]
 #: Classifier-free guidance scale (default ``7.5``).
 Guidance = Annotated[float, typer.Option(help="Classifier-free guidance scale (1: none).")]
+#: The guidance of the edits that name an attribute, ``ATTR=SCALE`` repeated (default ``None``: ``--guidance``).
+AttributeGuidance = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="Guidance of the edits naming an attribute, ATTR=SCALE (e.g. age=4: age edits go too far at the "
+        "scale a finding needs; evaluate's dose shows it); repeat for more. Not with nti."
+    ),
+]
 #: Continue a training run (default ``None``: start afresh).
 Resume = Annotated[
     str | None, typer.Option(help="`latest` (the run's newest checkpoint, if any) or a checkpoint folder.")
@@ -60,6 +68,22 @@ BlankOverride = Annotated[
         help="Label policy for blank labels: negative or blank (default: the one recorded in index.json)."
     ),
 ]
+
+
+def attribute_scales(texts: list[str] | None) -> dict[str, float]:
+    """``--attribute-guidance`` values (``age=4``) as ``{"age": 4.0}``; the attributes are checked where used."""
+    from cfaudit.errors import CfauditError
+
+    scales = {}
+    for text in texts or []:
+        name, sep, value = text.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            scales[name.strip()] = float(value)
+        except ValueError:
+            raise CfauditError(f"--attribute-guidance {text!r}: give ATTRIBUTE=SCALE, e.g. age=4") from None
+    return scales
 
 
 def command_group(name: str, help: str) -> typer.Typer:

@@ -95,6 +95,16 @@ class AgeShift:
 _SHIFT = re.compile(r"[+-]\s*\d+(?:\.\d+)?")
 
 
+def canonical_attribute(name: str) -> str:
+    """An attribute named in any case (``Age``, ``pleural_effusion``) as interventions spell it."""
+    if name.strip().lower() in ("age", "sex", "race"):
+        return name.strip().lower()
+    try:
+        return canonical_finding(name)
+    except UnknownValueError:
+        raise CfauditError(f"unknown attribute {name!r}; choose {_valid_attributes()}") from None
+
+
 def _canonical_change(name: str, value: Any) -> tuple[str, Any]:
     """``parse_attribute_value`` with an error that lists every valid attribute when the name is unknown."""
     if name.strip().lower() == "age" and isinstance(value, str) and _SHIFT.fullmatch(value.strip()):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,8 @@ class DiscoveryOptions:
     method: str = "direct"
     steps: int | None = None
     guidance: float = 7.5
+    #: the guidance of the edits naming an attribute (``{"age": 4.0}``; :class:`~cfaudit.edit.job.JobSettings`)
+    attribute_guidance: Mapping[str, float] | None = None
     prompt_mode: str = "full"
     batch_size: int = 4
     margin: float = CandidateSettings.margin
@@ -94,6 +96,7 @@ class DiscoveryOptions:
             ),
             edit=EditSettings(guidance_scale=self.guidance),
             batch_size=self.batch_size,
+            attribute_guidance=dict(self.attribute_guidance or {}),
         )
 
 
@@ -127,12 +130,12 @@ def discover(
     chosen = DiscoveryOptions.of(options)
     interventions = parse_interventions(list(do)) if do else None
     settings = chosen.settings()
+    job = chosen.job()
     if not isinstance(index, DataIndex):
         DataIndex.read(index)  # a missing or broken index fails here, in a second
     atlas = RegionAtlas.load(chosen.regions)
     device = chosen.device if chosen.device is not None else str(launch_state().device)
     editor = CounterfactualEditor.load(model, device=device)
-    job = chosen.job()
     return run_discovery(
         editor,
         index,

@@ -324,6 +324,7 @@ def discovery_job_settings(job_settings: JobSettings, settings: DiscoverySetting
         batch_size=job_settings.batch_size,
         seed=settings.seed,
         identity_check=True,
+        attribute_guidance=job_settings.attribute_guidance,
     )
 
 

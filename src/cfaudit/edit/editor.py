@@ -76,13 +76,16 @@ class Target:
     """One edit of an image: the target prompt, optional word reweighting and local-blend words.
 
     ``anchor``: the prompt the target is measured against at the source's latent (the ``contrast`` prompt mode);
-    ``None``: the source prompt.
+    ``None``: the source prompt. ``guidance_scale``: this edit's guidance (how far it goes), ``None``: the
+    settings'; the edits of one image may differ in it at no cost, since guidance only weighs rows computed anyway.
+    The source branch keeps the settings' guidance (with ``ddim`` it walks back under it).
     """
 
     prompt: str
     reweight: Mapping[str, float] | None = None
     blend_words: tuple[str, ...] | None = None
     anchor: str | None = None
+    guidance_scale: float | None = None
 
 
 @dataclass
@@ -259,6 +262,9 @@ class CounterfactualEditor:
         branches = _Branches(
             inversions, owners, embeddings, self.device, [b for b, _ in anchors], anchor_of, anchor_embeddings
         )
+        branches.guidance = [
+            settings.guidance_scale if t.guidance_scale is None else t.guidance_scale for t in flat
+        ]
 
         # 4. Denoising loop: the source branches and all targets in one UNet call per step
         with attention_control(self.unet, controller) as hooked, torch.no_grad():
@@ -288,53 +294,59 @@ class CounterfactualEditor:
         owners = branches.owners
         targets = range(len(owners))
         # each target's attention comes from its anchor's row, or from its source's
-        reference = [_reference_row(owners[j], branches.anchor_of[j]) for j in targets]
-        injecting = controller.needs_source(i) and all(row in index for row in reference)
+        attention_from = [_reference_row(owners[j], branches.anchor_of[j]) for j in targets]
+        injecting = controller.needs_source(i) and all(row in index for row in attention_from)
         controller.begin_step(
             i,
-            [index[row] for row in reference] if injecting else None,
+            [index[row] for row in attention_from] if injecting else None,
             [index[("target_cond", j)] for j in targets] if injecting else None,
         )
         out = branches.run(self.denoiser, rows, i, grid.timesteps[i]) if rows else None
 
-        def prediction(kind: str, member: int) -> torch.Tensor:
+        def prediction(cond_row: tuple[str, int], uncond_row: tuple[str, int], scale: float) -> torch.Tensor:
             assert out is not None
-            cond = out[index[(f"{kind}_cond", member)]]
-            uncond = (f"{kind}_uncond", member)
-            return guide(out[index[uncond]], cond, settings.guidance_scale) if uncond in index else cond
+            cond = out[index[cond_row]]
+            return guide(out[index[uncond_row]], cond, scale) if uncond_row in index else cond
 
         # A pinned (direct) source moves to the stored level; with correct_target its targets move by their own
         # step's difference from the source's step, added to that level (x - x is exactly 0, so an identity edit
         # stays on the trajectory bit for bit instead of drifting by rounding errors that guidance amplifies).
-        sources, anchors = [], []
+        current, sources = branches.sources, []
         for b, inversion in enumerate(branches.inversions):
-            current = branches.sources[b]
             if inversion.pinned:
-                pinned = branches.levels[b][grid.steps - i - 1]
-                corrected = settings.correct_target and ("source_cond", b) in index
-                anchors.append(
-                    (pinned, grid.denoise(i, current, prediction("source", b))) if corrected else None
-                )
-                sources.append(pinned)
+                sources.append(branches.levels[b][grid.steps - i - 1])
             else:
-                anchors.append(None)
-                sources.append(grid.denoise(i, current, prediction("source", b)))
-        # an anchored target moves from the source's next latent by its step minus the anchor prompt's step
-        contrasts = []
-        for a, b in enumerate(branches.anchor_owners):
-            assert out is not None
-            cond = out[index[("anchor_cond", a)]]
-            uncond = ("source_uncond", b)
-            guided = guide(out[index[uncond]], cond, settings.guidance_scale) if uncond in index else cond
-            contrasts.append((sources[b], grid.denoise(i, branches.sources[b], guided)))
+                step = prediction(("source_cond", b), ("source_uncond", b), settings.guidance_scale)
+                sources.append(grid.denoise(i, current[b], step))
+        references: dict[tuple[str, int, float], tuple[torch.Tensor, torch.Tensor] | None] = {}
+
+        def reference(j: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+            """(base, step) a target's own step is measured against at its guidance: the source's step added to
+            the stored level (pinned sources, corrected), or an anchor prompt's step added to the source's next
+            latent; None: the target moves on its own."""
+            scale, anchored, b = branches.guidance[j], branches.anchor_of[j], owners[j]
+            key = ("source", b, scale) if anchored is None else ("anchor", anchored, scale)
+            if key not in references:
+                if anchored is not None:
+                    step = prediction(("anchor_cond", anchored), ("source_uncond", b), scale)
+                    references[key] = (sources[b], grid.denoise(i, current[b], step))
+                elif (
+                    branches.inversions[b].pinned and settings.correct_target and ("source_cond", b) in index
+                ):
+                    step = prediction(("source_cond", b), ("source_uncond", b), scale)
+                    references[key] = (sources[b], grid.denoise(i, current[b], step))
+                else:
+                    references[key] = None
+            return references[key]
+
         branches.sources = torch.stack(sources)
         if owners:
             stepped = []
             for j in targets:
-                moved = grid.denoise(i, branches.targets[j], prediction("target", j))
-                anchored = branches.anchor_of[j]
-                anchor = anchors[owners[j]] if anchored is None else contrasts[anchored]
-                stepped.append(moved if anchor is None else anchor[0] + (moved - anchor[1]))
+                step = prediction(("target_cond", j), ("target_uncond", j), branches.guidance[j])
+                moved = grid.denoise(i, branches.targets[j], step)
+                measured = reference(j)
+                stepped.append(moved if measured is None else measured[0] + (moved - measured[1]))
             branches.targets = torch.stack(stepped)
             mask = controller.blend_mask()
             if mask is not None:
@@ -357,10 +369,15 @@ class CounterfactualEditor:
                 raise CfauditError("images edited together must share the inversion method and steps")
         if not torch.equal(self.grid(first.steps).timesteps, first.timesteps.cpu()):
             raise CfauditError("the inversion's timesteps do not match this model's scheduler; invert again")
-        if first.method == "nti" and first.settings.guidance_scale != settings.guidance_scale:
+        scales = {settings.guidance_scale} | {
+            t.guidance_scale for image in plans for t in image if t.guidance_scale is not None
+        }
+        if min(scales) < 1.0:
+            raise CfauditError(f"guidance scale must be >= 1, got {min(scales)}")
+        if first.method == "nti" and scales != {first.settings.guidance_scale}:
             raise CfauditError(
                 f"null-text embeddings were fitted at guidance {first.settings.guidance_scale}; edit at that "
-                f"guidance (got {settings.guidance_scale}) or invert again"
+                f"guidance (got {', '.join(f'{g:g}' for g in sorted(scales))}) or invert again"
             )
 
     @staticmethod
@@ -371,7 +388,7 @@ class CounterfactualEditor:
 
         ``member`` is the image index for source rows and the target index for target rows.
         """
-        guided = settings.guidance_scale != 1.0
+        guided = settings.guidance_scale != 1.0 or any(scale != 1.0 for scale in branches.guidance)
         uncond_rows: list[tuple[str, int]] = []
         cond_rows: list[tuple[str, int]] = []
         for b, inversion in enumerate(branches.inversions):
@@ -432,6 +449,8 @@ class _Branches:
         # the images with targets measured against their source prompt, and those with anchored targets
         self.plain_images = {b for b, a in zip(owners, self.anchor_of, strict=True) if a is None}
         self.anchored_images = set(self.anchor_owners)
+        #: each target's guidance scale (the editor sets it from the targets and the settings)
+        self.guidance: list[float] = []
 
     def run(
         self, denoiser: Denoiser, rows: list[tuple[str, int]], step: int, timestep: torch.Tensor

@@ -33,7 +33,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,13 @@ from cfaudit.data.edit_folder import (
     write_edits_csv,
 )
 from cfaudit.data.images import load_model_tensor, save_image
-from cfaudit.data.interventions import DEFAULT_PROMPT_MODE, PROMPT_MODES, Intervention, caption_record
+from cfaudit.data.interventions import (
+    DEFAULT_PROMPT_MODE,
+    PROMPT_MODES,
+    Intervention,
+    canonical_attribute,
+    caption_record,
+)
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
 from cfaudit.data.prompts import DEFAULT_TEMPLATE, PromptTemplate
 from cfaudit.edit.attention import AttentionSettings
@@ -77,6 +83,10 @@ class JobSettings:
     #: Add an edit whose target is the source prompt to every image and report how far it lands from the
     #: reconstruction (``identity_l1``; ~0 for a sound method). Costs one more target per image.
     identity_check: bool = False
+    #: The guidance of the edits that name an attribute (``{"age": 4.0}``), where the edit's guidance does not
+    #: suit it: one scale goes too far for one attribute at the strength another needs (docs/BENCHMARKS.md, "Age
+    #: edits"). An edit naming several such attributes takes the smallest; the others take ``edit``'s.
+    attribute_guidance: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.prompt_mode not in PROMPT_MODES:
@@ -85,6 +95,16 @@ class JobSettings:
             )
         if self.batch_size < 1:
             raise CfauditError(f"batch size must be at least 1, got {self.batch_size}")
+        scales = {canonical_attribute(name): float(scale) for name, scale in self.attribute_guidance.items()}
+        for attribute, scale in scales.items():
+            if not scale >= 1.0:
+                raise CfauditError(f"guidance for {attribute} must be >= 1, got {scale:g}")
+        object.__setattr__(self, "attribute_guidance", scales)
+        if self.attribute_guidance and self.inversion.method == "nti":
+            raise CfauditError(
+                "nti fits its null-text embeddings at one guidance scale; guidance per attribute needs direct, "
+                "npi or ddim inversion"
+            )
         if self.inversion.method == "nti" and self.inversion.guidance_scale != self.edit.guidance_scale:
             object.__setattr__(
                 self,
@@ -100,7 +120,26 @@ class JobSettings:
             "batch_size": self.batch_size,
             "seed": self.seed,
             "identity_check": self.identity_check,
+            # written only when set, so that the job.json of a job without it stays as it was (and resumes)
+            **({"attribute_guidance": dict(self.attribute_guidance)} if self.attribute_guidance else {}),
         }
+
+    def guidance_for(self, intervention: Intervention) -> float:
+        """The guidance scale of ``intervention``'s edit (see ``attribute_guidance``)."""
+        named = [self.attribute_guidance[a] for a, _ in intervention.changes if a in self.attribute_guidance]
+        return float(min(named)) if named else self.edit.guidance_scale
+
+    def guided_targets(
+        self, targets: Sequence[Target], interventions: Sequence[Intervention]
+    ) -> list[Target]:
+        """``targets`` (one per intervention) with the guidance of their intervention, where it is the
+        attribute's own."""
+        if not self.attribute_guidance:
+            return list(targets)
+        return [
+            replace(target, guidance_scale=self.guidance_for(intervention))
+            for target, intervention in zip(targets, interventions, strict=True)
+        ]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSettings:
@@ -113,6 +152,7 @@ class JobSettings:
             batch_size=int(data.get("batch_size", 1)),
             seed=int(data.get("seed", 0)),
             identity_check=bool(data.get("identity_check", False)),
+            attribute_guidance={str(k): float(v) for k, v in (data.get("attribute_guidance") or {}).items()},
         )
 
 
@@ -238,7 +278,9 @@ def planned_unet_evals(settings: JobSettings, targets: int) -> float:
     early stop can end an inner loop sooner), as for direct inversion without target correction (the source's
     conditional pass is counted at every step, not only while attention is injected)."""
     n = settings.inversion.steps or 0
-    guided = settings.edit.guidance_scale != 1.0
+    guided = settings.edit.guidance_scale != 1.0 or any(
+        g != 1.0 for g in settings.attribute_guidance.values()
+    )
     method = settings.inversion.method
     inversion = n  # one conditional pass per step of the DDIM trajectory
     if (
@@ -360,7 +402,7 @@ def _edit_batch(
     prompts = [item.source_prompt for item in batch]
     plans = [_item_interventions(item, interventions) for item in batch]
     targets = [
-        edit_targets(item, plan, settings.prompt_mode, template, policy)
+        settings.guided_targets(edit_targets(item, plan, settings.prompt_mode, template, policy), plan)
         for item, plan in zip(batch, plans, strict=True)
     ]
     if settings.identity_check:
@@ -435,7 +477,7 @@ def _write_outputs(
                 "prompt_mode": settings.prompt_mode,
                 "method": settings.inversion.method,
                 "steps": settings.inversion.steps,
-                "guidance_scale": settings.edit.guidance_scale,
+                "guidance_scale": settings.guidance_for(intervention),
                 "seed": settings.seed,
                 "unet_evals": round(result.unet_evals[k], 3),
                 "seconds": round(result.seconds[k], 4),

@@ -130,7 +130,9 @@ def diffusion_model_editor(job: Mapping[str, Any], folder: Path, device: str) ->
     def edit_back(edits: _Reversal) -> np.ndarray:
         changed = [edits.intervention.apply(r) for r in edits.records]
         backs = [_reverse(edits.intervention, r) for r in edits.records]
-        targets = [edit_target(b, c, settings.prompt_mode) for b, c in zip(backs, changed, strict=True)]
+        targets = settings.guided_targets(
+            [edit_target(b, c, settings.prompt_mode) for b, c in zip(backs, changed, strict=True)], backs
+        )
         return run(edits.counterfactuals, [record_prompt(c) for c in changed], targets)
 
     inversion = settings.inversion
