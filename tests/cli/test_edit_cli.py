@@ -154,30 +154,31 @@ def test_user_mistakes_are_cfaudit_errors(app, tmp_path, args, message):
     assert message in str(result.exception)
 
 
-def test_edits_default_to_contrast_prompts(app, model_dir, tmp_path):
-    from cfaudit.data.interventions import DEFAULT_PROMPT_MODE
-
+def edit_one_image(app, model_dir, tmp_path, *args):
+    """``cfaudit edit`` of one random 16 px image in 3 steps with ``args``; its output folder."""
     image = tmp_path / "x.png"
     save_image(np.random.default_rng(0).random((16, 16)).astype(np.float32), image, bits=16)
     out = tmp_path / "out"
     result = invoke(
         app, "--model", model_dir, "--image", image, "--prompt", PROMPT, "--out", out, "--steps", 3,
-        "--device", "cpu", "--do", "Cardiomegaly=0",
+        "--device", "cpu", *args,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    return out
+
+
+def test_edits_default_to_contrast_prompts(app, model_dir, tmp_path):
+    from cfaudit.data.interventions import DEFAULT_PROMPT_MODE
+
+    out = edit_one_image(app, model_dir, tmp_path, "--do", "Cardiomegaly=0")
     table = pd.read_csv(out / "edits.csv")
     assert table["prompt_mode"].tolist() == [DEFAULT_PROMPT_MODE] == ["contrast"]
     assert table["target_prompt"].tolist() == ["Chest X-ray of subject with no cardiomegaly"]
 
 
 def test_attribute_guidance_sets_the_guidance_of_the_edits_that_name_it(app, model_dir, tmp_path):
-    image = tmp_path / "x.png"
-    save_image(np.random.default_rng(0).random((16, 16)).astype(np.float32), image, bits=16)
-    out = tmp_path / "out"
-    result = invoke(
-        app, "--model", model_dir, "--image", image, "--prompt", PROMPT, "--out", out, "--steps", 3,
-        "--device", "cpu", "--do", "age=+10", "--do", "sex=female", "--attribute-guidance", "age=4",
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
+    out = edit_one_image(
+        app, model_dir, tmp_path, "--do", "age=+10", "--do", "sex=female", "--attribute-guidance", "age=4"
+    )
     assert pd.read_csv(out / "edits.csv")["guidance_scale"].tolist() == [4.0, 7.5]
     assert json.loads((out / "job.json").read_text())["settings"]["attribute_guidance"] == {"age": 4.0}
