@@ -368,3 +368,15 @@ def test_age_dose_leaves_out_small_and_out_of_range_intentions():
     assert dose[3] == pytest.approx(0.5)  # no record: the intended change is from the reading (50 -> 70)
     assert math.isnan(right_way[4]) and math.isnan(dose[4])
     assert age_dose(edits)[1][2] == pytest.approx(-70 / 20)  # without a range it counts
+
+
+def test_age_edits_that_go_too_far_get_a_note_naming_the_option_that_sets_their_strength(tmp_path):
+    # age = 20 + 60 m: do(age=+20) from 0.3 (38 years) to 1.0 (80) moves 42 years of 20 (dose 2.1: a note);
+    # do(age=-20) from 0.5 (50) to 0.1 (26) moves 24 of 20 (dose 1.2, inside the band: none)
+    pairs = [(f"a{k}", 0.3, 1.0, "age=+20") for k in range(5)] + [
+        (f"b{k}", 0.5, 0.1, "age=-20") for k in range(5)
+    ]
+    result = run([write_pairs(tmp_path / "p", pairs)], tmp_path / "out")
+    notes = [w for w in result.warnings if "intended age change" in w]
+    assert len(notes) == 1 and "do(age=+20): the classifier reads 2.10x" in notes[0], notes
+    assert "--attribute-guidance age=SCALE" in notes[0]

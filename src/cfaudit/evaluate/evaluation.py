@@ -60,6 +60,7 @@ from cfaudit.evaluate.scoring import edit_scores, score_rows
 from cfaudit.evaluate.summaries import (
     AXIOM_COLUMNS,
     axiom_rows,
+    dose_notes,
     format_markdown,
     per_edit,
     plot_table2,
@@ -221,6 +222,8 @@ def evaluate_edits(
     table = table2_rows(scored_edits, size, name, n_boot, seed)
     axiom_list = axiom_rows(scores if not include_null_edits else scores.assign(changes_record=True), size,
                             n_boot, seed, age_range=index_age_range(index))  # fmt: skip
+    for line in dose_notes(axiom_list):
+        note(line)
 
     # 4. Model axioms
     record_of = {(f, int(line)): r for f, line, r in zip(rows["folder"], rows["line"], records, strict=True)}

@@ -133,6 +133,28 @@ def age_dose(
     return right_way, (moved / intended).where(meant), beyond.astype(float).where(target.notna())
 
 
+#: An age intervention whose edits the classifier reads as moving the age by less than DOSE_BAND[0] or more than
+#: DOSE_BAND[1] times the intended change gets a note (at least DOSE_MIN_EDITS edits).
+DOSE_BAND, DOSE_MIN_EDITS = (0.67, 1.5), 5
+
+
+def dose_notes(axiom_list: list[dict[str, Any]]) -> list[str]:
+    """One line per method x age intervention whose dose lies outside :data:`DOSE_BAND`: how far its edits went
+    as the classifier reads them, and the option that sets their strength."""
+    lines = []
+    for row in axiom_list:
+        if not str(row["measure"]).startswith("dose") or row["n"] < DOSE_MIN_EDITS or math.isnan(row["mean"]):
+            continue
+        if DOSE_BAND[0] <= row["mean"] <= DOSE_BAND[1]:
+            continue
+        lines.append(
+            f"{row['method']}, {row['intervention']}: the classifier reads {row['mean']:.2f}x the intended age "
+            f"change ([{row['ci_low']:.2f}, {row['ci_high']:.2f}], {row['n']} edits); the edits' strength is their "
+            "guidance: `cfaudit edit --attribute-guidance age=SCALE` (lower goes less far)"
+        )
+    return lines
+
+
 def axiom_rows(
     scores: pd.DataFrame, size: int, n_boot: int, seed: int, *, age_range: tuple[float, float] | None = None
 ) -> list[dict[str, Any]]:
