@@ -178,7 +178,9 @@ def test_edits_default_to_contrast_prompts(app, model_dir, tmp_path):
 
 def test_attribute_guidance_sets_the_guidance_of_the_edits_that_name_it(app, model_dir, tmp_path):
     out = edit_one_image(
-        app, model_dir, tmp_path, "--do", "age=+10", "--do", "sex=female", "--attribute-guidance", "age=4"
-    )
-    assert pd.read_csv(out / "edits.csv")["guidance_scale"].tolist() == [4.0, 7.5]
-    assert json.loads((out / "job.json").read_text())["settings"]["attribute_guidance"] == {"age": 4.0}
+        app, model_dir, tmp_path, "--do", "age=+10", "--do", "sex=female", "--do", "age=-10",
+        "--attribute-guidance", "age=4", "--attribute-guidance", "do(age=-10)=2",
+    )  # fmt: skip
+    assert pd.read_csv(out / "edits.csv")["guidance_scale"].tolist() == [4.0, 7.5, 2.0]
+    recorded = json.loads((out / "job.json").read_text())["settings"]["attribute_guidance"]
+    assert recorded == {"age": 4.0, "do(age=-10)": 2.0}

@@ -301,8 +301,17 @@ def test_guidance_per_attribute_edits_those_edits_at_their_scale(editor, images,
     single = run_edit_job(editor, images[:1], ivs[:1], tmp_path / "alone", alone, model_id="tiny")
     first = pd.read_csv(single.edits_csv).iloc[0]
     assert first["edit_l1"] == pytest.approx(table["edit_l1"].iloc[0], abs=1e-5)
+    # one intervention's own scale comes before its attribute's
+    own = JobSettings(attribute_guidance={"age": 4, "age = -20": 2, "do(Age=80, cardiomegaly=0)": 1.5})
+    assert set(own.attribute_guidance) == {"age", "do(age=-20)", "do(age=80, Cardiomegaly=0)"}
+    scales = [
+        own.guidance_for(i) for i in parse_interventions(["age=+20", "age=-20", "age=80, Cardiomegaly=0"])
+    ]
+    assert scales == [4.0, 2.0, 1.5]
     with pytest.raises(CfauditError, match="unknown attribute 'height'"):
         JobSettings(attribute_guidance={"height": 3.0})
+    with pytest.raises(CfauditError, match="'do\\(heigth=2\\)'"):
+        JobSettings(attribute_guidance={"do(heigth=2)": 3.0})
     with pytest.raises(CfauditError, match=">= 1"):
         JobSettings(attribute_guidance={"age": 0.5})
     with pytest.raises(CfauditError, match="nti"):

@@ -41,7 +41,8 @@ AttributeGuidance = Annotated[
     list[str] | None,
     typer.Option(
         help="Guidance of the edits naming an attribute, ATTR=SCALE (e.g. age=4: age edits go too far at the "
-        "scale a finding needs; evaluate's dose shows it); repeat for more. Not with nti."
+        "scale a finding needs; evaluate's dose shows it), or of one intervention, do(A=v)=SCALE (e.g. "
+        "'do(age=-20)=2'); repeat for more. Not with nti."
     ),
 ]
 #: Continue a training run (default ``None``: start afresh).
@@ -71,18 +72,21 @@ BlankOverride = Annotated[
 
 
 def attribute_scales(texts: list[str] | None) -> dict[str, float]:
-    """``--attribute-guidance`` values (``age=4``) as ``{"age": 4.0}``; the attributes are checked where used."""
+    """``--attribute-guidance`` values (``age=4``, ``do(age=-20)=2``) as ``{"age": 4.0, "do(age=-20)": 2.0}``; the
+    attributes and interventions are checked where used."""
     from cfaudit.errors import CfauditError
 
     scales = {}
     for text in texts or []:
-        name, sep, value = text.partition("=")
+        name, sep, value = text.rpartition("=")
         try:
             if not sep or not name.strip():
                 raise ValueError
             scales[name.strip()] = float(value)
         except ValueError:
-            raise CfauditError(f"--attribute-guidance {text!r}: give ATTRIBUTE=SCALE, e.g. age=4") from None
+            raise CfauditError(
+                f"--attribute-guidance {text!r}: give ATTRIBUTE=SCALE or do(A=v)=SCALE, e.g. age=4"
+            ) from None
     return scales
 
 

@@ -83,9 +83,10 @@ class JobSettings:
     #: Add an edit whose target is the source prompt to every image and report how far it lands from the
     #: reconstruction (``identity_l1``; ~0 for a sound method). Costs one more target per image.
     identity_check: bool = False
-    #: The guidance of the edits that name an attribute (``{"age": 4.0}``), where the edit's guidance does not
-    #: suit it: one scale goes too far for one attribute at the strength another needs (docs/BENCHMARKS.md, "Age
-    #: edits"). An edit naming several such attributes takes the smallest; the others take ``edit``'s.
+    #: The guidance of the edits that name an attribute (``{"age": 4.0}``) or of one intervention
+    #: (``{"do(age=-20)": 2.0}``), where the edit's guidance does not suit it: one scale goes too far for one
+    #: attribute at the strength another needs (docs/BENCHMARKS.md, "Age edits"). An intervention's own scale comes
+    #: first; an edit naming several attributes with scales takes the smallest; the others take ``edit``'s.
     attribute_guidance: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -95,7 +96,7 @@ class JobSettings:
             )
         if self.batch_size < 1:
             raise CfauditError(f"batch size must be at least 1, got {self.batch_size}")
-        scales = {canonical_attribute(name): float(scale) for name, scale in self.attribute_guidance.items()}
+        scales = {_guidance_key(name): float(scale) for name, scale in self.attribute_guidance.items()}
         for attribute, scale in scales.items():
             if not scale >= 1.0:
                 raise CfauditError(f"guidance for {attribute} must be >= 1, got {scale:g}")
@@ -126,6 +127,9 @@ class JobSettings:
 
     def guidance_for(self, intervention: Intervention) -> float:
         """The guidance scale of ``intervention``'s edit (see ``attribute_guidance``)."""
+        own = self.attribute_guidance.get(str(intervention))
+        if own is not None:
+            return float(own)
         named = [self.attribute_guidance[a] for a, _ in intervention.changes if a in self.attribute_guidance]
         return float(min(named)) if named else self.edit.guidance_scale
 
@@ -154,6 +158,15 @@ class JobSettings:
             identity_check=bool(data.get("identity_check", False)),
             attribute_guidance={str(k): float(v) for k, v in (data.get("attribute_guidance") or {}).items()},
         )
+
+
+def _guidance_key(name: str) -> str:
+    """An ``attribute_guidance`` key as interventions spell it: an attribute (``age``) or an intervention
+    (``do(age=-20)``)."""
+    text = str(name).strip()
+    if text.lower().startswith("do(") or "=" in text:
+        return str(Intervention.parse(text))
+    return canonical_attribute(text)
 
 
 def item_from_image(path: str | os.PathLike[str], prompt: str) -> JobItem:
