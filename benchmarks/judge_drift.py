@@ -76,14 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     grain_free_reconstructions = reconstruct(vae, grain_free, replay.size)
     # the phantom's own age change: each patient drawn again with 20 more (fewer) years of its age cues, where the
     # new age stays within the phantom's (a true counterfactual of the cues, for the judge's age head)
-    aged = {}
+    aged = {}  # years -> (positions of the images kept, their aged pictures)
     for years in (AGE_YEARS, -AGE_YEARS):
         keep = [k for k, age in enumerate(rows["age"]) if 18 <= age + years <= 90]
         ids = [str(rows["image_id"].iloc[k]) for k in keep]
-        aged[years] = (
-            [originals[k] for k in keep],
-            [replay.render(i, **replay.aged_anatomy(i, years)) / 255.0 for i in ids],
-        )
+        aged[years] = (keep, [replay.render(i, **replay.aged_anatomy(i, years)) / 255.0 for i in ids])
     # realism sets: real images outside the test split against as many others, drawn without grain, reconstructed
     pool = index.table[index.table["split"] != "test"]
     real = [load_image(index.image_path(row)) for _, row in pool.iloc[: args.real].iterrows()]
@@ -107,12 +104,10 @@ def main(argv: list[str] | None = None) -> int:
             "noise_free_drift": output_drift(clean, judge.predict(grain_free_reconstructions)),
             "test_auc": recorded_auc(folder),
         }
+        read = np.asarray(before["age"], dtype=np.float64)  # the originals' ages, read once above
         results[name]["age_dose"] = {
-            f"{years:+d}": float(
-                np.mean(np.asarray(judge.predict(after)["age"]) - np.asarray(judge.predict(before)["age"]))
-                / years
-            )
-            for years, (before, after) in aged.items()
+            f"{years:+d}": float(np.mean(np.asarray(judge.predict(pictures)["age"]) - read[keep]) / years)
+            for years, (keep, pictures) in aged.items()
         }
         features = ClassifierFeatures(judge)
         reference = features(real)

@@ -113,9 +113,9 @@ def discover_command(
     console = Console()
     options = dict(
         split=split, label_split=label_split, data_split=data_split, images=images, method=method, steps=steps,
-        guidance=guidance, attribute_guidance=attribute_scales(attribute_guidance), prompt_mode=prompt_mode, batch_size=batch_size, margin=margin,
-        region_margin=region_margin, alpha=alpha, fdr=fdr, detect_effect=detect_effect, edit_budget=edit_budget,
-        regions=regions, seed=seed, device=device,
+        guidance=guidance, attribute_guidance=attribute_scales(attribute_guidance), prompt_mode=prompt_mode,
+        batch_size=batch_size, margin=margin, region_margin=region_margin, alpha=alpha, fdr=fdr,
+        detect_effect=detect_effect, edit_budget=edit_budget, regions=regions, seed=seed, device=device,
     )  # fmt: skip
     if dry_run:
         cost = discovery_cost(model, index, do, seconds_per_eval=seconds_per_eval, **options)

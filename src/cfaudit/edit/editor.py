@@ -259,12 +259,11 @@ class CounterfactualEditor:
         anchor_embeddings = self.encode_prompts([prompt for _, prompt in anchors]) if anchors else None
 
         # 3. Prepare latents: every source and its targets start from the image's noisiest level
+        guidance = [settings.guidance_scale if t.guidance_scale is None else t.guidance_scale for t in flat]
         branches = _Branches(
-            inversions, owners, embeddings, self.device, [b for b, _ in anchors], anchor_of, anchor_embeddings
-        )
-        branches.guidance = [
-            settings.guidance_scale if t.guidance_scale is None else t.guidance_scale for t in flat
-        ]
+            inversions, owners, embeddings, self.device, [b for b, _ in anchors], anchor_of, anchor_embeddings,
+            guidance,
+        )  # fmt: skip
 
         # 4. Denoising loop: the source branches and all targets in one UNet call per step
         with attention_control(self.unet, controller) as hooked, torch.no_grad():
@@ -431,8 +430,10 @@ class _Branches:
         anchor_owners: list[int] | None = None,
         anchor_of: list[int | None] | None = None,
         anchor_embeddings: torch.Tensor | None = None,
+        guidance: list[float] | None = None,
     ) -> None:
-        """``anchor_owners``: the image of each anchor; ``anchor_of``: each target's anchor (``None``: none)."""
+        """``anchor_owners``: the image of each anchor; ``anchor_of``: each target's anchor (``None``: none);
+        ``guidance``: each target's guidance scale (the editor resolves it from the target and the settings)."""
         self.inversions = list(inversions)
         self.owners = owners
         self.embeddings = embeddings.to(device) if embeddings is not None else None
@@ -449,8 +450,7 @@ class _Branches:
         # the images with targets measured against their source prompt, and those with anchored targets
         self.plain_images = {b for b, a in zip(owners, self.anchor_of, strict=True) if a is None}
         self.anchored_images = set(self.anchor_owners)
-        #: each target's guidance scale (the editor sets it from the targets and the settings)
-        self.guidance: list[float] = []
+        self.guidance = guidance if guidance is not None else [1.0] * len(owners)
 
     def run(
         self, denoiser: Denoiser, rows: list[tuple[str, int]], step: int, timestep: torch.Tensor

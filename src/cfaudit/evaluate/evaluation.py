@@ -43,6 +43,7 @@ import pandas as pd
 from cfaudit import __version__, atomic_io
 from cfaudit.assets import shipped_name
 from cfaudit.data.edit_folder import JOB_JSON, SCM_METHOD
+from cfaudit.data.records import DataIndex
 from cfaudit.devices import resolve_device
 from cfaudit.digests import file_sha256
 from cfaudit.errors import CfauditError
@@ -180,7 +181,8 @@ def evaluate_edits(
     rows = pd.concat([f.rows for f in folders], ignore_index=True)
     if size is None:
         size = common_size(rows, note)
-    records = load_records(rows, index)
+    data = DataIndex.read(index) if index is not None else None  # read once: records and the data's ages
+    records = load_records(rows, data)
     unknown = sum(r is None for r in records)
     if unknown:
         note(f"{unknown} edit(s) have no known record (no --index row, caption not in the template): they count "
@@ -221,7 +223,7 @@ def evaluate_edits(
     name = classifier_label(classifier)
     table = table2_rows(scored_edits, size, name, n_boot, seed)
     axiom_list = axiom_rows(scores if not include_null_edits else scores.assign(changes_record=True), size,
-                            n_boot, seed, age_range=index_age_range(index))  # fmt: skip
+                            n_boot, seed, age_range=index_age_range(data))  # fmt: skip
     for line in dose_notes(axiom_list):
         note(line)
 

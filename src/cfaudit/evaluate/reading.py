@@ -29,6 +29,7 @@ from cfaudit.data.edit_folder import (
 )
 from cfaudit.data.interventions import Intervention, caption_record
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy, known_label_value
+from cfaudit.data.records import DataIndex
 from cfaudit.data.vocabulary import FINDINGS, PATHOLOGIES
 from cfaudit.errors import CfauditError
 from cfaudit.models.lpips import MIN_SIZE as LPIPS_MIN_SIZE
@@ -204,13 +205,11 @@ def _caption_or_none(caption: str) -> dict[str, Any] | None:
     return record
 
 
-def load_records(rows: pd.DataFrame, index: str | Path | None) -> list[dict[str, Any] | None]:
+def load_records(rows: pd.DataFrame, index: str | Path | DataIndex | None) -> list[dict[str, Any] | None]:
     """The record of each row's original: the index row of its image id, else its source caption read back."""
     by_id: dict[str, dict[str, Any]] = {}
     if index is not None:
-        from cfaudit.data.records import DataIndex
-
-        table = DataIndex.read(index).table
+        table = _index_table(index)
         by_id = {str(r["image_id"]): r for r in table.to_dict("records")}
     records: list[dict[str, Any] | None] = []
     captions: dict[str, dict[str, Any] | None] = {}
@@ -224,15 +223,17 @@ def load_records(rows: pd.DataFrame, index: str | Path | None) -> list[dict[str,
     return records
 
 
-def index_age_range(index: str | Path | None) -> tuple[float, float] | None:
+def index_age_range(index: str | Path | DataIndex | None) -> tuple[float, float] | None:
     """The youngest and oldest age in ``index`` (None without an index or without known ages): a model trained on
     it never saw a prompt outside them."""
     if index is None:
         return None
-    from cfaudit.data.records import DataIndex
-
-    ages = pd.to_numeric(DataIndex.read(index).table["age"], errors="coerce").dropna()
+    ages = pd.to_numeric(_index_table(index)["age"], errors="coerce").dropna()
     return (float(ages.min()), float(ages.max())) if len(ages) else None
+
+
+def _index_table(index: str | Path | DataIndex) -> pd.DataFrame:
+    return index.table if isinstance(index, DataIndex) else DataIndex.read(index).table
 
 
 def factual_value(record: Mapping[str, Any], attribute: str, policy: LabelPolicy = DEFAULT_POLICY) -> Any:
