@@ -1,6 +1,7 @@
 """The README's main job, end to end on a small phantom."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -124,6 +125,14 @@ def test_demo_training_recipes_run_and_give_loadable_models(tmp_path, parallel, 
     assert load_classifier(classifier, "cpu").predict([np.zeros((128, 128))])["sex"].shape == (1,)
     assert "Cardiomegaly" in CausalImageModel.load(scm, device="cpu").graph.names
     assert stages[0] == "train: UNet" and stages[-1] == "train: SCM"
+    record = json.loads((Path(model) / "provenance.json").read_text())
+    if arch == "tiny-f4":  # two phases: the second from the first's model, every timestep drawn alike
+        assert record["base_model"]["folder"] == str(tmp_path / "models" / "unet-phase1" / "model")
+        assert record["config"]["timestep_bias"] == "none" and record["config"]["snr_gamma"] is None
+        assert record["base_model"]["trained"]["config"]["timestep_bias"] == "later"
+        assert (Path(model) / "vae_provenance.json").is_file()  # the autoencoder's record travels on
+    else:
+        assert record["base_model"]["folder"] == str(tmp_path / "models" / "init")
     assert json.loads((tmp_path / "models" / "timing.json").read_text())["seconds_this_call"].keys() == {
         "unet",
         "classifier",

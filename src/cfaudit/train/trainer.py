@@ -12,6 +12,7 @@ process; both live on the CPU and are saved in every checkpoint.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import sys
@@ -193,11 +194,26 @@ def _provenance(
         "wall_seconds": round(seconds, 1),  # of the loop in this call (a resumed run: since the resume)
         "config": config.to_dict(),
         "data": {"index": data.index_path, "index_sha256": data.index_sha256, "split": config.split, "rows": len(data.captions)},
-        "base_model": {"source": components.source, "folder": components.meta.get("folder")},
+        "base_model": {"source": components.source, "folder": components.meta.get("folder"),
+                       **({"trained": earlier} if (earlier := _base_record(components, "provenance.json")) else {})},
         "command": " ".join(sys.argv),
         "cfaudit_version": __version__,
         "torch_version": torch.__version__,
     }  # fmt: skip
+
+
+def _base_record(components: PipelineComponents, name: str) -> dict[str, Any]:
+    """A record the base model's folder holds (``provenance.json``: how it was trained, when it is an earlier
+    phase; ``vae_provenance.json``: its autoencoder's, carried on since the VAE is frozen), or ``{}``."""
+    folder = components.meta.get("folder")
+    path = Path(folder) / name if folder else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def train(
@@ -494,9 +510,16 @@ def train(
             final_unet.unload_lora()
         final = PipelineComponents(final_unet, components.vae.float(), accelerator.unwrap_model(text_encoder).float(),
                                    components.tokenizer, noise_scheduler, components.source, components.meta)  # fmt: skip
-        result.model_dir = final.save(out / "model", dtype=_SAVE_DTYPES[config.save_dtype],
-                                      extra_json={"provenance.json": _provenance(config, components, data, state["step"],
-                                                                                 time.perf_counter() - started)})  # fmt: skip
+        records = {
+            "provenance.json": _provenance(
+                config, components, data, state["step"], time.perf_counter() - started
+            )
+        }
+        if vae_record := _base_record(components, "vae_provenance.json"):
+            records["vae_provenance.json"] = vae_record
+        result.model_dir = final.save(
+            out / "model", dtype=_SAVE_DTYPES[config.save_dtype], extra_json=records
+        )
         write_card_quietly(result.model_dir)
     accelerator.end_training()
     return result
