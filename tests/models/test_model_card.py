@@ -127,7 +127,26 @@ def test_a_card_is_written_at_every_stage_of_a_tiny_training_run(
         "### Autoencoder\n\nTrained by `cfaudit models train-vae`" in text
     )  # from the folder it started from
     assert "Not measured" in text  # no figures were quoted for it
-    for card in (vae_text, text):
+    assert "Phase 1" not in text  # one phase: no phase headings
+
+    # a second phase from the first's model: the card and PROVENANCE.txt show both, and the autoencoder's record
+    # travels on to the second phase's folder
+    second = TrainConfig.from_dict({**config.to_dict(), "model": str(model), "output_dir": str(tmp_path / "run2"),
+                                    "max_steps": 3, "snr_gamma": None})  # fmt: skip
+    phase2 = train(second, progress=False).model_dir
+    assert (phase2 / "vae_provenance.json").read_bytes() == (
+        vae.model_dir / "vae_provenance.json"
+    ).read_bytes()
+    _, two = _card(phase2 / "README.md")
+    assert (
+        "**Phase 1 of 2**: 2 steps" in two and "**Phase 2 of 2**, from the model of phase 1: 3 steps" in two
+    )
+    assert two.index("- max_steps: 2") < two.index("- max_steps: 3")
+    assert "### Autoencoder\n\nTrained by `cfaudit models train-vae`" in two
+    installed = install_demo(phase2, tmp_path / "installed")
+    provenance = (installed / "PROVENANCE.txt").read_text(encoding="utf-8")
+    assert "- phase 1: steps 2, seed 11" in provenance and "- phase 2: steps 3, seed 11" in provenance
+    for card in (vae_text, text, two, provenance):
         assert str(tmp_path) not in card and not MACHINE_PATH.search(card)
 
 

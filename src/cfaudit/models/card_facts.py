@@ -160,8 +160,15 @@ class CardFacts:
         return f"CLIP, {layers} layers of width {width}{state}"
 
     @property
-    def train_settings(self) -> list[tuple[str, Any]]:
-        config = self.unet_run.get("config") or {}
+    def phases(self) -> list[dict[str, Any]]:
+        """The UNet's training records, first phase first: a run that started from an earlier cfaudit training
+        run's model keeps that run's record in ``base_model.trained``."""
+        return training_phases(self.unet_run)
+
+    @staticmethod
+    def settings_of(run: dict[str, Any]) -> list[tuple[str, Any]]:
+        """The settings the card lists of one phase's training record."""
+        config = run.get("config") or {}
         return [(key, config[key]) for key in _TRAIN_KEYS if key in config]
 
     @property
@@ -171,6 +178,16 @@ class CardFacts:
 
 
 # 1. Reading the records -------------------------------------------------------------------------------------
+
+
+def training_phases(unet_run: dict[str, Any], limit: int = 8) -> list[dict[str, Any]]:
+    """A UNet training record and those of the phases before it (each in ``base_model.trained``), first first."""
+    phases = [unet_run]
+    while len(phases) < limit and isinstance(
+        earlier := (phases[-1].get("base_model") or {}).get("trained"), dict
+    ):
+        phases.append(earlier)
+    return phases[::-1]
 
 
 def read_record(path: Path) -> dict[str, Any]:
@@ -476,7 +493,10 @@ def gather(
     figures.reconstruction[:0] = _recorded_figures(vae_run)
     encoder = (read_record(folder / "model_index.json").get("text_encoder") or [None, "CLIPTextModel"])[1]
     text = read_record(folder / "text_encoder" / "config.json")
-    started = (unet_run.get("base_model") or {}).get("source") or vae_run.get("base_model")
+    first = training_phases(unet_run)[
+        0
+    ]  # where the first phase started: earlier phases' folders are the run's
+    started = (first.get("base_model") or {}).get("source") or vae_run.get("base_model")
     name = name or ("demo" if folder.resolve() == DEMO_DIR.resolve() else folder.name)
     label = f"{folder.parent.name}/model" if name == "model" else name
     return CardFacts(

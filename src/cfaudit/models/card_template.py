@@ -123,19 +123,22 @@ Command: `{{ f.command }}` (as recorded; the program shown as `cfaudit`).
 Trained through cfaudit's Python API (`cfaudit.train.trainer.train`); no command line recorded.
 {% endif %}
 
-{{ f.unet_run.get("step") }} steps{% if f.unet_run.get("wall_seconds") %}, {{ f.unet_run.wall_seconds }} s in the last call{% endif %}; cfaudit {{ f.unet_run.get("cfaudit_version") or "version not recorded" }}, torch {{ f.unet_run.get("torch_version") or "version not recorded" }}.
+{% for run in f.phases %}
+{% if f.phases | length > 1 %}
+**Phase {{ loop.index }} of {{ f.phases | length }}**{% if not loop.first %}, from the model of phase {{ loop.index - 1 }}{% endif %}: {% endif %}{{ run.get("step") }} steps{% if run.get("wall_seconds") %}, {{ run.wall_seconds }} s in the last call{% endif %}; cfaudit {{ run.get("cfaudit_version") or "version not recorded" }}, torch {{ run.get("torch_version") or "version not recorded" }}.
 
-{% for key, value in f.train_settings %}
+{% for key, value in f.settings_of(run) %}
 - {{ key }}: {{ value | inline }}
 {% endfor %}
 
-<details><summary>the whole training config</summary>
+<details><summary>the whole training config{% if f.phases | length > 1 %} of phase {{ loop.index }}{% endif %}</summary>
 
 ```yaml
-{{ f.unet_run.config | yaml }}
+{{ run.config | yaml }}
 ```
 
 </details>
+{% endfor %}
 {% elif f.origin == "random" %}
 Random (seed {{ f.init.get("seed") }}){% if f.text_encoder == "minilm" %}; the text encoder is the frozen pretrained MiniLM{% endif %}.
 {% elif f.origin == "autoencoder" %}

@@ -32,9 +32,12 @@ TRAINING_COMMANDS = ("train", "demo", "models")
 _PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 #: The VAE config keys that tell one preset's autoencoder from another's.
 _VAE_SHAPE_KEYS = ("block_out_channels", "latent_channels", "in_channels")
-#: Per preset the demo recipes train, the config that rebuilds its UNet (PROVENANCE.txt; its autoencoder's is
-#: :func:`_vae_config`).
-_UNET_CONFIGS = {"tiny": "configs/train/demo.yaml", "tiny-f4": "configs/train/demo_f4_scratch.yaml"}
+#: Per preset the demo recipes train, the configs that rebuild its UNet, one per phase, in order (PROVENANCE.txt;
+#: its autoencoder's is :func:`_vae_config`).
+_UNET_CONFIGS: dict[str, tuple[str, ...]] = {
+    "tiny": ("configs/train/demo.yaml",),
+    "tiny-f4": ("configs/train/demo_f4_scratch.yaml", "configs/train/demo_f4_finish.yaml"),
+}
 
 
 def _vae_config(preset: str) -> str:
@@ -142,7 +145,6 @@ def provenance_markdown(
     folder: Path | None = None,
 ) -> str:
     """The human-readable record written beside the shipped weights (``folder``: the model, for its shapes)."""
-    config = unet_run.get("config", {})
     data = unet_run.get("data", {})
     curve = vae_run.get("held_out_l1") or {}
     shapes = (
@@ -152,7 +154,8 @@ def provenance_markdown(
     )
     preset = preset_name(*shapes)
     vae_config = _vae_config(preset) if preset in _UNET_CONFIGS else "its VAE config"
-    unet_config = _UNET_CONFIGS.get(preset or "", "its UNet config")
+    unet_configs = _UNET_CONFIGS.get(preset or "", ("its UNet config",))
+    commands = ", then ".join(f"`cfaudit train --config {config}`" for config in unet_configs)
     lines = [
         "# Demo model provenance",
         "",
@@ -174,11 +177,8 @@ def provenance_markdown(
         ),
         f"- config: `{json.dumps(vae_run.get('config', {}), sort_keys=True)}`",
         "",
-        f"## UNet + text encoder (`cfaudit train --config {unet_config}`)",
-        f"- steps {unet_run.get('step')}, seed {config.get('seed')}, "
-        + (f"{unet_run['wall_seconds']} s in the last call, " if unet_run.get("wall_seconds") else "")
-        + f"command `{unet_run.get('command')}`",
-        f"- config: `{json.dumps(config, sort_keys=True)}`",
+        f"## UNet + text encoder ({commands})",
+        *_phase_lines(unet_run),
         f"- cfaudit {unet_run.get('cfaudit_version')}, torch {unet_run.get('torch_version')}",
         "",
         "## Files (bytes)",
@@ -188,6 +188,24 @@ def provenance_markdown(
     if notes:
         lines += ["## Notes", *[f"- {note}" for note in notes], ""]
     return "\n".join(lines)
+
+
+def _phase_lines(unet_run: dict[str, Any]) -> list[str]:
+    """The UNet's training record, phase by phase (an earlier phase's is in ``base_model.trained``), first first."""
+    from cfaudit.models.card_facts import training_phases  # card_facts imports this module
+
+    phases = training_phases(unet_run)
+    lines: list[str] = []
+    for number, run in enumerate(phases, start=1):
+        config = run.get("config", {})
+        title = f"phase {number}: " if len(phases) > 1 else ""
+        lines += [
+            f"- {title}steps {run.get('step')}, seed {config.get('seed')}, "
+            + (f"{run['wall_seconds']} s in the last call, " if run.get("wall_seconds") else "")
+            + f"command `{run.get('command')}`",
+            f"- {title}config: `{json.dumps(config, sort_keys=True)}`",
+        ]
+    return lines
 
 
 def _load_text_encoder_in_float32(config: Path) -> None:
@@ -226,8 +244,11 @@ def install_demo(
         _read_json(Path(base) / "vae_provenance.json") if base else {}
     )
     unet_run, vae_run = portable(unet_run), portable(vae_run)
-    if cfaudit_command(unet_run.get("command")):
-        unet_run["command"] = cfaudit_command(unet_run["command"])
+    run: Any = unet_run
+    while isinstance(run, dict):  # each phase's record (an earlier one is in base_model.trained)
+        if cfaudit_command(run.get("command")):
+            run["command"] = cfaudit_command(run["command"])
+        run = (run.get("base_model") or {}).get("trained")
     staging = destination.with_name(f".{destination.name}.part")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
