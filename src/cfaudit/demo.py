@@ -1,8 +1,9 @@
 """The end-to-end demo on the embedded default: the README's main job, as a Python function.
 
 phantom -> index (patient-level split) -> Table 1 -> the shipped demo model and classifier (or, with
-``train=True``, ones fitted here) -> counterfactual edits of test images (sex, disease, race) by the diffusion
-editor and by the SCM baseline -> Table 2 and the axioms -> discovery of hidden relations -> the HTML report.
+``train=True``, ones fitted here; with ``model``, another diffusion model beside the shipped classifier and SCM)
+-> counterfactual edits of test images (sex, disease, race) by the diffusion editor and by the SCM baseline ->
+Table 2 and the axioms -> discovery of hidden relations -> the HTML report.
 
 Every stage is resumable: re-running into the same folder reuses what is already there (each stage's own
 resume rules: the phantom and the edit jobs check their recorded settings and refuse to mix).
@@ -67,6 +68,7 @@ def run_demo(
     config: str | os.PathLike[str] | None = None,
     train: bool = False,
     arch: str | None = None,
+    model: str | None = None,
     edit_images: int = 16,
     discover_images: int | str = "auto",
     discover_effect: float = DEMO_DETECT_EFFECT,
@@ -80,6 +82,7 @@ def run_demo(
         raise CfauditError(f"unknown demo stage {until!r}; choose one of {', '.join(STAGES)}")
     _check_discovery_options(discover_images, discover_effect, discover_do)
     _check_arch(arch, train)
+    _check_model(model, train)
     out = Path(out)
     tell = _stage_progress(progress)
     last = STAGES.index(until)
@@ -99,10 +102,11 @@ def run_demo(
         return result
 
     # 2. Models: the shipped ones, or fitted here on this phantom (slow on a CPU: tens of minutes)
-    model, classifier, scm = _models(out, index_path, train, arch, seed, result.notes, tell)
+    diffusion, classifier, scm = _models(out, index_path, train, arch, seed, result.notes, tell)
+    diffusion = model or diffusion  # another diffusion model, beside the shipped classifier and SCM
 
     # 3. Edits of test images: each image's sex swapped, cardiomegaly flipped and race changed, by both methods
-    result.edits = _edits(out, index, model, scm, edit_images, steps, seed, tell)
+    result.edits = _edits(out, index, diffusion, scm, edit_images, steps, seed, tell)
     if last < STAGES.index("evaluate"):
         return result
 
@@ -123,7 +127,7 @@ def run_demo(
     from cfaudit.discover.api import discover
 
     found = discover(
-        model, index_path, classifier, out / "discovery", list(discover_do or DEMO_INTERVENTIONS),
+        diffusion, index_path, classifier, out / "discovery", list(discover_do or DEMO_INTERVENTIONS),
         images=discover_images, detect_effect=discover_effect, steps=steps, seed=seed,
         progress=lambda stage, done, total: tell(f"discover: {stage}", done, total),
     )  # fmt: skip
@@ -178,6 +182,18 @@ def _check_arch(arch: str | None, train: bool) -> None:
     if not train:
         raise CfauditError(f"--arch {arch} needs --train (the shipped demo model is the tiny-f4 preset's)")
     demo_recipe(arch)
+
+
+def _check_model(model: str | None, train: bool) -> None:
+    """``model`` (another diffusion model than the shipped one) is a complete pipeline, and not asked with
+    ``train`` (which fits one)."""
+    if model is None:
+        return
+    if train:
+        raise CfauditError("--model and --train both name the diffusion model: give one of them")
+    from cfaudit.models.loading import check_pipeline_folder, resolve_model
+
+    check_pipeline_folder(resolve_model(model), label=model)
 
 
 def _models(

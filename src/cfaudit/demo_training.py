@@ -4,9 +4,8 @@ As the paper reuses SD's pretrained autoencoder, the demo reuses the shipped one
 needed: ``configs/train/tiny_f4_vae.yaml`` for the demo model's tiny-f4 preset, ``configs/train/tiny_vae.yaml`` for
 ``--arch tiny``) and refits what the paper trains: the UNet (here with its small text encoder, which has no pretrained
 weights to start from), the attribute classifier and the SCM baseline. The recipes are written here so that an
-installed package needs no repository checkout; ``configs/train/demo_f4_scratch.yaml`` then ``demo_f4_finish.yaml``,
-and ``demo.yaml``, hold the same UNet recipes for ``cfaudit train`` (a test keeps them equal). A recipe may have
-phases, each starting from the model the one before wrote. Every step resumes where it stopped.
+installed package needs no repository checkout; ``configs/train/demo_f4_scratch.yaml`` and ``demo.yaml`` hold the
+same UNet recipes for ``cfaudit train`` (a test keeps them equal). Every step resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -43,10 +42,10 @@ DEMO_UNET_RECIPE: dict[str, Any] = {
 }
 #: The demo model's architecture (:mod:`cfaudit.models.presets`): what ``demo --train`` fits by default.
 DEMO_ARCHITECTURE = "tiny-f4"
-#: The tiny-f4 preset's first phase (the shipped demo model's; issue #13): the tiny recipe on the finer shipped
-#: autoencoder (4x, 8 latent channels), with the paper's partial captions, the noisy half of the schedule drawn 4
-#: times as often (where the heart's size is decided) and rare findings' images drawn until each finding makes up a
-#: fifth of the draws (docs/BENCHMARKS.md, "Which words the model has learnt").
+#: The tiny-f4 preset's recipe (the shipped demo model's; issue #13): the tiny recipe on the finer shipped autoencoder
+#: (4x, 8 latent channels), with the paper's partial captions, the noisy half of the schedule drawn 4 times as
+#: often (where the heart's size is decided) and rare findings' images drawn until each finding makes up a fifth
+#: of the draws (docs/BENCHMARKS.md, "Which words the model has learnt").
 DEMO_F4_RECIPE: dict[str, Any] = {
     **DEMO_UNET_RECIPE,
     "caption_partial": 0.5,
@@ -56,29 +55,17 @@ DEMO_F4_RECIPE: dict[str, Any] = {
     "timestep_bias_portion": 0.5,
     "finding_min_share": 0.2,
     "finding_max_repeat": 8,
-    "max_steps": 4000,
+    "max_steps": 5000,
 }
-#: Its second phase, from the first's model: every timestep drawn alike and no min-SNR weighting, so that the
-#: low-noise steps, where a faint texture such as the phantom's race grating stands above the noise, count as much
-#: as the others (docs/BENCHMARKS.md, "Race: one more training phase").
-DEMO_F4_FINISH: dict[str, Any] = {
-    **DEMO_F4_RECIPE,
-    "timestep_bias": "none",
-    "snr_gamma": None,
-    "max_steps": 1000,
-    "lr_warmup_steps": 50,
-}
-#: Per preset ``demo --train`` fits: its UNet recipe's phases and the shipped autoencoder it trains on
-#: (``vae_from``).
-DEMO_RECIPES: dict[str, tuple[tuple[dict[str, Any], ...], str]] = {
-    "tiny-f4": ((DEMO_F4_RECIPE, DEMO_F4_FINISH), "tiny-f4"),
-    "tiny": ((DEMO_UNET_RECIPE,), "tiny"),
+#: Per preset ``demo --train`` fits: its UNet recipe and the shipped autoencoder it trains on (``vae_from``).
+DEMO_RECIPES: dict[str, tuple[dict[str, Any], str]] = {
+    "tiny-f4": (DEMO_F4_RECIPE, "tiny-f4"),
+    "tiny": (DEMO_UNET_RECIPE, "tiny"),
 }
 
 
-def demo_recipe(arch: str) -> tuple[tuple[dict[str, Any], ...], str]:
-    """``arch``'s UNet recipe (its phases) and shipped autoencoder (:data:`DEMO_RECIPES`); one error for a preset
-    it has none of."""
+def demo_recipe(arch: str) -> tuple[dict[str, Any], str]:
+    """``arch``'s UNet recipe and shipped autoencoder (:data:`DEMO_RECIPES`); one error for a preset it has none of."""
     if arch not in DEMO_RECIPES:
         from cfaudit.errors import CfauditError
 
@@ -218,28 +205,25 @@ def _fit_unet(
     arch: str,
     threads: Callable[[], int] | None,
 ) -> str:
-    """A random UNet and text encoder of ``arch`` on its shipped autoencoder, trained by its recipe: each phase
-    from the model the one before wrote, the last into ``folder/unet`` (earlier ones: ``folder/unet-phase<k>``)."""
+    """A random UNet and text encoder of ``arch`` on its shipped autoencoder, trained by its recipe."""
     from cfaudit.models.random_init import write_random_pipeline
     from cfaudit.train.config import TrainConfig
     from cfaudit.train.trainer import train
 
-    phases, autoencoder = demo_recipe(arch)
+    base, autoencoder = demo_recipe(arch)
     started = time.perf_counter()
-    start = folder / "init"
-    if not (start / "model_index.json").is_file():
-        write_random_pipeline(start, arch, seed=seed, vae_from=autoencoder)
-    for number, phase in enumerate(phases, start=1):
-        out = folder / ("unet" if number == len(phases) else f"unet-phase{number}")
-        if not (out / "model" / "model_index.json").is_file():
-            recipe = {**phase, **{key: _scaled(phase[key], scale) for key in _SCALED}}
-            config = TrainConfig(model=str(start), index=str(index_path), split="train", output_dir=str(out),
-                                 seed=seed, sample_every=0, **recipe)  # fmt: skip
-            has_checkpoint = (out / "checkpoints").is_dir()
-            train(config, resume="latest" if has_checkpoint else None, progress=False, threads=threads)
-        start = out / "model"
+    init = folder / "init"
+    if not (init / "model_index.json").is_file():
+        write_random_pipeline(init, arch, seed=seed, vae_from=autoencoder)
+    unet_model = folder / "unet" / "model"
+    if not (unet_model / "model_index.json").is_file():
+        recipe = {**base, **{key: _scaled(base[key], scale) for key in _SCALED}}
+        config = TrainConfig(model=str(init), index=str(index_path), split="train", output_dir=str(folder / "unet"),
+                             seed=seed, sample_every=0, **recipe)  # fmt: skip
+        has_checkpoint = (folder / "unet" / "checkpoints").is_dir()
+        train(config, resume="latest" if has_checkpoint else None, progress=False, threads=threads)
     timing["unet"] = time.perf_counter() - started
-    return str(start)
+    return str(unet_model)
 
 
 def _fit_side_models(

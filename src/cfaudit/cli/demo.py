@@ -26,6 +26,12 @@ def demo(
         help="With --train: the preset to fit, tiny-f4 (the shipped model's) or tiny (8x autoencoder, shipped; "
         "coarser and about 3x faster).",
     ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="A diffusion model to edit with instead of the shipped one (a pipeline folder or hub id: e.g. a "
+        "model you trained on the phantom), beside the shipped classifier and SCM; not with --train.",
+    ),
     n: int = typer.Option(2000, "--n", help="Number of phantom images."),
     size: int = typer.Option(
         128, "--size", help="Phantom image size in pixels (the demo model works at 128)."
@@ -71,7 +77,7 @@ def demo(
     with staged_progress(console) as progress:
         result = run_demo(
             out, n=n, size=size, seed=seed, workers=workers, config=_phantom_config(config), train=train, arch=arch,
-            edit_images=edit_images, discover_images=images, discover_effect=detect_effect, discover_do=do, until=until, progress=progress,
+            model=model, edit_images=edit_images, discover_images=images, discover_effect=detect_effect, discover_do=do, until=until, progress=progress,
         )  # fmt: skip
     header, rows = paper_rows(result.table1)
     table = Table(title="Table 1 (paper layout) of the demo data set")

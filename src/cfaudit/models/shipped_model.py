@@ -32,12 +32,9 @@ TRAINING_COMMANDS = ("train", "demo", "models")
 _PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 #: The VAE config keys that tell one preset's autoencoder from another's.
 _VAE_SHAPE_KEYS = ("block_out_channels", "latent_channels", "in_channels")
-#: Per preset the demo recipes train, the configs that rebuild its UNet, one per phase, in order (PROVENANCE.txt;
-#: its autoencoder's is :func:`_vae_config`).
-_UNET_CONFIGS: dict[str, tuple[str, ...]] = {
-    "tiny": ("configs/train/demo.yaml",),
-    "tiny-f4": ("configs/train/demo_f4_scratch.yaml", "configs/train/demo_f4_finish.yaml"),
-}
+#: Per preset the demo recipes train, the config that rebuilds its UNet (PROVENANCE.txt; its autoencoder's is
+#: :func:`_vae_config`).
+_UNET_CONFIGS = {"tiny": "configs/train/demo.yaml", "tiny-f4": "configs/train/demo_f4_scratch.yaml"}
 
 
 def _vae_config(preset: str) -> str:
@@ -154,8 +151,7 @@ def provenance_markdown(
     )
     preset = preset_name(*shapes)
     vae_config = _vae_config(preset) if preset in _UNET_CONFIGS else "its VAE config"
-    unet_configs = _UNET_CONFIGS.get(preset or "", ("its UNet config",))
-    commands = ", then ".join(f"`cfaudit train --config {config}`" for config in unet_configs)
+    unet_config = _UNET_CONFIGS.get(preset or "", "its UNet config")
     lines = [
         "# Demo model provenance",
         "",
@@ -177,7 +173,7 @@ def provenance_markdown(
         ),
         f"- config: `{json.dumps(vae_run.get('config', {}), sort_keys=True)}`",
         "",
-        f"## UNet + text encoder ({commands})",
+        f"## UNet + text encoder (`cfaudit train --config {unet_config}`)",
         *_phase_lines(unet_run),
         f"- cfaudit {unet_run.get('cfaudit_version')}, torch {unet_run.get('torch_version')}",
         "",
