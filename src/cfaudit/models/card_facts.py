@@ -493,9 +493,8 @@ def gather(
     figures.reconstruction[:0] = _recorded_figures(vae_run)
     encoder = (read_record(folder / "model_index.json").get("text_encoder") or [None, "CLIPTextModel"])[1]
     text = read_record(folder / "text_encoder" / "config.json")
-    first = training_phases(unet_run)[
-        0
-    ]  # where the first phase started: earlier phases' folders are the run's
+    # where the first phase started (a later phase starts from an earlier one's folder)
+    first = training_phases(unet_run)[0]
     started = (first.get("base_model") or {}).get("source") or vae_run.get("base_model")
     name = name or ("demo" if folder.resolve() == DEMO_DIR.resolve() else folder.name)
     label = f"{folder.parent.name}/model" if name == "model" else name
