@@ -261,8 +261,8 @@ class CounterfactualEditor:
         # 3. Prepare latents: every source and its targets start from the image's noisiest level
         guidance = [settings.guidance_scale if t.guidance_scale is None else t.guidance_scale for t in flat]
         branches = _Branches(
-            inversions, owners, embeddings, self.device, [b for b, _ in anchors], anchor_of, anchor_embeddings,
-            guidance,
+            inversions, owners, embeddings, self.device, guidance, [b for b, _ in anchors], anchor_of,
+            anchor_embeddings,
         )  # fmt: skip
 
         # 4. Denoising loop: the source branches and all targets in one UNet call per step
@@ -427,13 +427,13 @@ class _Branches:
         owners: list[int],
         embeddings: torch.Tensor | None,
         device: torch.device,
+        guidance: list[float],
         anchor_owners: list[int] | None = None,
         anchor_of: list[int | None] | None = None,
         anchor_embeddings: torch.Tensor | None = None,
-        guidance: list[float] | None = None,
     ) -> None:
-        """``anchor_owners``: the image of each anchor; ``anchor_of``: each target's anchor (``None``: none);
-        ``guidance``: each target's guidance scale (the editor resolves it from the target and the settings)."""
+        """``guidance``: each target's guidance scale (the editor resolves it from the target and the settings);
+        ``anchor_owners``: the image of each anchor; ``anchor_of``: each target's anchor (``None``: none)."""
         self.inversions = list(inversions)
         self.owners = owners
         self.embeddings = embeddings.to(device) if embeddings is not None else None
@@ -450,7 +450,7 @@ class _Branches:
         # the images with targets measured against their source prompt, and those with anchored targets
         self.plain_images = {b for b, a in zip(owners, self.anchor_of, strict=True) if a is None}
         self.anchored_images = set(self.anchor_owners)
-        self.guidance = guidance if guidance is not None else [1.0] * len(owners)
+        self.guidance = guidance
 
     def run(
         self, denoiser: Denoiser, rows: list[tuple[str, int]], step: int, timestep: torch.Tensor
