@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from cfaudit.errors import CfauditError
+from cfaudit.scm.config import load_config
 from cfaudit.train.config import TrainConfig, VaeTrainConfig
 
 
@@ -41,6 +42,39 @@ def test_yaml_with_overrides(tmp_path: Path) -> None:
 def test_bad_configs_are_clear_errors(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(CfauditError, match=message):
         TrainConfig.from_yaml(_write(tmp_path / "c.yaml", text))
+
+
+_LOOP_ERRORS = [
+    ({"max_steps": 0}, "max_steps must be at least 1, got 0"),
+    ({"batch_size": 0}, "batch_size must be at least 1, got 0"),
+    ({"learning_rate": 0}, "learning_rate must be positive, got 0.0"),
+    ({"lr_schedule": "sawtooth"}, "lr_schedule 'sawtooth' is not one of"),
+    ({"lr_warmup_steps": -1}, "lr_warmup_steps must not be negative"),
+    ({"max_grad_norm": -1}, "max_grad_norm must be 0 (off) or positive"),
+    ({"log_every": 0}, "log_every must be at least 1"),
+    ({"checkpoint_every": 0}, "checkpoint_every must be at least 1"),
+    ({"keep_checkpoints": 0}, "keep_checkpoints must be at least 1"),
+]
+
+
+@pytest.mark.parametrize(("values", "message"), _LOOP_ERRORS)
+def test_every_trainer_refuses_a_bad_loop_setting_in_the_same_words(values: dict, message: str) -> None:
+    """The UNet, autoencoder and SCM trainers share one check of their steps, rates and bookkeeping."""
+    readers = {
+        "train config": lambda: TrainConfig.from_dict({"resolution": 64, **values}),
+        "vae config": lambda: VaeTrainConfig.from_dict(values),
+        "scm config": lambda: load_config("small", None, values),
+    }
+    for kind, read in readers.items():
+        with pytest.raises(CfauditError) as error:
+            read()
+        assert str(error.value).startswith(f"{kind}: {message}"), (kind, str(error.value))
+
+
+def test_the_autoencoder_trainer_knows_only_its_own_schedules() -> None:
+    with pytest.raises(CfauditError, match="lr_schedule 'linear' is not one of constant, cosine"):
+        VaeTrainConfig.from_dict({"lr_schedule": "linear"})
+    assert TrainConfig.from_dict({"lr_schedule": "linear"}).lr_schedule == "linear"
 
 
 def test_missing_file_and_vae_config(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from cfaudit.data.labels import LabelPolicy
 from cfaudit.errors import CfauditError
 from cfaudit.scm.graph import CausalGraph, default_graph
 from cfaudit.scm.hvae import check_architecture
-from cfaudit.train.config import LR_SCHEDULES
+from cfaudit.train.config import check_loop
 
 PRESETS: tuple[str, ...] = ("small", "mimic192")
 MODEL_KEYS: tuple[str, ...] = (
@@ -87,15 +87,7 @@ class ScmTrainConfig(ConfigFile):
         unknown = sorted(set(self.model) - set(MODEL_KEYS))
         need(not unknown, f"model: unknown key(s) {', '.join(unknown)}; valid: {', '.join(MODEL_KEYS)}")
         need("resolution" in self.model, "model.resolution is missing (start from a preset: --preset small)")
-        need(self.max_steps >= 1, f"max_steps must be at least 1, got {self.max_steps}")
-        need(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}")
-        need(self.learning_rate > 0, f"learning_rate must be positive, got {self.learning_rate}")
-        need(
-            self.lr_schedule in LR_SCHEDULES,
-            f"lr_schedule {self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}",
-        )
-        need(self.lr_warmup_steps >= 0, "lr_warmup_steps must not be negative")
-        need(self.max_grad_norm >= 0, "max_grad_norm must be 0 (off) or positive")
+        check_loop(need, self)
         need(self.skip_factor == 0 or self.skip_factor > 1, "skip_factor must be 0 (off) or above 1")
         need(self.kl_weight > 0, "kl_weight must be positive")
         need(0.0 < self.ema_decay < 1.0, f"ema_decay {self.ema_decay} must be in (0, 1)")
@@ -103,11 +95,6 @@ class ScmTrainConfig(ConfigFile):
         need(self.mechanism_lr > 0, "mechanism_lr must be positive")
         need(self.mechanism_hidden >= 0, "mechanism_hidden must not be negative")
         need(self.flow_components >= 1, "flow_components must be at least 1")
-        need(
-            self.log_every >= 1 and self.checkpoint_every >= 1,
-            "log_every and checkpoint_every must be at least 1",
-        )
-        need(self.keep_checkpoints >= 1, "keep_checkpoints must be at least 1")
         need(self.eval_images >= 0 and self.threads >= 0, "eval_images and threads must not be negative")
         need(
             not (self.graph and self.graph_file),

@@ -8,6 +8,7 @@ probabilities in ``[0, 1]``...), and the config round-trips through
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,26 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 LR_SCHEDULES = ("constant", "constant_with_warmup", "cosine", "linear")
 TIMESTEP_BIAS = ("none", "later", "earlier")
+
+
+def check_loop(
+    need: Callable[[bool, str], None], config: Any, schedules: Sequence[str] = LR_SCHEDULES
+) -> None:
+    """The checks that every trainer's config shares, with one wording: steps, batch, learning rate and its
+    schedule, warm-up, gradient clipping, logging and checkpoints (``need``: the config's
+    :func:`~cfaudit.config_files.requirement`; ``schedules``: the learning-rate schedules its trainer knows)."""
+    need(config.max_steps >= 1, f"max_steps must be at least 1, got {config.max_steps}")
+    need(config.batch_size >= 1, f"batch_size must be at least 1, got {config.batch_size}")
+    need(config.learning_rate > 0, f"learning_rate must be positive, got {config.learning_rate}")
+    need(
+        config.lr_schedule in schedules,
+        f"lr_schedule {config.lr_schedule!r} is not one of {', '.join(schedules)}",
+    )
+    need(config.lr_warmup_steps >= 0, "lr_warmup_steps must not be negative")
+    need(config.max_grad_norm >= 0, "max_grad_norm must be 0 (off) or positive")
+    need(config.log_every >= 1, "log_every must be at least 1")
+    need(config.checkpoint_every >= 1, "checkpoint_every must be at least 1")
+    need(config.keep_checkpoints >= 1, "keep_checkpoints must be at least 1")
 
 
 @dataclass
@@ -110,14 +131,8 @@ class TrainConfig(ConfigFile):
             self.resolution > 0 and self.resolution % 8 == 0,
             f"resolution {self.resolution} must be a positive multiple of 8",
         )
-        need(self.max_steps >= 1, f"max_steps must be at least 1, got {self.max_steps}")
-        need(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}")
+        check_loop(need, self)
         need(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be at least 1")
-        need(self.learning_rate > 0, f"learning_rate must be positive, got {self.learning_rate}")
-        need(
-            self.lr_schedule in LR_SCHEDULES,
-            f"lr_schedule {self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}",
-        )
         need(
             self.mixed_precision in MIXED_PRECISION,
             f"mixed_precision {self.mixed_precision!r} is not one of {', '.join(MIXED_PRECISION)}",
@@ -168,9 +183,6 @@ class TrainConfig(ConfigFile):
             "train_text_encoder with lora_rank is not supported; choose one",
         )
         need(0.0 < self.ema_decay < 1.0, f"ema_decay {self.ema_decay} must be in (0, 1)")
-        need(self.checkpoint_every >= 1, "checkpoint_every must be at least 1")
-        need(self.keep_checkpoints >= 1, "keep_checkpoints must be at least 1")
-        need(self.log_every >= 1, "log_every must be at least 1")
         need(self.sample_every >= 0, "sample_every must be 0 (off) or positive")
         need(not self.sample_every or bool(self.sample_prompts), "sample_every needs sample_prompts")
         need(self.save_dtype in ("float32", "float16", "bfloat16"), f"save_dtype {self.save_dtype!r} is not float32, float16 or bfloat16")  # fmt: skip
@@ -215,21 +227,10 @@ class VaeTrainConfig(ConfigFile):
             self.resolution > 0 and self.resolution % 8 == 0,
             f"resolution {self.resolution} must be a positive multiple of 8",
         )
-        need(self.max_steps >= 1, "max_steps must be at least 1")
+        check_loop(need, self, schedules=("constant", "cosine"))
         need(self.crop == 0 or (0 < self.crop <= self.resolution and self.crop % 8 == 0),
              f"crop {self.crop} must be 0 (off) or a multiple of 8 up to the resolution")  # fmt: skip
-        need(self.batch_size >= 1, "batch_size must be at least 1")
-        need(self.learning_rate > 0, "learning_rate must be positive")
-        need(
-            self.lr_schedule in ("constant", "cosine"),
-            f"lr_schedule {self.lr_schedule!r} is not constant or cosine",
-        )
-        need(self.lr_warmup_steps >= 0, "lr_warmup_steps must be 0 or positive")
-        need(self.max_grad_norm >= 0, "max_grad_norm must be 0 (off) or positive")
         need(self.kl_weight >= 0, "kl_weight must be 0 or positive")
         need(self.lpips_weight >= 0, "lpips_weight must be 0 (off) or positive")
         need(self.mse_weight >= 0, "mse_weight must be 0 (off) or positive")
-        need(self.log_every >= 1, "log_every must be at least 1")
-        need(self.checkpoint_every >= 1, "checkpoint_every must be at least 1")
-        need(self.keep_checkpoints >= 1, "keep_checkpoints must be at least 1")
         need(self.eval_images >= 0, "eval_images must be 0 (off) or positive")
