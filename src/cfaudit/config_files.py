@@ -8,6 +8,7 @@ file, and lists the valid keys). :class:`ConfigFile` puts both on a flat datacla
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -19,6 +20,26 @@ from typing import Any
 from cfaudit.errors import CfauditError
 
 
+def load_yaml_text(text: str) -> Any:
+    """``yaml.safe_load``, but a mapping that names a key twice is a ``yaml.YAMLError`` (PyYAML would keep the
+    last value in silence, so that a config's first setting of a key would be ignored without a word)."""
+    import yaml
+
+    class UniqueKeys(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key != "<<" and isinstance(key, (str, int, float, bool)) and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"the key {key!r} is given twice; keep one", key_node.start_mark
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return yaml.load(text, Loader=UniqueKeys)
+
+
 def read_yaml(path: str | os.PathLike[str], missing: str = "no such config file") -> Any:
     """The YAML document of ``path`` (``None`` for an empty file); ``missing``: what a missing file is called."""
     import yaml
@@ -27,7 +48,7 @@ def read_yaml(path: str | os.PathLike[str], missing: str = "no such config file"
     if not path.is_file():
         raise CfauditError(f"{path}: {missing}")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return load_yaml_text(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise CfauditError(f"{path}: not valid YAML ({error})") from None
 
@@ -85,6 +106,10 @@ def _checked(origin: str, key: str, kind: str, value: Any) -> Any:
     if value is None and "None" in kind:
         return value
     expected = kind.split("|")[0].split("[")[0].strip()
+    if expected == "float" and isinstance(value, str):
+        # YAML 1.1 reads 1e-3 (no dot in the mantissa) as a string; it is the number every user means
+        with contextlib.suppress(ValueError):
+            value = float(value)
     ok = {
         "bool": isinstance(value, bool),
         "int": isinstance(value, int) and not isinstance(value, bool),
@@ -114,8 +139,21 @@ class ConfigFile:
     def from_yaml(cls, path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> Any:
         """Read a YAML config, then apply ``overrides`` (command-line values); relative paths start at the CWD."""
         data = read_yaml_mapping(path)
-        data.update(overrides or {})
-        return cls.from_dict(data, origin=str(Path(path)))
+        origin = str(Path(path))
+        overrides = overrides or {}
+        known = {f.name: str(f.type) for f in fields(cls)}  # type: ignore[arg-type]
+        # a value given on the command line is checked as such, so that its error does not blame the file
+        check_keys(overrides, known, "the command line")
+        for key, value in overrides.items():
+            _checked("the command line", key, known[key], value)
+        data.update(overrides)
+        try:
+            return cls.from_dict(data, origin=origin)
+        except CfauditError as error:
+            if str(error).startswith(origin):
+                raise
+            given = f" with the command line's {', '.join(sorted(overrides))}" if overrides else ""
+            raise CfauditError(f"{origin}{given}: {error}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]

@@ -23,8 +23,20 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
     if not name:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except (RuntimeError, TypeError, ValueError):
         raise CfauditError(
             f"unknown device {name!r}; pass cpu, cuda, cuda:1 ... or nothing (the GPU when there is one)"
         ) from None
+    if device.type == "cuda":
+        # refused here, in one sentence, rather than by torch's assertion deep inside the first model moved there
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            built = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
+            raise CfauditError(
+                f"device {name!r}: torch sees no CUDA GPU here (torch {torch.__version__}, {built}); "
+                "pass cpu, or nothing to use the GPU when there is one"
+            )
+        if device.index is not None and device.index >= count:
+            raise CfauditError(f"device {name!r}: torch sees {count} CUDA GPU(s), numbered from cuda:0")
+    return device

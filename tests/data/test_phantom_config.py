@@ -66,6 +66,11 @@ def test_config_round_trips_through_its_dict() -> None:
         ("population: {race: {Asian: 0.5, White: 0.6}}\n", ["population.race", "sum to 1.1"]),
         ("findings: {ctr_normal: [0.5, 0.4]}\n", ["findings.ctr_normal", "above high"]),
         ("image: {format: tiff}\n", ["image.format", "tiff"]),
+        ("relations:\n  - {cause: No Finding, effect: Edema, p_if_present: 0.8, p_if_absent: 0.1}\n",
+         ["relations[0].cause", "No Finding is the absence"]),
+        ("relations:\n  - {cause: Support Devices, effect: device.central_line, p_if_present: 0.8, p_if_absent: 0.1}\n",
+         ["relations[0]", "never use its p_if_absent"]),
+        ("image: {size: 32}\nimage: {size: 64}\n", ["the key 'image' is given twice"]),
     ],
 )  # fmt: skip
 def test_bad_configs_raise_one_error_naming_the_key(tmp_path: Path, text: str, names: list[str]) -> None:

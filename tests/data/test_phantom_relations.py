@@ -143,3 +143,26 @@ def test_finding_and_anatomy_effects_are_recovered(tmp_path: Path) -> None:
     adjusted = bone + 0.08 * (ages - 50) / 10
     difference = adjusted[edema.to_numpy()].mean() - adjusted[~edema.to_numpy()].mean()
     assert difference == pytest.approx(-0.3, abs=0.03)
+
+
+def test_an_anatomy_shift_beyond_a_drawable_chest_is_refused_before_any_file(tmp_path: Path) -> None:
+    """A relation may not push a rendered parameter out of :data:`ANATOMY_RANGES` (a negative heart): the error
+    names the relation, the value and the range, and the output folder is not started."""
+    from cfaudit.errors import CfauditError
+
+    path = tmp_path / "shift.yaml"
+    path.write_text(
+        "relations:\n  - {cause: sex, value: M, effect: anatomy.heart_ctr, shift_if_present: -10}\n",
+        encoding="utf-8",
+    )
+    config = load_config(path).with_overrides(n=6, size=32)
+    out = tmp_path / "phantom"
+    with pytest.raises(CfauditError, match=r"relations\[0\] \(sex -> anatomy.heart_ctr\) makes heart_ctr -9"):
+        generate_phantom(out, config, seed=0)
+    assert not out.exists()
+    path.write_text(
+        "relations:\n  - {cause: sex, value: M, effect: anatomy.heart_ctr, shift_if_present: 0.05}\n",
+        encoding="utf-8",
+    )
+    result = generate_phantom(out, load_config(path).with_overrides(n=6, size=32), seed=0)
+    assert result is not None and (out / "metadata.csv").is_file()

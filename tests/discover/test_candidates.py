@@ -220,3 +220,18 @@ def test_a_head_change_of_a_whole_image_attribute_says_regions_were_not_analysed
 def test_settings_refuse_an_alpha_outside_0_1_and_an_unknown_fdr_method(alpha, fdr):
     with pytest.raises(CfauditError, match=r"alpha|fdr"):
         CandidateSettings(alpha=alpha, fdr=fdr)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"margin": -0.5}, "--margin must be at least 0 and below 1"),
+        ({"margin": 2.0}, "--margin must be at least 0 and below 1"),
+        ({"region_margin": -1.0}, "--region-margin must lie in 0..1"),
+        ({"data_margin": -0.1}, "data_margin must not be negative"),
+        ({"alpha": 0.0}, "--alpha must be above 0 and below 1, got 0.0"),
+    ],
+)
+def test_margins_that_would_let_changes_below_the_controls_count_are_refused(values, message):
+    with pytest.raises(CfauditError, match=message):
+        CandidateSettings(**values)

@@ -46,6 +46,8 @@ def test_file_then_command_line_override_the_preset(tmp_path):
         ({"model": {"resolution": 64, "widths": "wide"}}, "model.widths must be a list of integers"),
         ({"graph": {"nodes": {"age": "continuous"}}, "graph_file": "g.yaml"}, "not both"),
         ({"label_policy": {"uncertain": "maybe"}}, "uncertain='maybe'"),
+        ({"model": {"resolution": 64, "channels": 3}}, "model.channels must be 1 (the images are grayscale)"),
+        ({"adam_beta2": 1.5}, "adam_beta2 must be in [0, 1), got 1.5"),
     ],
 )
 def test_bad_settings_name_the_key(overrides, message):
@@ -69,3 +71,22 @@ def test_graph_inline_or_default():
         {"graph": {"nodes": {"age": "continuous", "Edema": "binary"}, "edges": ["age -> edema"]}},
     )
     assert inline.causal_graph().parents("Edema") == ("age",)
+
+
+@pytest.mark.parametrize("text", ["model:\n", "model: [1, 2]\n"])
+def test_a_model_entry_that_is_not_a_mapping_names_the_file(tmp_path, text):
+    path = tmp_path / "run.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(CfauditError, match=r"run\.yaml: model must be a mapping of architecture keys"):
+        load_config("small", path)
+
+
+def test_a_range_error_of_a_config_file_names_the_file(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("batch_size: 0\n", encoding="utf-8")
+    with pytest.raises(CfauditError, match=r"run\.yaml: scm config: batch_size must be at least 1"):
+        load_config("small", path)
+    with pytest.raises(
+        CfauditError, match=r"run\.yaml with the command line's batch_size, max_steps: scm config: max_steps"
+    ):
+        load_config("small", tmp_path / "run.yaml", {"batch_size": 2, "max_steps": 0})

@@ -225,6 +225,11 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path: Path) -> None:
 def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(CfauditError, match="unknown architecture"):
         ClassifierConfig(arch="vgg")
+    for values in ({"lr": -1.0}, {"lr": 0.0}, {"weight_decay": -1.0}):
+        with pytest.raises(
+            CfauditError, match="classifier lr must be positive and weight_decay not negative"
+        ):
+            ClassifierConfig(**values)
     with pytest.raises(CfauditError, match="classifiers train"):
         AttributeClassifier.load(tmp_path / "nowhere")
     index_path = make_index(tmp_path)

@@ -35,6 +35,16 @@ def test_yaml_with_overrides(tmp_path: Path) -> None:
         ("lora_rank: 4\nuse_ema: true\n", "use_ema applies to full UNet"),
         ("sample_every: 5\n", "sample_every needs sample_prompts"),
         ("caption_dropout: 1.5\n", r"caption_dropout 1.5 must be in \[0, 1\]"),
+        ("adam_beta1: 2\n", r"adam_beta1 must be in \[0, 1\), got 2.0"),
+        ("adam_epsilon: -1\n", "adam_epsilon must be positive"),
+        ("adam_weight_decay: -5\n", "adam_weight_decay must not be negative"),
+        ("train_text_encoder: true\ntext_encoder_lr: -1\n", "text_encoder_lr must be positive or null"),
+        ("lora_rank: 2\nuse_ema: false\nlora_alpha: -1\n", "lora_alpha must be positive or null"),
+        ("noise_offset: -1\n", "noise_offset must be 0 .off. or positive"),
+        ("sample_steps: 0\n", "sample_steps must be at least 1"),
+        ("sample_every: 5\nsample_prompts: [1, 2]\n", "sample_prompts must be a list of texts"),
+        ("seed: -1\n", "seed must be 0 or more"),
+        ("batch_size: 0\n", r"c.yaml: train config: batch_size must be at least 1"),
         ("- a\n- b\n", "a config is a mapping"),
         ("a: [\n", "not valid YAML"),
     ],
@@ -75,6 +85,63 @@ def test_the_autoencoder_trainer_knows_only_its_own_schedules() -> None:
     with pytest.raises(CfauditError, match="lr_schedule 'linear' is not one of constant, cosine"):
         VaeTrainConfig.from_dict({"lr_schedule": "linear"})
     assert TrainConfig.from_dict({"lr_schedule": "linear"}).lr_schedule == "linear"
+
+
+def test_a_number_yaml_reads_as_text_is_taken_as_the_number(tmp_path: Path) -> None:
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; a float setting takes it as the number meant."""
+    config = TrainConfig.from_yaml(
+        _write(tmp_path / "c.yaml", "learning_rate: 1e-3\n"), {"adam_epsilon": "1e-6"}
+    )
+    assert config.learning_rate == 0.001 and config.adam_epsilon == 1e-6
+    with pytest.raises(CfauditError, match="learning_rate must be a number, got 'fast'"):
+        TrainConfig.from_yaml(_write(tmp_path / "d.yaml", "learning_rate: fast\n"))
+
+
+def test_a_bad_command_line_value_is_blamed_on_the_command_line(tmp_path: Path) -> None:
+    path = _write(tmp_path / "c.yaml", "max_steps: 2\n")
+    with pytest.raises(CfauditError, match=r"^the command line: max_steps must be an integer, got 'abc'"):
+        TrainConfig.from_yaml(path, {"max_steps": "abc"})
+    with pytest.raises(CfauditError, match=r"^the command line: unknown key.*max_stepz"):
+        TrainConfig.from_yaml(path, {"max_stepz": 3})
+    with pytest.raises(
+        CfauditError, match=r"c\.yaml with the command line's batch_size: train config: batch_size"
+    ):
+        TrainConfig.from_yaml(path, {"batch_size": 0})
+
+
+@pytest.mark.parametrize("empty", ["model", "index", "output_dir"])
+def test_a_run_with_an_empty_path_is_refused_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty: str
+) -> None:
+    """An empty ``model``, ``index`` or ``output_dir`` would mean the working directory: refused, nothing written."""
+    from cfaudit.train.trainer import train
+
+    monkeypatch.chdir(tmp_path)
+    values = {"model": "demo", "index": "index.csv", "output_dir": "run", "resolution": 64, empty: ""}
+    with pytest.raises(CfauditError, match=f"train config: `{empty}` is empty; set it to"):
+        train(TrainConfig.from_dict(values))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fp16_without_a_gpu_is_refused_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from cfaudit.train.trainer import train
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    config = TrainConfig.from_dict(
+        {
+            "model": "demo",
+            "index": "index.csv",
+            "output_dir": str(tmp_path / "run"),
+            "mixed_precision": "fp16",
+        }
+    )
+    with pytest.raises(CfauditError, match="mixed_precision fp16 needs a CUDA GPU"):
+        train(config)
+    assert not (tmp_path / "run").exists()
 
 
 def test_missing_file_and_vae_config(tmp_path: Path) -> None:

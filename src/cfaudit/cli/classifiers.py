@@ -65,11 +65,18 @@ def train_command(
     """Train on the train split, early-stop on val, calibrate on val, save; then report test figures."""
     from cfaudit.data.labels import LabelPolicy
     from cfaudit.data.records import DataIndex
+    from cfaudit.errors import CfauditError
     from cfaudit.evaluate.classifiers import report_classifier
     from cfaudit.train.classifier import ClassifierConfig, train_classifier
 
     console = Console()
-    policy = label_policy_overrides(DataIndex.read(index).meta.get("label_policy"), uncertain, blank)
+    data = DataIndex.read(index)
+    if report and len(data.split("test")) == 0:
+        raise CfauditError(
+            f"{index}: the test split is empty, so there is nothing to report after training; re-index with a "
+            "test fraction (`cfaudit data index --fractions`) or train with --no-report"
+        )
+    policy = label_policy_overrides(data.meta.get("label_policy"), uncertain, blank)
     config = ClassifierConfig(
         arch=arch,
         size=size,

@@ -85,7 +85,7 @@ def discover_command(
     ] = None,
     seed: Seed = 0,
     device: Device = None,
-    top: Annotated[int, typer.Option(help="Candidates printed at the end.")] = 5,
+    top: Annotated[int, typer.Option(min=0, help="Candidates printed at the end.")] = 5,
     dry_run: Annotated[
         bool,
         typer.Option(

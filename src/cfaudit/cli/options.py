@@ -24,9 +24,13 @@ Device = Annotated[str | None, typer.Option(help=f"{_DEVICE_NAMES} (default: the
 #: Where to run, for ``cfaudit sample``, whose default stays ``"cpu"`` (the README's samples are made there).
 CpuDevice = Annotated[str, typer.Option(help=_DEVICE_NAMES)]
 #: The seed of a command's random choices (default ``0``).
-Seed = Annotated[int, typer.Option(help="Random seed: the same inputs and seed give the same results.")]
+Seed = Annotated[
+    int, typer.Option(min=0, help="Random seed (0 or more): the same inputs and seed give the same results.")
+]
 #: A seed that overrides the one of a preset or config file (default ``None``: theirs).
-SeedOverride = Annotated[int | None, typer.Option(help="Random seed (default: the preset's or config's).")]
+SeedOverride = Annotated[
+    int | None, typer.Option(min=0, help="Random seed, 0 or more (default: the preset's or config's).")
+]
 
 #: The split of an index whose images are edited (default ``"test"``).
 EditSplit = Annotated[str, typer.Option(help="Split of the index: train, val, test or all.")]

@@ -57,7 +57,7 @@ def train_command(
     max_steps: Annotated[int | None, typer.Option(help="Override the config's max_steps.")] = None,
     output_dir: Annotated[str | None, typer.Option(help="Override the config's output_dir.")] = None,
     stop_after: Annotated[
-        int | None, typer.Option(help="Leave after this many steps (checkpointed); resume later.")
+        int | None, typer.Option(min=1, help="Leave after this many steps (checkpointed); resume later.")
     ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override any config key: --set key=value (repeatable).")

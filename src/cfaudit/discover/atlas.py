@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from cfaudit.config_files import load_yaml_text
 from cfaudit.errors import CfauditError
 
 DEFAULT_REGIONS = "regions.yaml"
@@ -37,7 +38,7 @@ class RegionAtlas:
                 raise CfauditError(f"{file}: no such regions file")
             text, origin = file.read_text(encoding="utf-8"), str(file)
         try:
-            data = yaml.safe_load(text) or {}
+            data = load_yaml_text(text) or {}
         except yaml.YAMLError as error:
             raise CfauditError(f"{origin}: not valid YAML ({error})") from None
         if not isinstance(data, dict) or set(data) - {"boxes", "attributes"}:

@@ -81,7 +81,18 @@ class CandidateSettings:
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
-            raise CfauditError(f"--alpha must lie between 0 and 1, got {self.alpha}")
+            raise CfauditError(f"--alpha must be above 0 and below 1, got {self.alpha}")
+        # a negative margin would let a change smaller than the controls' count as a relation
+        if not 0 <= self.margin < 1:
+            raise CfauditError(f"--margin must be at least 0 and below 1 (a probability), got {self.margin}")
+        if not 0 <= self.region_margin <= 1:
+            raise CfauditError(
+                f"--region-margin must lie in 0..1 (a share of images), got {self.region_margin}"
+            )
+        if not self.data_margin >= 0:
+            raise CfauditError(
+                f"data_margin must not be negative (standard deviations), got {self.data_margin}"
+            )
         if self.fdr not in ("bh", "by"):
             raise CfauditError(f"--fdr must be 'bh' or 'by', got {self.fdr!r}")
 

@@ -26,7 +26,7 @@ from cfaudit.data.labels import LabelPolicy
 from cfaudit.errors import CfauditError
 from cfaudit.scm.graph import CausalGraph, default_graph
 from cfaudit.scm.hvae import check_architecture
-from cfaudit.train.config import check_loop
+from cfaudit.train.config import check_adam, check_loop
 
 PRESETS: tuple[str, ...] = ("small", "mimic192")
 MODEL_KEYS: tuple[str, ...] = (
@@ -88,6 +88,8 @@ class ScmTrainConfig(ConfigFile):
         need(not unknown, f"model: unknown key(s) {', '.join(unknown)}; valid: {', '.join(MODEL_KEYS)}")
         need("resolution" in self.model, "model.resolution is missing (start from a preset: --preset small)")
         check_loop(need, self)
+        check_adam(need, self)
+        need(self.model.get("channels", 1) == 1, "model.channels must be 1 (the images are grayscale)")
         need(self.skip_factor == 0 or self.skip_factor > 1, "skip_factor must be 0 (off) or above 1")
         need(self.kl_weight > 0, "kl_weight must be positive")
         need(0.0 < self.ema_decay < 1.0, f"ema_decay {self.ema_decay} must be in (0, 1)")
@@ -154,9 +156,21 @@ def load_config(
     data: dict[str, Any] = {}
     for path in (preset_path(preset), *([Path(config_file)] if config_file else [])):
         loaded = read_yaml_mapping(path)
-        model = {**data.get("model", {}), **loaded.pop("model", {})}
+        given = loaded.pop("model", {})
+        if not isinstance(given, dict):
+            raise CfauditError(f"{path}: model must be a mapping of architecture keys, got {given!r}")
+        model = {**data.get("model", {}), **given}
         data.update(loaded)
         data["model"] = model
     data["preset"] = preset
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return ScmTrainConfig.from_dict(data, origin=str(config_file or preset_path(preset)))
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    data.update(given)
+    origin = str(config_file or preset_path(preset))
+    try:
+        return ScmTrainConfig.from_dict(data, origin=origin)
+    except CfauditError as error:
+        if config_file is None or str(error).startswith(origin):
+            raise
+        # a range error names the file its values came from (with the command line's, when it gave some)
+        also = f" with the command line's {', '.join(sorted(given))}" if given else ""
+        raise CfauditError(f"{origin}{also}: {error}") from None

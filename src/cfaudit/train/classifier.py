@@ -97,6 +97,10 @@ class ClassifierConfig(ConfigFile):
                 raise CfauditError(
                     f"classifier {name} must be a positive integer, got {getattr(self, name)!r}"
                 )
+        if not self.lr > 0 or self.weight_decay < 0:
+            raise CfauditError(
+                f"classifier lr must be positive and weight_decay not negative, got {self.lr} and {self.weight_decay}"
+            )
         if self.size < 32:
             raise CfauditError(f"classifier image size must be at least 32 pixels, got {self.size}")
         LabelPolicy.from_dict(self.label_policy)

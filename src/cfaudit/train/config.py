@@ -27,6 +27,7 @@ def check_loop(
     schedule, warm-up, gradient clipping, logging and checkpoints (``need``: the config's
     :func:`~cfaudit.config_files.requirement`; ``schedules``: the learning-rate schedules its trainer knows)."""
     need(config.max_steps >= 1, f"max_steps must be at least 1, got {config.max_steps}")
+    need(config.seed >= 0, f"seed must be 0 or more, got {config.seed}")
     need(config.batch_size >= 1, f"batch_size must be at least 1, got {config.batch_size}")
     need(config.learning_rate > 0, f"learning_rate must be positive, got {config.learning_rate}")
     need(
@@ -38,6 +39,35 @@ def check_loop(
     need(config.log_every >= 1, "log_every must be at least 1")
     need(config.checkpoint_every >= 1, "checkpoint_every must be at least 1")
     need(config.keep_checkpoints >= 1, "keep_checkpoints must be at least 1")
+
+
+def check_adam(need: Callable[[bool, str], None], config: Any) -> None:
+    """AdamW's settings, checked before any work (torch would refuse them only at the first step)."""
+    for name in ("adam_beta1", "adam_beta2"):
+        value = getattr(config, name)
+        need(0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value}")
+    need(config.adam_epsilon > 0, f"adam_epsilon must be positive, got {config.adam_epsilon}")
+    need(
+        config.adam_weight_decay >= 0,
+        f"adam_weight_decay must not be negative, got {config.adam_weight_decay}",
+    )
+
+
+def require_filled(config: Any, kind: str, names: Sequence[str]) -> None:
+    """Refuse a run whose ``names`` (of ``model``, ``index``, ``output_dir``) are empty, before any work: an empty
+    path would otherwise mean the working directory."""
+    from cfaudit.errors import CfauditError
+
+    for name in names:
+        if not str(getattr(config, name) or "").strip():
+            raise CfauditError(f"{kind}: `{name}` is empty; set it to {_FILL_HINTS[name]}")
+
+
+_FILL_HINTS = {
+    "model": "demo, a pipeline folder or a hub id",
+    "index": "an index.csv made by `cfaudit data index`",
+    "output_dir": "the run's folder (its checkpoints and model are written there)",
+}
 
 
 @dataclass
@@ -132,7 +162,17 @@ class TrainConfig(ConfigFile):
             f"resolution {self.resolution} must be a positive multiple of 8",
         )
         check_loop(need, self)
+        check_adam(need, self)
         need(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be at least 1")
+        need(
+            self.text_encoder_lr is None or self.text_encoder_lr > 0,
+            f"text_encoder_lr must be positive or null (the UNet's), got {self.text_encoder_lr}",
+        )
+        need(
+            self.lora_alpha is None or self.lora_alpha > 0,
+            f"lora_alpha must be positive or null (lora_rank), got {self.lora_alpha}",
+        )
+        need(self.noise_offset >= 0, f"noise_offset must be 0 (off) or positive, got {self.noise_offset}")
         need(
             self.mixed_precision in MIXED_PRECISION,
             f"mixed_precision {self.mixed_precision!r} is not one of {', '.join(MIXED_PRECISION)}",
@@ -185,6 +225,12 @@ class TrainConfig(ConfigFile):
         need(0.0 < self.ema_decay < 1.0, f"ema_decay {self.ema_decay} must be in (0, 1)")
         need(self.sample_every >= 0, "sample_every must be 0 (off) or positive")
         need(not self.sample_every or bool(self.sample_prompts), "sample_every needs sample_prompts")
+        need(
+            all(isinstance(prompt, str) for prompt in self.sample_prompts),
+            "sample_prompts must be a list of texts (quote a prompt that YAML would read as something else)",
+        )
+        need(self.sample_steps >= 1, f"sample_steps must be at least 1, got {self.sample_steps}")
+        need(self.sample_guidance > 0, f"sample_guidance must be positive, got {self.sample_guidance}")
         need(self.save_dtype in ("float32", "float16", "bfloat16"), f"save_dtype {self.save_dtype!r} is not float32, float16 or bfloat16")  # fmt: skip
         need(self.encode_batch_size >= 1, "encode_batch_size must be at least 1")
         need(self.text_cache_mb >= 0, "text_cache_mb must be at least 0")

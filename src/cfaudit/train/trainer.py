@@ -31,7 +31,7 @@ from cfaudit.models.components import PipelineComponents
 from cfaudit.models.model_card import write_card_quietly
 from cfaudit.models.text_encoding import encode_ids, tokenize
 from cfaudit.train import checkpoint as ckpt
-from cfaudit.train.config import TrainConfig
+from cfaudit.train.config import TrainConfig, require_filled
 from cfaudit.train.draws import (
     finding_repeats,
     negative_rates,
@@ -79,10 +79,7 @@ def prepare_data(config: TrainConfig, components: PipelineComponents, progress: 
     from cfaudit.data.prompts import PromptTemplate, record_prompt
     from cfaudit.data.records import DataIndex
 
-    if not config.index:
-        raise CfauditError(
-            "train config: `index` is empty; set it to an index.csv made by `cfaudit data index`"
-        )
+    require_filled(config, "train config", ["index"])
     index = DataIndex.read(config.index).split(config.split)
     if len(index) == 0:
         raise CfauditError(f"{config.index}: split {config.split!r} has no rows; nothing to train on")
@@ -238,6 +235,11 @@ def train(
 
     from cfaudit.models.loading import load_components
 
+    require_filled(config, "train config", ["model", "index", "output_dir"])
+    if config.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise CfauditError(
+            "train config: mixed_precision fp16 needs a CUDA GPU, and torch sees none here; use no (or bf16)"
+        )
     out = Path(config.output_dir)
     # accelerate keeps one state per process; a second run in the same process (notebooks, tests) may need
     # another precision. Reset it, keeping the process group (PartialState) of a distributed launch.

@@ -32,7 +32,7 @@ from cfaudit.models.loading import load_components
 from cfaudit.models.lpips import LPIPS
 from cfaudit.models.model_card import write_card_quietly
 from cfaudit.train import checkpoint as ckpt
-from cfaudit.train.config import VaeTrainConfig
+from cfaudit.train.config import VaeTrainConfig, require_filled
 from cfaudit.train.latent_cache import load_pixels
 
 log = logging.getLogger("cfaudit")
@@ -109,6 +109,7 @@ def train_vae(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     # 1. Model and data (all pixels in memory: the tiny preset's data sets are small)
+    require_filled(config, "vae config", ["model", "index", "output_dir"])
     components = load_components(config.model)
     vae = components.vae
     out = Path(config.output_dir)
@@ -120,10 +121,6 @@ def train_vae(
         raise CfauditError(
             f"vae config: crop {config.crop} must be a multiple of the VAE's {components.vae_scale_factor}x "
             "downsampling"
-        )
-    if not config.index:
-        raise CfauditError(
-            "vae config: `index` is empty; set it to an index.csv made by `cfaudit data index`"
         )
     channels = int(vae.config.in_channels)
     pixels = _pixels(config, config.split, channels)

@@ -101,6 +101,21 @@ class Anatomy:
         return dataclasses.asdict(self)
 
 
+#: The values each parameter may take once the relations have shifted it (image coordinates run from -1 to 1;
+#: the defaults stay well inside). Beyond them the renderer would draw no chest (a negative heart, a thorax wider
+#: than the image), so a relation that pushes a parameter out is an error, not a silent impossible ground truth.
+ANATOMY_RANGES: dict[str, tuple[float, float]] = {
+    "thorax_half_width": (0.3, 1.0), "lung_top": (-1.0, 0.0), "costophrenic_y": (0.0, 1.0),
+    "dome_right": (-0.3, 0.9), "dome_left": (-0.3, 0.9), "neck_half_width": (0.03, 0.5),
+    "shoulder_half_width": (0.3, 1.6), "heart_ctr": (0.2, 0.95), "heart_center_y": (-0.5, 0.8),
+    "heart_half_height": (0.1, 0.7), "heart_shift": (-0.2, 0.8), "mediastinum_half_width": (0.03, 0.4),
+    "aortic_knob": (0.0, 0.25), "bone_density": (0.0, 3.0), "breast": (0.0, 3.0), "rib_spacing": (0.04, 0.4),
+    "scapula": (0.0, 1.0), "rotation": (-20.0, 20.0), "shift_x": (-0.3, 0.3), "shift_y": (-0.3, 0.3),
+    "exposure": (0.3, 3.0), "texture_frequency": (0.0, 64.0), "texture_angle": (-720.0, 720.0),
+    "texture_amplitude": (0.0, 0.2), "noise": (0.0, 0.2),
+}  # fmt: skip
+
+
 #: Names a relation may target as ``anatomy.<name>`` (continuous, rendered parameters).
 ANATOMY_PARAMETERS: tuple[str, ...] = tuple(
     f.name for f in dataclasses.fields(Anatomy) if f.name not in ("vessel_seed", "texture_phase", "rib_phase")

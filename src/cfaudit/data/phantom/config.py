@@ -448,6 +448,11 @@ class _Parser:
                     f"{where}.cause",
                     f"unknown cause {cause!r}; use age, sex, race, view or one of the 14 findings",
                 ) from None
+        if cause == "No Finding":
+            # a record that gains the effect loses No Finding, so the relation would undo its own cause
+            raise self.fail(
+                f"{where}.cause", "No Finding is the absence of the others; plant from a finding instead"
+            )
         value = data.get("value")
         if cause in BINARY_ATTRIBUTES:
             valid = BINARY_ATTRIBUTES[cause]
@@ -472,6 +477,12 @@ class _Parser:
                     f"{where}.effect",
                     f"{kind} is devices.fallback (drawn whenever no other device is), so its rate cannot be planted; "
                     "choose another fallback or another effect",
+                )
+            if cause == "Support Devices":
+                raise self.fail(
+                    where,
+                    "devices are drawn only for Support Devices = 1, so a relation from Support Devices to a device "
+                    "kind could never use its p_if_absent; set the kind's rate in devices.probability instead",
                 )
             effect_kind = "binary"
         elif effect.startswith("anatomy."):

@@ -84,14 +84,18 @@ def generate_phantom(
         "label_table": {"source": table.source, "sha256": table.sha256, "rows": len(table.frame)},
     }
     _check_folder(out, provenance)
-    write_json(out / PROVENANCE, {**provenance, "status": "incomplete"})
     # 2. Sample the population (metadata + subjects).
     extension = "jpg" if config.image.format == "jpeg" else "png"
     population = sample_population(config, table, seed, extension)
+    tasks = list(_tasks(population))
+    if any(relation.effect_kind == "anatomy" for relation in config.relations):
+        # plans are cheap and seeded per image: a shift that leaves an anatomy range fails here, before any file
+        for index, record, identity in tasks:
+            plan_image(index, record, identity, config, stream(seed, IMAGE_STREAM, index))
+    write_json(out / PROVENANCE, {**provenance, "status": "incomplete"})
     # 3. Plan and render every image (skipping finished ones), collecting ground-truth summary rows.
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "ground_truth").mkdir(parents=True, exist_ok=True)
-    tasks = list(_tasks(population))
     rows: list[dict[str, Any]] = []
     rendered = 0
     for row, drew in _run(tasks, out, config, seed, workers):

@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from cfaudit.data.phantom.anatomy import Anatomy, SubjectIdentity, study_anatomy
+from cfaudit.data.phantom.anatomy import ANATOMY_RANGES, Anatomy, SubjectIdentity, study_anatomy
 from cfaudit.data.phantom.config import DEVICE_KINDS, PhantomConfig, Relation
 from cfaudit.data.phantom.devices import Device, sample_device
 from cfaudit.data.phantom.relations import cause_value
 from cfaudit.data.vocabulary import PATHOLOGIES
+from cfaudit.errors import CfauditError
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,10 @@ def plan_image(
         cues=config.cues,
         rng=rng,
     )
-    for relation in config.relations:
+    for number, relation in enumerate(config.relations):
         if relation.effect_kind == "anatomy":
             anatomy = anatomy.shifted(relation.effect_name, _shift(relation, record))
+            _check_range(anatomy, relation, number, record)
 
     lesions = _sample_lesions(strengths, anatomy, rng)
     devices, probability = _sample_devices(record, anatomy, config, rng)
@@ -87,6 +89,19 @@ def plan_image(
         device_probability=probability,
         noise_seed=int(rng.integers(0, 2**31 - 1)),
     )
+
+
+def _check_range(anatomy: Anatomy, relation: Relation, number: int, record: dict[str, Any]) -> None:
+    """Refuse a relation that shifts an anatomy parameter outside :data:`ANATOMY_RANGES` for this image."""
+    name = relation.effect_name
+    low, high = ANATOMY_RANGES[name]
+    value = float(getattr(anatomy, name))
+    if not low <= value <= high:
+        raise CfauditError(
+            f"phantom config: relations[{number}] ({relation.cause} -> {relation.effect}) makes {name} "
+            f"{value:.3g} for image {record['image_id']}, outside {low:g}..{high:g} where a chest can be drawn; "
+            "plant a smaller shift"
+        )
 
 
 def _shift(relation: Relation, record: dict[str, Any]) -> float:
