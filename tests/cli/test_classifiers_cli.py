@@ -86,3 +86,20 @@ def test_bad_options_are_cfaudit_errors(tmp_path: Path) -> None:
             ["classifiers", "report", "--classifier", str(tmp_path), "--split", "train"],
             catch_exceptions=False,
         )
+
+
+def test_an_empty_test_split_is_refused_before_training_unless_no_report(tmp_path: Path) -> None:
+    """The report after training needs test images: refused up front, not after the whole run."""
+    index = tiny_index(tmp_path)
+    table = DataIndex.read(index)
+    table.table.loc[table.table["split"] == "test", "split"] = "val"
+    table.write(index)
+    out = tmp_path / "o"
+    args = ["classifiers", "train", "--index", str(index), "--out", str(out), "--epochs", "1", "--size", "32"]
+    result = CliRunner().invoke(make_app(), args)
+    assert isinstance(result.exception, CfauditError)
+    assert "the test split is empty" in str(result.exception) and "--no-report" in str(result.exception)
+    assert not out.exists()
+    result = CliRunner().invoke(make_app(), [*args, "--no-report", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert (out / "model.safetensors").is_file()

@@ -236,6 +236,7 @@ def train(
     from cfaudit.models.loading import load_components
 
     require_filled(config, "train config", ["model", "index", "output_dir"])
+    atomic_io.check_output_folder(config.output_dir, "output_dir")
     if config.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise CfauditError(
             "train config: mixed_precision fp16 needs a CUDA GPU, and torch sees none here; use no (or bf16)"

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cfaudit import __version__
+from cfaudit import __version__, atomic_io
 from cfaudit.data.records import DataIndex
 from cfaudit.digests import file_sha256
 from cfaudit.errors import CfauditError
@@ -110,6 +110,7 @@ def train_vae(
 
     # 1. Model and data (all pixels in memory: the tiny preset's data sets are small)
     require_filled(config, "vae config", ["model", "index", "output_dir"])
+    atomic_io.check_output_folder(config.output_dir, "output_dir")
     components = load_components(config.model)
     vae = components.vae
     out = Path(config.output_dir)
