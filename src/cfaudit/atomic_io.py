@@ -7,6 +7,7 @@ operation on POSIX file systems), so a reader sees either the old file, the comp
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import os
@@ -15,6 +16,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from cfaudit.errors import CfauditError
 
 
 def _umask() -> int:
@@ -37,17 +40,26 @@ def normal_permissions(root: str | os.PathLike[str]) -> None:
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on failure removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as error:
+        raise CfauditError(_cannot_write(path, error)) from None
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp makes the file private (0600); give it the permissions a plain open() would.
     os.chmod(tmp_path, 0o666 & ~_umask())
     try:
         yield tmp_path
-        os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
+        raise
+    try:
+        os.replace(tmp_path, path)
+    except BaseException as error:
+        tmp_path.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise CfauditError(_cannot_write(path, error)) from None
         raise
 
 
@@ -107,3 +119,120 @@ def write_csv(path: str | os.PathLike[str], frame: Any, **kwargs: Any) -> None:
     kwargs.setdefault("index", False)
     with atomic_open(path, "w", encoding="utf-8", newline="") as handle:
         frame.to_csv(handle, **kwargs)
+
+
+# --- output paths that cannot be written: one clear message, never a traceback ----------------------------------
+
+#: What an errno means for a path a command writes or reads, in a user's words.
+_CAUSES = {
+    errno.EEXIST: "a file is where a folder is needed",
+    errno.ENOTDIR: "a file is where a folder is needed",
+    errno.EISDIR: "a folder is where a file is needed",
+    errno.EACCES: "no permission to write or read there",
+    errno.EPERM: "no permission to write or read there",
+    errno.EROFS: "the file system is read-only",
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.ENAMETOOLONG: "the name is too long",
+}
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def os_error_message(error: OSError) -> str | None:
+    """One line for an :class:`OSError` that escaped a command (most often an output that cannot be written): the
+    path, the system's reason, what it means and what to do; the CLI prints it as it prints a
+    :class:`~cfaudit.errors.CfauditError`. ``None`` for an error that names no path and no known cause (a bug in
+    cfaudit: better shown with its traceback)."""
+    path = error.filename2 if error.filename2 is not None else error.filename
+    reason = error.strerror or str(error)
+    cause = _CAUSES.get(error.errno or 0)
+    if error.errno in _FULL:
+        action = "free some space, or write the output to another disk"
+    else:
+        action = "check the path; for an output, choose another (--out, --output-dir) where you can write"
+    if path is None:
+        return f"{reason}; {action}" if error.errno in _FULL else None
+    return f"{os.fsdecode(path)}: {reason}{f' ({cause})' if cause else ''}; {action}"
+
+
+def _cannot_write(path: Path, error: OSError) -> str:
+    """The message for ``path`` that cannot be written because of ``error`` (raised making its folder, staging it or
+    renaming it into place)."""
+    reason = error.strerror or str(error)
+    if error.errno in _FULL:
+        return f"{path}: cannot write it ({reason}); free some space, or write the output to another disk"
+    if error.errno == errno.EISDIR or path.is_dir():
+        cause = "a folder is there; a file is to be written at this path"
+    else:
+        cause = _CAUSES.get(error.errno or 0, "")
+        blocker = _file_in_the_way(path.parent)
+        if blocker is not None:
+            cause = f"{blocker} is a file, not a folder"
+        elif error.errno == errno.ENOENT:
+            cause = "its folder cannot be made there"
+    return f"{path}: cannot write it ({reason}{f'; {cause}' if cause else ''}); choose another output path"
+
+
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The first existing ancestor of ``folder`` (itself included) when it is not a folder, else ``None``."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists() or candidate.is_symlink():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
+def check_output_folder(path: str | os.PathLike[str], option: str = "--out") -> Path:
+    """Check, before any work is done, that ``path`` is or can become a folder the command can write into; a
+    :class:`~cfaudit.errors.CfauditError` naming the path, the problem and ``option`` otherwise.
+
+    Nothing is left behind: folders made to prove that ``path`` can be made are removed again.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise CfauditError(f"{path}: the folder is not writable; choose another {option}")
+        return path
+    if path.exists() or path.is_symlink():
+        raise CfauditError(
+            f"{path} is a file, not a folder; {option} names a folder to write into: choose another "
+            f"{option}, or move the file away"
+        )
+    blocker = _file_in_the_way(path.parent)
+    if blocker is not None:
+        raise CfauditError(
+            f"{path}: {blocker} is a file, so no folder can be made below it; choose another {option}"
+        )
+    made = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        path.mkdir(parents=True)
+    except OSError as error:
+        raise CfauditError(
+            f"{path}: cannot create this folder ({error.strerror or error}); choose another {option} "
+            "(a folder you can write to)"
+        ) from None
+    finally:
+        for folder in made:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+    return path
+
+
+def check_output_file(
+    path: str | os.PathLike[str], option: str = "--out", example: str | None = None
+) -> Path:
+    """Check, before any work is done, that a file can be written at ``path`` (not a folder; its folder is one or
+    can be made); a :class:`~cfaudit.errors.CfauditError` naming the path and ``option`` otherwise. ``example``: a
+    file name to suggest when ``path`` is a folder."""
+    path = Path(path)
+    if path.is_dir():
+        suggestion = f" (e.g. {path / example})" if example else ""
+        raise CfauditError(
+            f"{path} is a folder; {option} names the file to write{suggestion}: choose another {option}"
+        )
+    blocker = _file_in_the_way(path.parent)
+    if blocker is not None:
+        raise CfauditError(
+            f"{path}: {blocker} is a file, so no folder can be made below it; choose another {option}"
+        )
+    check_output_folder(path.parent, option)
+    return path

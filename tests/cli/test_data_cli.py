@@ -14,7 +14,7 @@ from cfaudit.data.vocabulary import FINDINGS
 
 
 def build_phantom(folder: Path, n_subjects: int = 20) -> Path:
-    """A phantom-shaped folder: metadata.csv + 8x8 PNGs, two frontal images per subject."""
+    """A phantom-shaped folder: metadata.csv + 16x16 PNGs, two frontal images per subject."""
     rows = []
     for s in range(n_subjects):
         for k in range(2):
@@ -26,7 +26,7 @@ def build_phantom(folder: Path, n_subjects: int = 20) -> Path:
                  **dict.fromkeys(FINDINGS, 0.0), "Pleural Effusion": 1.0 if s % 5 == 0 else 0.0}
             )  # fmt: skip
             (folder / "images").mkdir(parents=True, exist_ok=True)
-            Image.fromarray(np.full((8, 8), 50 + s, dtype=np.uint8)).save(folder / f"images/{image_id}.png")
+            Image.fromarray(np.full((16, 16), 50 + s, dtype=np.uint8)).save(folder / f"images/{image_id}.png")
     pd.DataFrame(rows).to_csv(folder / "metadata.csv", index=False)
     return folder
 
@@ -174,3 +174,39 @@ def test_saved_split_with_extra_subjects_is_kept_and_counted(tmp_path, capsys):
     shipped.write_text("subject_id,split\n0000,train\n", encoding="utf-8")
     assert main(index_args(root, out, "--splits", str(shipped))) == 2
     assert "3 subject(s) of the data are not in the split file" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_bad_out_is_refused_before_anything_is_read_or_written(tmp_path, capsys):
+    root = build_phantom(tmp_path / "phantom", n_subjects=2)
+    (tmp_path / "idxdir").mkdir()
+    (tmp_path / "splits.csv").write_text("subject_id,split\nkeep,train\n")  # another index's: must survive
+    assert main(index_args(root, tmp_path / "idxdir")) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"error: {tmp_path / 'idxdir'} is a folder; --out names the file to write (e.g. " in err
+    assert "Traceback" not in err
+    assert (tmp_path / "splits.csv").read_text() == "subject_id,split\nkeep,train\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idxdir", "phantom", "splits.csv"]
+    assert not any((tmp_path / "idxdir").iterdir())
+    (tmp_path / "afile").write_text("x")
+    assert main(index_args(root, tmp_path / "afile" / "index.csv")) == 2
+    assert (
+        "afile is a file, so no folder can be made below it; choose another --out" in capsys.readouterr().err
+    )
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "index.json").mkdir()
+    assert main(index_args(root, tmp_path / "work" / "index.csv")) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "index.json is a folder; `cfaudit data index` writes index.json beside --out" in err
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["index.json"]
+
+
+def test_phantom_refuses_an_out_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert (
+        main(["phantom", "--out", str(tmp_path / "afile"), "--n", "4", "--size", "64", "--workers", "1"]) == 2
+    )
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"error: {tmp_path / 'afile'} is a file, not a folder; --out names a folder" in err
+    assert main(["phantom", "--out", str(tmp_path / "afile" / "ph"), "--n", "4", "--workers", "1"]) == 2
+    assert "afile is a file, so no folder can be made below it" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

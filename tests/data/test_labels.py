@@ -64,3 +64,16 @@ def test_label_value_agrees_with_binarize_on_no_finding_beside_a_pathology():
         for finding in FINDINGS:
             expected, got = table.iloc[k][finding], label_value(record, finding, DEFAULT_POLICY)
             assert (pd.isna(expected) and pd.isna(got)) or expected == got, (k, finding, expected, got)
+
+
+def test_from_dict_names_its_origin_and_refuses_what_is_not_a_mapping():
+    assert LabelPolicy.from_dict(None) == LabelPolicy() == LabelPolicy.from_dict({})
+    assert LabelPolicy.from_dict({"uncertain": "positive"}).uncertain == "positive"
+    with pytest.raises(CfauditError, match=r"^label policy: uncertain='maybe' is not one of"):
+        LabelPolicy.from_dict({"uncertain": "maybe"})
+    with pytest.raises(
+        CfauditError, match=r'^a\.json: "label_policy": blank=1 is not one of negative, blank'
+    ):
+        LabelPolicy.from_dict({"blank": 1}, origin='a.json: "label_policy"')
+    with pytest.raises(CfauditError, match=r"^a\.json: expected a mapping with the keys uncertain and blank"):
+        LabelPolicy.from_dict(["negative"], origin="a.json")  # type: ignore[arg-type]

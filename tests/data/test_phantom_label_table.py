@@ -74,6 +74,18 @@ def test_bad_rows_name_the_line_and_column(tmp_path: Path, bad: str, column: str
     assert f"line 3: {column}" in str(caught.value) and str(path) in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("bad", "shown"),
+    [(row(count="-5"), "count -5 is"), (row(count="2.5"), "count 2.5 is"), (row(count=""), "count blank is")],
+)
+def test_bad_counts_are_shown_plainly_not_as_numpy_reprs(tmp_path: Path, bad: str, shown: str) -> None:
+    path = user_table(tmp_path, [row(), bad])
+    with pytest.raises(CfauditError) as caught:
+        load_label_table(str(path))
+    assert f"line 3: {shown} not a positive whole number" in str(caught.value)
+    assert "np." not in str(caught.value)
+
+
 def test_missing_table_or_columns_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CfauditError, match="no such file"):
         load_label_table(str(tmp_path / "absent.csv"))

@@ -27,6 +27,7 @@ def make_table(rows: int = 3) -> pd.DataFrame:
 
 
 def test_write_then_read_round_trips(tmp_path):
+    (tmp_path / "data").mkdir()
     index = DataIndex(make_table(), root=tmp_path / "data", meta={"source": "test"})
     index.write(tmp_path / "index.csv")
     back = DataIndex.read(tmp_path / "index.csv")
@@ -84,3 +85,54 @@ def test_missing_column_and_duplicates():
 def test_unknown_split_name(tmp_path):
     with pytest.raises(CfauditError, match="unknown split"):
         DataIndex(make_table(), tmp_path).split("dev")
+
+
+@pytest.mark.parametrize(
+    ("age", "shown"), [(300.0, "300"), (-0.5, "-0.5"), (math.nan, "blank")], ids=["300", "fraction", "blank"]
+)
+def test_bad_numbers_are_shown_plainly_not_as_numpy_reprs(age, shown):
+    table = make_table()
+    table.loc[1, "age"] = age
+    with pytest.raises(CfauditError) as caught:
+        validate_index(table, "x.csv")
+    assert f"x.csv, line 3: age must be a number in 0..120 (value {shown});" in str(caught.value)
+    assert "np." not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("sidecar", "message"),
+    [
+        ("[]", r'index\.json: holds a list, not the JSON object .* "root"'),
+        ('"text"', r"index\.json: holds a string"),
+        ('{"root": 5}', r'index\.json: "root" is 5, not a folder path'),
+        ('{"root": ["a"]}', r'index\.json: "root" is \["a"\], not a folder path'),
+        (
+            '{"label_policy": {"uncertain": "maybe"}}',
+            r"index\.json: \"label_policy\": uncertain='maybe' is not one",
+        ),
+        ('{"label_policy": {"certain": "yes"}}', r'index\.json: "label_policy": unknown key\(s\) certain'),
+        ('{"label_policy": "U-Ones"}', r'index\.json: "label_policy": expected a mapping'),
+    ],
+)
+def test_index_json_of_the_wrong_shape_names_the_file_and_key(tmp_path, sidecar, message):
+    DataIndex(make_table(), tmp_path).write(tmp_path / "index.csv")
+    sidecar_path(tmp_path / "index.csv").write_text(sidecar, encoding="utf-8")
+    with pytest.raises(CfauditError, match=message) as caught:
+        DataIndex.read(tmp_path / "index.csv")
+    assert str(tmp_path / "index.json") in str(caught.value)
+    assert "re-run `cfaudit data index`" in str(caught.value)
+
+
+def test_a_root_that_is_not_a_folder_is_named_when_images_are_needed(tmp_path):
+    DataIndex(make_table(), tmp_path / "gone").write(tmp_path / "index.csv")
+    index = DataIndex.read(tmp_path / "index.csv")  # the table alone (Table 1, records) needs no images
+    assert len(index) == 3 and index.table["image_id"].tolist() == ["img0", "img1", "img2"]
+    with pytest.raises(CfauditError) as caught:
+        index.split("test").image_paths()
+    message = str(caught.value)
+    assert message.startswith(
+        f'{tmp_path / "index.json"}: "root" is {str(tmp_path / "gone")!r}, which is not a folder'
+    )
+    assert 'set "root" to the folder that holds the images' in message
+    (tmp_path / "gone").mkdir()
+    assert DataIndex.read(tmp_path / "index.csv").image_path(0) == tmp_path / "gone" / "images" / "img0.png"

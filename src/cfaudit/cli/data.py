@@ -45,7 +45,7 @@ def index_command(
     ] = "negative",
 ) -> None:
     """Read a data set, assign patient-level splits, write index.csv + index.json + splits.csv."""
-    from cfaudit.data.adapters import SOURCES, SPLIT_SOURCES, build_index, write_index
+    from cfaudit.data.adapters import SOURCES, SPLIT_SOURCES, build_index, check_index_output, write_index
     from cfaudit.data.adapters.common import check_choice, check_reading_options
     from cfaudit.data.labels import LabelPolicy
     from cfaudit.data.splits import parse_fractions
@@ -54,6 +54,7 @@ def index_command(
     check_choice("--split-source", split_source, SPLIT_SOURCES)
     check_reading_options(on_bad_row, check_images)
     policy = LabelPolicy(uncertain=uncertain, blank=blank)  # type: ignore[arg-type]
+    check_index_output(out)  # before the (possibly long) read: a bad --out fails now, having written nothing
     index = build_index(
         source,
         root,

@@ -84,9 +84,11 @@ def evaluate_command(
 ) -> None:
     """Score edits side by side: LPIPS, L1 (0-255) and CPG with bootstrap intervals, plus the axioms."""
 
+    from cfaudit.atomic_io import check_output_folder
     from cfaudit.cli.progress import staged_progress
     from cfaudit.evaluate.evaluation import evaluate_edits
 
+    check_output_folder(out, "--out")
     console, errors = Console(), Console(stderr=True)
     command = shlex.join(["cfaudit", *sys.argv[1:]]) if Path(sys.argv[0]).name == "cfaudit" else None
     with staged_progress(errors) as progress:

@@ -36,8 +36,10 @@ def phantom(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+    from cfaudit.atomic_io import check_output_folder
     from cfaudit.data.phantom import default_config_path, generate_phantom, load_config
 
+    check_output_folder(out, "--out")
     if config is not None and str(config) in ("default", "null"):
         config = default_config_path(str(config))
     settings = load_config(config).with_overrides(n=n, size=size)

@@ -6,6 +6,10 @@ Intensity convention (documented once, used everywhere):
   16-bit files by 65535 (by the file's bit depth, never by the image's own min/max, so two images of one data
   set stay comparable). Colour files are converted to luminance. DICOM: modality rescale, then the VOI LUT /
   window of the file, MONOCHROME1 inverted, then scaled to the full ``[0, 1]`` range of the windowed values.
+  It refuses what cannot be a chest X-ray to edit: a side under :data:`MIN_SIDE` pixels, sides more than
+  :data:`MAX_ASPECT` : 1 apart (the centre crop would keep a sliver and upscale it), and transparent pixels
+  (an alpha channel with any value below opaque: what lies under them is unknown, and any background cfaudit
+  chose would be edited as if it were anatomy; a fully opaque alpha channel is dropped).
 * :func:`to_model_tensor` resizes the shorter side to the model resolution, centre-crops a square and maps to
   ``[-1, 1]`` (``2x - 1``), the input range of Stable Diffusion's VAE. (torchxrayvision models use ``[-1024, 1024]``;
   whoever loads those converts from ``[0, 1]`` there.)
@@ -24,7 +28,18 @@ from cfaudit.atomic_io import atomic_path
 from cfaudit.errors import CfauditError
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
-_BAD_IMAGE_HINT = "replace the file, or skip bad rows with --on-bad-row skip"
+#: Images with a shorter side below this many pixels are refused (no chest X-ray is that small; the model's
+#: resize would invent nearly every pixel).
+MIN_SIDE = 16
+#: Images whose longer side is more than this many times the shorter are refused (a strip, not a radiograph).
+MAX_ASPECT = 4.0
+# Shown wherever an image is loaded (edit, evaluate, report, training...): true for an index's image and for a
+# file given directly. Callers with another remedy strip it (ui, realism).
+_BAD_IMAGE_HINT = (
+    "replace the file; if it is an image of a data set, `cfaudit data index --check-images decode "
+    "--on-bad-row skip` leaves such images out of the index"
+)
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
 def _load_dicom(path: Path) -> np.ndarray:
@@ -63,11 +78,50 @@ def _pil_to_unit(image: Image.Image, path: Path) -> np.ndarray:
         return array.astype(np.float32) / scale
     if mode == "F":
         raise CfauditError(f"{path}: floating-point image files are not supported; save as 8- or 16-bit PNG")
+    _refuse_transparency(image, path)
     if mode == "1":
         image = image.convert("L")
     elif mode != "L":
         image = image.convert("L")  # RGB, RGBA, LA, P, CMYK, YCbCr -> luminance
     return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def _refuse_transparency(image: Image.Image, path: Path) -> None:
+    """Refuse an image with any transparent or translucent pixel (alpha channel or PNG transparency key).
+
+    Compositing would need a background, and any choice (black, white) puts made-up intensities into an X-ray
+    that the editor and the scores would treat as anatomy; only the person who made the file knows what belongs
+    there. A fully opaque alpha channel carries nothing and is dropped.
+    """
+    if image.mode not in _ALPHA_MODES and "transparency" not in image.info:
+        return
+    rgba = image if image.mode in ("RGBA", "LA") else image.convert("RGBA")
+    alpha = np.asarray(rgba.getchannel("A"))
+    see_through = int(np.count_nonzero(alpha < 255))
+    if see_through:
+        share = 100.0 * see_through / alpha.size
+        raise CfauditError(
+            f"{path}: {share:.3g}% of the image's pixels are transparent or translucent (mode {image.mode}); an "
+            "X-ray has no transparency and cfaudit will not guess what lies behind them (save the picture "
+            f"flattened, without an alpha channel); {_BAD_IMAGE_HINT}"
+        )
+
+
+def _check_shape(array: np.ndarray, path: Path) -> None:
+    """Refuse what is not a 2-D picture of usable size and proportions (see :data:`MIN_SIDE`, :data:`MAX_ASPECT`)."""
+    if array.ndim != 2 or min(array.shape) < 1:
+        raise CfauditError(f"{path}: image has shape {array.shape}; expected a 2-D grayscale picture")
+    height, width = array.shape
+    if min(height, width) < MIN_SIDE:
+        raise CfauditError(
+            f"{path}: the image is only {width}x{height} pixels (width x height); cfaudit needs at least "
+            f"{MIN_SIDE} pixels a side; {_BAD_IMAGE_HINT}"
+        )
+    if max(height, width) > MAX_ASPECT * min(height, width):
+        raise CfauditError(
+            f"{path}: the image is {width}x{height} pixels (width x height), sides more than {MAX_ASPECT:g}:1 "
+            f"apart: not a chest X-ray (its centre square would be a sliver, scaled up); {_BAD_IMAGE_HINT}"
+        )
 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -76,7 +130,9 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     if not path.is_file():
         raise CfauditError(f"{path}: no such image file; check the data root and the index's path column")
     if path.suffix.lower() in DICOM_SUFFIXES:
-        return _load_dicom(path)
+        array = _load_dicom(path)
+        _check_shape(array, path)
+        return array
     try:
         with Image.open(path) as image:
             image.load()
@@ -85,8 +141,7 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise CfauditError(f"{path}: cannot decode image ({error}); {_BAD_IMAGE_HINT}") from None
-    if array.ndim != 2 or min(array.shape) < 1:
-        raise CfauditError(f"{path}: image has shape {array.shape}; expected a 2-D grayscale picture")
+    _check_shape(array, path)
     return array
 
 

@@ -43,13 +43,24 @@ class LabelPolicy:
                 )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> LabelPolicy:
-        data = dict(data or {})
+    def from_dict(cls, data: Mapping[str, Any] | None, origin: str = "label policy") -> LabelPolicy:
+        """A policy from a mapping such as ``{"uncertain": "positive"}`` (missing keys: the default);
+        ``origin`` (a file and key) starts the message of a :class:`CfauditError` for a bad one."""
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise CfauditError(
+                f"{origin}: expected a mapping with the keys uncertain and blank, not {data!r}"
+            )
+        data = {str(key): value for key, value in data.items()}
         unknown = set(data) - set(_CHOICES)
         if unknown:
             raise CfauditError(
-                f"label policy: unknown key(s) {', '.join(sorted(unknown))}; valid: uncertain, blank"
+                f"{origin}: unknown key(s) {', '.join(sorted(unknown))}; valid: uncertain, blank"
             )
+        for name, allowed in _CHOICES.items():
+            if name in data and data[name] not in allowed:
+                raise CfauditError(f"{origin}: {name}={data[name]!r} is not one of {', '.join(allowed)}")
         return cls(**data)
 
     def to_dict(self) -> dict[str, str]:

@@ -9,15 +9,18 @@ Finding columns keep CheXpert's four states (1, 0, -1, blank) as in torchxrayvis
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from cfaudit import __version__, atomic_io
+from cfaudit.data.labels import LabelPolicy
 from cfaudit.data.vocabulary import AGE_MAX, AGE_MIN, FINDINGS, RACES, SEXES, UNKNOWN, VIEWS
 from cfaudit.errors import CfauditError
 
@@ -26,6 +29,22 @@ ID_COLUMNS: tuple[str, ...] = ("image_id", "path", "subject_id", "study_id")
 DEMOGRAPHIC_COLUMNS: tuple[str, ...] = ("view", "age", "sex", "race")
 INDEX_COLUMNS: tuple[str, ...] = (*ID_COLUMNS, *DEMOGRAPHIC_COLUMNS, *FINDINGS, "split")
 _STRING_COLUMNS = ("image_id", "path", "subject_id", "study_id", "view", "sex", "race", "split")
+
+
+def plain_value(value: Any) -> str:
+    """A cell as a message shows it: a number plainly (``300``, ``45.5``), text quoted (``'M'``), a missing or
+    empty cell as ``blank`` (never a numpy repr such as ``np.float64(300.0)``)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or value is pd.NA or value is pd.NaT or value == "":
+        return "blank"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "blank"
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, (bool, int)):
+        return str(value)
+    return repr(value)
 
 
 def sidecar_path(index_csv: str | os.PathLike[str]) -> Path:
@@ -53,7 +72,7 @@ def validate_index(table: pd.DataFrame, origin: str) -> pd.DataFrame:
             position = int(mask.to_numpy().nonzero()[0][0])
             value = original[column].iloc[position]
             raise CfauditError(
-                f"{origin}, line {position + 2}: {column} {what} (value {value!r}); fix or remove the row"
+                f"{origin}, line {position + 2}: {column} {what} (value {plain_value(value)}); fix or remove the row"
             )
 
     original = table.copy()
@@ -86,15 +105,34 @@ class DataIndex:
     table: pd.DataFrame
     root: Path
     meta: dict[str, Any] = field(default_factory=dict)
+    #: The index.json whose ``root`` gave :attr:`root` (set by :meth:`read`): named when that folder is missing.
+    root_source: Path | None = field(default=None, repr=False, compare=False)
+    _root_checked: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.table)
 
     def image_path(self, row: int | pd.Series) -> Path:
-        """The absolute path of the image of a row (given by position or as the row itself)."""
+        """The absolute path of the image of a row (given by position or as the row itself).
+
+        A relative path under a ``root`` read from index.json that is not a folder is a :class:`CfauditError`
+        naming index.json and its ``root`` key (checked once per index).
+        """
         record = self.table.iloc[row] if isinstance(row, int) else row
         path = Path(str(record["path"]))
-        return path if path.is_absolute() else self.root / path
+        if path.is_absolute():
+            return path
+        if not self._root_checked and self.root_source is not None:
+            if not self.root.is_dir():
+                recorded = str(self.meta.get("root"))
+                resolved = f" ({self.root})" if str(self.root) != recorded else ""
+                raise CfauditError(
+                    f'{self.root_source}: "root" is {recorded!r}, which is not a folder{resolved}; the '
+                    'index\'s image paths start there: set "root" to the folder that holds the images, or re-run '
+                    "`cfaudit data index`"
+                )
+            self._root_checked = True
+        return self.root / path
 
     def image_paths(self) -> list[Path]:
         return [self.image_path(i) for i in range(len(self.table))]
@@ -106,13 +144,11 @@ class DataIndex:
         if name not in SPLITS:
             raise CfauditError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)} or all")
         rows = self.table[self.table["split"] == name].reset_index(drop=True)
-        return DataIndex(rows, self.root, {**self.meta, "selected_split": name})
+        return DataIndex(rows, self.root, {**self.meta, "selected_split": name}, self.root_source)
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> DataIndex:
         """Read ``index.csv`` and its ``index.json``; without the JSON, paths are relative to the CSV's folder."""
-        import json
-
         path = Path(path)
         if not path.is_file():
             raise CfauditError(f"{path}: no such index file; make one with `cfaudit data index`")
@@ -126,14 +162,15 @@ class DataIndex:
         if sidecar.is_file():
             try:
                 meta = json.loads(sidecar.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as error:
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
                 raise CfauditError(
                     f"{sidecar}: not valid JSON ({error}); delete it or re-run `cfaudit data index`"
                 ) from None
+            _check_meta(meta, sidecar)
         root = Path(meta.get("root") or path.parent)
         if not root.is_absolute():
             root = (path.parent / root).resolve()
-        return cls(table, root, meta)
+        return cls(table, root, meta, sidecar if meta.get("root") else None)
 
     def write(self, path: str | os.PathLike[str]) -> None:
         """Write ``index.csv`` and ``index.json`` atomically (the JSON records root and provenance)."""
@@ -147,6 +184,28 @@ class DataIndex:
             "cfaudit_version": __version__,
         }
         atomic_io.write_json(sidecar_path(path), meta)
+
+
+def _check_meta(meta: Any, sidecar: Path) -> None:
+    """The keys of index.json that commands use: an object, ``root`` a path (text), ``label_policy`` valid."""
+    fix = "fix it, or re-run `cfaudit data index` to write it again"
+    if not isinstance(meta, dict):
+        kinds = {list: "a list", str: "a string", bool: "true/false", type(None): "null"}
+        kind = kinds.get(type(meta), "a number")
+        raise CfauditError(
+            f"{sidecar}: holds {kind}, not the JSON object `cfaudit data index` writes (with keys such as "
+            f'"root"); {fix}'
+        )
+    root = meta.get("root")
+    if root is not None and not isinstance(root, str):
+        raise CfauditError(
+            f'{sidecar}: "root" is {json.dumps(root)}, not a folder path (text such as "/data/mimic-cxr-jpg"); {fix}'
+        )
+    if "label_policy" in meta:
+        try:
+            LabelPolicy.from_dict(meta["label_policy"], origin=f'{sidecar}: "label_policy"')
+        except CfauditError as error:
+            raise CfauditError(f"{error}; {fix}") from None
 
 
 def empty_label_row() -> dict[str, float]:

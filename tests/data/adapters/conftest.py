@@ -1,4 +1,5 @@
-"""Fake data sets shaped like MIMIC-CXR-JPG + MIMIC-IV, CheXpert and the phantom, with tiny 8x8 PNG images."""
+"""Fake data sets shaped like MIMIC-CXR-JPG + MIMIC-IV, CheXpert and the phantom, with tiny 16x16 PNG images
+(the smallest the image loader takes)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from cfaudit.data.vocabulary import FINDINGS
 
 def write_png(path: Path, value: int = 100) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((8, 8), value, dtype=np.uint8)).save(path)
+    Image.fromarray(np.full((16, 16), value, dtype=np.uint8)).save(path)
 
 
 def write_table(path: Path, rows: list[dict], columns: list[str] | None = None) -> Path:

@@ -157,6 +157,25 @@ def test_missing_column_and_missing_folder(chexpert_dataset, tmp_path):
         load_chexpert(tmp_path / "CheXpert-v1.0-small" / "train")
 
 
+def test_missing_columns_show_the_real_header_and_case_near_misses(chexpert_dataset):
+    base = chexpert_dataset()
+    train = base / "CheXpert-v1.0-small" / "train.csv"
+    table = pd.read_csv(train, dtype=str, keep_default_na=False)
+    table.rename(columns=str.lower).to_csv(train, index=False)
+    with pytest.raises(CfauditError) as caught:
+        load_chexpert(base)
+    message = str(caught.value)
+    assert "train.csv: missing column(s) 'Path', 'Sex', 'Age'" in message
+    assert "(the file has: 'path', 'sex', 'age', 'frontal/lateral', 'ap/pa', 'no finding'," in message
+    assert "found 'path' for 'Path', 'sex' for 'Sex', 'age' for 'Age' and 16 more" in message
+    assert "column names are case- and space-sensitive" in message
+    table.rename(columns={"Sex": " Sex "}).to_csv(train, index=False)
+    with pytest.raises(
+        CfauditError, match=r"missing column\(s\) 'Sex';.*found ' Sex ' for 'Sex' that differ"
+    ):
+        load_chexpert(base)
+
+
 def test_corrupt_image_with_decode_check(chexpert_dataset):
     base = chexpert_dataset()
     (base / "CheXpert-v1.0-small" / "train/patient00002/study2/view1_frontal.jpg").write_bytes(

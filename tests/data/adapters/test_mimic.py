@@ -120,6 +120,20 @@ def test_missing_column_names_file_and_column(mimic_dataset):
         load_mimic(root, mimic_iv=mimic_iv)
 
 
+def test_missing_columns_list_the_whole_header_not_only_the_matches(mimic_dataset):
+    root, mimic_iv = mimic_dataset()
+    _rewrite(root / "mimic-cxr-2.0.0-metadata.csv.gz", lambda t: t.rename(columns=str.lower))
+    with pytest.raises(CfauditError) as caught:
+        load_mimic(root, mimic_iv=mimic_iv)
+    message = str(caught.value)
+    assert "metadata.csv.gz: missing column(s) 'ViewPosition', 'StudyDate'; the mimic adapter" in message
+    assert "'performedprocedurestepdescription', 'viewposition', 'rows', 'columns', 'studydate'" in message
+    assert (
+        "found 'viewposition' for 'ViewPosition', 'studydate' for 'StudyDate' that differ only in case"
+        in message
+    )
+
+
 def test_admissions_without_race_or_ethnicity_column(mimic_dataset):
     root, mimic_iv = mimic_dataset()
     _rewrite(mimic_iv / "hosp" / "admissions.csv.gz", lambda t: t.drop(columns=["race"]))

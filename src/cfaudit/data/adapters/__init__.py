@@ -14,13 +14,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from cfaudit import atomic_io
 from cfaudit.data.adapters.chexpert import load_chexpert
 from cfaudit.data.adapters.common import AdapterResult, LoadSummary
 from cfaudit.data.adapters.generic_csv import ColumnMap, load_csv
 from cfaudit.data.adapters.mimic import load_mimic
 from cfaudit.data.adapters.phantom import load_phantom
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
-from cfaudit.data.records import DataIndex
+from cfaudit.data.records import DataIndex, sidecar_path
 from cfaudit.data.splits import (
     DEFAULT_FRACTIONS,
     SPLITS_FILE_NAME,
@@ -42,6 +43,7 @@ __all__ = [
     "ColumnMap",
     "LoadSummary",
     "build_index",
+    "check_index_output",
     "load_source",
     "write_index",
 ]
@@ -64,11 +66,15 @@ def load_source(source: str, root: str | os.PathLike[str], **options: Any) -> Ad
     accepted = set(inspect.signature(adapter).parameters) - {"root", "source"}
     unused = sorted(k for k, v in options.items() if k not in accepted and v is not None)
     if unused:
-        flags = ", ".join("--" + k.replace("_", "-") for k in unused)
         raise CfauditError(
-            f"the {source} source does not take {flags}; it takes {', '.join(sorted(accepted))}"
+            f"the {source} source does not take {_flags(unused)}; it takes {_flags(sorted(accepted))}"
         )
     return adapter(Path(root), **{k: v for k, v in options.items() if k in accepted and v is not None})
+
+
+def _flags(names: Sequence[str]) -> str:
+    """Adapter parameter names as the command line spells them: ``on_bad_row`` -> ``--on-bad-row``."""
+    return ", ".join("--" + name.replace("_", "-") for name in names)
 
 
 def build_index(
@@ -135,9 +141,22 @@ def build_index(
     return DataIndex(table, result.root, meta)
 
 
+def check_index_output(out: str | os.PathLike[str]) -> Path:
+    """Check, before anything is read or written, that ``out`` (index.csv), its index.json and the splits.csv
+    beside it can be written: none of them is a folder, and their folder is one or can be made."""
+    out = atomic_io.check_output_file(out, "--out", example="index.csv")
+    for sibling in (sidecar_path(out), out.parent / SPLITS_FILE_NAME):
+        if sibling.is_dir():
+            raise CfauditError(
+                f"{sibling} is a folder; `cfaudit data index` writes {sibling.name} beside --out {out}: "
+                "move that folder away or choose another --out"
+            )
+    return out
+
+
 def write_index(index: DataIndex, out: str | os.PathLike[str]) -> dict[str, Path]:
     """Write ``splits.csv`` beside ``out``, then ``out`` (index.csv) and its ``index.json``; return the paths."""
-    out = Path(out)
+    out = check_index_output(out)
     splits_path = out.parent / SPLITS_FILE_NAME
     per_subject = subject_splits(index.table)
     # A split file applied from this very place is kept as shipped (it may name more subjects than the data).

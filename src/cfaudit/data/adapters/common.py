@@ -28,6 +28,8 @@ from cfaudit.errors import CfauditError
 BAD_ROW_POLICIES: tuple[str, ...] = ("error", "skip")
 IMAGE_CHECKS: tuple[str, ...] = ("exists", "decode", "none")
 MAX_EXAMPLES = 5
+#: A missing-column message lists up to this many of the file's columns.
+MAX_HEADER_SHOWN = 40
 #: Source files up to this size get a sha256 in the provenance; bigger ones only size and mtime.
 HASH_LIMIT_BYTES = 64 * 1024 * 1024
 _SKIP_HINT = "or pass --on-bad-row skip to skip such rows"
@@ -95,12 +97,42 @@ def read_source_csv(
         ) from None
     missing = [column for column in required if column not in table.columns]
     if missing:
-        raise CfauditError(
-            f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}; {needed_by} "
-            f"(the file has: {', '.join(map(str, table.columns[:30]))})"
-        )
+        raise CfauditError(_missing_columns_message(path, missing, needed_by))
     table["_line"] = np.arange(2, len(table) + 2)
     return table
+
+
+def _missing_columns_message(path: Path, missing: Sequence[str], needed_by: str) -> str:
+    """Name the missing columns, what needs them, the file's real header (read again: the table was read with
+    only the wanted columns) and, for a missing name that a present one matches but for case or spaces, that."""
+    try:
+        header = [str(c) for c in pd.read_csv(path, nrows=0, dtype=str, encoding_errors="replace").columns]
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, EOFError, ValueError):
+        header = []
+    near = []
+    for column in missing:
+        found = [c for c in header if c != column and _loose(c) == _loose(column)]
+        if found:
+            near.append(f"{found[0]!r} for {column!r}")
+    shown = ", ".join(repr(c) for c in header[:MAX_HEADER_SHOWN])
+    if len(header) > MAX_HEADER_SHOWN:
+        shown += f", ... ({len(header)} columns)"
+    message = (
+        f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}; {needed_by} "
+        f"(the file has: {shown or 'no columns'})"
+    )
+    if near:
+        more = f" and {len(near) - 3} more" if len(near) > 3 else ""
+        message += (
+            f"; found {', '.join(near[:3])}{more} that differ only in case or spaces: column names are case- "
+            "and space-sensitive, rename the column(s) as needed"
+        )
+    return message
+
+
+def _loose(name: str) -> str:
+    """A column name without case and surrounding or repeated spaces, to spot a near miss."""
+    return " ".join(name.split()).casefold()
 
 
 def file_record(path: Path) -> dict[str, Any]:
@@ -326,19 +358,20 @@ class RowFilter:
         self.drop("image file missing", missing, value=shown, hint="check --root and the image path column")
         if mode != "decode" or self.table.empty:
             return
-        from cfaudit.data.images import verify_image
+        from cfaudit.data.images import _BAD_IMAGE_HINT, verify_image
 
         problems = pd.Series("", index=self.table.index, dtype=object)
         for position, p in enumerate(self.table[path_column].astype(str)):
             try:
                 verify_image(_resolve(root, p))
             except CfauditError as error:
-                problems.iloc[position] = str(error)
+                # The loader's hint names this very command; the bad-row hint below says it for here.
+                problems.iloc[position] = str(error).replace(f"; {_BAD_IMAGE_HINT}", "")
         self.drop(
             "image file unreadable",
             (problems != "").to_numpy(),
             value=problems,
-            hint="replace the damaged file",
+            hint="replace the file",
         )
 
 

@@ -218,7 +218,11 @@ def load_csv(
         csv_path,
         required=[*mapped.values(), *explicit.values()],
         optional=defaults,
-        needed_by=f"the {source} adapter needs the columns its column map names",
+        needed_by=(
+            "the phantom folder's metadata.csv is not as `cfaudit phantom` writes it: generate the phantom again"
+            if source == "phantom"
+            else f"the {source} adapter needs the columns its column map names"
+        ),
     )
     finding_columns = {**{f: f for f in defaults if f in raw.columns}, **explicit}
     blank = [f for f in defaults if f not in raw.columns]

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from cfaudit.data.phantom.config import BUILTIN_LABEL_TABLE
+from cfaudit.data.records import plain_value
 from cfaudit.data.vocabulary import FINDINGS
 from cfaudit.errors import CfauditError
 
@@ -114,9 +115,9 @@ def validate_label_table(frame: pd.DataFrame, origin: str) -> pd.DataFrame:
         raise CfauditError(f"label table {origin}: no rows")
 
     def fail(position: int, column: str, what: str) -> CfauditError:
-        value = frame.iloc[position][column]
+        value = plain_value(frame.iloc[position][column])
         return CfauditError(
-            f"label table {origin}, line {position + 2}: {column} {value!r} {what}; fix or remove the row"
+            f"label table {origin}, line {position + 2}: {column} {value} {what}; fix or remove the row"
         )
 
     # Categorical columns hold a handful of distinct values: parse those once, not 80,000 times.
