@@ -51,3 +51,21 @@ def test_discover_errors_are_one_line(tmp_path, capsys):
         == 2
     )
     assert "unknown attribute 'Heart'" in capsys.readouterr().err
+
+
+def test_an_output_that_cannot_be_written_is_one_line_naming_the_path(tmp_path, capsys, monkeypatch):
+    """An OSError that names a path (a file where a folder is needed) is one line, not a traceback."""
+    from cfaudit.cli import main as cli_main
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder", encoding="utf-8")
+
+    def app(args, standalone_mode):
+        blocker.mkdir(exist_ok=True)
+
+    monkeypatch.setattr(cli_main, "_register_commands", lambda: None)
+    monkeypatch.setattr(cli_main, "app", app)
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert "File exists (a file is where a folder is needed)" in err and "afile" in err
+    assert "Traceback" not in err

@@ -1,5 +1,6 @@
 import json
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -316,3 +317,200 @@ def test_guidance_per_attribute_edits_those_edits_at_their_scale(editor, images,
         JobSettings(attribute_guidance={"age": 0.5})
     with pytest.raises(CfauditError, match="nti"):
         JobSettings(inversion=InversionSettings(method="nti"), attribute_guidance={"age": 3.0})
+
+
+# --- resuming checks what each done image was made from ----------------------------------------------------
+
+
+def test_an_image_whose_inputs_changed_is_redone_and_another_index_does_not_mix_in(editor, images, tmp_path):
+    interventions = parse_interventions(["Cardiomegaly=0", "age=+20"])
+    out = tmp_path / "out"
+    run_edit_job(editor, images, interventions, out, settings(), model_id="tiny")
+    # the index now says image 0 is 33 (its source prompt and target change) and image 1 lives elsewhere
+    moved = tmp_path / "moved" / "img1.png"
+    moved.parent.mkdir()
+    moved.write_bytes(images[1].path.read_bytes())
+    younger = {**RECORD, "age": 33.0}
+    changed = [
+        JobItem(images[0].image_id, images[0].path, PROMPT.replace("63", "33"), younger),
+        JobItem(images[1].image_id, moved, PROMPT, dict(RECORD)),
+        images[2],
+    ]
+    redone = []
+    report = run_edit_job(
+        editor, changed, interventions, out, settings(), model_id="tiny", on_image_done=redone.append
+    )
+    assert report.images_skipped == 1 and report.images_redone == 2
+    assert redone == [images[0].image_id, images[1].image_id]
+    table = pd.read_csv(report.edits_csv)
+    assert table["source_prompt"].iloc[0] == PROMPT.replace("63", "33")
+    assert table["target_prompt"].iloc[1] == PROMPT.replace("63", "53")  # do(age=+20) of a 33-year-old
+    assert table["original"].iloc[2] == str(moved.resolve())
+    # another data set's images into the same folder: edits.csv holds only the images of this run
+    other = [JobItem("q/other", images[2].path, PROMPT, dict(RECORD))]
+    report = run_edit_job(editor, other, interventions, out, settings(), model_id="tiny")
+    assert report.images_skipped == 0
+    assert pd.read_csv(report.edits_csv)["image_id"].tolist() == ["q/other", "q/other"]
+
+
+def test_a_damaged_folder_is_repaired_by_re_running_the_job(editor, images, tmp_path):
+    interventions = parse_interventions(["Cardiomegaly=0", "sex=female"])
+    whole = tmp_path / "whole"
+    run_edit_job(editor, images, interventions, whole, settings(), model_id="tiny")
+    out = tmp_path / "out"
+    shutil.copytree(whole, out)
+    rows = [out / "rows" / f"{safe_name(item.image_id)}.json" for item in images]
+    (out / "images" / safe_name(images[0].image_id) / "sex-female.png").unlink()  # a deleted counterfactual
+    rows[1].write_bytes(rows[1].read_bytes()[:100])  # a truncated row file
+    rows[2].write_text("[]")  # a row file with no rows
+    report = run_edit_job(editor, images, interventions, out, settings(), model_id="tiny")
+    assert report.images_skipped == 0 and report.images_redone == 3 and report.edits == 6
+    assert files(out) == files(whole)
+    # a row file that is not a list of rows, or short of an edit, is not done either
+    rows[0].write_text('{"image_id": "p0/img 0"}')
+    rows[1].write_text(json.dumps(json.loads(rows[1].read_text())[:1]))
+    report = run_edit_job(editor, images, interventions, out, settings(), model_id="tiny")
+    assert report.images_skipped == 1 and report.images_redone == 2 and files(out) == files(whole)
+
+
+def test_an_interrupted_job_reads_as_unfinished_until_it_is_finished(editor, images, tmp_path):
+    from cfaudit.evaluate.reading import read_edit_folder
+
+    interventions = parse_interventions(["Cardiomegaly=0"])
+    out = tmp_path / "out"
+    run_edit_job(editor, images[:1], interventions, out, settings(), model_id="tiny")
+    assert (out / "edits.csv").is_file()
+
+    def stop(_image_id):
+        raise KeyboardInterrupt
+
+    with pytest.raises(
+        KeyboardInterrupt
+    ):  # a larger run of the same job, interrupted after its first new image
+        run_edit_job(editor, images, interventions, out, settings(), model_id="tiny", on_image_done=stop)
+    assert (out / "job.json").is_file()  # images are done: kept, so that the same command resumes
+    with pytest.raises(
+        CfauditError,
+        match=r"unfinished edit job \(2 of 3 images done\); re-run the same `cfaudit edit` command to finish it",
+    ):
+        read_edit_folder(out)
+    report = run_edit_job(editor, images, interventions, out, settings(), model_id="tiny")
+    assert report.images_skipped == 2 and len(read_edit_folder(out).rows) == 3
+
+
+def test_what_can_be_checked_is_checked_before_job_json_is_written(editor, images, tmp_path):
+    interventions = parse_interventions(["Cardiomegaly=0"])
+    gone = JobItem("gone", tmp_path / "absent.png", PROMPT, dict(RECORD))
+    with pytest.raises(CfauditError, match=r"absent\.png: no such image file \(image 'gone'\)"):
+        run_edit_job(editor, [images[0], gone], interventions, tmp_path / "a", settings(), model_id="tiny")
+    cat = JobItem("cat", images[0].path, "a cat")  # a caption that names no attribute to take the record from
+    with pytest.raises(CfauditError, match="caption 'a cat' does not follow the prompt template"):
+        run_edit_job(
+            editor, [cat], parse_interventions(["age=+20"]), tmp_path / "b", settings(), model_id="tiny"
+        )
+    with pytest.raises(CfauditError, match="outside the valid range"):
+        run_edit_job(
+            editor, images, parse_interventions(["age=+500"]), tmp_path / "c", settings(), model_id="tiny"
+        )
+    with pytest.raises(CfauditError, match="prompt-to-prompt mode 'xyz'"):
+        EditSettings(p2p_mode="xyz")
+    assert not [p for p in ("a", "b", "c") if (tmp_path / p).exists()]
+
+
+def test_a_run_that_fails_before_any_image_is_done_leaves_no_job_json(editor, images, tmp_path):
+    interventions = parse_interventions(["Cardiomegaly=0"])
+    unreadable = tmp_path / "text.png"
+    unreadable.write_text("not an image")
+    bad = JobItem("bad", unreadable, PROMPT, dict(RECORD))
+    out = tmp_path / "out"
+    with pytest.raises(CfauditError):
+        run_edit_job(editor, [bad], interventions, out, settings(), model_id="tiny")
+    assert not out.exists()  # its job.json and the folders it made, empty, are gone
+    # so the corrected command, with other settings, is not refused
+    report = run_edit_job(editor, images[:1], interventions, out, settings(method="npi"), model_id="tiny")
+    assert report.edits == 1
+    # a failure after images are done keeps job.json (the same command resumes) ...
+    with pytest.raises(CfauditError):
+        run_edit_job(editor, [*images[:1], bad], interventions, out, settings(method="npi"), model_id="tiny")
+    assert (out / "job.json").is_file()
+    # ... and so does one into a folder whose job.json was there before, even with no image done
+    shutil.rmtree(out / "rows")
+    with pytest.raises(CfauditError):
+        run_edit_job(editor, [bad], interventions, out, settings(method="npi"), model_id="tiny")
+    assert (out / "job.json").is_file()
+    # a folder given that was there before stays, and so does what was in it
+    given = tmp_path / "given"
+    (given / "notes").mkdir(parents=True)
+    with pytest.raises(CfauditError):
+        run_edit_job(editor, [bad], interventions, given, settings(), model_id="tiny")
+    assert sorted(p.name for p in given.iterdir()) == ["notes"]
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_guidance_must_be_a_finite_number_of_at_least_one(value):
+    message = rf"must be a finite number >= 1, got {value:g}"
+    with pytest.raises(CfauditError, match=r"guidance scale " + message):
+        EditSettings(guidance_scale=value)
+    with pytest.raises(CfauditError, match=r"the inversion's guidance scale " + message):
+        JobSettings(inversion=InversionSettings(guidance_scale=value))
+    with pytest.raises(CfauditError, match=r"guidance for age " + message):
+        JobSettings(attribute_guidance={"age": value})
+    with pytest.raises(CfauditError, match=r"guidance for do\(sex=Female\) " + message):
+        JobSettings(attribute_guidance={"do(sex=female)": value})
+    with pytest.raises(CfauditError, match=r"guidance for age must be a finite number >= 1, got 0.5"):
+        JobSettings(attribute_guidance={"age": 0.5})
+
+
+def test_ctrl_c_in_an_edit_job_says_how_to_resume(editor, images, tmp_path, monkeypatch, capsys):
+    import cfaudit.edit.job as job_module
+    from cfaudit.cli.main import main
+    from cfaudit.edit.editor import CounterfactualEditor
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(CounterfactualEditor, "load", classmethod(lambda cls, *a, **k: editor))
+    monkeypatch.setattr(job_module, "run_edit_job", interrupted)
+    command = ["edit", "--image", str(images[0].path), "--prompt", PROMPT, "--do", "sex=female"]
+    assert main([*command, "--out", str(tmp_path / "out"), "--device", "cpu"]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted; re-run the same command to resume"
+
+
+# --- the SCM baseline's runner resumes by the same rules ------------------------------------------------------
+
+
+def test_the_scm_job_redoes_changed_and_damaged_images_and_leaves_no_job_json_after_a_failed_start(tmp_path):
+    from dataclasses import replace
+
+    from cfaudit.data.interventions import Intervention
+    from cfaudit.scm.job import run_scm_edit_job
+    from tests.scm.scm_tiny import make_index, tiny_model
+
+    model, out = tiny_model(), tmp_path / "edits"
+    items = items_from_index(DataIndex.read(make_index(tmp_path / "data", n=4)), "all")
+    do = [Intervention.parse("age=80")]
+    run_scm_edit_job(model, items, do, out)
+    whole = files(out)
+    changed = [replace(items[0], record={**items[0].record, "age": 33.0}), *items[1:]]
+    (out / "images" / items[1].image_id / "age-80_diff.png").unlink()
+    (out / "rows" / f"{items[2].image_id}.json").write_text('[{"truncated')
+    done = []
+    report = run_scm_edit_job(model, changed, do, out, on_image_done=done.append)
+    assert done == [items[0].image_id, items[1].image_id, items[2].image_id]
+    assert report.images_skipped == 1 and report.images_redone == 3
+    assert pd.read_csv(out / "counterfactual_values.csv")["age"].iloc[0] == 33.0
+    run_scm_edit_job(model, items, do, out)  # back to the first records: the same edits as at first
+    again = files(out)
+    assert {k: v for k, v in again.items() if k.endswith("age-80.png")} == {
+        k: v for k, v in whole.items() if k.endswith("age-80.png")
+    }  # (model_mean.png and the exact differences move in their last bits with the batch's size)
+    assert len(again) == len(whole) and len(pd.read_csv(out / "edits.csv")) == 4
+    # records and image files are checked before job.json is written; a failed start leaves none
+    bad_sex = replace(items[0], record={**items[0].record, "sex": "Other"})
+    with pytest.raises(CfauditError, match="sex"):
+        run_scm_edit_job(model, [bad_sex], do, tmp_path / "a")
+    unreadable = tmp_path / "text.png"
+    unreadable.write_text("not an image")
+    with pytest.raises(CfauditError):
+        run_scm_edit_job(model, [replace(items[0], path=unreadable)], do, tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -380,3 +380,41 @@ def test_age_edits_that_go_too_far_get_a_note_naming_the_option_that_sets_their_
     notes = [w for w in result.warnings if "intended age change" in w]
     assert len(notes) == 1 and "do(age=+20): the classifier reads 2.10x" in notes[0], notes
     assert "--attribute-guidance age=SCALE" in notes[0]
+
+
+def test_a_repeated_edit_is_refused_with_the_review_queues_words(tmp_path):
+    job = write_job(
+        tmp_path / "job", WOMAN, [("a", 0.6, 0.2, "sex=male"), ("b", 0.6, 0.3, "sex=male")], model=""
+    )
+    lines = (job / "edits.csv").read_text().splitlines()
+    (job / "edits.csv").write_text("\n".join([*lines, lines[1]]) + "\n")  # line 2 again, as line 4
+    with pytest.raises(
+        CfauditError,
+        match=r"edits\.csv, line 4: repeats the edit of line 2 \(a, sex=male\); re-run the edit job",
+    ):
+        run([job], tmp_path / "out")
+    # the same edit spelt another way is the same edit
+    (job / "edits.csv").write_text("\n".join([*lines, lines[1].replace("sex=male", "do(Sex=Male)")]) + "\n")
+    with pytest.raises(CfauditError, match=r"line 4: repeats the edit of line 2"):
+        read_edit_folder(job)
+    assert not (tmp_path / "out" / "table2.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("job_json", "progress", "command"),
+    [
+        ({"model": "m", "settings": {}, "images": 3}, "1 of 3 images done", "cfaudit edit"),
+        ({"method": "scm-hvae", "settings": {}, "images": 2}, "1 of 2 images done", "cfaudit scm edit"),
+        ({"model": "m", "settings": {}}, "1 image(s) done", "cfaudit edit"),  # job.json of an older version
+    ],
+)
+def test_an_unfinished_edit_job_says_how_far_it_got_and_how_to_finish_it(
+    tmp_path, job_json, progress, command
+):
+    folder = tmp_path / "job"
+    (folder / "rows").mkdir(parents=True)
+    (folder / "rows" / "a.json").write_text("[]")
+    (folder / "job.json").write_text(json.dumps(job_json))
+    message = f"{folder}: unfinished edit job ({progress}); re-run the same `{command}` command to finish it"
+    with pytest.raises(CfauditError, match=re.escape(message)):
+        read_edit_folder(folder)

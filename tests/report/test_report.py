@@ -324,10 +324,25 @@ def _break_counterfactual(folder: Path) -> Path:
     return folder / "edits.csv"
 
 
+def _repeat_an_edit(folder: Path) -> Path:
+    lines = (folder / "edits.csv").read_text(encoding="utf-8").splitlines()
+    (folder / "edits.csv").write_text("\n".join([*lines, lines[1]]) + "\n", encoding="utf-8")
+    return folder / "edits.csv"
+
+
+def _unknown_attribute(folder: Path) -> Path:
+    edits = pd.read_csv(folder / "edits.csv")
+    edits.loc[0, "intervention"] = "do(colour=red)"
+    edits.to_csv(folder / "edits.csv", index=False)
+    return folder / "edits.csv"
+
+
 @pytest.mark.parametrize(
     ("source", "breaker", "message"),
     [
         ("evaluation", _break_table2, r"missing column\(s\) metric"),
+        ("edits", _repeat_an_edit, r"line \d+: repeats the edit of line 2 \(.*\); re-run"),
+        ("edits", _unknown_attribute, r"line 2: .*unknown attribute 'colour'"),
         ("discovery", _break_candidates, r"line 4: column effect holds 'strong', not a number"),
         ("discovery", _break_discovery_json, r"not valid JSON"),
         ("scm_edits", _break_counterfactual, r"line 2: counterfactual .* is missing"),

@@ -206,3 +206,22 @@ def test_a_re_run_discovery_is_told_by_its_candidates_file(discovery: Path):
     assert not candidates_changed(
         make_queue(discovery.parent / "discovery" / "edits")
     )  # an edit folder has none
+
+
+def test_a_repeated_edit_or_an_unknown_attribute_in_edits_csv_is_refused_as_every_reader_refuses_it(
+    edits: Path,
+):
+    path = edits / "edits.csv"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join([*lines, lines[1]]) + "\n", encoding="utf-8")
+    with pytest.raises(
+        CfauditError, match=rf"line {len(lines) + 1}: repeats the edit of line 2 .*; re-run the edit job"
+    ):
+        make_queue(edits)
+    table = pd.read_csv(edits / "edits.csv").head(len(lines) - 1)
+    table.loc[0, "intervention"] = "do(colour=red)"
+    table.to_csv(path, index=False)
+    with pytest.raises(
+        CfauditError, match=r"edits.csv, line 2: .*unknown attribute 'colour'.*; re-run the edit job"
+    ):
+        make_queue(edits)

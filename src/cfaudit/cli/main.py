@@ -9,6 +9,7 @@ import click
 import typer
 from rich.console import Console
 
+from cfaudit.atomic_io import os_error_message
 from cfaudit.errors import CfauditError
 
 app = typer.Typer(
@@ -79,24 +80,61 @@ def _click_exception_types() -> tuple[
     return tuple(errors), tuple(aborts), tuple(exits)
 
 
+#: Exit status of a command stopped by Ctrl-C (SIGINT), as a shell reports it (128 + 2).
+INTERRUPTED = 130
+#: Commands that pick up where an interrupted run stopped when run again as they were.
+RESUMABLE: tuple[tuple[str, ...], ...] = (("edit",), ("scm", "edit"), ("discover",), ("demo",))
+
+
+def interrupted_line(argv: list[str]) -> str:
+    """The one line said when Ctrl-C stops the command ``argv``: how to go on, for a resumable one."""
+    words = tuple(argv)
+    if any(words[: len(command)] == command for command in RESUMABLE):
+        return "interrupted; re-run the same command to resume"
+    return "interrupted"
+
+
+def _by_interrupt(error: BaseException) -> bool:
+    """Whether ``error`` (click's Abort or Exit) stands for a KeyboardInterrupt (Ctrl-C)."""
+    return isinstance(error.__cause__ or error.__context__, KeyboardInterrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; a :class:`CfauditError` becomes one red line on stderr and exit status 2."""
+    """Run the CLI; a :class:`CfauditError` becomes one red line on stderr and exit status 2; Ctrl-C one line
+    (:func:`interrupted_line`) and exit status 130."""
     _register_commands()
     err = Console(stderr=True)
     usage_errors, aborts, exits = _click_exception_types()
+    words = list(sys.argv[1:] if argv is None else argv)
+
+    def interrupted() -> int:
+        err.print(f"[yellow]{interrupted_line(words)}[/]", highlight=False)
+        return INTERRUPTED
+
     try:
         result = app(args=argv, standalone_mode=False)
     except CfauditError as error:
         err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         return 2
-    except aborts:
+    except OSError as error:  # e.g. an output that cannot be written: one line naming the path, no traceback
+        if (message := os_error_message(error)) is None:
+            raise  # no path and no known cause: a bug, keep the traceback
+        err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        return interrupted()
+    except aborts as error:
+        if _by_interrupt(error):  # click < 8.2 and typer < 0.26 turn Ctrl-C into Abort
+            return interrupted()
         err.print("[bold red]aborted[/]")
         return 130
     except usage_errors as error:
         error.show()
         return error.exit_code
     except exits as stop:
-        return stop.exit_code
+        return interrupted() if _by_interrupt(stop) else stop.exit_code
+    if result == INTERRUPTED:  # typer >= 0.26 turns Ctrl-C into a silent exit status 130, returned here
+        return interrupted()
     return result if isinstance(result, int) else 0
 
 

@@ -11,21 +11,32 @@ An edit folder holds::
 
 ``<id>`` is :func:`safe_name` of the image id and the paths in ``edits.csv`` after ``original`` are relative to
 the folder (``original``, the source image as given, is absolute). Both job runners (``cfaudit.edit.job``,
-``cfaudit.scm.job``) write through the pieces here: the items and report of a job, the row files (an image whose
-row file exists is done, so a resumed job skips it), the staging left by a killed write, the merge into
-``edits.csv``, the counterfactual's files and ``job.json`` with the resume refusal :func:`check_job_file`; what
-is model-specific (inversion caches, fingerprints, the editing loops, the ``job.json`` record) stays with them.
+``cfaudit.scm.job``) write through the pieces here: the items and report of a job, the row files, the staging
+left by a killed write, the merge into ``edits.csv``, the counterfactual's files and ``job.json`` with the resume
+refusal :func:`check_job_file`; what is model-specific (inversion caches, fingerprints, the editing loops, the
+``job.json`` record) stays with them.
+
+An image is done (a resumed job skips it) when its row file is readable, holds one row per edit the job asks of
+the image, each row records the inputs the image is edited from now (:func:`unfinished_reason`: its id,
+intervention, original file and source prompt, and what else the runner says identifies the edit) and every file
+the rows name is there. Any other image is redone; :func:`prepare_resume` removes the row files of those and the
+``edits.csv`` of a folder that is not finished, so that what a folder holds never claims more than is done.
+``job.json`` also records how many images the latest run was given (``images``, not compared on resume), so that a
+reader of an unfinished folder can say how far it got (:func:`unfinished_job`).
+
 The readers (evaluation, report, review, discovery) take the names and column lists from here, and
-:func:`read_edits_table`, :func:`read_job_json` and :func:`resolve_path`.
+:func:`read_edits_table` (which refuses a repeated edit or an unreadable intervention), :func:`read_job_json` and
+:func:`resolve_path`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +90,10 @@ IDENTIFYING_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 #: The image files of an edit, as relative paths in its row.
 EDIT_FILE_COLUMNS: tuple[str, ...] = ("counterfactual", "reconstruction", "difference")
+#: Every file a row names (relative to the folder): an image whose rows name a missing one is not done.
+ROW_FILE_COLUMNS: tuple[str, ...] = (*EDIT_FILE_COLUMNS, "difference_png")
+#: The key of ``job.json`` that counts the images of the latest run (not part of the settings a resume must match).
+JOB_IMAGES_KEY = "images"
 #: The columns a reader that shows edits (report, review) needs.
 SHOWN_COLUMNS: tuple[str, ...] = ("image_id", "intervention", "counterfactual", "difference")
 #: The columns the evaluation needs of an ``edits.csv`` and of a ``pairs.csv``.
@@ -115,6 +130,8 @@ class JobReport:
     #: only the main process, rank 0, merges the rows into ``edits.csv``).
     rank: int = 0
     num_processes: int = 1
+    #: Images that had a row file but were redone: it was unreadable, or its inputs or files had changed.
+    images_redone: int = 0
 
 
 def items_from_index(
@@ -164,7 +181,8 @@ def check_job_items(
     items: Sequence[JobItem], interventions: Sequence[Intervention], ids: str = "image ids"
 ) -> list[str]:
     """The items' image ids, after refusing what no job can write: no image, an image with no intervention, one
-    image twice, or one intervention twice for an image. ``ids``: what the messages call the image ids."""
+    image twice, one intervention twice for an image, or an image file that is not there. ``ids``: what the
+    messages call the image ids."""
     if not items:
         raise CfauditError("nothing to edit: no images given")
     if not interventions and any(item.interventions is None for item in items):
@@ -173,7 +191,27 @@ def check_job_items(
     check_unique_ids(image_ids, ids)
     for item in items:
         check_unique_slugs(interventions if item.interventions is None else item.interventions)
+    missing = [item for item in items if not Path(item.path).is_file()]
+    if missing:
+        first = missing[0]
+        more = f" ({len(missing)} of {len(items)} image files are missing)" if len(missing) > 1 else ""
+        raise CfauditError(
+            f"{first.path}: no such image file (image {first.image_id!r}){more}; fix the paths (the index and its "
+            "root) or choose other images"
+        )
     return image_ids
+
+
+def item_inputs(item: JobItem, intervention: Intervention) -> dict[str, Any]:
+    """What the row of ``item``'s edit by ``intervention`` records of the item it was made from (its id, the
+    intervention, the original file and the source prompt), as a job writes them: a resumed job redoes an image
+    whose rows disagree with the current item in any of them (:func:`unfinished_reason`)."""
+    return {
+        "image_id": item.image_id,
+        "intervention": str(intervention),
+        "original": str(Path(item.path).resolve()),
+        "source_prompt": item.source_prompt,
+    }
 
 
 # --- writing ---------------------------------------------------------------------------------------------------
@@ -197,9 +235,59 @@ def row_file(out: Path, image_id: str) -> Path:
     return out / ROWS_FOLDER / f"{safe_name(image_id)}.json"
 
 
-def is_done(out: Path, image_id: str) -> bool:
-    """Whether a previous run finished this image (a resumed job skips it)."""
-    return row_file(out, image_id).is_file()
+def _as_json(value: Any) -> Any:
+    """``value`` as a row file holds it after a write and a read."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def unfinished_reason(out: Path, image_id: str, expected: Sequence[Mapping[str, Any]]) -> str:
+    """Why the image ``image_id`` of the folder ``out`` is not done; ``""`` when it is.
+
+    ``expected`` holds one mapping per edit the job asks of the image, in order: the values its row must hold (at
+    least :func:`item_inputs`; a runner adds what else decides the edit, e.g. its target prompt). The image is done
+    when its row file is a readable list of exactly those rows, each agreeing with its mapping, and every file
+    (:data:`ROW_FILE_COLUMNS`) the rows name is there."""
+    path = row_file(out, image_id)
+    if not path.is_file():
+        return "no row file"
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return f"{path} is not readable ({error})"
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        return f"{path} is not a list of rows"
+    if len(rows) != len(expected):
+        return f"{path} holds {len(rows)} row(s) for the {len(expected)} edit(s) of the image"
+    for row, wanted in zip(rows, expected, strict=True):
+        for column, value in wanted.items():
+            if column not in row or row[column] != _as_json(value):
+                return f"{path}: its {column} is {row.get(column)!r}, now {_as_json(value)!r}"
+        for column in ROW_FILE_COLUMNS:
+            name = row.get(column)
+            if not isinstance(name, str) or not name or not resolve_path(out, name).is_file():
+                return f"{path}: the {column} file {name!r} is missing"
+    return ""
+
+
+def prepare_resume(
+    out: Path, expected: Mapping[str, Sequence[Mapping[str, Any]]], also: Iterable[str] = ()
+) -> tuple[int, int]:
+    """Before a job edits into ``out``: remove the row file of every image that is not done
+    (:func:`unfinished_reason`; ``expected`` by image id), so that it is redone; and, when any image of the job is
+    not done, ``edits.csv`` and the merged files named in ``also``, so that the folder reads as unfinished until
+    the job ends. Returns (images done, images redone: they had a row file). Only the main process calls it."""
+    done = redone = 0
+    for image_id, rows in expected.items():
+        reason = unfinished_reason(out, image_id, rows)
+        if not reason:
+            done += 1
+        elif row_file(out, image_id).is_file():
+            row_file(out, image_id).unlink()
+            redone += 1
+    if done < len(expected):
+        for name in (EDITS_CSV, *also):
+            (out / name).unlink(missing_ok=True)
+    return done, redone
 
 
 def finish_image(out: Path, image_id: str, rows: list[dict[str, Any]], *, clear_staged: bool = False) -> None:
@@ -218,7 +306,15 @@ def read_image_rows(out: Path, image_id: str) -> list[dict[str, Any]] | None:
     path = row_file(out, image_id)
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CfauditError(
+            f"{path}: not readable JSON ({error}); re-run the edit job, which redoes this image"
+        ) from None
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise CfauditError(f"{path}: not a list of rows; re-run the edit job, which redoes this image")
+    return rows
 
 
 def write_edits_csv(out: Path, image_ids: Sequence[str]) -> int:
@@ -251,43 +347,141 @@ def write_counterfactual(
     }
 
 
-def check_job_file(out: Path, record: dict[str, Any], rank: int = 0) -> None:
-    """Refuse to resume into ``out`` when its ``job.json`` records other settings; write it on a fresh start."""
+def check_job_file(out: Path, record: dict[str, Any], rank: int = 0, images: int | None = None) -> bool:
+    """Refuse to resume into ``out`` when its ``job.json`` records other settings; write it on a fresh start.
+
+    ``images``: how many images this run was given, kept in ``job.json`` as :data:`JOB_IMAGES_KEY` (updated on a
+    resume, never compared: a resume may take more or fewer). Returns whether this call wrote a new ``job.json``
+    (which :func:`abandon_job` may remove again)."""
     path = out / JOB_JSON
+    counted = {**record, **({JOB_IMAGES_KEY: images} if images is not None else {})}
     if path.is_file():
         try:
             existing = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
+        except (UnicodeDecodeError, json.JSONDecodeError):
             existing = None
-        wanted = json.loads(json.dumps(record, sort_keys=True, default=str))
-        if existing != wanted:
+        wanted = _as_json(record)
+        settings = (
+            {k: v for k, v in existing.items() if k != JOB_IMAGES_KEY} if isinstance(existing, dict) else None
+        )
+        if settings != wanted:
             differ = (
-                sorted(k for k in set(existing) | set(wanted) if existing.get(k) != wanted.get(k))
-                if isinstance(existing, dict)
-                else ["the whole file (not readable JSON)"]
+                sorted(k for k in set(settings) | set(wanted) if settings.get(k) != wanted.get(k))
+                if isinstance(settings, dict)
+                else ["the whole file (not a readable JSON object)"]
             )
             raise CfauditError(
                 f"{out} holds an edit job with other settings, interventions or model ({path}; differs in: "
                 f"{', '.join(differ)}); use a new --out folder or delete that one"
             )
-    elif rank == 0:
-        atomic_io.write_json(path, record)
+        if rank == 0 and images is not None and existing.get(JOB_IMAGES_KEY) != images:
+            atomic_io.write_json(path, counted)
+        return False
+    if rank == 0:
+        atomic_io.write_json(path, counted)
+        return True
+    return False
+
+
+def new_folders(*folders: Path) -> list[Path]:
+    """Those of ``folders`` that are not there yet (a job may create them), for :func:`abandon_job`."""
+    return [folder for folder in folders if not folder.exists()]
+
+
+def abandon_job(out: Path, image_ids: Sequence[str], created: Sequence[Path]) -> None:
+    """Undo the start of a job that failed before any image was done: remove the ``job.json`` it wrote (call this
+    only then) and those of the folders it ``created`` (:func:`new_folders`, taken before it wrote anything) that
+    are still empty, with their empty subfolders, so that a corrected command starts afresh. Nothing is removed
+    once an image of the job has a row file."""
+    if any(row_file(out, image_id).is_file() for image_id in image_ids):
+        return
+    (out / JOB_JSON).unlink(missing_ok=True)
+    for folder in sorted(created, key=lambda p: len(p.parts), reverse=True):
+        if not folder.is_dir():
+            continue
+        for sub in sorted(
+            (p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
+        ):
+            _remove_if_empty(sub)
+        _remove_if_empty(folder)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty (or gone): keep it
+        folder.rmdir()
 
 
 # --- reading ---------------------------------------------------------------------------------------------------
 
 
-def read_edits_table(path: Path, advice: str = "") -> pd.DataFrame:
-    """An ``edits.csv`` (or ``pairs.csv``) with every cell as written, a string (``advice`` ends the error)."""
+def read_edits_table(path: Path, advice: str | None = None) -> pd.DataFrame:
+    """An ``edits.csv`` (or ``pairs.csv``) with every cell as written, a string, after :func:`check_edit_rows`.
+
+    ``advice`` ends an error (default: re-run the edit job, for a ``pairs.csv``: fix the file). Every reader of the
+    edits (evaluation, report, review) reads them through here, so all refuse the same rows."""
+    if advice is None:
+        advice = "; re-run the edit job" if path.name != PAIRS_CSV else "; fix or remove that row"
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise CfauditError(f"{path}: not a readable CSV ({error}){advice}") from None
+    check_edit_rows(table, path, advice)
+    return table
+
+
+def check_edit_rows(table: pd.DataFrame, path: Path, advice: str = "; re-run the edit job") -> None:
+    """Refuse a row whose intervention does not parse, and a row that repeats the edit of an earlier one (the
+    same image id and intervention; without an image id, the same original, counterfactual and intervention),
+    which every reader would count twice. Errors name the file and line (the header is line 1)."""
+    if "intervention" not in table.columns:
+        return  # the reader says which columns it needs
+    seen: dict[tuple[str, ...], int] = {}
+    for position, row in enumerate(table.to_dict("records")):
+        line = position + 2
+        text = str(row["intervention"])
+        try:
+            intervention = str(Intervention.parse(text))
+        except CfauditError as error:
+            raise CfauditError(f"{path}, line {line}: {error}{advice}") from None
+        image_id = str(row.get("image_id") or "").strip()
+        key = (
+            (image_id, intervention)
+            if image_id
+            else ("", str(row.get("original") or ""), str(row.get("counterfactual") or ""), intervention)
+        )
+        if key in seen:
+            raise CfauditError(
+                f"{path}, line {line}: repeats the edit of line {seen[key]} "
+                f"({image_id or row.get('original')}, {text}){advice}"
+            )
+        seen[key] = line
 
 
 def read_job_json(folder: Path) -> dict[str, Any]:
     """The ``job.json`` of an edit folder (it must be there, beside ``edits.csv``)."""
     return read_json(folder / JOB_JSON, missing=f"missing; an editing job writes it beside {EDITS_CSV}")
+
+
+def unfinished_job(folder: Path) -> str | None:
+    """What to say of an edit folder whose job has not finished (``job.json`` or row files, but no
+    ``edits.csv``): how many of its images are done and which command finishes it; ``None`` for anything else."""
+    if (folder / EDITS_CSV).is_file():
+        return None
+    rows = folder / ROWS_FOLDER
+    done = len([p for p in rows.glob("*.json") if p.is_file()]) if rows.is_dir() else 0
+    if not (folder / JOB_JSON).is_file() and not done:
+        return None
+    job: Any = None
+    with contextlib.suppress(OSError, UnicodeDecodeError, json.JSONDecodeError):
+        job = json.loads((folder / JOB_JSON).read_text(encoding="utf-8"))
+    job = job if isinstance(job, dict) else {}
+    total = job.get(JOB_IMAGES_KEY)
+    if isinstance(total, int) and not isinstance(total, bool) and total > 0:
+        progress = f"{min(done, total)} of {total} images done"
+    else:  # a job.json written before it counted its images
+        progress = f"{done} image(s) done"
+    command = "cfaudit scm edit" if job.get("method") == SCM_METHOD else "cfaudit edit"
+    return f"unfinished edit job ({progress}); re-run the same `{command}` command to finish it"
 
 
 def resolve_path(folder: Path, value: str | os.PathLike[str]) -> Path:

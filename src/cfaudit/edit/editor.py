@@ -34,6 +34,7 @@ The inversion and the source branch are shared by all the edits of an image.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -44,6 +45,7 @@ import torch
 
 from cfaudit.devices import resolve_device
 from cfaudit.edit.attention import (
+    P2P_MODES,
     AttentionController,
     AttentionSettings,
     HookedLayers,
@@ -57,6 +59,15 @@ from cfaudit.errors import CfauditError
 from cfaudit.models.text_encoding import encode_prompts
 
 
+def check_guidance(scale: float, what: str = "guidance scale") -> float:
+    """``scale`` as a float, after refusing what is not a finite number >= 1 (NaN and infinity would pass a plain
+    ``>= 1`` check the wrong way or blow up: NaN counterfactuals). ``what``: the message's name for it."""
+    value = float(scale)
+    if not (math.isfinite(value) and value >= 1.0):
+        raise CfauditError(f"{what} must be a finite number >= 1, got {value:g}")
+    return value
+
+
 @dataclass(frozen=True)
 class EditSettings:
     """How the targets are denoised: guidance, prompt-to-prompt mode and attention injection."""
@@ -67,8 +78,11 @@ class EditSettings:
     correct_target: bool = True
 
     def __post_init__(self) -> None:
-        if self.guidance_scale < 1.0:
-            raise CfauditError(f"guidance scale must be >= 1, got {self.guidance_scale}")
+        check_guidance(self.guidance_scale)
+        if self.p2p_mode not in P2P_MODES:
+            raise CfauditError(
+                f"prompt-to-prompt mode {self.p2p_mode!r} is not one of {', '.join(P2P_MODES)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -371,8 +385,8 @@ class CounterfactualEditor:
         scales = {settings.guidance_scale} | {
             t.guidance_scale for image in plans for t in image if t.guidance_scale is not None
         }
-        if min(scales) < 1.0:
-            raise CfauditError(f"guidance scale must be >= 1, got {min(scales)}")
+        for scale in scales:
+            check_guidance(scale)
         if first.method == "nti" and scales != {first.settings.guidance_scale}:
             raise CfauditError(
                 f"null-text embeddings were fitted at guidance {first.settings.guidance_scale}; edit at that "

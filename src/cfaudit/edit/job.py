@@ -17,10 +17,15 @@ batch it
 The folder's format (file names, the row schema, the row files, ``edits.csv`` and ``job.json``) is
 :mod:`cfaudit.data.edit_folder`; this module holds what is the diffusion editor's own.
 
-An image whose row file exists is done: a killed job restarts at the first batch with an image not done and
-redoes that whole batch (so batches, and therefore outputs, are the same as in an uninterrupted run).
-``edits.csv`` is rebuilt from the row files at the end, so it never holds a duplicate or a half row.
-``job.json`` records the settings; re-running into the same folder with other settings is refused.
+An image is done when its row file is readable, holds its edits made from the inputs it has now (its file,
+source prompt, interventions, target and reference prompts) and every file the rows name is there
+(:func:`cfaudit.data.edit_folder.unfinished_reason`); any other image is redone. A killed job restarts at the
+first batch with an image not done and redoes that whole batch (so batches, and therefore outputs, are the same
+as in an uninterrupted run). ``edits.csv`` is removed while the job is unfinished and rebuilt from the row files
+at the end, so it never holds a duplicate or a half row. ``job.json`` records the settings; re-running into the
+same folder with other settings is refused. Everything that can be checked without the model (settings, each
+image's file and edit prompts) is checked before ``job.json`` is written, and a run that fails before any image
+is done removes the ``job.json`` it wrote, so that the corrected command is not refused.
 
 Under ``accelerate launch`` each process takes every ``num_processes``-th batch; the main process merges the rows.
 """
@@ -43,15 +48,21 @@ import torch
 from cfaudit.data.edit_folder import (
     EDITS_CSV,
     IDENTITY_FILE,
+    IMAGES_FOLDER,
     INVERSIONS_FOLDER,
     RECONSTRUCTION_FILE,
+    ROWS_FOLDER,
     JobItem,
     JobReport,
+    abandon_job,
     check_job_file,
     check_job_items,
     finish_image,
     image_folder,
-    is_done,
+    item_inputs,
+    new_folders,
+    prepare_resume,
+    row_file,
     write_counterfactual,
     write_edits_csv,
 )
@@ -66,7 +77,7 @@ from cfaudit.data.interventions import (
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
 from cfaudit.data.prompts import DEFAULT_TEMPLATE, PromptTemplate
 from cfaudit.edit.attention import AttentionSettings
-from cfaudit.edit.editor import CounterfactualEditor, EditSettings, ImageEdits, Target
+from cfaudit.edit.editor import CounterfactualEditor, EditSettings, ImageEdits, Target, check_guidance
 from cfaudit.edit.inversion import Inversion, InversionSettings
 from cfaudit.errors import CfauditError
 
@@ -96,10 +107,11 @@ class JobSettings:
             )
         if self.batch_size < 1:
             raise CfauditError(f"batch size must be at least 1, got {self.batch_size}")
+        check_guidance(self.edit.guidance_scale)
+        check_guidance(self.inversion.guidance_scale, "the inversion's guidance scale")
         scales = {_guidance_key(name): float(scale) for name, scale in self.attribute_guidance.items()}
         for attribute, scale in scales.items():
-            if not scale >= 1.0:
-                raise CfauditError(f"guidance for {attribute} must be >= 1, got {scale:g}")
+            check_guidance(scale, f"guidance for {attribute}")
         object.__setattr__(self, "attribute_guidance", scales)
         if self.attribute_guidance and self.inversion.method == "nti":
             raise CfauditError(
@@ -348,6 +360,13 @@ def run_edit_job(
     start = time.perf_counter()
     out = Path(out)
     ids = check_job_items(items, interventions)
+    # every image's edits (prompts, relative targets resolved) before anything is written: a bad one fails here
+    targets: dict[str, list[Target]] = {}
+    for item in items:
+        plan = _item_interventions(item, interventions)
+        targets[item.image_id] = settings.guided_targets(
+            edit_targets(item, plan, settings.prompt_mode, template, policy), plan
+        )
     rank, world, barrier = _process_state()
     fingerprint = model_fingerprint(editor)
     cache = Path(cache_dir) if cache_dir is not None else out / INVERSIONS_FOLDER
@@ -358,27 +377,62 @@ def run_edit_job(
         "model": model_id,
         "model_fingerprint": fingerprint,
     }
-    check_job_file(out, job_record, rank)
-    barrier()
-
-    batches = [list(items[i : i + settings.batch_size]) for i in range(0, len(items), settings.batch_size)]
-    done_before = sum(is_done(out, i) for i in ids)
-    for batch in batches[rank::world]:
-        if all(is_done(out, item.image_id) for item in batch):
-            continue
-        rows = _edit_batch(editor, batch, interventions, out, cache, settings, fingerprint, template, policy)
-        for item, image_rows in zip(batch, rows, strict=True):
-            # this process alone writes this image's folder, and has written it all: what a killed write
-            # staged there is no one's any more
-            finish_image(out, item.image_id, image_rows, clear_staged=True)
-            if on_image_done is not None:
-                on_image_done(item.image_id)
+    created = new_folders(out, out / IMAGES_FOLDER, out / ROWS_FOLDER, cache)
+    fresh = check_job_file(out, job_record, rank, images=len(items))
+    try:
+        redone = 0
+        if rank == 0:  # the others wait: they must see the row files as this leaves them
+            expected = {
+                item.image_id: _expected_rows(
+                    item, _item_interventions(item, interventions), targets[item.image_id]
+                )
+                for item in items
+            }
+            redone = prepare_resume(out, expected)[1]
+        barrier()
+        # prepare_resume removed the row file of every image not done: those left are done
+        done = {image_id for image_id in ids if row_file(out, image_id).is_file()}
+        done_before = len(done)
+        batches = [
+            list(items[i : i + settings.batch_size]) for i in range(0, len(items), settings.batch_size)
+        ]
+        for batch in batches[rank::world]:
+            if all(item.image_id in done for item in batch):
+                continue
+            rows = _edit_batch(editor, batch, interventions, targets, out, cache, settings, fingerprint)
+            for item, image_rows in zip(batch, rows, strict=True):
+                # this process alone writes this image's folder, and has written it all: what a killed write
+                # staged there is no one's any more
+                finish_image(out, item.image_id, image_rows, clear_staged=True)
+                if on_image_done is not None:
+                    on_image_done(item.image_id)
+    except BaseException:
+        if fresh:  # nothing done: leave no job.json behind to refuse the corrected command
+            abandon_job(out, ids, created)
+        raise
     barrier()
     edits_csv = out / EDITS_CSV
     count = 0
     if rank == 0:
         count = write_edits_csv(out, ids)
-    return JobReport(edits_csv, len(items), done_before, count, time.perf_counter() - start, rank, world)
+    return JobReport(
+        edits_csv, len(items), done_before, count, time.perf_counter() - start, rank, world, redone
+    )
+
+
+def _expected_rows(
+    item: JobItem, interventions: Sequence[Intervention], targets: Sequence[Target]
+) -> list[dict[str, Any]]:
+    """What the rows of a done image hold of its inputs: :func:`~cfaudit.data.edit_folder.item_inputs`, and each
+    edit's target prompt and the prompt it was measured against (they follow from the image's record)."""
+    return [
+        {
+            **item_inputs(item, intervention),
+            "target_prompt": target.prompt,
+            "reference_prompt": target.anchor or item.source_prompt,
+        }
+        for intervention, target in zip(interventions, targets, strict=True)
+    ]
 
 
 def _item_interventions(item: JobItem, default: Sequence[Intervention]) -> Sequence[Intervention]:
@@ -401,23 +455,20 @@ def _edit_batch(
     editor: CounterfactualEditor,
     batch: list[JobItem],
     interventions: Sequence[Intervention],
+    targets_of: Mapping[str, list[Target]],
     out: Path,
     cache: Path,
     settings: JobSettings,
     fingerprint: str,
-    template: PromptTemplate,
-    policy: LabelPolicy,
 ) -> list[list[dict[str, Any]]]:
-    """Invert (or load) and edit one batch of images; write their images; return their rows."""
+    """Invert (or load) and edit one batch of images (``targets_of``: each image's edits, by id); write their
+    images; return their rows."""
     torch.manual_seed(settings.seed)
     # 1. Load the images and the prompts
     images = torch.stack([load_model_tensor(item.path, editor.resolution) for item in batch])  # [B, 1, H, W]
     prompts = [item.source_prompt for item in batch]
     plans = [_item_interventions(item, interventions) for item in batch]
-    targets = [
-        settings.guided_targets(edit_targets(item, plan, settings.prompt_mode, template, policy), plan)
-        for item, plan in zip(batch, plans, strict=True)
-    ]
+    targets = [list(targets_of[item.image_id]) for item in batch]
     if settings.identity_check:
         targets = [
             [*image_targets, Target(prompt)] for image_targets, prompt in zip(targets, prompts, strict=True)

@@ -26,6 +26,7 @@ from cfaudit.data.edit_folder import (
     read_edits_table,
     read_job_json,
     resolve_path,
+    unfinished_job,
 )
 from cfaudit.data.interventions import Intervention, caption_record
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy, known_label_value
@@ -88,6 +89,8 @@ def read_edit_folder(folder: str | Path) -> EditFolder:
         source, kind, required = folder / EDITS_CSV, "job", JOB_REQUIRED
     elif (folder / PAIRS_CSV).is_file():
         source, kind, required = folder / PAIRS_CSV, "pairs", PAIRS_REQUIRED
+    elif (unfinished := unfinished_job(folder)) is not None:
+        raise CfauditError(f"{folder}: {unfinished}")
     else:
         raise CfauditError(
             f"{folder}: neither {EDITS_CSV} (an editing job's output) nor {PAIRS_CSV} (columns "

@@ -38,6 +38,7 @@ from cfaudit.data.edit_folder import (
     JOB_JSON,
     ROWS_FOLDER,
     SHOWN_COLUMNS,
+    read_edits_table,
 )
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
 from cfaudit.data.records import DataIndex
@@ -376,6 +377,7 @@ def read_edit_job(edits_csv: Path) -> EditJobInput:
     edits = read_table(edits_csv, SHOWN_COLUMNS, ("edit_l1", "diff_scale", "seconds"), producer)
     for column in SHOWN_COLUMNS:
         edits[column] = edits[column].astype(str)
+    read_edits_table(edits_csv)  # refuses what every reader of edits.csv refuses (a repeated edit ...), alike
     if "method" not in edits.columns:
         edits["method"] = "edit"
     edits["method"] = edits["method"].fillna("edit").astype(str)

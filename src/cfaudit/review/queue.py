@@ -198,18 +198,11 @@ def read_edit_rows(folder: Path) -> list[dict[str, str]]:
         raise CfauditError(
             f"{path}: missing column(s) {', '.join(missing)}; was it written by `cfaudit edit`?"
         )
-    rows = []
-    seen: dict[tuple[str, str], int] = {}
-    for position, record in enumerate(table.to_dict(orient="records")):
-        line = position + 2
-        key = (record["image_id"], record["intervention"])
-        if key in seen:
-            raise CfauditError(
-                f"{path}, line {line}: repeats the edit of line {seen[key]} ({key[0]}, {key[1]}); re-run the edit job"
-            )
-        seen[key] = line
-        rows.append({**record, "line": str(line)})
-    return rows
+    # read_edits_table refused a row that repeats an edit or names no valid intervention
+    return [
+        {**record, "line": str(position + 2)}
+        for position, record in enumerate(table.to_dict(orient="records"))
+    ]
 
 
 def edit_digest(folder: Path, row: Mapping[str, str]) -> str:

@@ -13,6 +13,11 @@ then ``edits.csv`` (:data:`cfaudit.data.edit_folder.EDIT_COLUMNS`, one row per e
 target prompt is the caption of the counterfactual record, descendants included, and ``unet_evals`` is 0) and
 ``counterfactual_values.csv`` (per edit, each graph node's factual and counterfactual value). ``job.json`` holds
 the settings; re-running the same command resumes, other settings in the same folder are refused.
+
+An image is done when its row file is readable, holds its edits made from the inputs it has now (its file, source
+prompt, interventions and the graph's values of its record) and every file the rows name is there; any other image
+is redone (:func:`cfaudit.data.edit_folder.unfinished_reason`). The records and image files are checked before
+``job.json`` is written, and a run that fails before any image is done removes the ``job.json`` it wrote.
 """
 
 from __future__ import annotations
@@ -33,16 +38,22 @@ import torch
 from cfaudit import atomic_io
 from cfaudit.data.edit_folder import (
     EDITS_CSV,
+    IMAGES_FOLDER,
     RECONSTRUCTION_FILE,
+    ROWS_FOLDER,
     SCM_METHOD,
     JobItem,
     JobReport,
+    abandon_job,
     check_job_file,
     check_job_items,
     finish_image,
     image_folder,
-    is_done,
+    item_inputs,
+    new_folders,
+    prepare_resume,
     read_image_rows,
+    row_file,
     write_counterfactual,
     write_edits_csv,
 )
@@ -110,24 +121,45 @@ def run_scm_edit_job(
         )
     engine = ScmCounterfactuals(model, settings.latents)
     engine.check(interventions)  # every attribute must be a node of the graph: fail before any work
-    check_job_file(out, {"method": SCM_METHOD, "settings": asdict(settings), "interventions": [str(i) for i in interventions],
-                     "model": model_id, "model_fingerprint": model_fingerprint(model), "resolution": model.resolution})  # fmt: skip
-
-    # an image whose row file exists is done (its result does not depend on the batch it was in: seeds are per
-    # image), so a resumed job edits only the others
-    pending = [item for item in items if not is_done(out, item.image_id)]
-    done_before = len(items) - len(pending)
-    for start in range(0, len(pending), settings.batch_size):
-        batch = pending[start : start + settings.batch_size]
-        for item, rows in zip(
-            batch, _edit_batch(engine, batch, interventions, out, settings, template), strict=True
-        ):
-            finish_image(out, item.image_id, rows)
-            if on_image_done is not None:
-                on_image_done(item.image_id)
+    # every record's node values (a value the graph cannot hold fails here, naming the row, before any work)
+    factual = factual_values(model, items)
+    expected = {
+        item.image_id: [{**item_inputs(item, i), "factual_values": values} for i in interventions]
+        for item, values in zip(items, factual, strict=True)
+    }
+    created = new_folders(out, out / IMAGES_FOLDER, out / ROWS_FOLDER)
+    fresh = check_job_file(out, {"method": SCM_METHOD, "settings": asdict(settings), "interventions": [str(i) for i in interventions],
+                                 "model": model_id, "model_fingerprint": model_fingerprint(model), "resolution": model.resolution},
+                           images=len(items))  # fmt: skip
+    try:
+        # an image is done when its rows match it now (its result does not depend on the batch it was in: seeds
+        # are per image), so a resumed job edits only the others
+        done_before, redone = prepare_resume(out, expected, also=(VALUES_CSV,))
+        pending = [item for item in items if not row_file(out, item.image_id).is_file()]
+        for start in range(0, len(pending), settings.batch_size):
+            batch = pending[start : start + settings.batch_size]
+            for item, rows in zip(
+                batch, _edit_batch(engine, batch, interventions, out, settings, template), strict=True
+            ):
+                finish_image(out, item.image_id, rows)
+                if on_image_done is not None:
+                    on_image_done(item.image_id)
+    except BaseException:
+        if fresh:  # nothing done: leave no job.json behind to refuse the corrected command
+            abandon_job(out, ids, created)
+        raise
     count = write_edits_csv(out, ids)
     write_values_csv(out, ids)
-    return JobReport(out / EDITS_CSV, len(items), done_before, count, time.perf_counter() - started)
+    return JobReport(
+        out / EDITS_CSV, len(items), done_before, count, time.perf_counter() - started, images_redone=redone
+    )
+
+
+def factual_values(model: CausalImageModel, items: Sequence[JobItem]) -> list[dict[str, Any]]:
+    """Each item's record as the graph's node values (as its rows record them, ``factual_values``)."""
+    table = pd.DataFrame([item.record for item in items])
+    values = model.graph.encode(table, model.label_policy, origin="index")
+    return [model.graph.decode(values, b) for b in range(len(items))]
 
 
 def write_values_csv(out: Path, image_ids: Sequence[str]) -> Path:
