@@ -36,7 +36,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -404,6 +404,36 @@ def abandon_job(out: Path, image_ids: Sequence[str], created: Sequence[Path]) ->
         ):
             _remove_if_empty(sub)
         _remove_if_empty(folder)
+
+
+@contextlib.contextmanager
+def undone_on_failure(
+    out: Path, image_ids: Sequence[str], created: Sequence[Path], fresh: bool
+) -> Iterator[None]:
+    """Around a job's edits: if they raise and this run wrote ``job.json`` (``fresh``, from
+    :func:`check_job_file`), undo the start (:func:`abandon_job`), then let the error go on."""
+    try:
+        yield
+    except BaseException:
+        if fresh:  # nothing done: leave no job.json behind to refuse the corrected command
+            abandon_job(out, image_ids, created)
+        raise
+
+
+def finish_images(
+    out: Path,
+    items: Sequence[JobItem],
+    rows: Sequence[list[dict[str, Any]]],
+    on_image_done: Callable[[str], None] | None = None,
+    *,
+    clear_staged: bool = False,
+) -> None:
+    """Write the row file of each edited item (:func:`finish_image`: the image is then done), then tell
+    ``on_image_done`` its id."""
+    for item, image_rows in zip(items, rows, strict=True):
+        finish_image(out, item.image_id, image_rows, clear_staged=clear_staged)
+        if on_image_done is not None:
+            on_image_done(item.image_id)
 
 
 def _remove_if_empty(folder: Path) -> None:

@@ -54,15 +54,15 @@ from cfaudit.data.edit_folder import (
     ROWS_FOLDER,
     JobItem,
     JobReport,
-    abandon_job,
     check_job_file,
     check_job_items,
-    finish_image,
+    finish_images,
     image_folder,
     item_inputs,
     new_folders,
     prepare_resume,
     row_file,
+    undone_on_failure,
     write_counterfactual,
     write_edits_csv,
 )
@@ -379,7 +379,7 @@ def run_edit_job(
     }
     created = new_folders(out, out / IMAGES_FOLDER, out / ROWS_FOLDER, cache)
     fresh = check_job_file(out, job_record, rank, images=len(items))
-    try:
+    with undone_on_failure(out, ids, created, fresh):
         redone = 0
         if rank == 0:  # the others wait: they must see the row files as this leaves them
             expected = {
@@ -400,16 +400,9 @@ def run_edit_job(
             if all(item.image_id in done for item in batch):
                 continue
             rows = _edit_batch(editor, batch, interventions, targets, out, cache, settings, fingerprint)
-            for item, image_rows in zip(batch, rows, strict=True):
-                # this process alone writes this image's folder, and has written it all: what a killed write
-                # staged there is no one's any more
-                finish_image(out, item.image_id, image_rows, clear_staged=True)
-                if on_image_done is not None:
-                    on_image_done(item.image_id)
-    except BaseException:
-        if fresh:  # nothing done: leave no job.json behind to refuse the corrected command
-            abandon_job(out, ids, created)
-        raise
+            # this process alone writes these images' folders, and has written them all: what a killed write
+            # staged there is no one's any more
+            finish_images(out, batch, rows, on_image_done, clear_staged=True)
     barrier()
     edits_csv = out / EDITS_CSV
     count = 0

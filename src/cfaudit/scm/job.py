@@ -44,16 +44,16 @@ from cfaudit.data.edit_folder import (
     SCM_METHOD,
     JobItem,
     JobReport,
-    abandon_job,
     check_job_file,
     check_job_items,
-    finish_image,
+    finish_images,
     image_folder,
     item_inputs,
     new_folders,
     prepare_resume,
     read_image_rows,
     row_file,
+    undone_on_failure,
     write_counterfactual,
     write_edits_csv,
 )
@@ -131,23 +131,15 @@ def run_scm_edit_job(
     fresh = check_job_file(out, {"method": SCM_METHOD, "settings": asdict(settings), "interventions": [str(i) for i in interventions],
                                  "model": model_id, "model_fingerprint": model_fingerprint(model), "resolution": model.resolution},
                            images=len(items))  # fmt: skip
-    try:
+    with undone_on_failure(out, ids, created, fresh):
         # an image is done when its rows match it now (its result does not depend on the batch it was in: seeds
         # are per image), so a resumed job edits only the others
         done_before, redone = prepare_resume(out, expected, also=(VALUES_CSV,))
         pending = [item for item in items if not row_file(out, item.image_id).is_file()]
         for start in range(0, len(pending), settings.batch_size):
             batch = pending[start : start + settings.batch_size]
-            for item, rows in zip(
-                batch, _edit_batch(engine, batch, interventions, out, settings, template), strict=True
-            ):
-                finish_image(out, item.image_id, rows)
-                if on_image_done is not None:
-                    on_image_done(item.image_id)
-    except BaseException:
-        if fresh:  # nothing done: leave no job.json behind to refuse the corrected command
-            abandon_job(out, ids, created)
-        raise
+            rows = _edit_batch(engine, batch, interventions, out, settings, template)
+            finish_images(out, batch, rows, on_image_done)
     count = write_edits_csv(out, ids)
     write_values_csv(out, ids)
     return JobReport(
