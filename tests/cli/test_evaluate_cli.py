@@ -123,32 +123,16 @@ def test_user_mistakes_are_cfaudit_errors(app, tmp_path, monkeypatch, args, mess
 
 def test_an_out_that_cannot_be_a_folder_is_named_before_any_work(app, tmp_path):
     (tmp_path / "afile").write_text("x")
-    result = invoke(
-        app,
-        "evaluate",
-        "--edits",
-        tmp_path / "none",
-        "--classifier",
-        tmp_path / "c",
-        "--out",
-        tmp_path / "afile",
-    )
-    assert isinstance(result.exception, CfauditError), result.output
-    assert str(result.exception).startswith(
-        f"{tmp_path / 'afile'} is a file, not a folder; --out names a folder"
-    )
-    result = invoke(
-        app,
-        "evaluate",
-        "--edits",
-        tmp_path / "none",
-        "--classifier",
-        tmp_path / "c",
-        "--out",
-        tmp_path / "afile" / "o",
-    )
-    assert isinstance(result.exception, CfauditError), result.output
-    assert "afile is a file, so no folder can be made below it; choose another --out" in str(result.exception)
+    expected = {
+        tmp_path / "afile": f"{tmp_path / 'afile'} is a file, not a folder; --out names a folder",
+        tmp_path / "afile" / "o": "afile is a file, so no folder can be made below it; choose another --out",
+    }
+    for out, message in expected.items():
+        result = invoke(
+            app, "evaluate", "--edits", tmp_path / "none", "--classifier", tmp_path / "c", "--out", out
+        )
+        assert isinstance(result.exception, CfauditError), result.output
+        assert message in str(result.exception)
 
 
 def test_a_missing_classifier_is_named(app, tmp_path):
