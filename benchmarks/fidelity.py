@@ -14,7 +14,8 @@ On a phantom no model saw (``--seed``, the default config at 128 px), for each m
 * **prompt effects** in each ``--prompt-mode`` (``cfaudit.evaluate.prompt_effects``): the share of
   cardiomegaly cases whose heart shrinks under ``do(Cardiomegaly=0)``, the flip rates of ``do(Cardiomegaly=1)``
   and ``do(sex)``, the share of ``do(age=+20)`` edits that move the phantom's age cues the right way, and the
-  seconds and UNet evaluations per edit;
+  share of ``do(race)`` edits that move the phantom's race grating to the named group's (``--effect`` picks
+  some), and the seconds and UNet evaluations per edit;
 * **realism** (``cfaudit.evaluate.realism``): Frechet distance and KID of the effects run's counterfactuals and
   reconstructions against up to 500 real images of the phantom that were not edited, on the classifier's features.
 
@@ -44,7 +45,7 @@ from cfaudit.edit.editor import CounterfactualEditor
 from cfaudit.edit.job import JobSettings
 from cfaudit.evaluate.classifiers import load_classifier
 from cfaudit.evaluate.fidelity import measure_fidelity
-from cfaudit.evaluate.prompt_effects import measure_prompt_effects
+from cfaudit.evaluate.prompt_effects import EFFECTS, measure_prompt_effects
 from cfaudit.evaluate.realism_distances import frechet_distance, kid
 from cfaudit.evaluate.realism_features import ClassifierFeatures
 from cfaudit.models.loading import load_components
@@ -188,7 +189,7 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
             f"... the grain-free picture through the autoencoder: {head}",
             lambda r, h=head: fmt(get(r, "reconstruction", "reference_drift", h), "{:.3f}"),
         )
-    for effect in ("cardiomegaly_removed", "cardiomegaly_added", "sex_swapped", "age_plus_20"):
+    for effect in EFFECTS:
 
         def cell(r: dict[str, Any], e: str = effect) -> str:
             s = get(r, "effects", e)
@@ -219,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--effect-images", type=int, default=24, help="images per prompt effect")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--effect", action="append", choices=list(EFFECTS), help="prompt effect(s) to measure (default: all)"
+    )
+    parser.add_argument(
+        "--no-reconstruction", action="store_true", help="skip the reconstruction rows (the effects alone)"
+    )
+    parser.add_argument(
         "--prompt-mode",
         action="append",
         choices=PROMPT_MODES,
@@ -240,11 +247,22 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.model:
         name, _, path = spec.partition("=")
         components = load_components(path, device="cpu")
-        reconstruction = reconstruction_rows(components.vae, root, index, classifier, args.images)
+        reconstruction = (
+            {}
+            if args.no_reconstruction
+            else reconstruction_rows(components.vae, root, index, classifier, args.images)
+        )
         editor = CounterfactualEditor.from_components(components)
         for mode in modes:
             effects = measure_prompt_effects(
-                editor, root, index, classifier, images=args.effect_images, mode=mode, keep_images=True
+                editor,
+                root,
+                index,
+                classifier,
+                images=args.effect_images,
+                mode=mode,
+                effects=args.effect or tuple(EFFECTS),
+                keep_images=True,
             )
             column = name if len(modes) == 1 else f"{name}, {mode}"
             results[column] = {

@@ -10,7 +10,12 @@ import pytest
 from PIL import Image
 
 from cfaudit.data.phantom import generate_phantom, load_config
-from cfaudit.data.phantom.ground_truth import PhantomReplay, projected_change, read_masks
+from cfaudit.data.phantom.ground_truth import (
+    PhantomReplay,
+    grating_energy,
+    projected_change,
+    read_masks,
+)
 from cfaudit.errors import CfauditError
 
 
@@ -55,6 +60,37 @@ def test_age_cue_change_brightens_the_knob_and_fades_the_bones(phantom: Path) ->
     base = replay.plan(image_id).anatomy
     assert older["aortic_knob"] > base.aortic_knob > younger["aortic_knob"]
     assert older["bone_density"] < base.bone_density < younger["bone_density"]
+
+
+def test_race_grating_is_the_patients_own_or_another_groups_and_its_energy_ignores_the_phase(
+    phantom: Path,
+) -> None:
+    replay = PhantomReplay(phantom)
+    image_id = _ids(phantom)[2]
+    plan = replay.plan(image_id)
+    own = replay.race_grating(image_id)
+    drawn = replay.render(image_id, grain=False).astype(float) - replay.render(
+        image_id, grain=False, texture_amplitude=0.0
+    )
+    assert np.allclose(own, drawn / 255.0) and np.abs(own).max() > 0.005  # ~1.2% of full scale over the body
+    others = [
+        r for r, t in replay.config.cues.race_texture.items() if t.frequency != plan.anatomy.texture_frequency
+    ]
+    other = replay.race_grating(image_id, others[0])
+    # Each grating's energy is at its own frequencies: far more there than at the other group's.
+    assert grating_energy(own, own) > 20 * grating_energy(own, other)
+    assert grating_energy(other, other) > 20 * grating_energy(other, own)
+    # Blind to the phase: the same grating drawn half a period on scores alike (same spectrum).
+    shifted = replay.render(image_id, grain=False, texture_phase=plan.anatomy.texture_phase + np.pi).astype(
+        float
+    )
+    moved = (shifted - replay.render(image_id, grain=False, texture_amplitude=0.0)) / 255.0
+    assert grating_energy(moved, own) == pytest.approx(grating_energy(own, own), rel=0.1)
+    assert np.isnan(grating_energy(own, np.zeros_like(own)))
+    with pytest.raises(ValueError, match="differ in shape"):
+        grating_energy(own, own[:-1])
+    with pytest.raises(CfauditError, match="no grating for race 'Martian'"):
+        replay.race_grating(image_id, "Martian")
 
 
 def test_masks_are_read_per_part(phantom: Path) -> None:

@@ -3,12 +3,23 @@ tested on the shipped model in tests/models/test_shipped_model.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from cfaudit.evaluate.prompt_effects import intervention_for, plan_cases, wilson_interval
+from cfaudit.data.phantom import generate_phantom, load_config
+from cfaudit.data.phantom.ground_truth import PhantomReplay
+from cfaudit.evaluate.prompt_effects import (
+    RACE_TARGETS,
+    intervention_for,
+    plan_cases,
+    race_grating_shift,
+    wilson_interval,
+)
 
 
 def test_wilson_interval_contains_the_share_and_narrows_with_n() -> None:
@@ -29,6 +40,7 @@ def test_cases_are_the_first_eligible_images_per_effect() -> None:
             "Pleural Effusion": [0, 1, 0, 0, None],
             "sex": ["Male", "Female", "Male", "Female", "Male"],
             "age": [50, 80, 70, 30, 71],
+            "race": ["Unknown", "White", "Black", "Asian", "Other"],
         }
     )
     cases = plan_cases(table, images=2)
@@ -38,5 +50,48 @@ def test_cases_are_the_first_eligible_images_per_effect() -> None:
     assert cases["age_plus_20"] == [0, 2]  # up to 70 years, so that +20 stays within 90
     assert str(intervention_for("sex_swapped", {"sex": "Female"})) == "do(sex=Male)"
     assert str(intervention_for("age_plus_20", {"sex": "Female"})) == "do(age=+20)"
+    assert cases["race_changed"] == [1, 2]  # a recorded group the phantom draws; not Unknown
+    assert str(intervention_for("race_changed", {"race": "White"})) == "do(race=Black)"
+    assert str(intervention_for("race_changed", {"race": "Asian"})) == "do(race=White)"
     with pytest.raises(KeyError):
         plan_cases(table.drop(columns="age"), images=1)
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("phantom") / "run"
+    generate_phantom(out, load_config().with_overrides(n=16, size=64), seed=3, workers=1)
+    return out
+
+
+def test_race_edit_scores_by_whose_grating_it_draws(phantom: Path) -> None:
+    """An edit that swaps the patient's grating for the named group's scores well above zero, at any phase; no
+    change scores zero; an edit that strengthens the patient's own grating scores below zero."""
+    replay = PhantomReplay(phantom)
+    metadata = pd.read_csv(phantom / "metadata.csv")
+    rows = metadata[metadata["race"].isin(list(RACE_TARGETS))].head(4)
+    assert len(rows) == 4
+    for record in rows.to_dict("records"):
+        image_id = str(record["image_id"])
+        picture = replay.render(image_id).astype(np.float64) / 255.0  # with grain, as an image is
+        own = replay.race_grating(image_id)
+        target_race = RACE_TARGETS[record["race"]]
+        anatomy = replay.plan(image_id).anatomy
+        texture = replay.config.cues.race_texture[target_race]
+        drawn = replay.render(
+            image_id,
+            grain=False,
+            texture_frequency=texture.frequency,
+            texture_angle=texture.angle,
+            texture_phase=anatomy.texture_phase + 1.0,
+        ).astype(np.float64)
+        target = (drawn - replay.render(image_id, grain=False, texture_amplitude=0.0)) / 255.0
+        assert race_grating_shift(replay, record, picture, picture - own + target) > 0.3
+        assert race_grating_shift(replay, record, picture, picture) == pytest.approx(0.0)
+        assert race_grating_shift(replay, record, picture, picture + own) < -0.3
+    # A phantom that draws no grating has no race edit to score: nan, which the summary leaves out.
+    bare = dataclasses.replace(replay.config.cues, race_texture_amplitude=0.0)
+    replay.config = dataclasses.replace(replay.config, cues=bare)
+    record = rows.iloc[0].to_dict()
+    picture = replay.render(str(record["image_id"])).astype(np.float64) / 255.0
+    assert math.isnan(race_grating_shift(replay, record, picture, picture * 0.9))

@@ -14,6 +14,14 @@ inversion, and each is scored by what it should have changed:
     *right way*: the counterfactual's change, projected onto what the phantom itself draws for 20 more years
     (a larger aortic knob, fainter bones: :meth:`~cfaudit.data.phantom.ground_truth.PhantomReplay.cue_change`),
     is positive; ``effect`` is that projection (1.0: as much as the phantom would draw).
+``do(race=<another group>)`` (:data:`RACE_TARGETS`) on patients of a group the phantom draws a grating for
+    *grating moved*: the phantom marks race by a faint grating whose frequency and angle are the group's, so
+    the edit should add the new group's grating and remove the patient's own. ``effect`` is the log-ratio
+    (counterfactual against reconstruction) of the image's power at the new group's grating frequencies minus
+    the same at the old group's (:func:`~cfaudit.data.phantom.ground_truth.grating_energy`, blind to the
+    phase); it counts when positive. A sharpening or blurring edit moves both alike and scores about zero.
+
+The last two are judged against chance (50%), so read their mean effects beside the shares.
 
 Prompts are ``partial`` (the paper's: only the change is named), ``full`` or ``contrast``
 (:data:`cfaudit.data.interventions.PROMPT_MODES`). Each rate comes with a 95% Wilson
@@ -36,7 +44,7 @@ from PIL import Image
 
 from cfaudit.data.images import load_model_tensor
 from cfaudit.data.interventions import DEFAULT_PROMPT_MODE, Intervention, source_prompt
-from cfaudit.data.phantom.ground_truth import PhantomReplay, projected_change
+from cfaudit.data.phantom.ground_truth import PhantomReplay, grating_energy, projected_change
 from cfaudit.data.phantom.measure import heart_width_ratio
 from cfaudit.data.records import DataIndex
 from cfaudit.edit.editor import CounterfactualEditor, EditSettings
@@ -49,8 +57,12 @@ EFFECTS: dict[str, str] = {
     "cardiomegaly_added": "classifier flipped",
     "sex_swapped": "classifier flipped",
     "age_plus_20": "age cues moved the right way",
+    "race_changed": "new group's grating gained on the old one's",
 }
 AGE_YEARS = 20.0
+#: The group each race edit names, by the patient's recorded group (the two largest swap; the others go to
+#: the largest). Patients of other recorded values (Unknown) are not edited.
+RACE_TARGETS: dict[str, str] = {"White": "Black", "Black": "White", "Asian": "White", "Other": "White"}
 
 
 @dataclass(frozen=True)
@@ -105,6 +117,7 @@ def plan_cases(table: pd.DataFrame, images: int) -> dict[str, list[int]]:
         "cardiomegaly_added": ~cardiomegaly,
         "sex_swapped": table["sex"].isin(["Male", "Female"]),
         "age_plus_20": table["age"] <= 90 - AGE_YEARS,
+        "race_changed": table["race"].isin(list(RACE_TARGETS)),
     }
     return {name: list(np.flatnonzero(mask.to_numpy())[:images]) for name, mask in eligible.items()}
 
@@ -116,6 +129,8 @@ def intervention_for(effect: str, record: dict[str, Any]) -> Intervention:
         return Intervention.parse("Cardiomegaly=1")
     if effect == "sex_swapped":
         return Intervention.parse("sex=" + ("female" if record["sex"] == "Male" else "male"))
+    if effect == "race_changed":
+        return Intervention.parse(f"race={RACE_TARGETS[record['race']]}")
     return Intervention.parse(f"age=+{AGE_YEARS:g}")
 
 
@@ -226,8 +241,29 @@ def _score(
     elif name == "sex_swapped":
         before, after = float(scores["sex"][0]), float(scores["sex"][k])
         row.update(hit=(before >= 0.5) != (after >= 0.5), effect_size=abs(after - before))
+    elif name == "race_changed":
+        size = race_grating_shift(replay, record, reconstruction, counterfactual)
+        row.update(eligible=bool(np.isfinite(size)), hit=bool(size > 0), effect_size=size)
     else:
         direction = _resized(replay.cue_change(str(record["image_id"]), AGE_YEARS), reconstruction.shape[-1])
         size = projected_change(counterfactual - reconstruction, direction)
         row.update(hit=size > 0, effect_size=size)
     return row
+
+
+def race_grating_shift(
+    replay: PhantomReplay, record: dict[str, Any], reconstruction: np.ndarray, counterfactual: np.ndarray
+) -> float:
+    """How far a race edit moved the image's grating power from the patient's group to the named one (log
+    ratios, counterfactual against reconstruction; ``nan`` where either group draws no grating or both draw the
+    same one)."""
+    image_id, size = str(record["image_id"]), reconstruction.shape[-1]
+    own = replay.race_grating(image_id, size=size)
+    target = replay.race_grating(image_id, RACE_TARGETS[str(record["race"])], size=size)
+    if np.allclose(own, target):
+        return math.nan
+    shifts = []
+    for grating in (target, own):
+        before, after = grating_energy(reconstruction, grating), grating_energy(counterfactual, grating)
+        shifts.append(math.log(after / before) if before > 0 and after > 0 else math.nan)
+    return shifts[0] - shifts[1]

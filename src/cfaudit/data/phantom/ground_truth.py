@@ -94,6 +94,20 @@ class PhantomReplay:
         after = self.render(image_id, size, grain=False, **self.aged_anatomy(image_id, years))
         return (after.astype(np.float64) - before) / 255.0
 
+    def race_grating(self, image_id: str, race: str | None = None, size: int | None = None) -> np.ndarray:
+        """The faint grating the phantom draws over the body of ``image_id`` for ``race`` (default: the patient's
+        own race, as drawn), at the patient's own phase: the picture with that grating minus the picture with
+        none (float, 0-1 scale; grain off in both; all zero where the config draws no grating)."""
+        changes: dict[str, float] = {}
+        if race is not None:
+            texture = self.config.cues.race_texture.get(race)
+            if texture is None:
+                raise CfauditError(f"{self.folder}: the phantom draws no grating for race {race!r}")
+            changes = {"texture_frequency": texture.frequency, "texture_angle": texture.angle}
+        drawn = self.render(image_id, size, grain=False, **changes).astype(np.float64)
+        bare = self.render(image_id, size, grain=False, texture_amplitude=0.0)
+        return (drawn - bare) / 255.0
+
 
 def projected_change(change: np.ndarray, direction: np.ndarray) -> float:
     """How much of ``direction`` a pixel change holds: 1.0 is the whole of it, 0 none, negative the opposite way.
@@ -106,6 +120,25 @@ def projected_change(change: np.ndarray, direction: np.ndarray) -> float:
         raise ValueError(f"change {change.shape} and direction {direction.shape} differ in shape")
     norm = float((direction * direction).sum())
     return float((change * direction).sum() / norm) if norm > 0 else 0.0
+
+
+def grating_energy(image: np.ndarray, grating: np.ndarray) -> float:
+    """The power of ``image`` at the spatial frequencies where ``grating`` has its own, at any phase.
+
+    The image's power spectrum weighted by the grating's (normalised to sum 1): a matched filter that does not
+    care where the grating's stripes fall, since an edit may draw a race's grating at another phase than the
+    phantom's. ``nan`` for an empty grating.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    grating = np.asarray(grating, dtype=np.float64)
+    if image.shape != grating.shape:
+        raise ValueError(f"image {image.shape} and grating {grating.shape} differ in shape")
+    weight = np.abs(np.fft.fft2(grating)) ** 2
+    total = float(weight.sum())
+    if total <= 0.0:
+        return float("nan")
+    power = np.abs(np.fft.fft2(image - image.mean())) ** 2
+    return float((weight * power).sum() / total)
 
 
 def read_masks(folder: str | os.PathLike[str], image_id: str) -> dict[str, np.ndarray]:
