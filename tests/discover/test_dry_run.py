@@ -66,3 +66,15 @@ def test_the_dry_run_prints_the_cost_and_writes_nothing(index, tmp_path, capsys)
 def test_a_bad_figure_is_refused(index):
     with pytest.raises(CfauditError, match="seconds-per-eval"):
         discovery_cost("demo", index, ["Edema=1"], images=2, seconds_per_eval=0)
+
+
+def test_the_dry_run_checks_the_model_and_the_guidance_as_a_run_would(index, tmp_path):
+    with pytest.raises(CfauditError, match="no-such-model: no such model folder"):
+        discovery_cost(str(tmp_path / "no-such-model"), index, ["Edema=1"], images=2)
+    (tmp_path / "half" / "unet").mkdir(parents=True)
+    with pytest.raises(CfauditError, match=r"missing unet/config\.json"):
+        discovery_cost(str(tmp_path / "half"), index, ["Edema=1"], images=2)
+    with pytest.raises(CfauditError, match=r"for do\(age=-20\): no edit of this job takes it"):
+        discovery_cost("demo", index, ["age=+20"], images=2, attribute_guidance={"do(age=-20)": 2.0})
+    kept = discovery_cost("demo", index, ["age=+20"], images=2, attribute_guidance={"age": 4.0})
+    assert kept.edits > 0

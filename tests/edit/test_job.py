@@ -6,7 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cfaudit.data.edit_folder import EDIT_COLUMNS, TIMING_COLUMNS, JobItem, items_from_index, safe_name
+from cfaudit.data.edit_folder import (
+    EDIT_COLUMNS,
+    TIMING_COLUMNS,
+    JobItem,
+    items_from_index,
+    original_digest,
+    safe_name,
+)
 from cfaudit.data.images import save_image
 from cfaudit.data.interventions import parse_interventions
 from cfaudit.data.records import INDEX_COLUMNS, DataIndex
@@ -317,6 +324,17 @@ def test_guidance_per_attribute_edits_those_edits_at_their_scale(editor, images,
         JobSettings(attribute_guidance={"age": 0.5})
     with pytest.raises(CfauditError, match="nti"):
         JobSettings(inversion=InversionSettings(method="nti"), attribute_guidance={"age": 3.0})
+    # guidance that no edit of the job takes (a misspelt intervention, an attribute not edited) is refused
+    # before anything is written, not recorded in job.json as if applied
+    assert own.unused_guidance(parse_interventions(["age=+20"])) == [
+        "do(age=-20)",
+        "do(age=80, Cardiomegaly=0)",
+    ]
+    for unused, match in (({"do(age=+02)": 2}, r"do\(age=\+2\)"), ({"race": 12}, "for race: no edit")):
+        job = JobSettings(inversion=InversionSettings(steps=4), attribute_guidance=unused)
+        with pytest.raises(CfauditError, match=match):
+            run_edit_job(editor, images[:1], ivs, tmp_path / "unused", job, model_id="tiny")
+        assert not (tmp_path / "unused").exists()
 
 
 # --- resuming checks what each done image was made from ----------------------------------------------------
@@ -325,32 +343,59 @@ def test_guidance_per_attribute_edits_those_edits_at_their_scale(editor, images,
 def test_an_image_whose_inputs_changed_is_redone_and_another_index_does_not_mix_in(editor, images, tmp_path):
     interventions = parse_interventions(["Cardiomegaly=0", "age=+20"])
     out = tmp_path / "out"
-    run_edit_job(editor, images, interventions, out, settings(), model_id="tiny")
-    # the index now says image 0 is 33 (its source prompt and target change) and image 1 lives elsewhere
+    copy = tmp_path / "data" / "img2.png"  # a file of this test's own, replaced below
+    copy.parent.mkdir()
+    copy.write_bytes(images[2].path.read_bytes())
+    first = [images[0], images[1], JobItem(images[2].image_id, copy, PROMPT, dict(RECORD))]
+    run_edit_job(editor, first, interventions, out, settings(), model_id="tiny")
+    # now the index says image 0 is 33 (its source prompt and target change), image 1's file has moved to
+    # another root (the same bytes), and image 2's file was replaced in place by another picture
     moved = tmp_path / "moved" / "img1.png"
     moved.parent.mkdir()
     moved.write_bytes(images[1].path.read_bytes())
+    copy.write_bytes(images[0].path.read_bytes())
     younger = {**RECORD, "age": 33.0}
     changed = [
         JobItem(images[0].image_id, images[0].path, PROMPT.replace("63", "33"), younger),
         JobItem(images[1].image_id, moved, PROMPT, dict(RECORD)),
-        images[2],
+        first[2],
     ]
     redone = []
     report = run_edit_job(
         editor, changed, interventions, out, settings(), model_id="tiny", on_image_done=redone.append
     )
     assert report.images_skipped == 1 and report.images_redone == 2
-    assert redone == [images[0].image_id, images[1].image_id]
+    assert redone == [images[0].image_id, images[2].image_id]  # the moved file is the same image: kept
     table = pd.read_csv(report.edits_csv)
     assert table["source_prompt"].iloc[0] == PROMPT.replace("63", "33")
     assert table["target_prompt"].iloc[1] == PROMPT.replace("63", "53")  # do(age=+20) of a 33-year-old
-    assert table["original"].iloc[2] == str(moved.resolve())
+    assert table["original"].iloc[2] == str(moved.resolve())  # relinked to where the file is now
+    assert table["original_sha256"].iloc[2] == original_digest(moved)
+    assert (
+        table["original_sha256"].iloc[4] == original_digest(images[0].path) != original_digest(images[1].path)
+    )
     # another data set's images into the same folder: edits.csv holds only the images of this run
     other = [JobItem("q/other", images[2].path, PROMPT, dict(RECORD))]
     report = run_edit_job(editor, other, interventions, out, settings(), model_id="tiny")
     assert report.images_skipped == 0
     assert pd.read_csv(report.edits_csv)["image_id"].tolist() == ["q/other", "q/other"]
+
+
+def test_rows_written_before_content_digests_resume_by_their_path(editor, images, tmp_path):
+    interventions = parse_interventions(["Cardiomegaly=0"])
+    out = tmp_path / "out"
+    run_edit_job(editor, images[:2], interventions, out, settings(), model_id="tiny")
+    for path in sorted((out / "rows").glob("*.json")):  # as an earlier version wrote them
+        rows = json.loads(path.read_text())
+        path.write_text(
+            json.dumps([{k: v for k, v in row.items() if k != "original_sha256"} for row in rows])
+        )
+    moved = tmp_path / "moved" / "img1.png"
+    moved.parent.mkdir()
+    moved.write_bytes(images[1].path.read_bytes())
+    items = [images[0], JobItem(images[1].image_id, moved, PROMPT, dict(RECORD))]
+    report = run_edit_job(editor, items, interventions, out, settings(), model_id="tiny")
+    assert report.images_skipped == 1 and report.images_redone == 1  # no digest: a new path is a new image
 
 
 def test_a_damaged_folder_is_repaired_by_re_running_the_job(editor, images, tmp_path):
@@ -451,8 +496,14 @@ def test_guidance_must_be_a_finite_number_of_at_least_one(value):
     message = rf"must be a finite number >= 1, got {value:g}"
     with pytest.raises(CfauditError, match=r"guidance scale " + message):
         EditSettings(guidance_scale=value)
-    with pytest.raises(CfauditError, match=r"the inversion's guidance scale " + message):
-        JobSettings(inversion=InversionSettings(guidance_scale=value))
+    with pytest.raises(CfauditError, match=r"guidance scale " + message):
+        InversionSettings(guidance_scale=value)  # on its own too, as the API's users build it
+    with pytest.raises(
+        CfauditError, match=rf"null-text learning rate must be a finite number > 0, got {value:g}"
+    ):
+        InversionSettings(method="nti", learning_rate=value)
+    with pytest.raises(CfauditError, match=r"null-text early-stop epsilon must be a finite number >= 0"):
+        InversionSettings(method="nti", epsilon=-value)
     with pytest.raises(CfauditError, match=r"guidance for age " + message):
         JobSettings(attribute_guidance={"age": value})
     with pytest.raises(CfauditError, match=r"guidance for do\(sex=Female\) " + message):

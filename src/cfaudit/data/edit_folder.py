@@ -18,8 +18,10 @@ refusal :func:`check_job_file`; what is model-specific (inversion caches, finger
 
 An image is done (a resumed job skips it) when its row file is readable, holds one row per edit the job asks of
 the image, each row records the inputs the image is edited from now (:func:`unfinished_reason`: its id,
-intervention, original file and source prompt, and what else the runner says identifies the edit) and every file
-the rows name is there. Any other image is redone; :func:`prepare_resume` removes the row files of those and the
+intervention, the content of its original file and its source prompt, and what else the runner says identifies
+the edit) and every file the rows name is there. The original is known by its bytes, not its path: a file
+replaced in place is a new image, and a data set moved to another root is not edited again (its rows are pointed
+at the files' new place). Any other image is redone; :func:`prepare_resume` removes the row files of those and the
 ``edits.csv`` of a folder that is not finished, so that what a folder holds never claims more than is done.
 ``job.json`` also records how many images the latest run was given (``images``, not compared on resume), so that a
 reader of an unfinished folder can say how far it got (:func:`unfinished_job`).
@@ -32,6 +34,7 @@ The readers (evaluation, report, review, discovery) take the names and column li
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -75,11 +78,13 @@ PAIRS_CSV = "pairs.csv"
 EDIT_COLUMNS: tuple[str, ...] = (
     "image_id", "intervention", "source_prompt", "target_prompt", "reference_prompt", "prompt_mode", "method",
     "steps", "guidance_scale", "seed", "unet_evals", "seconds", "reconstruction_l1", "identity_l1", "edit_l1",
-    "diff_scale", "inversion_cached", "original", "counterfactual", "reconstruction", "difference", "difference_png",
+    "diff_scale", "inversion_cached", "original", "original_sha256", "counterfactual", "reconstruction",
+    "difference", "difference_png",
 )  # fmt: skip
 #: ``reference_prompt`` is the prompt the target was measured against: the source prompt, or in ``contrast`` mode
 #: the partial prompt of the image's current values (empty for the SCM). ``original`` is the source image file as
-#: given (absolute path); the image paths after it are relative to the job folder.
+#: given (absolute path), ``original_sha256`` the digest of its bytes (:func:`original_digest`); the image paths
+#: after them are relative to the job folder.
 #: Columns that legitimately differ between two runs of the same job.
 TIMING_COLUMNS: tuple[str, ...] = ("seconds", "inversion_cached")
 #: The columns of a row that say which edit it is (timings and caches are left out: a resumed job rewrites those
@@ -204,14 +209,36 @@ def check_job_items(
 
 def item_inputs(item: JobItem, intervention: Intervention) -> dict[str, Any]:
     """What the row of ``item``'s edit by ``intervention`` records of the item it was made from (its id, the
-    intervention, the original file and the source prompt), as a job writes them: a resumed job redoes an image
-    whose rows disagree with the current item in any of them (:func:`unfinished_reason`)."""
+    intervention, the original file, its digest and the source prompt), as a job writes them: a resumed job redoes
+    an image whose rows disagree with the current item in any of them but the path (:func:`unfinished_reason`)."""
     return {
         "image_id": item.image_id,
         "intervention": str(intervention),
         "original": str(Path(item.path).resolve()),
+        "original_sha256": original_digest(item.path),
         "source_prompt": item.source_prompt,
     }
+
+
+def original_digest(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of an image file's bytes: what a resumed job knows the image by."""
+    resolved = Path(path).resolve()
+    try:
+        stat = resolved.stat()
+    except OSError as error:
+        raise CfauditError(atomic_io.os_error_message(error, f"{path}: cannot read the image")) from None
+    return _digest(str(resolved), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    """The digest of ``path`` as it was at ``size`` and ``mtime_ns`` (a job asks once per edit of an image)."""
+    del size, mtime_ns  # the cache key: a file written again is read again
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # --- writing ---------------------------------------------------------------------------------------------------
@@ -260,6 +287,10 @@ def unfinished_reason(out: Path, image_id: str, expected: Sequence[Mapping[str, 
         return f"{path} holds {len(rows)} row(s) for the {len(expected)} edit(s) of the image"
     for row, wanted in zip(rows, expected, strict=True):
         for column, value in wanted.items():
+            if column == "original" and "original_sha256" in row:
+                continue  # the bytes decide, not the path: prepare_resume points the rows at a moved file
+            if column == "original_sha256" and column not in row:
+                continue  # a row written before digests were: its path decides
             if column not in row or row[column] != _as_json(value):
                 return f"{path}: its {column} is {row.get(column)!r}, now {_as_json(value)!r}"
         for column in ROW_FILE_COLUMNS:
@@ -281,6 +312,7 @@ def prepare_resume(
         reason = unfinished_reason(out, image_id, rows)
         if not reason:
             done += 1
+            _relink_original(out, image_id, rows)
         elif row_file(out, image_id).is_file():
             row_file(out, image_id).unlink()
             redone += 1
@@ -288,6 +320,18 @@ def prepare_resume(
         for name in (EDITS_CSV, *also):
             (out / name).unlink(missing_ok=True)
     return done, redone
+
+
+def _relink_original(out: Path, image_id: str, expected: Sequence[Mapping[str, Any]]) -> None:
+    """Point a done image's rows at where its original file is now (the same bytes, another path)."""
+    path = row_file(out, image_id)
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    relinked = [
+        {**row, "original": wanted.get("original", row.get("original"))}
+        for row, wanted in zip(rows, expected, strict=True)
+    ]
+    if relinked != rows:
+        atomic_io.write_json(path, relinked)
 
 
 def finish_image(out: Path, image_id: str, rows: list[dict[str, Any]], *, clear_staged: bool = False) -> None:
@@ -340,6 +384,7 @@ def write_counterfactual(
         "edit_l1": float(np.abs(difference).mean()),
         "diff_scale": scale,
         "original": str(Path(original).resolve()),
+        "original_sha256": original_digest(original),
         "counterfactual": str(relative / f"{slug}.png"),
         "reconstruction": str(relative / RECONSTRUCTION_FILE),
         "difference": str(relative / f"{slug}_diff.npy"),

@@ -213,10 +213,11 @@ def discovery_cost(
 ) -> DiscoveryCost:
     """The plan of ``discover`` with the same arguments, costed: edits, UNet evaluations and, where a figure for
     the model's preset on the device is known (:data:`SECONDS_PER_EVAL`, or ``seconds_per_eval``), the
-    projected time. Reads the index and the model's configs; loads no weights and writes nothing."""
+    projected time. Reads the index and the model's configs (the model folder is checked as a run would);
+    loads no weights and writes nothing."""
     from cfaudit.data.interventions import parse_interventions
     from cfaudit.edit.job import planned_unet_evals
-    from cfaudit.models.loading import resolve_model
+    from cfaudit.models.loading import check_pipeline_folder, resolve_model
     from cfaudit.models.shipped_model import preset_name
 
     if seconds_per_eval is not None and seconds_per_eval <= 0:
@@ -225,10 +226,13 @@ def discovery_cost(
     interventions = parse_interventions(list(do)) if do else default_interventions()
     settings = chosen.settings()
     job = discovery_job_settings(chosen.job(), settings)
+    job.check_guidance_used(interventions)
+    # the model a real run would load: a missing or incomplete folder is said now, not after the plan is costed
+    folder = resolve_model(model)
+    check_pipeline_folder(folder, label=str(model))
     data = index if isinstance(index, DataIndex) else DataIndex.read(index)
     plan, _, _ = plan_discovery(data, interventions, settings, RegionAtlas.load(chosen.regions))
     evals = sum(planned_unet_evals(job, len(item.interventions or ()) + 1) for item in plan.items)
-    folder = resolve_model(model)
     preset = preset_name(_config(folder / "unet"), _config(folder / "vae"))
     device = chosen.device if chosen.device is not None else str(resolve_device())
     kind = device.split(":")[0]

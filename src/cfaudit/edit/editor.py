@@ -34,7 +34,6 @@ The inversion and the source branch are shared by all the edits of an image.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -54,18 +53,9 @@ from cfaudit.edit.attention import (
 )
 from cfaudit.edit.ddim import DDIMGrid
 from cfaudit.edit.denoiser import Denoiser, guide
-from cfaudit.edit.inversion import Inversion, InversionSettings, invert
+from cfaudit.edit.inversion import Inversion, InversionSettings, check_guidance, invert
 from cfaudit.errors import CfauditError
 from cfaudit.models.text_encoding import encode_prompts
-
-
-def check_guidance(scale: float, what: str = "guidance scale") -> float:
-    """``scale`` as a float, after refusing what is not a finite number >= 1 (NaN and infinity would pass a plain
-    ``>= 1`` check the wrong way or blow up: NaN counterfactuals). ``what``: the message's name for it."""
-    value = float(scale)
-    if not (math.isfinite(value) and value >= 1.0):
-        raise CfauditError(f"{what} must be a finite number >= 1, got {value:g}")
-    return value
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ cache).
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, fields
@@ -44,6 +45,15 @@ INVERSION_METHODS: tuple[str, ...] = ("direct", "nti", "npi", "ddim")
 #: on two image sets, with at least 10x fewer UNet evaluations (docs/BENCHMARKS.md, "Edit effect per UNet
 #: evaluation"). Raise it for quality at a real model's full resolution if your checks say so.
 DEFAULT_STEPS: dict[str, int] = {"direct": 12, "nti": 50, "npi": 50, "ddim": 50}
+
+
+def check_guidance(scale: float, what: str = "guidance scale") -> float:
+    """``scale`` as a float, after refusing what is not a finite number >= 1 (NaN and infinity would pass a plain
+    ``>= 1`` check the wrong way or blow up: NaN counterfactuals). ``what``: the message's name for it."""
+    value = float(scale)
+    if not (math.isfinite(value) and value >= 1.0):
+        raise CfauditError(f"{what} must be a finite number >= 1, got {value:g}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -66,10 +76,17 @@ class InversionSettings:
         object.__setattr__(self, "steps", steps)
         if steps < 1:
             raise CfauditError(f"inversion steps must be at least 1, got {steps}")
-        if self.guidance_scale < 1.0:
-            raise CfauditError(f"guidance scale must be >= 1, got {self.guidance_scale}")
+        check_guidance(self.guidance_scale)
         if self.inner_steps < 1:
             raise CfauditError(f"null-text inner steps must be at least 1, got {self.inner_steps}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise CfauditError(
+                f"null-text learning rate must be a finite number > 0, got {self.learning_rate:g}"
+            )
+        if not (math.isfinite(self.epsilon) and self.epsilon >= 0):
+            raise CfauditError(
+                f"null-text early-stop epsilon must be a finite number >= 0, got {self.epsilon:g}"
+            )
 
     def key(self) -> dict[str, Any]:
         data: dict[str, Any] = {"method": self.method, "steps": self.steps}

@@ -108,7 +108,6 @@ class JobSettings:
         if self.batch_size < 1:
             raise CfauditError(f"batch size must be at least 1, got {self.batch_size}")
         check_guidance(self.edit.guidance_scale)
-        check_guidance(self.inversion.guidance_scale, "the inversion's guidance scale")
         scales = {_guidance_key(name): float(scale) for name, scale in self.attribute_guidance.items()}
         for attribute, scale in scales.items():
             check_guidance(scale, f"guidance for {attribute}")
@@ -144,6 +143,24 @@ class JobSettings:
             return float(own)
         named = [self.attribute_guidance[a] for a, _ in intervention.changes if a in self.attribute_guidance]
         return float(min(named)) if named else self.edit.guidance_scale
+
+    def unused_guidance(self, interventions: Sequence[Intervention]) -> list[str]:
+        """The ``attribute_guidance`` keys that none of ``interventions`` would take."""
+        named = {str(i) for i in interventions}
+        attributes = {attribute for i in interventions for attribute, _ in i.changes}
+        return [key for key in self.attribute_guidance if key not in named and key not in attributes]
+
+    def check_guidance_used(self, interventions: Sequence[Intervention]) -> None:
+        """Refuse guidance for an attribute or intervention that no edit of ``interventions`` takes: a misspelt
+        intervention (``do(age=+2)`` meant as ``do(age=+20)``) would otherwise be recorded in ``job.json`` as if it
+        had been applied."""
+        unused = self.unused_guidance(interventions)
+        if unused:
+            edits = ", ".join(sorted({str(i) for i in interventions})) or "none"
+            raise CfauditError(
+                f"--attribute-guidance for {', '.join(unused)}: no edit of this job takes it (the edits: {edits}); "
+                "name an attribute an edit changes or one of these interventions, or drop it"
+            )
 
     def guided_targets(
         self, targets: Sequence[Target], interventions: Sequence[Intervention]
@@ -362,11 +379,14 @@ def run_edit_job(
     ids = check_job_items(items, interventions)
     # every image's edits (prompts, relative targets resolved) before anything is written: a bad one fails here
     targets: dict[str, list[Target]] = {}
+    planned: dict[str, Intervention] = {}
     for item in items:
         plan = _item_interventions(item, interventions)
+        planned.update((str(i), i) for i in plan)
         targets[item.image_id] = settings.guided_targets(
             edit_targets(item, plan, settings.prompt_mode, template, policy), plan
         )
+    settings.check_guidance_used([*planned.values(), *interventions])
     rank, world, barrier = _process_state()
     fingerprint = model_fingerprint(editor)
     cache = Path(cache_dir) if cache_dir is not None else out / INVERSIONS_FOLDER
