@@ -111,6 +111,18 @@ def test_discovery_refuses_an_index_without_the_control_splits_before_editing(tm
         run_discovery(
             NoEditor(), tmp_path / "index.csv", None, tmp_path / "out", [Intervention.parse("Edema=1")]
         )
+    # guidance for an attribute no requested edit changes is refused first, before the plan or any edit
+    from cfaudit.edit.job import JobSettings
+
+    guided = JobSettings(attribute_guidance={"race": 12.0})
+    with pytest.raises(
+        CfauditError, match=r"for race: no edit of this job takes it \(the edits: do\(Edema=1\)\)"
+    ):
+        run_discovery(
+            NoEditor(), tmp_path / "index.csv", None, tmp_path / "out", [Intervention.parse("Edema=1")],
+            job_settings=guided,
+        )  # fmt: skip
+    assert not (tmp_path / "out").exists()
 
 
 def test_real_images_are_read_square_and_no_larger_than_the_working_size(tmp_path):
