@@ -565,3 +565,8 @@ def test_the_scm_job_redoes_changed_and_damaged_images_and_leaves_no_job_json_af
     with pytest.raises(CfauditError):
         run_scm_edit_job(model, [replace(items[0], path=unreadable)], do, tmp_path / "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_an_image_that_cannot_be_read_is_named(tmp_path):
+    with pytest.raises(CfauditError, match=r"gone\.png: cannot read the image \(No such file"):
+        original_digest(tmp_path / "gone.png")

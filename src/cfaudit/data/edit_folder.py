@@ -225,9 +225,12 @@ def original_digest(path: str | os.PathLike[str]) -> str:
     resolved = Path(path).resolve()
     try:
         stat = resolved.stat()
+        return _digest(str(resolved), stat.st_size, stat.st_mtime_ns)
     except OSError as error:
-        raise CfauditError(atomic_io.os_error_message(error, f"{path}: cannot read the image")) from None
-    return _digest(str(resolved), stat.st_size, stat.st_mtime_ns)
+        raise CfauditError(
+            f"{path}: cannot read the image ({error.strerror or error}); check the path the index gives, or "
+            "restore the file"
+        ) from None
 
 
 @functools.lru_cache(maxsize=4096)
