@@ -154,7 +154,9 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
     lines = ["| | " + " | ".join(f"`{n}`" for n in names) + " |", "|---|" + "---|" * len(names)]
 
     def row(label: str, cell) -> None:
-        lines.append(f"| {label} | " + " | ".join(cell(results[n]) for n in names) + " |")
+        cells = [cell(results[n]) for n in names]
+        if any(c != "-" for c in cells):  # a row no model has (--no-reconstruction, --effect) is left out
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
 
     def get(r: dict[str, Any], *keys: str) -> Any:
         for key in keys:
