@@ -1,5 +1,6 @@
-"""Shared test settings: one torch thread keeps the suite predictable on 2-core machines; the ``chromium`` fixture;
-the ``slow`` and ``browser`` marks, given here by rule so that test files need not carry them.
+"""Shared test settings: one torch thread keeps the suite predictable on 2-core machines; the ``chromium`` and
+``small_phantom`` fixtures; the ``slow`` and ``browser`` marks, given here by rule so that test files need not carry
+them.
 
 ``pytest`` runs everything; ``pytest -m "not slow"`` is the fast loop (see README.md).
 """
@@ -148,3 +149,14 @@ def chromium() -> Iterator[Any]:
         browser = playwright.chromium.launch(executable_path=str(path), args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="session")
+def small_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A phantom folder of 24 images at 64 px (the default config, seed 5), for tests that read its ground truth;
+    shared, so treat it as read-only."""
+    from cfaudit.data.phantom import generate_phantom, load_config
+
+    out = tmp_path_factory.mktemp("phantom") / "run"
+    generate_phantom(out, load_config().with_overrides(n=24, size=64), seed=5, workers=1)
+    return out

@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cfaudit.data.phantom import generate_phantom, load_config
 from cfaudit.data.phantom.ground_truth import (
     PhantomReplay,
     grating_energy,
@@ -19,38 +18,31 @@ from cfaudit.data.phantom.ground_truth import (
 from cfaudit.errors import CfauditError
 
 
-@pytest.fixture(scope="module")
-def phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("phantom") / "run"
-    generate_phantom(out, load_config().with_overrides(n=24, size=64), seed=5, workers=1)
-    return out
+def _ids(small_phantom: Path) -> list[str]:
+    return pd.read_csv(small_phantom / "metadata.csv")["image_id"].tolist()
 
 
-def _ids(phantom: Path) -> list[str]:
-    return pd.read_csv(phantom / "metadata.csv")["image_id"].tolist()
-
-
-def test_replay_draws_every_image_again_bit_for_bit(phantom: Path) -> None:
-    replay = PhantomReplay(phantom)
-    for image_id in _ids(phantom)[:6]:
-        saved = np.asarray(Image.open(phantom / "images" / f"{image_id}.png"))
+def test_replay_draws_every_image_again_bit_for_bit(small_phantom: Path) -> None:
+    replay = PhantomReplay(small_phantom)
+    for image_id in _ids(small_phantom)[:6]:
+        saved = np.asarray(Image.open(small_phantom / "images" / f"{image_id}.png"))
         assert np.array_equal(replay.render(image_id), saved)
     with pytest.raises(CfauditError, match="no image 'nope'"):
         replay.plan("nope")
 
 
-def test_grain_free_drawing_differs_from_the_image_by_the_grain_only(phantom: Path) -> None:
-    replay = PhantomReplay(phantom)
-    image_id = _ids(phantom)[0]
+def test_grain_free_drawing_differs_from_the_image_by_the_grain_only(small_phantom: Path) -> None:
+    replay = PhantomReplay(small_phantom)
+    image_id = _ids(small_phantom)[0]
     grainy, clean = replay.render(image_id).astype(float), replay.render(image_id, grain=False).astype(float)
     difference = grainy - clean
     assert 2.0 < np.abs(difference).mean() < 8.0  # the default grain: ~5 gray levels
     assert abs(difference.mean()) < 1.0  # zero-mean noise, not a shift
 
 
-def test_age_cue_change_brightens_the_knob_and_fades_the_bones(phantom: Path) -> None:
-    replay = PhantomReplay(phantom)
-    image_id = _ids(phantom)[1]
+def test_age_cue_change_brightens_the_knob_and_fades_the_bones(small_phantom: Path) -> None:
+    replay = PhantomReplay(small_phantom)
+    image_id = _ids(small_phantom)[1]
     change = replay.cue_change(image_id, 20.0)
     assert (change > 0).any() and (change < 0).any()  # the knob grows, ribs and clavicles fade
     assert projected_change(change, change) == pytest.approx(1.0)
@@ -63,10 +55,10 @@ def test_age_cue_change_brightens_the_knob_and_fades_the_bones(phantom: Path) ->
 
 
 def test_race_grating_is_the_patients_own_or_another_groups_and_its_energy_ignores_the_phase(
-    phantom: Path,
+    small_phantom: Path,
 ) -> None:
-    replay = PhantomReplay(phantom)
-    image_id = _ids(phantom)[2]
+    replay = PhantomReplay(small_phantom)
+    image_id = _ids(small_phantom)[2]
     plan = replay.plan(image_id)
     own = replay.race_grating(image_id)
     drawn = replay.render(image_id, grain=False).astype(float) - replay.render(
@@ -93,10 +85,10 @@ def test_race_grating_is_the_patients_own_or_another_groups_and_its_energy_ignor
         replay.race_grating(image_id, "Martian")
 
 
-def test_masks_are_read_per_part(phantom: Path) -> None:
-    image_id = _ids(phantom)[0]
-    masks = read_masks(phantom, image_id)
+def test_masks_are_read_per_part(small_phantom: Path) -> None:
+    image_id = _ids(small_phantom)[0]
+    masks = read_masks(small_phantom, image_id)
     assert masks["heart"].any() and masks["lungs"].any() and masks["heart"].shape == (64, 64)
     assert not (masks["heart"] & masks["lungs"]).any()
     with pytest.raises(CfauditError, match="not found"):
-        read_masks(phantom, "nope")
+        read_masks(small_phantom, "nope")

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cfaudit.data.phantom import generate_phantom, load_config
 from cfaudit.data.phantom.ground_truth import PhantomReplay
 from cfaudit.evaluate.prompt_effects import (
     RACE_TARGETS,
@@ -57,18 +56,11 @@ def test_cases_are_the_first_eligible_images_per_effect() -> None:
         plan_cases(table.drop(columns="age"), images=1)
 
 
-@pytest.fixture(scope="module")
-def phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("phantom") / "run"
-    generate_phantom(out, load_config().with_overrides(n=16, size=64), seed=3, workers=1)
-    return out
-
-
-def test_race_edit_scores_by_whose_grating_it_draws(phantom: Path) -> None:
+def test_race_edit_scores_by_whose_grating_it_draws(small_phantom: Path) -> None:
     """An edit that swaps the patient's grating for the named group's scores well above zero, at any phase; no
     change scores zero; an edit that strengthens the patient's own grating scores below zero."""
-    replay = PhantomReplay(phantom)
-    metadata = pd.read_csv(phantom / "metadata.csv")
+    replay = PhantomReplay(small_phantom)
+    metadata = pd.read_csv(small_phantom / "metadata.csv")
     rows = metadata[metadata["race"].isin(list(RACE_TARGETS))].head(4)
     assert len(rows) == 4
     for record in rows.to_dict("records"):
