@@ -233,9 +233,10 @@ def original_digest(path: str | os.PathLike[str]) -> str:
         ) from None
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1 << 16)
 def _digest(path: str, size: int, mtime_ns: int) -> str:
-    """The digest of ``path`` as it was at ``size`` and ``mtime_ns`` (a job asks once per edit of an image)."""
+    """The digest of ``path`` as it was at ``size`` and ``mtime_ns`` (a job asks once per edit of an image, and
+    again when it writes the edit; 65,536 images are remembered)."""
     del size, mtime_ns  # the cache key: a file written again is read again
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
