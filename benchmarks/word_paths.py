@@ -12,7 +12,8 @@ loads both without extra arguments):
 
 Every weight of the source UNet is kept. ``--zero`` makes the new module's output zero, so that the copy starts as
 the source model (a phase trained on from it); without it the module keeps diffusers' default init, seeded (a
-random init trained from scratch, e.g. ``runs/demo-f4/models/init`` of ``cfaudit demo --train``).
+random init trained from scratch, e.g. ``runs/demo-f4/models/init`` of ``cfaudit demo --train``), its output
+scaled by ``--scale`` (0.2: a path that starts at a fifth of its default strength).
 
     python benchmarks/word_paths.py --variant time-embedding --source runs/demo-f4/models/init --out runs/temb-init
     cfaudit train --config my.yaml        # configs/train/demo_f4_scratch.yaml with model: runs/temb-init
@@ -44,17 +45,25 @@ def variant_config(config: dict, variant: str) -> tuple[dict, tuple[str, ...]]:
     return config, ("down_blocks.0.attentions", f"up_blocks.{levels - 1}.attentions")
 
 
-def zero_new_outputs(unet: UNet2DConditionModel, variant: str, added: tuple[str, ...]) -> None:
-    """Make the added module's output zero, so that the UNet computes what the source did."""
+def scale_new_outputs(unet: UNet2DConditionModel, variant: str, added: tuple[str, ...], scale: float) -> None:
+    """Scale the added module's output by ``scale``: 0 makes the UNet compute what the source did; between 0 and 1
+    the new path starts quieter than diffusers' init."""
+
+    def scaled(tensor: torch.Tensor) -> None:
+        if scale == 0.0:
+            tensor.zero_()  # +0.0 everywhere (a product would leave -0.0), as --zero always wrote
+        else:
+            tensor.mul_(scale)
+
     with torch.no_grad():
         if variant == "time-embedding":
-            unet.add_embedding.norm2.weight.zero_()
-            unet.add_embedding.norm2.bias.zero_()
+            scaled(unet.add_embedding.norm2.weight)
+            scaled(unet.add_embedding.norm2.bias)
             return
         for name, module in unet.named_modules():
             if name.startswith(added) and name.endswith("proj_out"):
-                module.weight.zero_()
-                module.bias.zero_()
+                scaled(module.weight)
+                scaled(module.bias)
 
 
 def main() -> None:
@@ -63,6 +72,9 @@ def main() -> None:
     parser.add_argument("--source", type=Path, required=True, help="a diffusers pipeline folder")
     parser.add_argument("--out", type=Path, required=True, help="the new pipeline folder (replaced)")
     parser.add_argument("--zero", action="store_true", help="start as the source model (a phase trained on)")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="scale the new module's output at init (--zero: 0)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="init of the added module without --zero")
     args = parser.parse_args()
 
@@ -73,15 +85,17 @@ def main() -> None:
     missing, unexpected = unet.load_state_dict(source.state_dict(), strict=False)
     if unexpected or not all(key.startswith(added) for key in missing):
         raise SystemExit(f"the source UNet does not fit the variant: {unexpected or missing}")
-    if args.zero:
-        zero_new_outputs(unet, args.variant, added)
+    scale = 0.0 if args.zero else args.scale
+    if scale != 1.0:
+        scale_new_outputs(unet, args.variant, added, scale)
     if args.out.exists():
         shutil.rmtree(args.out)
     shutil.copytree(args.source, args.out, ignore=shutil.ignore_patterns("unet"))
     unet.save_pretrained(args.out / "unet", safe_serialization=True)
     grown = sum(p.numel() for p in unet.parameters()) - sum(p.numel() for p in source.parameters())
     print(
-        f"wrote {args.out}: {args.variant}, +{grown:,} parameters{' (starts as the source)' if args.zero else ''}"
+        f"wrote {args.out}: {args.variant}, +{grown:,} parameters"
+        + (" (starts as the source)" if scale == 0.0 else f" (new output x{scale:g})" if scale != 1.0 else "")
     )
 
 
