@@ -379,6 +379,12 @@ def test_an_image_whose_inputs_changed_is_redone_and_another_index_does_not_mix_
     report = run_edit_job(editor, other, interventions, out, settings(), model_id="tiny")
     assert report.images_skipped == 0
     assert pd.read_csv(report.edits_csv)["image_id"].tolist() == ["q/other", "q/other"]
+    # the earlier job's three images stay (a later run of that job resumes them), and the summary says so
+    assert report.images_elsewhere == 3
+    assert "3 image(s) of another job stay in the folder, not in edits.csv" in report.summary()
+    again = run_edit_job(editor, first, interventions, out, settings(), model_id="tiny")
+    assert again.images_skipped == 2 and again.images_redone == 1  # image 0: its source prompt changed back
+    assert again.images_elsewhere == 1  # q/other
 
 
 def test_rows_written_before_content_digests_resume_by_their_path(editor, images, tmp_path):

@@ -124,13 +124,7 @@ def edit_command(
     report = run_edit_job(editor, items, interventions, out, settings, model_id=model, cache_dir=cache)
     if report.rank != 0:  # under accelerate launch / torchrun: the main process merges the rows and reports
         return
-    redone = (
-        f", {report.images_redone} redone: their inputs or files had changed" if report.images_redone else ""
-    )
-    Console().print(
-        f"{report.edits} edit(s) of {report.images} image(s) in {report.edits_csv} "
-        f"({report.images_skipped} already done{redone}; {report.seconds:.1f} s)"
-    )
+    Console().print(report.summary())
 
 
 def register(app: typer.Typer) -> None:

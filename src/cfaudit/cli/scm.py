@@ -98,10 +98,7 @@ def edit_command(
     loaded = CausalImageModel.load(model, device=resolve_device(device))
     items = items_from_index(DataIndex.read(index), split, limit, policy=loaded.label_policy)
     report = run_scm_edit_job(loaded, items, interventions, out, settings, model_id=str(model))
-    Console().print(
-        f"{report.edits} edit(s) of {report.images} image(s) in {report.edits_csv} "
-        f"({report.images_skipped} already done; {report.seconds:.1f} s)"
-    )
+    Console().print(report.summary())
 
 
 def register(app: typer.Typer) -> None:

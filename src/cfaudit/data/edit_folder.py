@@ -137,6 +137,24 @@ class JobReport:
     num_processes: int = 1
     #: Images that had a row file but were redone: it was unreadable, or its inputs or files had changed.
     images_redone: int = 0
+    #: Images of earlier jobs in the same folder (other ids): their files stay, kept for a later run of that job,
+    #: but ``edits.csv`` holds only this job's (:func:`other_images`).
+    images_elsewhere: int = 0
+
+    def summary(self) -> str:
+        """One line for the command line: what was edited, what was already done or redone, and the time."""
+        redone = (
+            f", {self.images_redone} redone: their inputs or files had changed" if self.images_redone else ""
+        )
+        elsewhere = (
+            f"; {self.images_elsewhere} image(s) of another job stay in the folder, not in edits.csv"
+            if self.images_elsewhere
+            else ""
+        )
+        return (
+            f"{self.edits} edit(s) of {self.images} image(s) in {self.edits_csv} "
+            f"({self.images_skipped} already done{redone}{elsewhere}; {self.seconds:.1f} s)"
+        )
 
 
 def items_from_index(
@@ -363,6 +381,12 @@ def read_image_rows(out: Path, image_id: str) -> list[dict[str, Any]] | None:
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
         raise CfauditError(f"{path}: not a list of rows; re-run the edit job, which redoes this image")
     return rows
+
+
+def other_images(out: Path, image_ids: Sequence[str]) -> int:
+    """How many images of ``out`` have rows but are not among ``image_ids`` (an earlier job's, in the same folder)."""
+    ours = {row_file(out, image_id).name for image_id in image_ids}
+    return sum(1 for path in (out / ROWS_FOLDER).glob("*.json") if path.name not in ours)
 
 
 def write_edits_csv(out: Path, image_ids: Sequence[str]) -> int:

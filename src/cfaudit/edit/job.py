@@ -60,6 +60,7 @@ from cfaudit.data.edit_folder import (
     image_folder,
     item_inputs,
     new_folders,
+    other_images,
     prepare_resume,
     row_file,
     undone_on_failure,
@@ -425,11 +426,12 @@ def run_edit_job(
             finish_images(out, batch, rows, on_image_done, clear_staged=True)
     barrier()
     edits_csv = out / EDITS_CSV
-    count = 0
+    count = elsewhere = 0
     if rank == 0:
         count = write_edits_csv(out, ids)
+        elsewhere = other_images(out, ids)
     return JobReport(
-        edits_csv, len(items), done_before, count, time.perf_counter() - start, rank, world, redone
+        edits_csv, len(items), done_before, count, time.perf_counter() - start, rank, world, redone, elsewhere
     )
 
 

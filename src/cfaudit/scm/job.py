@@ -50,6 +50,7 @@ from cfaudit.data.edit_folder import (
     image_folder,
     item_inputs,
     new_folders,
+    other_images,
     prepare_resume,
     read_image_rows,
     row_file,
@@ -143,8 +144,9 @@ def run_scm_edit_job(
     count = write_edits_csv(out, ids)
     write_values_csv(out, ids)
     return JobReport(
-        out / EDITS_CSV, len(items), done_before, count, time.perf_counter() - started, images_redone=redone
-    )
+        out / EDITS_CSV, len(items), done_before, count, time.perf_counter() - started, images_redone=redone,
+        images_elsewhere=other_images(out, ids),
+    )  # fmt: skip
 
 
 def factual_values(model: CausalImageModel, items: Sequence[JobItem]) -> list[dict[str, Any]]:
