@@ -330,6 +330,10 @@ def test_guidance_per_attribute_edits_those_edits_at_their_scale(editor, images,
         "do(age=-20)",
         "do(age=80, Cardiomegaly=0)",
     ]
+    # a discovery whose plan left an intervention out keeps only the entries its edits take
+    taken = own.guidance_taken_by(parse_interventions(["age=+20", "age=-20"]))
+    assert taken.attribute_guidance == {"age": 4.0, "do(age=-20)": 2.0}
+    assert own.guidance_taken_by(parse_interventions(["age=-20", "age=80, Cardiomegaly=0"])) is own
     for unused, match in (({"do(age=+02)": 2}, r"do\(age=\+2\)"), ({"race": 12}, "for race: no edit")):
         job = JobSettings(inversion=InversionSettings(steps=4), attribute_guidance=unused)
         with pytest.raises(CfauditError, match=match):

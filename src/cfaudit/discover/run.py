@@ -26,7 +26,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -176,11 +176,9 @@ def discover(
 
     # 1. Plan (the controls' splits are checked first: an empty one would only fail after the edits)
     plan, per_intervention, eligible = plan_discovery(index, interventions, settings, atlas, policy)
-    # an intervention left out of the plan (too few eligible images) has no edit to guide
-    unplanned = job_settings.unused_guidance([i for item in plan.items for i in item.interventions or ()])
-    if unplanned:
-        kept = {k: v for k, v in job_settings.attribute_guidance.items() if k not in unplanned}
-        job_settings = replace(job_settings, attribute_guidance=kept)
+    job_settings = job_settings.guidance_taken_by(
+        [i for item in plan.items for i in item.interventions or ()]
+    )
     _tell(progress, "plan", plan.n_edits, len(plan.items))
 
     # 2. Edits (resumable: a re-run skips the images already done)

@@ -78,8 +78,8 @@ from cfaudit.data.interventions import (
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy
 from cfaudit.data.prompts import DEFAULT_TEMPLATE, PromptTemplate
 from cfaudit.edit.attention import AttentionSettings
-from cfaudit.edit.editor import CounterfactualEditor, EditSettings, ImageEdits, Target, check_guidance
-from cfaudit.edit.inversion import Inversion, InversionSettings
+from cfaudit.edit.editor import CounterfactualEditor, EditSettings, ImageEdits, Target
+from cfaudit.edit.inversion import Inversion, InversionSettings, check_guidance
 from cfaudit.errors import CfauditError
 
 
@@ -150,6 +150,16 @@ class JobSettings:
         named = {str(i) for i in interventions}
         attributes = {attribute for i in interventions for attribute, _ in i.changes}
         return [key for key in self.attribute_guidance if key not in named and key not in attributes]
+
+    def guidance_taken_by(self, interventions: Sequence[Intervention]) -> JobSettings:
+        """These settings without the ``attribute_guidance`` entries none of ``interventions`` takes (a
+        discovery's plan leaves out an intervention with too few eligible images: its entry has no edit to
+        guide, which :meth:`check_guidance_used` would refuse)."""
+        unused = set(self.unused_guidance(interventions))
+        if not unused:
+            return self
+        kept = {key: scale for key, scale in self.attribute_guidance.items() if key not in unused}
+        return replace(self, attribute_guidance=kept)
 
     def check_guidance_used(self, interventions: Sequence[Intervention]) -> None:
         """Refuse guidance for an attribute or intervention that no edit of ``interventions`` takes: a misspelt
@@ -431,8 +441,9 @@ def run_edit_job(
         count = write_edits_csv(out, ids)
         elsewhere = other_images(out, ids)
     return JobReport(
-        edits_csv, len(items), done_before, count, time.perf_counter() - start, rank, world, redone, elsewhere
-    )
+        edits_csv, len(items), done_before, count, time.perf_counter() - start, rank=rank, num_processes=world,
+        images_redone=redone, images_elsewhere=elsewhere,
+    )  # fmt: skip
 
 
 def _expected_rows(
