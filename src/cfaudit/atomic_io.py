@@ -204,7 +204,8 @@ def check_output_folder(path: str | os.PathLike[str], option: str = "--out") -> 
         )
     made = [p for p in (path, *path.parents) if not p.exists()]
     try:
-        path.mkdir(parents=True)
+        # exist_ok: the processes of one launch check the same folder at once, and another may have just made it
+        path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise CfauditError(
             f"{path}: cannot create this folder ({error.strerror or error}); choose another {option} "
