@@ -14,8 +14,10 @@ On a phantom no model saw (``--seed``, the default config at 128 px), for each m
 * **prompt effects** in each ``--prompt-mode`` (``cfaudit.evaluate.prompt_effects``): the share of
   cardiomegaly cases whose heart shrinks under ``do(Cardiomegaly=0)``, the flip rates of ``do(Cardiomegaly=1)``
   and ``do(sex)``, the share of ``do(age=+20)`` edits that move the phantom's age cues the right way, and the
-  share of ``do(race)`` edits that move the phantom's race grating to the named group's (``--effect`` picks
-  some), and the seconds and UNet evaluations per edit;
+  share of ``do(race)`` edits that go at least half as far as the phantom's own swap of the race gratings
+  (``--effect`` picks some), and the seconds and UNet evaluations per edit;
+* **race in samples** (``--race-samples``): ``cfaudit.evaluate.prompt_effects.race_sample_share`` of samples of
+  the same patients prompted ``white`` and ``black`` (same seeds), against real White and Black patients;
 * **realism** (``cfaudit.evaluate.realism``): Frechet distance and KID of the effects run's counterfactuals and
   reconstructions against up to 500 real images of the phantom that were not edited, on the classifier's features.
 
@@ -36,8 +38,8 @@ import torch
 
 from cfaudit.atomic_io import write_json, write_text
 from cfaudit.data.adapters import build_index
-from cfaudit.data.images import load_image, to_model_tensor
-from cfaudit.data.interventions import PROMPT_MODES
+from cfaudit.data.images import load_image, load_model_tensor, to_model_tensor
+from cfaudit.data.interventions import PROMPT_MODES, source_prompt
 from cfaudit.data.phantom import default_config_path, generate_phantom, load_config
 from cfaudit.data.phantom.ground_truth import PhantomReplay, read_masks
 from cfaudit.data.records import DataIndex
@@ -45,10 +47,12 @@ from cfaudit.edit.editor import CounterfactualEditor
 from cfaudit.edit.job import JobSettings
 from cfaudit.evaluate.classifiers import load_classifier
 from cfaudit.evaluate.fidelity import measure_fidelity
-from cfaudit.evaluate.prompt_effects import EFFECTS, measure_prompt_effects
+from cfaudit.evaluate.prompt_effects import EFFECTS, measure_prompt_effects, race_sample_share
 from cfaudit.evaluate.realism_distances import frechet_distance, kid
 from cfaudit.evaluate.realism_features import ClassifierFeatures
+from cfaudit.models.components import PipelineComponents
 from cfaudit.models.loading import load_components
+from cfaudit.models.sampling import sample_images
 from cfaudit.train.vae import autoencode
 
 DEVICES = ("pacemaker", "chest_tube", "central_line", "endotracheal_tube", "nasogastric_tube", "ecg_leads")
@@ -149,6 +153,32 @@ def realism_rows(classifier: Any, index: DataIndex, effects: Any) -> dict[str, d
     return out
 
 
+def race_sample_row(
+    components: PipelineComponents,
+    root: Path,
+    index: DataIndex,
+    images: int,
+    groups: tuple[str, str] = ("White", "Black"),
+) -> dict[str, float]:
+    """Sample the first ``images`` White or Black test patients once as each group (25 DDIM steps, guidance 7.5,
+    seed = position) and score the gratings against as many real patients of each group."""
+    table = index.table[index.table["split"] == "test"]
+    records = table[table["race"].isin(groups)].head(images).to_dict("records")
+    size = components.resolution
+
+    def unit(row: Any) -> np.ndarray:
+        return (load_model_tensor(index.image_path(row), size)[0].numpy() + 1.0) / 2.0
+
+    real = {g: [unit(row) for _, row in table[table["race"] == g].head(images).iterrows()] for g in groups}
+    seeds = list(range(len(records)))
+    generated = {}
+    for g in groups:
+        prompts = [source_prompt({**record, "race": g}) for record in records]
+        generated[g] = [image[0].numpy() for image in sample_images(components, prompts, seeds, steps=25)]
+    share = race_sample_share(PhantomReplay(root), real, generated, groups)
+    return {"share": share, "n": len(records)}
+
+
 def markdown(results: dict[str, dict[str, Any]]) -> str:
     names = list(results)
     lines = ["| | " + " | ".join(f"`{n}`" for n in names) + " |", "|---|" + "---|" * len(names)]
@@ -200,6 +230,10 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
             return f"{s['rate']:.0%} [{s['low']:.0%}, {s['high']:.0%}] (n={s['n']}, {s['mean_effect']:+.3f})"
 
         row(f"prompt effect: {effect}", cell)
+    row(
+        "race in samples: White-vs-Black grating gap, share of the real one",
+        lambda r: fmt(get(r, "race_samples"), "{0[share]:+.2f} (n={0[n]} each)"),
+    )
     for key in ("FD", "KID"):
         for which in ("counterfactuals", "reconstructions"):
             row(f"realism {key}, {which}", lambda r, k=key, w=which: fmt(get(r, "realism", w, k), "{:.3g}"))
@@ -226,6 +260,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--no-reconstruction", action="store_true", help="skip the reconstruction rows (the effects alone)"
+    )
+    parser.add_argument(
+        "--race-samples",
+        type=int,
+        default=12,
+        help="patients sampled as each of two groups (0: skip the row)",
     )
     parser.add_argument(
         "--prompt-mode",
@@ -255,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
             else reconstruction_rows(components.vae, root, index, classifier, args.images)
         )
         editor = CounterfactualEditor.from_components(components)
+        race_samples = (
+            race_sample_row(components, root, index, args.race_samples) if args.race_samples > 0 else {}
+        )
         for mode in modes:
             effects = measure_prompt_effects(
                 editor,
@@ -273,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                 "realism": realism_rows(classifier, index, effects),
                 "seconds_per_edit": effects.seconds_per_edit,
                 "unet_evals_per_edit": float(effects.rows["unet_evals"].mean()),
+                "race_samples": race_samples,
             }
             print(f"{column}: done\n{effects.table()}", flush=True)
     text = markdown(results)

@@ -14,9 +14,12 @@ import pytest
 from cfaudit.data.phantom.ground_truth import PhantomReplay
 from cfaudit.evaluate.prompt_effects import (
     RACE_TARGETS,
+    _score,
     intervention_for,
     plan_cases,
     race_grating_shift,
+    race_sample_share,
+    race_swap_shift,
     wilson_interval,
 )
 
@@ -87,3 +90,71 @@ def test_race_edit_scores_by_whose_grating_it_draws(small_phantom: Path) -> None
     record = rows.iloc[0].to_dict()
     picture = replay.render(str(record["image_id"])).astype(np.float64) / 255.0
     assert math.isnan(race_grating_shift(replay, record, picture, picture * 0.9))
+    assert math.isnan(race_swap_shift(replay, record, picture.shape[-1]))
+    assert not _score("race_changed", record, picture, picture * 0.9, {}, 1, replay)["eligible"]
+
+
+def test_race_edit_counts_when_it_goes_half_as_far_as_a_real_swap(small_phantom: Path) -> None:
+    """The race effect is the edit's shift over the phantom's own swap: the patient drawn of the named group
+    scores 1 (and counts), an edit that draws a tenth of that group's grating scores little (and does not), and
+    the scale is the phantom's, not a constant: a fainter grating makes a smaller swap."""
+    replay = PhantomReplay(small_phantom)
+    metadata = pd.read_csv(small_phantom / "metadata.csv")
+    swaps = []
+    for record in metadata[metadata["race"].isin(list(RACE_TARGETS))].head(4).to_dict("records"):
+        image_id, size = str(record["image_id"]), replay.size
+        texture = replay.config.cues.race_texture[RACE_TARGETS[record["race"]]]
+        picture = replay.render(image_id).astype(np.float64) / 255.0
+        swapped = (
+            replay.render(image_id, texture_frequency=texture.frequency, texture_angle=texture.angle) / 255.0
+        )
+        swaps.append(race_swap_shift(replay, record, size))
+        assert (
+            swaps[-1] == pytest.approx(race_grating_shift(replay, record, picture, swapped))
+            and swaps[-1] > 0.3
+        )
+        full = _score("race_changed", record, picture, swapped, {}, 1, replay)
+        assert full["eligible"] and full["hit"] and full["effect_size"] == pytest.approx(1.0)
+        slight = _score("race_changed", record, picture, picture + 0.1 * (swapped - picture), {}, 1, replay)
+        assert 0.0 < slight["effect_size"] < 0.5 and not slight["hit"]
+    fainter = dataclasses.replace(
+        replay.config.cues, race_texture_amplitude=0.3 * replay.config.cues.race_texture_amplitude
+    )
+    replay.config = dataclasses.replace(replay.config, cues=fainter)
+    record = metadata[metadata["race"].isin(list(RACE_TARGETS))].iloc[0].to_dict()
+    assert 0.0 < race_swap_shift(replay, record, replay.size) < swaps[0]
+
+
+def test_race_in_samples_is_scored_against_the_real_groups(small_phantom: Path) -> None:
+    """Images that differ by group as the real ones do score 1, images the words do not select score 0, images
+    of the wrong group -1; no grating or mixed sizes cannot be scored."""
+    replay = PhantomReplay(small_phantom)
+    metadata = pd.read_csv(small_phantom / "metadata.csv")
+    real = {
+        group: [
+            replay.render(i).astype(np.float64) / 255.0
+            for i in metadata[metadata["race"] == group]["image_id"]
+        ]
+        for group in ("White", "Black")
+    }
+    assert len(real["White"]) >= 2 and len(real["Black"]) >= 1
+    assert race_sample_share(replay, real, real) == pytest.approx(1.0)
+    assert race_sample_share(replay, real, {"White": real["Black"], "Black": real["White"]}) == pytest.approx(
+        -1.0
+    )
+    assert race_sample_share(replay, real, {"White": real["White"], "Black": real["White"]}) == pytest.approx(
+        0.0
+    )
+    # The same patients drawn as the other group: the gratings alone differ, and they differ the right way.
+    texture = replay.config.cues.race_texture["Black"]
+    white_ids = metadata[metadata["race"] == "White"]["image_id"]
+    as_black = [
+        replay.render(i, texture_frequency=texture.frequency, texture_angle=texture.angle) / 255.0
+        for i in white_ids
+    ]
+    assert race_sample_share(replay, real, {"White": real["White"], "Black": as_black}) > 0.5
+    with pytest.raises(ValueError, match="one size"):
+        race_sample_share(replay, real, {"White": [np.zeros((32, 32))], "Black": real["Black"]})
+    bare = dataclasses.replace(replay.config.cues, race_texture_amplitude=0.0)
+    replay.config = dataclasses.replace(replay.config, cues=bare)
+    assert math.isnan(race_sample_share(replay, real, real))

@@ -15,13 +15,20 @@ inversion, and each is scored by what it should have changed:
     (a larger aortic knob, fainter bones: :meth:`~cfaudit.data.phantom.ground_truth.PhantomReplay.cue_change`),
     is positive; ``effect`` is that projection (1.0: as much as the phantom would draw).
 ``do(race=<another group>)`` (:data:`RACE_TARGETS`) on patients of a group the phantom draws a grating for
-    *grating moved*: the phantom marks race by a faint grating whose frequency and angle are the group's, so
-    the edit should add the new group's grating and remove the patient's own. ``effect`` is the log-ratio
+    *half a swap*: the phantom marks race by a faint grating whose frequency and angle are the group's, so the
+    edit should add the new group's grating and remove the patient's own. The edit's shift is the log-ratio
     (counterfactual against reconstruction) of the image's power at the new group's grating frequencies minus
     the same at the old group's (:func:`~cfaudit.data.phantom.ground_truth.grating_energy`, blind to the
-    phase); it counts when positive. A sharpening or blurring edit moves both alike and scores about zero.
+    phase); ``effect`` is that shift as a share of the shift the phantom itself makes when it draws the same
+    patient of the named group (:func:`race_swap_shift`: 1.0, as far as a real patient of that group), and the
+    edit counts when it goes at least half that way. A sharpening or blurring edit moves both gratings alike
+    and scores about zero.
 
-The last two are judged against chance (50%), so read their mean effects beside the shares.
+The age effect is judged against chance (50%), so read its mean effect beside the share.
+
+:func:`race_sample_share` asks the same of generation rather than editing: do samples prompted with one group and
+with another (the same patients otherwise, the same seeds) differ in their gratings as real patients of the two
+groups do?
 
 Prompts are ``partial`` (the paper's: only the change is named), ``full`` or ``contrast``
 (:data:`cfaudit.data.interventions.PROMPT_MODES`). Each rate comes with a 95% Wilson
@@ -57,7 +64,7 @@ EFFECTS: dict[str, str] = {
     "cardiomegaly_added": "classifier flipped",
     "sex_swapped": "classifier flipped",
     "age_plus_20": "age cues moved the right way",
-    "race_changed": "new group's grating gained on the old one's",
+    "race_changed": "at least half a real swap of the gratings",
 }
 AGE_YEARS = 20.0
 #: The group each race edit names, by the patient's recorded group (the two largest swap; the others go to
@@ -242,8 +249,9 @@ def _score(
         before, after = float(scores["sex"][0]), float(scores["sex"][k])
         row.update(hit=(before >= 0.5) != (after >= 0.5), effect_size=abs(after - before))
     elif name == "race_changed":
-        size = race_grating_shift(replay, record, reconstruction, counterfactual)
-        row.update(eligible=bool(np.isfinite(size)), hit=bool(size > 0), effect_size=size)
+        shift = race_grating_shift(replay, record, reconstruction, counterfactual)
+        share = shift / race_swap_shift(replay, record, reconstruction.shape[-1])
+        row.update(eligible=bool(np.isfinite(share)), hit=bool(share >= 0.5), effect_size=share, shift=shift)
     else:
         direction = _resized(replay.cue_change(str(record["image_id"]), AGE_YEARS), reconstruction.shape[-1])
         size = projected_change(counterfactual - reconstruction, direction)
@@ -262,8 +270,62 @@ def race_grating_shift(
     target = replay.race_grating(image_id, RACE_TARGETS[str(record["race"])], size=size)
     if np.allclose(own, target):
         return math.nan
-    shifts = []
-    for grating in (target, own):
-        before, after = grating_energy(reconstruction, grating), grating_energy(counterfactual, grating)
-        shifts.append(math.log(after / before) if before > 0 and after > 0 else math.nan)
-    return shifts[0] - shifts[1]
+    return grating_preference(counterfactual, target, own) - grating_preference(reconstruction, target, own)
+
+
+def race_swap_shift(replay: PhantomReplay, record: dict[str, Any], size: int) -> float:
+    """The :func:`race_grating_shift` of a perfect race edit: the patient as the phantom draws them against the
+    same patient drawn with the named group's grating (grain and phase as drawn), at ``size`` pixels.
+
+    It sets the scale of a race edit's shift: the gratings are faint and the body and the grain have power at
+    their frequencies too, so a raw log-ratio of 0.2 may be a twentieth of a real difference between groups
+    (``nan`` where :func:`race_grating_shift` is)."""
+    image_id = str(record["image_id"])
+    texture = replay.config.cues.race_texture.get(RACE_TARGETS[str(record["race"])])
+    if texture is None:
+        return math.nan
+    drawn = replay.render(image_id, size).astype(np.float64) / 255.0
+    swapped = replay.render(
+        image_id, size, texture_frequency=texture.frequency, texture_angle=texture.angle
+    ).astype(np.float64)
+    return race_grating_shift(replay, record, drawn, swapped / 255.0)
+
+
+def grating_preference(image: np.ndarray, first: np.ndarray, second: np.ndarray) -> float:
+    """The log-ratio of ``image``'s power at ``first``'s grating frequencies to its power at ``second``'s
+    (:func:`~cfaudit.data.phantom.ground_truth.grating_energy`: phase-blind); ``nan`` where either is zero."""
+    a, b = grating_energy(image, first), grating_energy(image, second)
+    return math.log(a / b) if a > 0 and b > 0 else math.nan
+
+
+def race_sample_share(
+    replay: PhantomReplay,
+    real: dict[str, Sequence[np.ndarray]],
+    generated: dict[str, Sequence[np.ndarray]],
+    groups: tuple[str, str] = ("White", "Black"),
+) -> float:
+    """How far images generated for the two ``groups`` differ in their gratings, as a share of how far real
+    images of those groups differ: the difference of the mean :func:`grating_preference` (first group's grating
+    over the second's) between the ``generated`` images of the two groups, over the same difference between the
+    ``real`` ones. 1: the words select the grating as the data does; 0: they select nothing; ``nan`` where the
+    phantom draws no grating for the groups or the real groups do not differ.
+
+    Every image must be of one size; the grating templates are drawn over the body of the phantom's first image
+    at that size (the measure is blind to the phase, and nearly so to the body's outline)."""
+    sizes = {np.asarray(image).shape for images in (*real.values(), *generated.values()) for image in images}
+    if len(sizes) != 1:
+        raise ValueError(f"every image must be of one size, got {sorted(sizes)}")
+    size = next(iter(sizes))[-1]
+    image_id = str(replay.population.metadata["image_id"].iloc[0])
+    textures = replay.config.cues.race_texture
+    if replay.config.cues.race_texture_amplitude <= 0 or any(g not in textures for g in groups):
+        return math.nan
+    first, second = (replay.race_grating(image_id, group, size=size) for group in groups)
+
+    def gap(images: dict[str, Sequence[np.ndarray]]) -> float:
+        means = [np.nanmean([grating_preference(np.asarray(i, dtype=np.float64), first, second) for i in images[g]])
+                 for g in groups]  # fmt: skip
+        return float(means[0] - means[1])
+
+    real_gap = gap(real)
+    return gap(generated) / real_gap if abs(real_gap) > 1e-9 else math.nan
