@@ -86,6 +86,16 @@ def test_demo_runs_every_stage_to_the_report(tmp_path, capsys):
         assert (demo / name).is_file(), name
     methods = set(pd.read_csv(demo / "evaluation" / "table2.csv")["method"])
     assert len(methods) == 2  # the diffusion editor and the SCM baseline
+    # Table 2 compares the same edits of the same images (every attribute edited is a node of the SCM's graph)
+    made = {
+        method: set(
+            pd.read_csv(demo / "edits" / method / "edits.csv")[["image_id", "intervention"]].itertuples(
+                index=False
+            )
+        )
+        for method in ("diffusion", "scm")
+    }
+    assert made["scm"] == made["diffusion"] and len(made["scm"]) >= 6
     # Table 2's edits take the editor's default steps; the discovery's, more (DISCOVERY_STEPS)
     assert set(pd.read_csv(demo / "edits" / "diffusion" / "edits.csv")["steps"]) == {12}
     assert set(pd.read_csv(demo / "discovery" / "edits" / "edits.csv")["steps"]) == {20}

@@ -272,19 +272,20 @@ def _edits(
     if scm is None:
         return folders
 
-    from cfaudit.data.interventions import Intervention
+    from dataclasses import replace
+
     from cfaudit.scm.job import ScmEditSettings, run_scm_edit_job
     from cfaudit.scm.model import CausalImageModel
 
     loaded = CausalImageModel.load(scm, device="cpu")
     nodes = set(loaded.graph.names)
-    every = sorted(
-        {str(i) for item in items for i in item.interventions or () if {n for n, _ in i.changes} <= nodes}
-    )
+    # the same edits of the same images as the diffusion editor's, where the SCM's graph has the attribute
+    scm_items = [
+        replace(item, interventions=plan)
+        for item in items
+        if (plan := tuple(i for i in item.interventions or () if {n for n, _ in i.changes} <= nodes))
+    ]
     tell("edit (SCM)", 0, 1)
-    run_scm_edit_job(
-        loaded, items, [Intervention.parse(i) for i in every], out / "edits" / "scm", ScmEditSettings(seed=seed),
-        model_id=scm,
-    )  # fmt: skip
+    run_scm_edit_job(loaded, scm_items, [], out / "edits" / "scm", ScmEditSettings(seed=seed), model_id=scm)
     tell("edit (SCM)", 1, 1)
     return [*folders, out / "edits" / "scm"]

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -75,14 +77,38 @@ def test_job_errors(tiny_index, tmp_path):
         ScmEditSettings(latents="x")
 
 
-def test_job_edits_every_image_with_its_own_interventions_not_an_items_plan(tiny_index, tmp_path):
-    """The demo hands the SCM the items of a discovery plan: each item's own plan is the diffusion editor's."""
+def test_job_edits_each_image_with_its_own_plan_as_the_diffusion_job_does(tiny_index, tmp_path):
+    """An item's own plan is what the SCM makes of it (the demo gives both methods the same edits); an item
+    without one takes the job's interventions. Each counterfactual is the one a job of all the interventions
+    makes (it depends on the image's own seed alone), and a resume with another plan is refused."""
     from dataclasses import replace
 
-    model = tiny_model()
+    model, items = tiny_model(), _items(tiny_index)[:3]
+    female, old, young = (Intervention.parse(t) for t in ("sex=Female", "age=90", "age=30"))
     planned = [
-        replace(item, interventions=(Intervention.parse("Edema=1"),)) for item in _items(tiny_index)[:2]
+        replace(items[0], interventions=(old,)),
+        replace(items[1], interventions=(young, female)),
+        items[2],
     ]
-    report = run_scm_edit_job(model, planned, [Intervention.parse("sex=Female")], tmp_path / "edits")
-    edits = pd.read_csv(tmp_path / "edits" / "edits.csv")
-    assert report.edits == 2 and set(edits["intervention"]) == {"do(sex=Female)"}
+    report = run_scm_edit_job(model, planned, [female], tmp_path / "plan", ScmEditSettings(batch_size=3))
+    edits = pd.read_csv(tmp_path / "plan" / "edits.csv")
+    made = {(row.image_id, row.intervention) for row in edits.itertuples()}
+    assert report.edits == 4 and made == {
+        (items[0].image_id, "do(age=90)"),
+        (items[1].image_id, "do(age=30)"),
+        (items[1].image_id, "do(sex=Female)"),
+        (items[2].image_id, "do(sex=Female)"),
+    }
+    run_scm_edit_job(model, items, [female, old, young], tmp_path / "all", ScmEditSettings(batch_size=3))
+    for image_id, intervention in made:
+        slug = Intervention.parse(intervention.removeprefix("do(").removesuffix(")")).slug
+        mine, theirs = (
+            load_image(tmp_path / f / "images" / image_id / f"{slug}.png") for f in ("plan", "all")
+        )
+        assert np.array_equal(mine, theirs), (image_id, intervention)
+    assert "plan_sha256" in json.loads((tmp_path / "plan" / "job.json").read_text())
+    assert "plan_sha256" not in json.loads((tmp_path / "all" / "job.json").read_text())  # as it always was
+    with pytest.raises(CfauditError, match="plan_sha256"):
+        run_scm_edit_job(
+            model, [replace(planned[0], interventions=(young,)), *planned[1:]], [female], tmp_path / "plan"
+        )

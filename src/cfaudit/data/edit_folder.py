@@ -122,6 +122,24 @@ class JobItem:
     interventions: tuple[Intervention, ...] | None = None
 
 
+def item_interventions(item: JobItem, default: Sequence[Intervention]) -> Sequence[Intervention]:
+    """The interventions a job makes of ``item``: its own plan when it has one, else the job's ``default``."""
+    return default if item.interventions is None else item.interventions
+
+
+def plan_digest(items: Sequence[JobItem]) -> str | None:
+    """A digest of the per-image interventions, which a job records so that a resume with another plan is
+    refused (``None`` when every image takes the job's own)."""
+    plan = [
+        [item.image_id, [str(i) for i in item.interventions]]
+        for item in items
+        if item.interventions is not None
+    ]
+    if not plan:
+        return None
+    return hashlib.sha256(json.dumps(plan).encode("utf-8")).hexdigest()
+
+
 @dataclass
 class JobReport:
     """What one run of a job did: its ``edits.csv``, images given and already done before, rows merged, time."""

@@ -59,8 +59,10 @@ from cfaudit.data.edit_folder import (
     finish_images,
     image_folder,
     item_inputs,
+    item_interventions,
     new_folders,
     other_images,
+    plan_digest,
     prepare_resume,
     row_file,
     undone_on_failure,
@@ -392,7 +394,7 @@ def run_edit_job(
     targets: dict[str, list[Target]] = {}
     planned: dict[str, Intervention] = {}
     for item in items:
-        plan = _item_interventions(item, interventions)
+        plan = item_interventions(item, interventions)
         planned.update((str(i), i) for i in plan)
         targets[item.image_id] = settings.guided_targets(
             edit_targets(item, plan, settings.prompt_mode, template, policy), plan
@@ -404,7 +406,7 @@ def run_edit_job(
     job_record = {
         "settings": settings.to_dict(),
         "interventions": [str(i) for i in interventions],
-        "plan_sha256": _plan_digest(items),
+        "plan_sha256": plan_digest(items),
         "model": model_id,
         "model_fingerprint": fingerprint,
     }
@@ -415,7 +417,7 @@ def run_edit_job(
         if rank == 0:  # the others wait: they must see the row files as this leaves them
             expected = {
                 item.image_id: _expected_rows(
-                    item, _item_interventions(item, interventions), targets[item.image_id]
+                    item, item_interventions(item, interventions), targets[item.image_id]
                 )
                 for item in items
             }
@@ -461,22 +463,6 @@ def _expected_rows(
     ]
 
 
-def _item_interventions(item: JobItem, default: Sequence[Intervention]) -> Sequence[Intervention]:
-    return default if item.interventions is None else item.interventions
-
-
-def _plan_digest(items: Sequence[JobItem]) -> str | None:
-    """A digest of the per-image interventions (``None`` when every image takes the job's own)."""
-    plan = [
-        [item.image_id, [str(i) for i in item.interventions]]
-        for item in items
-        if item.interventions is not None
-    ]
-    if not plan:
-        return None
-    return hashlib.sha256(json.dumps(plan).encode("utf-8")).hexdigest()
-
-
 def _edit_batch(
     editor: CounterfactualEditor,
     batch: list[JobItem],
@@ -493,7 +479,7 @@ def _edit_batch(
     # 1. Load the images and the prompts
     images = torch.stack([load_model_tensor(item.path, editor.resolution) for item in batch])  # [B, 1, H, W]
     prompts = [item.source_prompt for item in batch]
-    plans = [_item_interventions(item, interventions) for item in batch]
+    plans = [item_interventions(item, interventions) for item in batch]
     targets = [list(targets_of[item.image_id]) for item in batch]
     if settings.identity_check:
         targets = [

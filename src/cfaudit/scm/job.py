@@ -27,7 +27,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +49,10 @@ from cfaudit.data.edit_folder import (
     finish_images,
     image_folder,
     item_inputs,
+    item_interventions,
     new_folders,
     other_images,
+    plan_digest,
     prepare_resume,
     read_image_rows,
     row_file,
@@ -104,34 +106,40 @@ def run_scm_edit_job(
     on_image_done: Callable[[str], None] | None = None,
     template: PromptTemplate = DEFAULT_TEMPLATE,
 ) -> JobReport:
-    """Counterfactuals of ``items`` (with their index records) under every intervention, into ``out``."""
+    """Counterfactuals of ``items`` (with their index records) into ``out``: each item under its own plan when it
+    has one (as :func:`cfaudit.edit.job.run_edit_job`: the demo gives both methods the same edits), else under
+    every one of ``interventions``."""
     settings = settings or ScmEditSettings()
     started = time.perf_counter()
     out = Path(out)
-    # every image with the job's interventions (an item's own plan is the diffusion editor's, as in the demo)
-    ids = check_job_items([replace(item, interventions=None) for item in items], interventions, "ids")
+    ids = check_job_items(items, interventions, "ids")
+    plans = {item.image_id: item_interventions(item, interventions) for item in items}
+    planned = list({str(i): i for plan in [interventions, *plans.values()] for i in plan}.values())
     if any(item.record is None for item in items):
         raise CfauditError(
             "the SCM needs each image's record (age, sex, race, findings): edit from an --index"
         )
-    relative = [str(i) for i in interventions if i.is_relative]
+    relative = [str(i) for i in planned if i.is_relative]
     if relative:
         raise CfauditError(
             f"{', '.join(relative)}: the SCM baseline takes absolute values (e.g. age=80); "
             "relative shifts are supported by `cfaudit edit` only"
         )
     engine = ScmCounterfactuals(model, settings.latents)
-    engine.check(interventions)  # every attribute must be a node of the graph: fail before any work
+    engine.check(planned)  # every attribute must be a node of the graph: fail before any work
     # every record's node values (a value the graph cannot hold fails here, naming the row, before any work)
     factual = factual_values(model, items)
     expected = {
-        item.image_id: [{**item_inputs(item, i), "factual_values": values} for i in interventions]
+        item.image_id: [{**item_inputs(item, i), "factual_values": values} for i in plans[item.image_id]]
         for item, values in zip(items, factual, strict=True)
     }
     created = new_folders(out, out / IMAGES_FOLDER, out / ROWS_FOLDER)
-    fresh = check_job_file(out, {"method": SCM_METHOD, "settings": asdict(settings), "interventions": [str(i) for i in interventions],
-                                 "model": model_id, "model_fingerprint": model_fingerprint(model), "resolution": model.resolution},
-                           images=len(items))  # fmt: skip
+    record = {"method": SCM_METHOD, "settings": asdict(settings), "interventions": [str(i) for i in interventions],
+              "model": model_id, "model_fingerprint": model_fingerprint(model), "resolution": model.resolution}  # fmt: skip
+    digest = plan_digest(items)
+    if digest is not None:  # only then: a job without plans keeps the job.json it always had (and resumes)
+        record["plan_sha256"] = digest
+    fresh = check_job_file(out, record, images=len(items))
     with undone_on_failure(out, ids, created, fresh):
         # an image is done when its rows match it now (its result does not depend on the batch it was in: seeds
         # are per image), so a resumed job edits only the others
@@ -139,7 +147,9 @@ def run_scm_edit_job(
         pending = [item for item in items if not row_file(out, item.image_id).is_file()]
         for start in range(0, len(pending), settings.batch_size):
             batch = pending[start : start + settings.batch_size]
-            rows = _edit_batch(engine, batch, interventions, out, settings, template)
+            rows = _edit_batch(
+                engine, batch, [plans[item.image_id] for item in batch], out, settings, template
+            )
             finish_images(out, batch, rows, on_image_done)
     count = write_edits_csv(out, ids)
     write_values_csv(out, ids)
@@ -174,13 +184,18 @@ def write_values_csv(out: Path, image_ids: Sequence[str]) -> Path:
 def _edit_batch(
     engine: ScmCounterfactuals,
     batch: list[JobItem],
-    interventions: Sequence[Intervention],
+    plans: Sequence[Sequence[Intervention]],
     out: Path,
     settings: ScmEditSettings,
     template: PromptTemplate,
 ) -> list[list[dict[str, Any]]]:
+    """Each item of ``batch`` under its plan. Every intervention of the batch is computed for every image (an
+    image's counterfactual depends on its own seed alone, not on the others computed beside it) and each image
+    keeps those of its plan."""
     model = engine.model
     began = time.perf_counter()
+    interventions = list({str(i): i for plan in plans for i in plan}.values())
+    position = {str(intervention): k for k, intervention in enumerate(interventions)}
     # 1. Images at the model's resolution and the records' node values
     images = torch.stack([load_model_tensor(item.path, model.resolution) for item in batch])  # [B, 1, R, R]
     table = pd.DataFrame([item.record for item in batch])
@@ -190,7 +205,7 @@ def _edit_batch(
         images, values, interventions, [image_seed(settings.seed, item.image_id) for item in batch]
     )
     means = model.hvae.reconstruct(images.to(model.device), model.image_parents(values)).cpu()
-    seconds = (time.perf_counter() - began) / (len(batch) * len(interventions))
+    seconds = (time.perf_counter() - began) / max(sum(len(plan) for plan in plans), 1)
     # 3. Files and rows
     rows = []
     for b, item in enumerate(batch):
@@ -203,7 +218,8 @@ def _edit_batch(
         save_image(((means[b, 0].numpy() + 1.0) / 2.0).clip(0, 1), folder / "model_mean.png", bits=16)
         factual = model.graph.decode(values, b)
         image_rows = []
-        for k, intervention in enumerate(interventions):
+        for intervention in plans[b]:
+            k = position[str(intervention)]
             counterfactual = ((result.images[k, b, 0].numpy() + 1.0) / 2.0).clip(0, 1)
             files = write_counterfactual(
                 out, folder, intervention.slug, counterfactual, reconstruction, item.path
