@@ -164,6 +164,8 @@ def race_sample_row(
     seed = position) and score the gratings against as many real patients of each group."""
     table = index.table[index.table["split"] == "test"]
     records = table[table["race"].isin(groups)].head(images).to_dict("records")
+    if not records:
+        return {"share": float("nan"), "n": 0}
     size = components.resolution
 
     def unit(row: Any) -> np.ndarray:

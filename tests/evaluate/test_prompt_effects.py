@@ -17,6 +17,7 @@ from cfaudit.evaluate.prompt_effects import (
     _score,
     intervention_for,
     plan_cases,
+    race_edit_share,
     race_grating_shift,
     race_sample_share,
     race_swap_shift,
@@ -117,6 +118,22 @@ def test_race_edit_counts_when_it_goes_half_as_far_as_a_real_swap(small_phantom:
         assert full["eligible"] and full["hit"] and full["effect_size"] == pytest.approx(1.0)
         slight = _score("race_changed", record, picture, picture + 0.1 * (swapped - picture), {}, 1, replay)
         assert 0.0 < slight["effect_size"] < 0.5 and not slight["hit"]
+        assert slight["shift"] == pytest.approx(
+            race_grating_shift(replay, record, picture, picture + 0.1 * (swapped - picture))
+        )
+    # A config that draws no grating for the named group: nothing to score, not an error.
+    white = metadata[metadata["race"] == "White"].iloc[0].to_dict()
+    textures = {k: v for k, v in replay.config.cues.race_texture.items() if k != RACE_TARGETS["White"]}
+    without = dataclasses.replace(
+        replay.config, cues=dataclasses.replace(replay.config.cues, race_texture=textures)
+    )
+    picture = replay.render(str(white["image_id"])).astype(np.float64) / 255.0
+    original = replay.config
+    replay.config = without
+    assert math.isnan(race_grating_shift(replay, white, picture, picture * 0.9))
+    assert math.isnan(race_swap_shift(replay, white, replay.size))
+    assert all(math.isnan(v) for v in race_edit_share(replay, white, picture, picture * 0.9))
+    replay.config = original
     fainter = dataclasses.replace(
         replay.config.cues, race_texture_amplitude=0.3 * replay.config.cues.race_texture_amplitude
     )

@@ -249,8 +249,7 @@ def _score(
         before, after = float(scores["sex"][0]), float(scores["sex"][k])
         row.update(hit=(before >= 0.5) != (after >= 0.5), effect_size=abs(after - before))
     elif name == "race_changed":
-        shift = race_grating_shift(replay, record, reconstruction, counterfactual)
-        share = shift / race_swap_shift(replay, record, reconstruction.shape[-1])
+        shift, share = race_edit_share(replay, record, reconstruction, counterfactual)
         row.update(eligible=bool(np.isfinite(share)), hit=bool(share >= 0.5), effect_size=share, shift=shift)
     else:
         direction = _resized(replay.cue_change(str(record["image_id"]), AGE_YEARS), reconstruction.shape[-1])
@@ -265,12 +264,8 @@ def race_grating_shift(
     """How far a race edit moved the image's grating power from the patient's group to the named one (log
     ratios, counterfactual against reconstruction; ``nan`` where either group draws no grating or both draw the
     same one)."""
-    image_id, size = str(record["image_id"]), reconstruction.shape[-1]
-    own = replay.race_grating(image_id, size=size)
-    target = replay.race_grating(image_id, RACE_TARGETS[str(record["race"])], size=size)
-    if np.allclose(own, target):
-        return math.nan
-    return grating_preference(counterfactual, target, own) - grating_preference(reconstruction, target, own)
+    gratings = _race_gratings(replay, record, reconstruction.shape[-1])
+    return math.nan if gratings is None else _grating_shift(gratings, reconstruction, counterfactual)
 
 
 def race_swap_shift(replay: PhantomReplay, record: dict[str, Any], size: int) -> float:
@@ -280,15 +275,48 @@ def race_swap_shift(replay: PhantomReplay, record: dict[str, Any], size: int) ->
     It sets the scale of a race edit's shift: the gratings are faint and the body and the grain have power at
     their frequencies too, so a raw log-ratio of 0.2 may be a twentieth of a real difference between groups
     (``nan`` where :func:`race_grating_shift` is)."""
+    gratings = _race_gratings(replay, record, size)
+    return math.nan if gratings is None else _grating_shift(gratings, *_race_swap(replay, record, size))
+
+
+def race_edit_share(
+    replay: PhantomReplay, record: dict[str, Any], reconstruction: np.ndarray, counterfactual: np.ndarray
+) -> tuple[float, float]:
+    """A race edit's :func:`race_grating_shift` and that shift over :func:`race_swap_shift` (1.0: as far as the
+    phantom's own swap), with the gratings drawn once; ``(nan, nan)`` where no grating tells the groups apart."""
+    size = reconstruction.shape[-1]
+    gratings = _race_gratings(replay, record, size)
+    if gratings is None:
+        return math.nan, math.nan
+    shift = _grating_shift(gratings, reconstruction, counterfactual)
+    return shift, shift / _grating_shift(gratings, *_race_swap(replay, record, size))
+
+
+def _race_gratings(
+    replay: PhantomReplay, record: dict[str, Any], size: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The patient's own grating and the named group's (:data:`RACE_TARGETS`) at ``size`` pixels; ``None`` where
+    the phantom draws none for the named group or both are the same."""
+    image_id, target_race = str(record["image_id"]), RACE_TARGETS[str(record["race"])]
+    if target_race not in replay.config.cues.race_texture:
+        return None
+    own = replay.race_grating(image_id, size=size)
+    target = replay.race_grating(image_id, target_race, size=size)
+    return None if np.allclose(own, target) else (own, target)
+
+
+def _grating_shift(gratings: tuple[np.ndarray, np.ndarray], before: np.ndarray, after: np.ndarray) -> float:
+    own, target = gratings
+    return grating_preference(after, target, own) - grating_preference(before, target, own)
+
+
+def _race_swap(replay: PhantomReplay, record: dict[str, Any], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The patient as drawn and drawn with the named group's grating (0-1 scale, grain and phase as drawn)."""
     image_id = str(record["image_id"])
-    texture = replay.config.cues.race_texture.get(RACE_TARGETS[str(record["race"])])
-    if texture is None:
-        return math.nan
+    texture = replay.config.cues.race_texture[RACE_TARGETS[str(record["race"])]]
     drawn = replay.render(image_id, size).astype(np.float64) / 255.0
-    swapped = replay.render(
-        image_id, size, texture_frequency=texture.frequency, texture_angle=texture.angle
-    ).astype(np.float64)
-    return race_grating_shift(replay, record, drawn, swapped / 255.0)
+    swapped = replay.render(image_id, size, texture_frequency=texture.frequency, texture_angle=texture.angle)
+    return drawn, swapped.astype(np.float64) / 255.0
 
 
 def grating_preference(image: np.ndarray, first: np.ndarray, second: np.ndarray) -> float:
