@@ -166,14 +166,22 @@ def test_shipped_configs_are_valid() -> None:
     assert TrainConfig.from_yaml(folder / "sd15_unet.yaml").train_text_encoder is False
 
 
-@pytest.mark.parametrize(("arch", "file"), [("tiny", "demo.yaml"), ("tiny-f4", "demo_f4_scratch.yaml")])
-def test_the_demo_recipe_of_cfaudit_train_and_of_demo_train_are_one(arch: str, file: str) -> None:
+@pytest.mark.parametrize(
+    ("arch", "files"), [("tiny", ["demo.yaml"]), ("tiny-f4", ["demo_f4_scratch.yaml", "demo_f4_finish.yaml"])]
+)
+def test_the_demo_recipe_of_cfaudit_train_and_of_demo_train_are_one(arch: str, files: list[str]) -> None:
+    """Each phase of ``demo --train``'s recipe is a config of ``cfaudit train``, and each phase after the first
+    starts from the one before it."""
     from cfaudit.demo_training import DEMO_RECIPES
 
-    recipe = DEMO_RECIPES[arch][0]
+    phases = DEMO_RECIPES[arch][0]
     folder = Path(__file__).resolve().parents[2] / "configs" / "train"
-    config = TrainConfig.from_yaml(folder / file).to_dict()
-    assert {key: config[key] for key in recipe} == recipe
+    configs = [TrainConfig.from_yaml(folder / file).to_dict() for file in files]
+    assert len(configs) == len(phases)
+    for config, recipe in zip(configs, phases, strict=True):
+        assert {key: config[key] for key in recipe} == recipe
+    for before, after in zip(configs, configs[1:]):
+        assert after["model"] == f"{before['output_dir']}/model"
 
 
 def test_timestep_bias_draws_the_named_end_more_often() -> None:
