@@ -114,7 +114,7 @@ def test_demo_training_recipes_run_and_give_loadable_models(tmp_path, parallel, 
     classifier and SCM train in a second process beside the UNet or after it, for each preset it fits."""
     from diffusers import AutoencoderKL
 
-    from cfaudit.demo_training import DEMO_RECIPES, train_demo_models
+    from cfaudit.demo_training import _SCALED, DEMO_RECIPES, train_demo_models
     from cfaudit.evaluate.classifiers import load_classifier
     from cfaudit.models.card_facts import training_phases
     from cfaudit.models.loading import load_components
@@ -142,12 +142,14 @@ def test_demo_training_recipes_run_and_give_loadable_models(tmp_path, parallel, 
     runs = training_phases(record)
     assert len(runs) == len(phases)
     for run, recipe in zip(runs, phases, strict=True):
-        kept = {key: value for key, value in recipe.items() if key not in ("max_steps", "lr_warmup_steps", "checkpoint_every")}
+        kept = {key: value for key, value in recipe.items() if key not in _SCALED}  # scaled down here
         assert {key: run["config"][key] for key in kept} == kept
     assert runs[0]["base_model"]["folder"] == str(tmp_path / "models" / "init")
     assert "trained" not in runs[0]["base_model"]  # a random start: no earlier training to record
     if len(phases) > 1:
-        assert record["base_model"]["folder"] == str(tmp_path / "models" / f"unet-phase{len(phases) - 1}" / "model")
+        assert record["base_model"]["folder"] == str(
+            tmp_path / "models" / f"unet-phase{len(phases) - 1}" / "model"
+        )
     assert (Path(model) / "vae_provenance.json").is_file()  # the autoencoder's record travels on
     assert json.loads((tmp_path / "models" / "timing.json").read_text())["seconds_this_call"].keys() == {
         "unet",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -180,7 +181,7 @@ def test_the_demo_recipe_of_cfaudit_train_and_of_demo_train_are_one(arch: str, f
     assert len(configs) == len(phases)
     for config, recipe in zip(configs, phases, strict=True):
         assert {key: config[key] for key in recipe} == recipe
-    for before, after in zip(configs, configs[1:]):
+    for before, after in itertools.pairwise(configs):
         assert after["model"] == f"{before['output_dir']}/model"
 
 
