@@ -42,10 +42,10 @@ DEMO_UNET_RECIPE: dict[str, Any] = {
 }
 #: The demo model's architecture (:mod:`cfaudit.models.presets`): what ``demo --train`` fits by default.
 DEMO_ARCHITECTURE = "tiny-f4"
-#: The tiny-f4 preset's first phase (issue #13): the tiny recipe on the finer shipped autoencoder (4x, 8 latent
-#: channels), with the paper's partial captions, the noisy half of the schedule drawn 4 times as often (where the
-#: heart's size is decided) and rare findings' images drawn until each finding makes up a fifth of the draws
-#: (docs/BENCHMARKS.md, "Which words the model has learnt").
+#: The tiny-f4 preset's recipe (the shipped demo model's; issue #13): the tiny recipe on the finer shipped autoencoder
+#: (4x, 8 latent channels), with the paper's partial captions, the noisy half of the schedule drawn 4 times as
+#: often (where the heart's size is decided) and rare findings' images drawn until each finding makes up a fifth
+#: of the draws (docs/BENCHMARKS.md, "Which words the model has learnt").
 DEMO_F4_RECIPE: dict[str, Any] = {
     **DEMO_UNET_RECIPE,
     "caption_partial": 0.5,
@@ -55,30 +55,17 @@ DEMO_F4_RECIPE: dict[str, Any] = {
     "timestep_bias_portion": 0.5,
     "finding_min_share": 0.2,
     "finding_max_repeat": 8,
-    "max_steps": 2000,
+    "max_steps": 5000,
 }
-#: Its second phase, from the first's weights with the learning rate restarted: every timestep drawn alike and
-#: weighted alike (no min-SNR). Race is drawn as a faint grating of random phase, so its words can only help the
-#: denoiser in the middle of the schedule; 3,000 such steps taught them, where the first phase's recipe at any
-#: length did not (docs/BENCHMARKS.md, "Race: how far the edits go").
-DEMO_F4_FINISH: dict[str, Any] = {
-    **DEMO_F4_RECIPE,
-    "snr_gamma": None,
-    "timestep_bias": "none",
-    "timestep_bias_multiplier": 1.0,
-    "lr_warmup_steps": 50,
-    "max_steps": 3000,
-}
-#: Per preset ``demo --train`` fits: its UNet recipe, phase by phase (each starts from the one before), and the
-#: shipped autoencoder it trains on (``vae_from``).
-DEMO_RECIPES: dict[str, tuple[tuple[dict[str, Any], ...], str]] = {
-    "tiny-f4": ((DEMO_F4_RECIPE, DEMO_F4_FINISH), "tiny-f4"),
-    "tiny": ((DEMO_UNET_RECIPE,), "tiny"),
+#: Per preset ``demo --train`` fits: its UNet recipe and the shipped autoencoder it trains on (``vae_from``).
+DEMO_RECIPES: dict[str, tuple[dict[str, Any], str]] = {
+    "tiny-f4": (DEMO_F4_RECIPE, "tiny-f4"),
+    "tiny": (DEMO_UNET_RECIPE, "tiny"),
 }
 
 
-def demo_recipe(arch: str) -> tuple[tuple[dict[str, Any], ...], str]:
-    """``arch``'s UNet recipe (its phases) and shipped autoencoder (:data:`DEMO_RECIPES`); one error for a preset it has none of."""
+def demo_recipe(arch: str) -> tuple[dict[str, Any], str]:
+    """``arch``'s UNet recipe and shipped autoencoder (:data:`DEMO_RECIPES`); one error for a preset it has none of."""
     if arch not in DEMO_RECIPES:
         from cfaudit.errors import CfauditError
 
@@ -218,28 +205,25 @@ def _fit_unet(
     arch: str,
     threads: Callable[[], int] | None,
 ) -> str:
-    """A random UNet and text encoder of ``arch`` on its shipped autoencoder, trained by its recipe: phase by
-    phase, each from the one before (``unet-phase<n>``), the last into ``unet``."""
+    """A random UNet and text encoder of ``arch`` on its shipped autoencoder, trained by its recipe."""
     from cfaudit.models.random_init import write_random_pipeline
     from cfaudit.train.config import TrainConfig
     from cfaudit.train.trainer import train
 
-    phases, autoencoder = demo_recipe(arch)
+    base, autoencoder = demo_recipe(arch)
     started = time.perf_counter()
-    model = folder / "init"
-    if not (model / "model_index.json").is_file():
-        write_random_pipeline(model, arch, seed=seed, vae_from=autoencoder)
-    for number, base in enumerate(phases, start=1):
-        output = folder / ("unet" if number == len(phases) else f"unet-phase{number}")
-        if not (output / "model" / "model_index.json").is_file():
-            recipe = {**base, **{key: _scaled(base[key], scale) for key in _SCALED}}
-            config = TrainConfig(model=str(model), index=str(index_path), split="train", output_dir=str(output),
-                                 seed=seed, sample_every=0, **recipe)  # fmt: skip
-            has_checkpoint = (output / "checkpoints").is_dir()
-            train(config, resume="latest" if has_checkpoint else None, progress=False, threads=threads)
-        model = output / "model"
+    init = folder / "init"
+    if not (init / "model_index.json").is_file():
+        write_random_pipeline(init, arch, seed=seed, vae_from=autoencoder)
+    unet_model = folder / "unet" / "model"
+    if not (unet_model / "model_index.json").is_file():
+        recipe = {**base, **{key: _scaled(base[key], scale) for key in _SCALED}}
+        config = TrainConfig(model=str(init), index=str(index_path), split="train", output_dir=str(folder / "unet"),
+                             seed=seed, sample_every=0, **recipe)  # fmt: skip
+        has_checkpoint = (folder / "unet" / "checkpoints").is_dir()
+        train(config, resume="latest" if has_checkpoint else None, progress=False, threads=threads)
     timing["unet"] = time.perf_counter() - started
-    return str(model)
+    return str(unet_model)
 
 
 def _fit_side_models(

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import pytest
@@ -167,22 +166,14 @@ def test_shipped_configs_are_valid() -> None:
     assert TrainConfig.from_yaml(folder / "sd15_unet.yaml").train_text_encoder is False
 
 
-@pytest.mark.parametrize(
-    ("arch", "files"), [("tiny", ["demo.yaml"]), ("tiny-f4", ["demo_f4_scratch.yaml", "demo_f4_finish.yaml"])]
-)
-def test_the_demo_recipe_of_cfaudit_train_and_of_demo_train_are_one(arch: str, files: list[str]) -> None:
-    """Each phase of ``demo --train``'s recipe is a config of ``cfaudit train``, and each phase after the first
-    starts from the one before it."""
+@pytest.mark.parametrize(("arch", "file"), [("tiny", "demo.yaml"), ("tiny-f4", "demo_f4_scratch.yaml")])
+def test_the_demo_recipe_of_cfaudit_train_and_of_demo_train_are_one(arch: str, file: str) -> None:
     from cfaudit.demo_training import DEMO_RECIPES
 
-    phases = DEMO_RECIPES[arch][0]
+    recipe = DEMO_RECIPES[arch][0]
     folder = Path(__file__).resolve().parents[2] / "configs" / "train"
-    configs = [TrainConfig.from_yaml(folder / file).to_dict() for file in files]
-    assert len(configs) == len(phases)
-    for config, recipe in zip(configs, phases, strict=True):
-        assert {key: config[key] for key in recipe} == recipe
-    for before, after in itertools.pairwise(configs):
-        assert after["model"] == f"{before['output_dir']}/model"
+    config = TrainConfig.from_yaml(folder / file).to_dict()
+    assert {key: config[key] for key in recipe} == recipe
 
 
 def test_timestep_bias_draws_the_named_end_more_often() -> None:
