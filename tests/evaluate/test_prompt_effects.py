@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from cfaudit.data.phantom.ground_truth import PhantomReplay
+from cfaudit.evaluate import prompt_effects
 from cfaudit.evaluate.prompt_effects import (
     RACE_TARGETS,
     _score,
@@ -134,6 +135,13 @@ def test_race_edit_counts_when_it_goes_half_as_far_as_a_real_swap(small_phantom:
     assert math.isnan(race_swap_shift(replay, white, replay.size))
     assert all(math.isnan(v) for v in race_edit_share(replay, white, picture, picture * 0.9))
     replay.config = original
+    # A swap that moves nothing gives no scale: the share is nan (never a division by zero), the shift stays.
+    record = metadata[metadata["race"].isin(list(RACE_TARGETS))].iloc[0].to_dict()
+    picture = replay.render(str(record["image_id"])).astype(np.float64) / 255.0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(prompt_effects, "_race_swap", lambda replay, record, size: (picture, picture))
+        shift, share = race_edit_share(replay, record, picture, picture * 0.9)
+    assert math.isfinite(shift) and math.isnan(share)
     fainter = dataclasses.replace(
         replay.config.cues, race_texture_amplitude=0.3 * replay.config.cues.race_texture_amplitude
     )

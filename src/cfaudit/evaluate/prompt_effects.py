@@ -283,13 +283,15 @@ def race_edit_share(
     replay: PhantomReplay, record: dict[str, Any], reconstruction: np.ndarray, counterfactual: np.ndarray
 ) -> tuple[float, float]:
     """A race edit's :func:`race_grating_shift` and that shift over :func:`race_swap_shift` (1.0: as far as the
-    phantom's own swap), with the gratings drawn once; ``(nan, nan)`` where no grating tells the groups apart."""
+    phantom's own swap), with the gratings drawn once; ``(nan, nan)`` where no grating tells the groups apart, and
+    a share of ``nan`` where the phantom's own swap moves nothing (no scale to measure the edit on)."""
     size = reconstruction.shape[-1]
     gratings = _race_gratings(replay, record, size)
     if gratings is None:
         return math.nan, math.nan
     shift = _grating_shift(gratings, reconstruction, counterfactual)
-    return shift, shift / _grating_shift(gratings, *_race_swap(replay, record, size))
+    swap = _grating_shift(gratings, *_race_swap(replay, record, size))
+    return shift, shift / swap if math.isfinite(swap) and swap != 0.0 else math.nan
 
 
 def _race_gratings(
