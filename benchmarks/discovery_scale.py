@@ -46,8 +46,8 @@ from cfaudit.data.edit_folder import (
     IDENTITY_FILE,
     IMAGES_FOLDER,
     RECONSTRUCTION_FILE,
-    JobItem,
 )
+from cfaudit.data.edit_jobs import JobItem
 from cfaudit.data.images import save_image
 from cfaudit.data.interventions import Intervention
 from cfaudit.data.records import DataIndex

@@ -79,7 +79,7 @@ def stage_classifier(work: Path, index: Path, size: int, epochs: int) -> Path:
 
 
 def stage_edits(work: Path, index: Path, limit: int, latents: str) -> Path:
-    from cfaudit.data.edit_folder import items_from_index
+    from cfaudit.data.edit_jobs import items_from_index
     from cfaudit.data.interventions import parse_interventions
     from cfaudit.data.records import DataIndex
     from cfaudit.scm.job import ScmEditSettings, run_scm_edit_job

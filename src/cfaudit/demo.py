@@ -214,7 +214,7 @@ def _models(
 
 def _plan_for_table2(index: DataIndex, limit: int) -> list[Any]:
     """The first ``limit`` test images, each with its own sex swap, cardiomegaly flip and race change."""
-    from cfaudit.data.edit_folder import JobItem, items_from_index
+    from cfaudit.data.edit_jobs import JobItem, items_from_index
     from cfaudit.data.interventions import Intervention
     from cfaudit.data.labels import label_value
     from cfaudit.data.vocabulary import RACES, normalize_race

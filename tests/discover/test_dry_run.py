@@ -6,7 +6,7 @@ import pytest
 
 from cfaudit.cli.main import main
 from cfaudit.data.adapters import build_index, write_index
-from cfaudit.data.edit_folder import items_from_index
+from cfaudit.data.edit_jobs import items_from_index
 from cfaudit.data.interventions import parse_interventions
 from cfaudit.data.phantom import default_config_path, generate_phantom, load_config
 from cfaudit.discover.api import SECONDS_PER_EVAL, discovery_cost

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from cfaudit.data.edit_folder import JobItem
+from cfaudit.data.edit_jobs import JobItem
 from cfaudit.data.interventions import Intervention
 from cfaudit.data.vocabulary import PATHOLOGIES, RACES
 from cfaudit.discover.atlas import RegionAtlas

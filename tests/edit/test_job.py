@@ -6,14 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cfaudit.data.edit_folder import (
-    EDIT_COLUMNS,
-    TIMING_COLUMNS,
-    JobItem,
-    items_from_index,
-    original_digest,
-    safe_name,
-)
+from cfaudit.data.edit_folder import EDIT_COLUMNS, TIMING_COLUMNS, safe_name
+from cfaudit.data.edit_jobs import JobItem, items_from_index, original_digest
 from cfaudit.data.images import save_image
 from cfaudit.data.interventions import parse_interventions
 from cfaudit.data.records import INDEX_COLUMNS, DataIndex

@@ -14,7 +14,7 @@ from PIL import Image
 from scipy import ndimage
 
 from cfaudit.data.adapters import build_index
-from cfaudit.data.edit_folder import JobItem
+from cfaudit.data.edit_jobs import JobItem
 from cfaudit.data.images import load_image
 from cfaudit.data.interventions import Intervention
 from cfaudit.data.phantom import default_config_path, generate_phantom, heart_width_ratio, load_config

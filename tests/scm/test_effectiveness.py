@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from cfaudit.data.adapters import build_index, write_index
-from cfaudit.data.edit_folder import items_from_index
+from cfaudit.data.edit_jobs import items_from_index
 from cfaudit.data.images import load_image
 from cfaudit.data.interventions import parse_interventions
 from cfaudit.data.phantom import default_config_path, generate_phantom, load_config

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from cfaudit.data.difference import load_difference
-from cfaudit.data.edit_folder import EDIT_COLUMNS, items_from_index
+from cfaudit.data.edit_folder import EDIT_COLUMNS
+from cfaudit.data.edit_jobs import items_from_index
 from cfaudit.data.images import load_image
 from cfaudit.data.interventions import Intervention
 from cfaudit.data.records import DataIndex

@@ -73,7 +73,7 @@ def edit_command(
 
     Runs data-parallel under `accelerate launch` or `torchrun`: each process takes every n-th batch of images and
     writes its own rows into the one --out folder; the main process merges them into edits.csv."""
-    from cfaudit.data.edit_folder import items_from_index
+    from cfaudit.data.edit_jobs import items_from_index
     from cfaudit.data.interventions import parse_interventions
     from cfaudit.edit.attention import AttentionSettings
     from cfaudit.edit.editor import CounterfactualEditor, EditSettings

@@ -86,7 +86,7 @@ def edit_command(
     device: Device = None,
 ) -> None:
     """Counterfactuals by abduction -> do() -> prediction, written like `cfaudit edit` (edits.csv); resumable."""
-    from cfaudit.data.edit_folder import items_from_index
+    from cfaudit.data.edit_jobs import items_from_index
     from cfaudit.data.interventions import parse_interventions
     from cfaudit.data.records import DataIndex
     from cfaudit.devices import resolve_device

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from cfaudit.data.edit_folder import JobItem
+from cfaudit.data.edit_jobs import JobItem
 from cfaudit.data.interventions import AgeShift, Intervention
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy, label_value
 from cfaudit.data.vocabulary import PATHOLOGIES, RACES, SEXES, normalize_race, normalize_sex

@@ -35,7 +35,8 @@ import pandas as pd
 
 from cfaudit import __version__, atomic_io
 from cfaudit.data.difference import load_difference
-from cfaudit.data.edit_folder import EDITS_CSV, IDENTITY_FILE, image_folder, items_from_index
+from cfaudit.data.edit_folder import EDITS_CSV, IDENTITY_FILE, image_folder
+from cfaudit.data.edit_jobs import items_from_index
 from cfaudit.data.images import load_image, resize_and_crop
 from cfaudit.data.interventions import Intervention
 from cfaudit.data.labels import DEFAULT_POLICY, LabelPolicy

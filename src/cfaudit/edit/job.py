@@ -52,22 +52,24 @@ from cfaudit.data.edit_folder import (
     INVERSIONS_FOLDER,
     RECONSTRUCTION_FILE,
     ROWS_FOLDER,
-    JobItem,
-    JobReport,
     check_job_file,
-    check_job_items,
     finish_images,
     image_folder,
-    item_inputs,
-    item_interventions,
     new_folders,
     other_images,
-    plan_digest,
     prepare_resume,
     row_file,
     undone_on_failure,
     write_counterfactual,
     write_edits_csv,
+)
+from cfaudit.data.edit_jobs import (
+    JobItem,
+    JobReport,
+    check_job_items,
+    item_inputs,
+    item_interventions,
+    plan_digest,
 )
 from cfaudit.data.images import load_model_tensor, save_image
 from cfaudit.data.interventions import (
@@ -451,7 +453,7 @@ def run_edit_job(
 def _expected_rows(
     item: JobItem, interventions: Sequence[Intervention], targets: Sequence[Target]
 ) -> list[dict[str, Any]]:
-    """What the rows of a done image hold of its inputs: :func:`~cfaudit.data.edit_folder.item_inputs`, and each
+    """What the rows of a done image hold of its inputs: :func:`~cfaudit.data.edit_jobs.item_inputs`, and each
     edit's target prompt and the prompt it was measured against (they follow from the image's record)."""
     return [
         {

@@ -42,23 +42,25 @@ from cfaudit.data.edit_folder import (
     RECONSTRUCTION_FILE,
     ROWS_FOLDER,
     SCM_METHOD,
-    JobItem,
-    JobReport,
     check_job_file,
-    check_job_items,
     finish_images,
     image_folder,
-    item_inputs,
-    item_interventions,
     new_folders,
     other_images,
-    plan_digest,
     prepare_resume,
     read_image_rows,
     row_file,
     undone_on_failure,
     write_counterfactual,
     write_edits_csv,
+)
+from cfaudit.data.edit_jobs import (
+    JobItem,
+    JobReport,
+    check_job_items,
+    item_inputs,
+    item_interventions,
+    plan_digest,
 )
 from cfaudit.data.images import load_model_tensor, save_image
 from cfaudit.data.interventions import Intervention

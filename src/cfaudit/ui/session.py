@@ -35,7 +35,8 @@ import torch
 
 from cfaudit import __version__, atomic_io
 from cfaudit.data.difference import colour_map, signed_difference
-from cfaudit.data.edit_folder import JobItem, safe_name
+from cfaudit.data.edit_folder import safe_name
+from cfaudit.data.edit_jobs import JobItem
 from cfaudit.data.images import save_image, to_model_tensor
 from cfaudit.data.interventions import DEFAULT_PROMPT_MODE, Intervention
 from cfaudit.data.vocabulary import RACES
