@@ -266,3 +266,27 @@ def test_every_shipped_training_config_reads(path: Path) -> None:
     """The configs the docs quote stay valid as keys are added or checked more strictly."""
     config = (VaeTrainConfig if "vae" in path.name else TrainConfig).from_yaml(path)
     assert config.max_steps > 0
+
+
+def test_caption_always_keeps_its_statements_in_every_partial_caption(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    from cfaudit.train import draws
+
+    monkeypatch.setattr(draws, "tokenize", lambda tokenizer, captions, warn: captions)
+    records = [{"age": 60, "race": "Black", "sex": "Female", "Cardiomegaly": 1.0} for _ in range(64)]
+    rows = torch.arange(64)
+
+    def captions(**options: object) -> list[str]:
+        config = TrainConfig(caption_partial=1.0, **options)  # type: ignore[arg-type]
+        return draws.sampled_caption_ids(config, records, None, rows, torch.Generator().manual_seed(0))
+
+    plain, kept = captions(), captions(caption_always=["race"])
+    assert sum("black" in c.lower() for c in plain) < 48  # partial captions drop the race about half the time
+    assert all("black" in c.lower() for c in kept)
+    # the same draws otherwise: what else each caption names is unchanged
+    assert [c.lower().replace("black ", "") for c in plain] == [c.lower().replace("black ", "") for c in kept]
+    with pytest.raises(CfauditError, match="caption_always: 'ethnicity' is not a caption statement"):
+        TrainConfig(caption_always=["ethnicity"])

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cfaudit.config_files import ConfigFile, requirement
+from cfaudit.data.prompts import CAPTION_STATEMENTS
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -97,6 +98,10 @@ class TrainConfig(ConfigFile):
     caption_partial: float = 0.0
     #: in a partial caption, the chance that each absent finding is named as such (``... with no cardiomegaly``)
     caption_negative: float = 0.0
+    #: statements every partial caption still names (entries of :data:`~cfaudit.data.prompts.CAPTION_STATEMENTS`:
+    #: ``age``, ``race``, ``sex`` or a finding): a word that a partial caption drops half the time is learnt at
+    #: half the pace, which a faint cue such as the phantom's race grating cannot afford; empty: none
+    caption_always: list[str] = field(default_factory=list)
     #: name a finding's absence at most this many times per naming of its presence (lowers ``caption_negative``
     #: for rare findings: :func:`~cfaudit.train.draws.negative_rates`); None: ``caption_negative`` for all
     caption_negative_ratio: float | None = None
@@ -185,6 +190,12 @@ class TrainConfig(ConfigFile):
         need(0.0 <= self.caption_partial <= 1.0, f"caption_partial {self.caption_partial} must be in [0, 1]")
         need(
             0.0 <= self.caption_negative <= 1.0, f"caption_negative {self.caption_negative} must be in [0, 1]"
+        )
+        unknown = [name for name in self.caption_always if name not in CAPTION_STATEMENTS]
+        need(
+            not unknown,
+            f"caption_always: {', '.join(map(repr, unknown))} is not a caption statement; "
+            f"choose from {', '.join(CAPTION_STATEMENTS)}",
         )
         need(
             self.snr_gamma is None or self.snr_gamma > 0,

@@ -51,7 +51,7 @@ def sampled_caption_ids(
     negative: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Token ids of this batch's captions, a ``caption_partial`` share of them naming a random subset of what is
-    true of the image (:func:`cfaudit.data.prompts.subset_caption`), drawn from ``generator`` so that a resumed
+    true of the image (:func:`cfaudit.data.prompts.subset_caption`) and every one of ``caption_always``, drawn from ``generator`` so that a resumed
     run draws the same captions; ``negative``: per finding, the chance an absent one is named as such (default:
     ``caption_negative`` for each)."""
     from cfaudit.data.labels import LabelPolicy
@@ -62,6 +62,8 @@ def sampled_caption_ids(
     partial = torch.rand(n, generator=generator) < config.caption_partial
     rate = torch.rand(n, 1, generator=generator)  # each partial caption keeps its statements at its own rate
     keep = (torch.rand(n, len(CAPTION_STATEMENTS), generator=generator) < rate) | ~partial[:, None]
+    always = torch.tensor([name in config.caption_always for name in CAPTION_STATEMENTS])
+    keep |= always[None, :]
     rates = torch.full((len(FINDINGS),), config.caption_negative) if negative is None else negative
     absent = (torch.rand(n, len(FINDINGS), generator=generator) < rates) & partial[:, None]
     template = PromptTemplate.from_dict(config.prompt_template)
