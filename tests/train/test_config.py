@@ -255,6 +255,12 @@ def test_negative_rates_name_a_rare_findings_absence_less_often() -> None:
     # cardiomegaly named present: 0.1 x (0.5 + 0.25) = 0.075 of the captions; absent: 0.9 x 0.5 x rate <= 0.25 x that
     assert cm == pytest.approx(0.25 * 0.075 / 0.45)
     assert effusion == pytest.approx(0.15)  # common enough: the plain rate
+    # a finding every caption names when present is named twice as often in partial ones: its cap rises with it
+    always = negative_rates(
+        TrainConfig(caption_partial=0.5, caption_negative=0.15, caption_negative_ratio=0.25,
+                    caption_always=["Cardiomegaly"]), records,
+    )  # fmt: skip
+    assert always[FINDINGS.index("Cardiomegaly")].item() == pytest.approx(0.25 * 0.1 / 0.45)
     with pytest.raises(CfauditError, match="caption_negative_ratio"):
         TrainConfig(caption_negative_ratio=-1.0)
 

@@ -35,8 +35,10 @@ def negative_rates(
     weight = torch.ones(len(records)) if repeats is None else repeats.float()
     positive = torch.tensor([[label_value(r, f, policy) == 1.0 for f in FINDINGS] for r in records])
     share = (positive.float() * weight[:, None]).sum(dim=0) / weight.sum()
-    # a present finding is named in every full caption and in half of the partial ones (keep rates are uniform)
-    named = share * ((1.0 - config.caption_partial) + 0.5 * config.caption_partial)
+    # a present finding is named in every full caption and in half of the partial ones (keep rates are uniform),
+    # or in all of them when ``caption_always`` keeps it
+    kept = torch.tensor([1.0 if finding in config.caption_always else 0.5 for finding in FINDINGS])
+    named = share * ((1.0 - config.caption_partial) + kept * config.caption_partial)
     negated_per_rate = (1.0 - share) * config.caption_partial
     cap = config.caption_negative_ratio * named / negated_per_rate.clamp(min=1e-9)
     return torch.minimum(rates, cap)
@@ -51,9 +53,9 @@ def sampled_caption_ids(
     negative: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Token ids of this batch's captions, a ``caption_partial`` share of them naming a random subset of what is
-    true of the image (:func:`cfaudit.data.prompts.subset_caption`) and every one of ``caption_always``, drawn from ``generator`` so that a resumed
-    run draws the same captions; ``negative``: per finding, the chance an absent one is named as such (default:
-    ``caption_negative`` for each)."""
+    true of the image (:func:`cfaudit.data.prompts.subset_caption`) that always holds ``caption_always``, drawn
+    from ``generator`` so that a resumed run draws the same captions; ``negative``: per finding, the chance an
+    absent one is named as such (default: ``caption_negative`` for each)."""
     from cfaudit.data.labels import LabelPolicy
     from cfaudit.data.prompts import CAPTION_STATEMENTS, PromptTemplate, subset_caption
     from cfaudit.data.vocabulary import FINDINGS
