@@ -104,6 +104,27 @@ def test_lora_training_merges_into_a_plain_unet(
     assert changed and all("attn" in k for k in changed)
 
 
+def test_unet_trainable_freezes_every_other_unet_weight(
+    tiny_model_dir: Path, tiny_index: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    train(_config(tiny_model_dir, tiny_index, run, max_steps=2, use_ema=True, ema_decay=0.5,
+                  unet_trainable=["up_blocks.*", "conv_out.*"]), progress=False)  # fmt: skip
+    trained, base = _unet_weights(run), load_components(tiny_model_dir).unet.state_dict()
+    changed = {k for k in trained if not torch.equal(trained[k], base[k])}
+    assert changed and all(k.startswith(("up_blocks.", "conv_out.")) for k in changed)
+    assert any(k.startswith("conv_out.") for k in changed) and any(
+        k.startswith("up_blocks.") for k in changed
+    )
+    with pytest.raises(CfauditError, match=r"unet_trainable: 'up_block\.\*' matches no UNet parameter"):
+        train(
+            _config(tiny_model_dir, tiny_index, tmp_path / "typo", unet_trainable=["up_block.*"]),
+            progress=False,
+        )
+    with pytest.raises(CfauditError, match="LoRA trains its own adapters"):
+        _config(tiny_model_dir, tiny_index, tmp_path / "lora", lora_rank=4, unet_trainable=["up_blocks.*"])
+
+
 def test_empty_split_and_bad_resolution(tiny_model_dir: Path, tiny_index: Path, tmp_path: Path) -> None:
     with pytest.raises(CfauditError, match="split 'val' has no rows"):
         train(_config(tiny_model_dir, tiny_index, tmp_path / "run", split="val"), progress=False)

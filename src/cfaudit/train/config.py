@@ -89,6 +89,9 @@ class TrainConfig(ConfigFile):
     text_encoder_lr: float | None = None  #: default: ``learning_rate``
     lora_rank: int = 0  #: > 0: train LoRA adapters on the UNet's attention instead of the full UNet
     lora_alpha: float | None = None  #: default: ``lora_rank``
+    #: the UNet parameters that train, as name patterns (``fnmatch``: ``up_blocks.2.*``), the rest frozen: a phase
+    #: that teaches a fine cue can leave the coarse blocks, which set the layout, as they were; empty: all
+    unet_trainable: list[str] = field(default_factory=list)
     # Objective
     prediction_type: str | None = None  #: default: the model's scheduler config
     snr_gamma: float | None = None  #: min-SNR-gamma weighting (Hang et al. 2023: 5.0); None: plain MSE
@@ -232,6 +235,14 @@ class TrainConfig(ConfigFile):
         need(
             not (self.lora_rank and self.train_text_encoder),
             "train_text_encoder with lora_rank is not supported; choose one",
+        )
+        need(
+            not (self.lora_rank and self.unet_trainable),
+            "unet_trainable selects UNet weights for full fine-tuning; LoRA trains its own adapters, choose one",
+        )
+        need(
+            all(isinstance(pattern, str) and pattern.strip() for pattern in self.unet_trainable),
+            f"unet_trainable must be a list of parameter-name patterns, got {self.unet_trainable!r}",
         )
         need(0.0 < self.ema_decay < 1.0, f"ema_decay {self.ema_decay} must be in (0, 1)")
         need(self.sample_every >= 0, "sample_every must be 0 (off) or positive")

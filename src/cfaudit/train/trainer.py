@@ -12,6 +12,7 @@ process; both live on the CPU and are saved in every checkpoint.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import logging
 import math
@@ -156,6 +157,25 @@ def coarse_error(error: torch.Tensor, pool: int) -> torch.Tensor:
     return pooled.pow(2).mean(dim=(1, 2, 3)) * pool * pool
 
 
+def trainable_unet_parameters(unet: torch.nn.Module, patterns: list[str]) -> list[torch.nn.Parameter]:
+    """The UNet parameters whose names match one of ``patterns`` (``fnmatch``), or all of them for no patterns.
+
+    A pattern that matches nothing is an error naming it and a few real names: a typo would otherwise freeze a
+    block that the run was meant to train."""
+    named = list(unet.named_parameters())
+    if not patterns:
+        return [parameter for _, parameter in named]
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name, _ in named):
+            blocks = sorted({".".join(name.split(".")[:2]) if name.startswith(("down_blocks", "up_blocks"))
+                             else name.split(".")[0] for name, _ in named})  # fmt: skip
+            raise CfauditError(
+                f"unet_trainable: {pattern!r} matches no UNet parameter; names start with {', '.join(blocks)} "
+                "(patterns are fnmatch, e.g. 'up_blocks.2.*')"
+            )
+    return [parameter for name, parameter in named if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+
+
 def _trainable(config: TrainConfig, components: PipelineComponents) -> list[dict[str, Any]]:
     """Switch on gradients for what trains and return the optimizer's parameter groups."""
     unet, text_encoder = components.unet, components.text_encoder
@@ -167,8 +187,11 @@ def _trainable(config: TrainConfig, components: PipelineComponents) -> list[dict
                                     init_lora_weights="gaussian", target_modules=["to_k", "to_q", "to_v", "to_out.0"]))  # fmt: skip
         groups = [{"params": [p for p in unet.parameters() if p.requires_grad], "lr": config.learning_rate}]
     else:
-        unet.requires_grad_(True)
-        groups = [{"params": list(unet.parameters()), "lr": config.learning_rate}]
+        chosen = trainable_unet_parameters(unet, config.unet_trainable)
+        unet.requires_grad_(False)
+        for parameter in chosen:
+            parameter.requires_grad_(True)
+        groups = [{"params": chosen, "lr": config.learning_rate}]
     unet.train()
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
