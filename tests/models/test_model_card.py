@@ -67,7 +67,9 @@ def test_the_shipped_card_states_its_records_and_names_no_machine() -> None:
     vae_run = json.loads((DEMO_DIR / "vae_provenance.json").read_text())
     assert unet_run["data"]["index_sha256"] in text
     assert f"for {unet_run['step']} steps on {unet_run['data']['rows']} images (split `train`)" in text
-    assert "Command: `cfaudit demo --train --out runs/" in text  # the recorded command, program normalised
+    assert (
+        "cfaudit demo --train --arch tiny-f4 --out runs/demo-f4" in text
+    )  # the recorded command, program normalised
     assert f"{vae_run['steps']} steps, final loss" in text and "- kl_weight: 1e-06" in text
     assert "| Train | 58.9 / 41.1 |" in text  # Table 1 of the index it was trained on
     assert "3.94 / 2.74" in text and "docs/BENCHMARKS.md" in text  # quoted figures name their source
