@@ -284,6 +284,9 @@ def train(
         raise CfauditError(
             f"train config: resolution {config.resolution} must be a multiple of {components.vae_scale_factor}"
         )
+    trainable_unet_parameters(
+        components.unet, config.unet_trainable
+    )  # a typo fails before the data are encoded
     noise_scheduler = components.noise_scheduler
     prediction_type = config.prediction_type or components.prediction_type
     noise_scheduler.register_to_config(prediction_type=prediction_type)
