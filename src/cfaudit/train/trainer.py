@@ -550,6 +550,9 @@ def train(
             out / "model", dtype=_SAVE_DTYPES[config.save_dtype], extra_json=records
         )
         write_card_quietly(result.model_dir)
+    # Every process reaches the teardown of the process group together, as torch's shutdown notes ask: a process
+    # tearing down while the main one still writes the model is the suspect in a CI launch that hung at exit.
+    accelerator.wait_for_everyone()
     accelerator.end_training()
     return result
 
