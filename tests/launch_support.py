@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
+
+import psutil
 
 from cfaudit.data.adapters import build_index, write_index
 from cfaudit.data.phantom import default_config_path, generate_phantom, load_config
@@ -12,6 +18,38 @@ from cfaudit.data.phantom import default_config_path, generate_phantom, load_con
 #: torchrun on CPUs, one thread per process
 ENV = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
 LAUNCH = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+#: the tests' launches take 10-90 s on 2 cores; one still alive after this long is stuck
+HANG_SECONDS = 300
+
+
+def run_launch(command: list[str], env: dict[str, str] = ENV) -> subprocess.CompletedProcess[str]:
+    """Run ``command``; if it hangs, have every Python process of the launch print its stacks, then fail with them.
+
+    The workers run in sessions of their own (torchrun starts them so), so they are found as descendants rather than
+    by process group; ``PYTHONFAULTHANDLER`` makes each one write all its threads' stacks to stderr on SIGABRT.
+    """
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**env, "PYTHONFAULTHANDLER": "1"})  # fmt: skip
+    try:
+        stdout, stderr = process.communicate(timeout=HANG_SECONDS)
+    except subprocess.TimeoutExpired:
+        launch = psutil.Process(process.pid)
+        stuck = [launch, *launch.children(recursive=True)]
+        alive = [f"{p.pid} {' '.join(p.cmdline()[-4:])}" for p in stuck if p.is_running()]
+        for member in stuck:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.send_signal(signal.SIGABRT)
+        time.sleep(2)
+        for member in stuck:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.kill()
+        stdout, stderr = process.communicate()
+        raise AssertionError(
+            f"the launch hung for {HANG_SECONDS} s; still alive: {alive}\nstdout:\n{stdout[-2000:]}\n"
+            f"stacks and stderr:\n{stderr[-12000:]}"
+        ) from None
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def phantom_index(root: Path, n: int, seed: int) -> Path:

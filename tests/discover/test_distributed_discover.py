@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from cfaudit.data.edit_folder import TIMING_COLUMNS
-from tests.launch_support import ENV, LAUNCH, phantom_index
+from tests.launch_support import ENV, LAUNCH, phantom_index, run_launch
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +54,7 @@ def test_two_processes_find_what_one_process_finds(index: Path, tmp_path: Path) 
         capture_output=True, text=True, env=ENV, timeout=300, check=False,
     )  # fmt: skip
     assert single.returncode == 0, single.stderr[-3000:]
-    double = subprocess.run(
-        [*LAUNCH, *discover_command(index, tmp_path / "double")],
-        capture_output=True, text=True, env=ENV, timeout=300, check=False,
-    )  # fmt: skip
+    double = run_launch([*LAUNCH, *discover_command(index, tmp_path / "double")])
     assert double.returncode == 0, double.stderr[-3000:]
     assert double.stdout.count("candidates: ") == 1  # one analysis, printed by the main process
     mine, theirs = outputs(tmp_path / "double"), outputs(tmp_path / "single")

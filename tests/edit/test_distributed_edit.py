@@ -21,7 +21,7 @@ import pytest
 from safetensors import safe_open
 
 from cfaudit.data.edit_folder import TIMING_COLUMNS
-from tests.launch_support import ENV, LAUNCH, phantom_index
+from tests.launch_support import ENV, LAUNCH, phantom_index, run_launch
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +77,7 @@ def test_two_processes_killed_and_resumed_write_what_one_process_writes(index: P
     os.killpg(launch.pid, signal.SIGKILL)
     launch.wait()
     assert not (shared / "edits.csv").exists(), "the launch finished before it could be killed"
-    resumed = subprocess.run(
-        [*LAUNCH, *edit_command(index, shared)],
-        capture_output=True, text=True, env=ENV, timeout=300, check=False,
-    )  # fmt: skip
+    resumed = run_launch([*LAUNCH, *edit_command(index, shared)])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stdout.count("edit(s) of 5 image(s)") == 1  # reported once, by the main process
     assert "already done" in resumed.stdout and "(0 already done" not in resumed.stdout

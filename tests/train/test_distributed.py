@@ -2,50 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import psutil
 import yaml
 
 from cfaudit.train.checkpoint import list_checkpoints, read_state
-
-# A tiny run takes ~10 s on 2 cores; a launch still alive after this long is stuck.
-HANG_SECONDS = 240
-
-
-def _run_or_dump_stacks(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run ``command``; if it hangs, have every Python process of the launch print its stacks, then fail with them.
-
-    The workers run in sessions of their own (torchrun starts them so), so they are found as descendants rather than
-    by process group; ``PYTHONFAULTHANDLER`` makes each one write all its threads' stacks to stderr on SIGABRT.
-    """
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**env, "PYTHONFAULTHANDLER": "1"})  # fmt: skip
-    try:
-        stdout, stderr = process.communicate(timeout=HANG_SECONDS)
-    except subprocess.TimeoutExpired:
-        launch = psutil.Process(process.pid)
-        stuck = [launch, *launch.children(recursive=True)]
-        alive = [f"{p.pid} {' '.join(p.cmdline()[-4:])}" for p in stuck if p.is_running()]
-        for member in stuck:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                member.send_signal(signal.SIGABRT)
-        time.sleep(2)
-        for member in stuck:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                member.kill()
-        stdout, stderr = process.communicate()
-        raise AssertionError(
-            f"the launch hung for {HANG_SECONDS} s; still alive: {alive}\nstdout:\n{stdout[-2000:]}\n"
-            f"stacks and stderr:\n{stderr[-12000:]}"
-        ) from None
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+from tests.launch_support import LAUNCH, run_launch
 
 
 def test_two_processes_share_one_run(tiny_model_dir: Path, tiny_index: Path, tmp_path: Path) -> None:
@@ -56,12 +18,8 @@ def test_two_processes_share_one_run(tiny_model_dir: Path, tiny_index: Path, tmp
          "max_steps": 4, "batch_size": 2, "learning_rate": 1e-3, "checkpoint_every": 2, "log_every": 1,
          "latent_cache_dir": str(tmp_path / "cache")}
     ))  # fmt: skip
-    # accelerate runs several CPU processes as one job (gloo) when told to stay on the CPU
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    result = _run_or_dump_stacks(
-        [*launch, "-m", "cfaudit", "train", "--config", str(config), "--no-progress"], env
-    )
+    # accelerate runs several CPU processes as one job (gloo) when told to stay on the CPU (launch_support.ENV)
+    result = run_launch([*LAUNCH, "-m", "cfaudit", "train", "--config", str(config), "--no-progress"])
     assert result.returncode == 0, result.stderr[-3000:]
     # one job: the checkpoint holds both processes' noise generators, the summary is printed once
     state = read_state(list_checkpoints(out)[-1])
