@@ -296,3 +296,15 @@ def test_caption_always_keeps_its_statements_in_every_partial_caption(
     assert [c.lower().replace("black ", "") for c in plain] == [c.lower().replace("black ", "") for c in kept]
     with pytest.raises(CfauditError, match="caption_always: 'ethnicity' is not a caption statement"):
         TrainConfig(caption_always=["ethnicity"])
+    # the rows that keep the starting model's predictions (preserve_weight) never name those statements
+    config = TrainConfig(caption_partial=1.0, caption_always=["race"], preserve_weight=1.0)
+    without = torch.arange(64) < 32
+    mixed = draws.sampled_caption_ids(
+        config, records, None, rows, torch.Generator().manual_seed(0), None, without
+    )
+    assert not any("black" in c.lower() for c in mixed[:32]) and all("black" in c.lower() for c in mixed[32:])
+    assert mixed[32:] == kept[32:]  # the same draws: the other rows' captions are unchanged
+    assert [c.lower() for c in mixed[:32]] == [c.lower().replace("black ", "") for c in kept[:32]]
+    for bad in ({"preserve_weight": -1.0}, {"preserve_share": 1.0}, {"preserve_share": 0.0}):
+        with pytest.raises(CfauditError, match="preserve_"):
+            TrainConfig(**bad)  # type: ignore[arg-type]

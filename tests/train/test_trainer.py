@@ -125,6 +125,65 @@ def test_unet_trainable_freezes_every_other_unet_weight(
         _config(tiny_model_dir, tiny_index, tmp_path / "lora", lora_rank=4, unet_trainable=["up_blocks.*"])
 
 
+def test_anchor_rows_are_trained_towards_the_frozen_models_prediction() -> None:
+    from types import SimpleNamespace
+
+    from diffusers import DDPMScheduler
+
+    from cfaudit.train.trainer import Anchor, diffusion_loss
+
+    def unet(x: torch.Tensor, t: torch.Tensor, encoder_hidden_states: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(sample=x * 0.5)
+
+    scheduler = DDPMScheduler()
+    latents, noise = torch.randn(4, 4, 8, 8), torch.randn(4, 4, 8, 8)
+    timesteps = torch.tensor([10, 200, 500, 900])
+    plain = diffusion_loss(unet, scheduler, latents, None, noise, timesteps, "epsilon")
+    per_row = [diffusion_loss(unet, scheduler, latents[i : i + 1], None, noise[i : i + 1], timesteps[i : i + 1],
+                              "epsilon") for i in range(4)]  # fmt: skip
+    assert torch.allclose(plain, torch.stack(per_row).mean())
+    # a teacher that predicts what the model does: its rows cost nothing, the others as before
+    same = Anchor(2, lambda x, t: x * 0.5, weight=3.0)
+    anchored = diffusion_loss(unet, scheduler, latents, None, noise, timesteps, "epsilon", anchor=same)
+    assert torch.allclose(anchored, torch.stack(per_row[2:]).sum() / 4)
+    # any other teacher: its rows are weighted by the anchor's weight
+    zero = Anchor(2, lambda x, t: torch.zeros_like(x), weight=3.0)
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    expected = (3.0 * (noisy[:2] * 0.5).pow(2).mean(dim=(1, 2, 3)).sum() + torch.stack(per_row[2:]).sum()) / 4
+    assert torch.allclose(diffusion_loss(unet, scheduler, latents, None, noise, timesteps, "epsilon", anchor=zero),
+                          expected)  # fmt: skip
+
+
+def test_preserve_weight_keeps_the_starting_models_predictions(
+    tiny_model_dir: Path, tiny_index: Path, tmp_path: Path
+) -> None:
+    """Trained on captions that always name race, a model anchored to its start moves less on the captions that
+    do not name it than one trained without the anchor (30 steps here: 0.18 against 0.48)."""
+    from cfaudit.models.text_encoding import encode_prompts
+
+    start = load_components(tiny_model_dir)
+    latents = torch.randn(4, start.unet.config.in_channels, 8, 8, generator=torch.Generator().manual_seed(1))
+    timesteps = torch.tensor([50, 300, 600, 900])
+    prompts = ["Chest X-ray of 60-years old female subject with cardiomegaly"] * 4
+
+    def prediction(components) -> torch.Tensor:  # type: ignore[no-untyped-def]
+        with torch.no_grad():
+            hidden = encode_prompts(components.text_encoder, components.tokenizer, prompts)
+            return components.unet(latents, timesteps, encoder_hidden_states=hidden).sample
+
+    before = prediction(start)
+    moved = {}
+    for name, weight in (("free", 0.0), ("anchored", 1.0)):
+        run = tmp_path / name
+        train(_config(tiny_model_dir, tiny_index, run, max_steps=30, checkpoint_every=30, train_text_encoder=True,
+                      caption_partial=0.5, caption_always=["race"], preserve_weight=weight, preserve_share=0.5),
+              progress=False)  # fmt: skip
+        moved[name] = (prediction(load_components(run / "model")) - before).pow(2).mean().item()
+    assert 0 < moved["anchored"] < moved["free"], moved
+    card = (tmp_path / "anchored" / "model" / "README.md").read_text()
+    assert "preserve_weight" in card
+
+
 def test_empty_split_and_bad_resolution(tiny_model_dir: Path, tiny_index: Path, tmp_path: Path) -> None:
     with pytest.raises(CfauditError, match="split 'val' has no rows"):
         train(_config(tiny_model_dir, tiny_index, tmp_path / "run", split="val"), progress=False)

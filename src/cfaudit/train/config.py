@@ -105,6 +105,14 @@ class TrainConfig(ConfigFile):
     #: ``age``, ``race``, ``sex`` or a finding): a word that a partial caption drops half the time is learnt at
     #: half the pace, which a faint cue such as the phantom's race grating cannot afford; empty: none
     caption_always: list[str] = field(default_factory=list)
+    #: keep what the starting model does where a phase does not teach: a ``preserve_share`` of each batch's rows
+    #: gets a caption that leaves out the ``caption_always`` statements and is trained towards the prediction of a
+    #: frozen copy of the starting model (its UNet and text encoder) instead of the data, weighted by
+    #: ``preserve_weight`` (distillation, as in "learning without forgetting"): a phase that teaches the race words
+    #: through weights every word passes (the cross-attention) otherwise also moves what the other words draw,
+    #: such as the pacemaker a cardiomegaly edit takes along; 0: off
+    preserve_weight: float = 0.0
+    preserve_share: float = 0.5
     #: name a finding's absence at most this many times per naming of its presence (lowers ``caption_negative``
     #: for rare findings: :func:`~cfaudit.train.draws.negative_rates`); None: ``caption_negative`` for all
     caption_negative_ratio: float | None = None
@@ -200,6 +208,11 @@ class TrainConfig(ConfigFile):
             f"caption_always: {', '.join(map(repr, unknown))} is not a caption statement; "
             f"choose from {', '.join(CAPTION_STATEMENTS)}",
         )
+        need(
+            self.preserve_weight >= 0,
+            f"preserve_weight must be 0 (off) or positive, got {self.preserve_weight}",
+        )
+        need(0.0 < self.preserve_share < 1.0, f"preserve_share {self.preserve_share} must be in (0, 1)")
         need(
             self.snr_gamma is None or self.snr_gamma > 0,
             f"snr_gamma must be positive or null, got {self.snr_gamma}",

@@ -51,11 +51,14 @@ def sampled_caption_ids(
     rows: torch.Tensor,
     generator: torch.Generator,
     negative: torch.Tensor | None = None,
+    without_always: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Token ids of this batch's captions, a ``caption_partial`` share of them naming a random subset of what is
     true of the image (:func:`cfaudit.data.prompts.subset_caption`) that always holds ``caption_always``, drawn
     from ``generator`` so that a resumed run draws the same captions; ``negative``: per finding, the chance an
-    absent one is named as such (default: ``caption_negative`` for each)."""
+    absent one is named as such (default: ``caption_negative`` for each); ``without_always``: per row, whether its
+    caption leaves the ``caption_always`` statements out instead (the rows that keep the starting model's
+    predictions, ``preserve_weight``). It draws the same numbers either way."""
     from cfaudit.data.labels import LabelPolicy
     from cfaudit.data.prompts import CAPTION_STATEMENTS, PromptTemplate, subset_caption
     from cfaudit.data.vocabulary import FINDINGS
@@ -66,6 +69,8 @@ def sampled_caption_ids(
     keep = (torch.rand(n, len(CAPTION_STATEMENTS), generator=generator) < rate) | ~partial[:, None]
     always = torch.tensor([name in config.caption_always for name in CAPTION_STATEMENTS])
     keep |= always[None, :]
+    if without_always is not None:
+        keep &= ~(always[None, :] & without_always[:, None])
     rates = torch.full((len(FINDINGS),), config.caption_negative) if negative is None else negative
     absent = (torch.rand(n, len(FINDINGS), generator=generator) < rates) & partial[:, None]
     template = PromptTemplate.from_dict(config.prompt_template)

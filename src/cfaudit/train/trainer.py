@@ -12,6 +12,7 @@ process; both live on the CPU and are saved in every checkpoint.
 from __future__ import annotations
 
 import contextlib
+import copy
 import fnmatch
 import json
 import logging
@@ -58,6 +59,16 @@ class TrainingData:
     empty_ids: torch.Tensor  # [77] the empty prompt (caption dropout)
     index_path: str
     index_sha256: str
+
+
+@dataclass
+class Anchor:
+    """The first ``rows`` rows of a batch are trained towards a frozen model's prediction (``predict``: noisy
+    latents and timesteps of those rows in, prediction out) instead of the data's target, weighted by ``weight``."""
+
+    rows: int
+    predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    weight: float
 
 
 @dataclass
@@ -122,20 +133,30 @@ def diffusion_loss(
     prediction_type: str,
     snr_gamma: float | None = None,
     coarse: tuple[float, int] | None = None,
+    anchor: Anchor | None = None,
 ) -> torch.Tensor:
     """The denoising loss of one batch: MSE to the noise (epsilon) or the velocity (v), optionally min-SNR
-    weighted, optionally with a coarse term (``coarse``: weight and pool, :func:`coarse_error`)."""
+    weighted, optionally with a coarse term (``coarse``: weight and pool, :func:`coarse_error`); with ``anchor``,
+    its rows' target is a frozen model's prediction (:class:`Anchor`)."""
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     target = (
         noise if prediction_type == "epsilon" else noise_scheduler.get_velocity(latents, noise, timesteps)
     )
+    if anchor is not None:
+        with torch.no_grad():
+            target = target.clone()
+            target[: anchor.rows] = anchor.predict(noisy[: anchor.rows], timesteps[: anchor.rows]).to(
+                target.dtype
+            )
     prediction = unet(noisy, timesteps, encoder_hidden_states=encoder_hidden_states).sample
-    if snr_gamma is None and coarse is None:
+    if snr_gamma is None and coarse is None and anchor is None:
         return F.mse_loss(prediction.float(), target.float())
     error = prediction.float() - target.float()
     per_sample = error.pow(2).mean(dim=(1, 2, 3))
     if coarse is not None:
         per_sample = per_sample + coarse[0] * coarse_error(error, coarse[1])
+    if anchor is not None:
+        per_sample = torch.cat([per_sample[: anchor.rows] * anchor.weight, per_sample[anchor.rows :]])
     if snr_gamma is None:
         return per_sample.mean()
     from diffusers.training_utils import compute_snr
@@ -174,6 +195,37 @@ def trainable_unet_parameters(unet: torch.nn.Module, patterns: list[str]) -> lis
                 "(patterns are fnmatch, e.g. 'up_blocks.2.*')"
             )
     return [parameter for name, parameter in named if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+
+
+def _frozen_copy(
+    config: TrainConfig, components: PipelineComponents, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """A frozen copy of the starting UNet and text encoder (the encoder itself when it does not train)."""
+    unet = copy.deepcopy(components.unet).requires_grad_(False).eval().to(device, dtype=dtype)
+    text_encoder = components.text_encoder
+    if config.train_text_encoder:
+        text_encoder = copy.deepcopy(text_encoder).requires_grad_(False).eval().to(device, dtype=dtype)
+    return unet, text_encoder
+
+
+def _anchored_rows(config: TrainConfig, n: int) -> int:
+    """How many of a micro-batch's ``n`` rows keep the starting model's predictions: at least one, and at least
+    one left to learn from the data."""
+    return min(n - 1, max(1, round(config.preserve_share * n))) if n > 1 else 0
+
+
+def _teacher_prediction(
+    teacher: tuple[torch.nn.Module, torch.nn.Module], ids: torch.Tensor
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The frozen model's prediction for noisy latents under the captions ``ids``."""
+    unet, text_encoder = teacher
+
+    def predict(noisy: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            hidden = encode_ids(text_encoder, ids)
+            return unet(noisy, timesteps, encoder_hidden_states=hidden).sample
+
+    return predict
 
 
 def _trainable(config: TrainConfig, components: PipelineComponents) -> list[dict[str, Any]]:
@@ -287,6 +339,8 @@ def train(
     trainable_unet_parameters(
         components.unet, config.unet_trainable
     )  # a typo fails before the data are encoded
+    # The starting model, frozen, for the rows that keep its predictions (taken before anything trains)
+    teacher = _frozen_copy(config, components, device, weight_dtype) if config.preserve_weight > 0 else None
     noise_scheduler = components.noise_scheduler
     prediction_type = config.prediction_type or components.prediction_type
     noise_scheduler.register_to_config(prediction_type=prediction_type)
@@ -306,7 +360,7 @@ def train(
     if not config.train_text_encoder and weight_dtype != torch.float32:
         text_encoder.to(dtype=weight_dtype)
     text_cache = None
-    varied = config.caption_partial > 0
+    varied = config.caption_partial > 0 or teacher is not None
     if not config.train_text_encoder and config.cache_text and not varied:
         text_cache = build_text_cache(
             text_encoder, data.input_ids, data.empty_ids, budget_mb=config.text_cache_mb
@@ -465,10 +519,10 @@ def train(
                         timestep_weights, len(rows), replacement=True, generator=noise_gen
                     )
                 ids = data.input_ids[rows]
+                anchored = _anchored_rows(config, len(rows)) if teacher is not None else 0
                 if varied:  # partial captions and named absent findings, drawn per step
-                    ids = sampled_caption_ids(
-                        config, data.records, components.tokenizer, rows, noise_gen, negative
-                    )
+                    ids = sampled_caption_ids(config, data.records, components.tokenizer, rows, noise_gen, negative,
+                                              torch.arange(len(rows)) < anchored if anchored else None)  # fmt: skip
                 dropped = torch.rand(len(rows), generator=noise_gen) < config.caption_dropout
                 ids[dropped] = data.empty_ids
                 latents, noise, timesteps = latents.to(device), noise.to(device), timesteps.to(device)
@@ -479,9 +533,14 @@ def train(
                     else:
                         with torch.set_grad_enabled(config.train_text_encoder):
                             hidden = encode_ids(text_encoder, ids)
+                    anchor = None
+                    if teacher is not None and anchored:
+                        anchor = Anchor(
+                            anchored, _teacher_prediction(teacher, ids[:anchored]), config.preserve_weight
+                        )
                     with accelerator.autocast():
                         loss = diffusion_loss(unet, noise_scheduler, latents, hidden, noise, timesteps,
-                                              prediction_type, config.snr_gamma, coarse)  # fmt: skip
+                                              prediction_type, config.snr_gamma, coarse, anchor)  # fmt: skip
                     accelerator.backward(loss / config.gradient_accumulation_steps)
                 step_loss += loss.detach() / config.gradient_accumulation_steps
             if config.max_grad_norm > 0:
