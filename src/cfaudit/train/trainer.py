@@ -200,11 +200,13 @@ def trainable_unet_parameters(unet: torch.nn.Module, patterns: list[str]) -> lis
 def _frozen_copy(
     config: TrainConfig, components: PipelineComponents, device: torch.device, dtype: torch.dtype
 ) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """A frozen copy of the starting UNet and text encoder (the encoder itself when it does not train)."""
-    unet = copy.deepcopy(components.unet).requires_grad_(False).eval().to(device, dtype=dtype)
+    """A frozen copy of the starting UNet and text encoder (the encoder itself when it does not train), in the
+    compute dtype (a float32 one is only moved: diffusers warns on any dtype cast)."""
+    cast = {} if dtype == torch.float32 else {"dtype": dtype}
+    unet = copy.deepcopy(components.unet).requires_grad_(False).eval().to(device, **cast)
     text_encoder = components.text_encoder
     if config.train_text_encoder:
-        text_encoder = copy.deepcopy(text_encoder).requires_grad_(False).eval().to(device, dtype=dtype)
+        text_encoder = copy.deepcopy(text_encoder).requires_grad_(False).eval().to(device, **cast)
     return unet, text_encoder
 
 
