@@ -308,3 +308,16 @@ def test_caption_always_keeps_its_statements_in_every_partial_caption(
     for bad in ({"preserve_weight": -1.0}, {"preserve_share": 1.0}, {"preserve_share": 0.0}):
         with pytest.raises(CfauditError, match="preserve_"):
             TrainConfig(**bad)  # type: ignore[arg-type]
+    # caption_always_alone: the learning rows name race and nothing else, the anchored rows as before
+    alone = TrainConfig(caption_partial=1.0, caption_negative=0.5, caption_always=["race"], preserve_weight=1.0,
+                        caption_always_alone=True)  # fmt: skip
+    named = draws.sampled_caption_ids(
+        alone, records, None, rows, torch.Generator().manual_seed(0), None, without
+    )
+    assert named[32:] == ["Chest X-ray of black subject"] * 32
+    assert named[:32] == draws.sampled_caption_ids(
+        TrainConfig(caption_partial=1.0, caption_negative=0.5, caption_always=["race"], preserve_weight=1.0),
+        records, None, rows, torch.Generator().manual_seed(0), None, without,
+    )[:32]  # fmt: skip
+    with pytest.raises(CfauditError, match="caption_always_alone needs caption_always"):
+        TrainConfig(caption_always=["race"], caption_always_alone=True)

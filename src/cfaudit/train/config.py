@@ -113,6 +113,10 @@ class TrainConfig(ConfigFile):
     #: such as the pacemaker a cardiomegaly edit takes along; 0: off
     preserve_weight: float = 0.0
     preserve_share: float = 0.5
+    #: with ``preserve_weight``, the rows that learn from the data name the ``caption_always`` statements alone
+    #: (``Chest X-ray of black subject``: the prompts of a contrast edit of them), so that a phase teaching those
+    #: words does not also retrain how the other words draw; the anchored rows keep the rest as it was
+    caption_always_alone: bool = False
     #: name a finding's absence at most this many times per naming of its presence (lowers ``caption_negative``
     #: for rare findings: :func:`~cfaudit.train.draws.negative_rates`); None: ``caption_negative`` for all
     caption_negative_ratio: float | None = None
@@ -213,6 +217,11 @@ class TrainConfig(ConfigFile):
             f"preserve_weight must be 0 (off) or positive, got {self.preserve_weight}",
         )
         need(0.0 < self.preserve_share < 1.0, f"preserve_share {self.preserve_share} must be in (0, 1)")
+        need(
+            not self.caption_always_alone or (self.caption_always and self.preserve_weight > 0),
+            "caption_always_alone needs caption_always (the statements to name) and preserve_weight > 0 "
+            "(without the anchor, captions naming nothing else would teach the model to ignore the other words)",
+        )
         need(
             self.snr_gamma is None or self.snr_gamma > 0,
             f"snr_gamma must be positive or null, got {self.snr_gamma}",

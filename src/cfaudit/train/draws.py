@@ -58,7 +58,8 @@ def sampled_caption_ids(
     from ``generator`` so that a resumed run draws the same captions; ``negative``: per finding, the chance an
     absent one is named as such (default: ``caption_negative`` for each); ``without_always``: per row, whether its
     caption leaves the ``caption_always`` statements out instead (the rows that keep the starting model's
-    predictions, ``preserve_weight``). It draws the same numbers either way."""
+    predictions, ``preserve_weight``), the others naming those statements alone with ``caption_always_alone``. It
+    draws the same numbers either way."""
     from cfaudit.data.labels import LabelPolicy
     from cfaudit.data.prompts import CAPTION_STATEMENTS, PromptTemplate, subset_caption
     from cfaudit.data.vocabulary import FINDINGS
@@ -71,6 +72,10 @@ def sampled_caption_ids(
     keep |= always[None, :]
     if without_always is not None:
         keep &= ~(always[None, :] & without_always[:, None])
+        if config.caption_always_alone:
+            learning = ~without_always
+            keep[learning] = always
+            partial = partial & without_always  # naming nothing absent
     rates = torch.full((len(FINDINGS),), config.caption_negative) if negative is None else negative
     absent = (torch.rand(n, len(FINDINGS), generator=generator) < rates) & partial[:, None]
     template = PromptTemplate.from_dict(config.prompt_template)
