@@ -218,7 +218,7 @@ class TrainConfig(ConfigFile):
         )
         need(0.0 < self.preserve_share < 1.0, f"preserve_share {self.preserve_share} must be in (0, 1)")
         need(
-            not self.caption_always_alone or (self.caption_always and self.preserve_weight > 0),
+            not self.caption_always_alone or (bool(self.caption_always) and self.preserve_weight > 0),
             "caption_always_alone needs caption_always (the statements to name) and preserve_weight > 0 "
             "(without the anchor, captions naming nothing else would teach the model to ignore the other words)",
         )
