@@ -36,7 +36,10 @@ def run_launch(command: list[str], env: dict[str, str] = ENV) -> subprocess.Comp
     except subprocess.TimeoutExpired:
         launch = psutil.Process(process.pid)
         stuck = [launch, *launch.children(recursive=True)]
-        alive = [f"{p.pid} {' '.join(p.cmdline()[-4:])}" for p in stuck if p.is_running()]
+        alive = []
+        for member in stuck:  # one may exit while it is listed
+            with contextlib.suppress(psutil.NoSuchProcess):
+                alive.append(f"{member.pid} {' '.join(member.cmdline()[-4:])}")
         for member in stuck:
             with contextlib.suppress(psutil.NoSuchProcess):
                 member.send_signal(signal.SIGABRT)

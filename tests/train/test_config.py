@@ -305,7 +305,8 @@ def test_caption_always_keeps_its_statements_in_every_partial_caption(
     assert not any("black" in c.lower() for c in mixed[:32]) and all("black" in c.lower() for c in mixed[32:])
     assert mixed[32:] == kept[32:]  # the same draws: the other rows' captions are unchanged
     assert [c.lower() for c in mixed[:32]] == [c.lower().replace("black ", "") for c in kept[:32]]
-    for bad in ({"preserve_weight": -1.0}, {"preserve_share": 1.0}, {"preserve_share": 0.0}):
+    for bad in ({"preserve_weight": -1.0}, {"preserve_share": 1.0}, {"preserve_share": 0.0},
+                {"preserve_weight": 1.0, "batch_size": 1}):  # fmt: skip
         with pytest.raises(CfauditError, match="preserve_"):
             TrainConfig(**bad)  # type: ignore[arg-type]
     # caption_always_alone: the learning rows name race and nothing else, the anchored rows as before

@@ -199,33 +199,34 @@ def trainable_unet_parameters(unet: torch.nn.Module, patterns: list[str]) -> lis
 
 def _frozen_copy(
     config: TrainConfig, components: PipelineComponents, device: torch.device, dtype: torch.dtype
-) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """A frozen copy of the starting UNet and text encoder (the encoder itself when it does not train), in the
-    compute dtype (a float32 one is only moved: diffusers warns on any dtype cast)."""
+) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    """A frozen copy of the starting UNet and, when it trains, of the text encoder (``None``: the frozen encoder
+    is shared), in the compute dtype (a float32 one is only moved: diffusers warns on any dtype cast)."""
     cast = {} if dtype == torch.float32 else {"dtype": dtype}
     unet = copy.deepcopy(components.unet).requires_grad_(False).eval().to(device, **cast)
-    text_encoder = components.text_encoder
+    text_encoder = None
     if config.train_text_encoder:
-        text_encoder = copy.deepcopy(text_encoder).requires_grad_(False).eval().to(device, **cast)
+        text_encoder = copy.deepcopy(components.text_encoder).requires_grad_(False).eval().to(device, **cast)
     return unet, text_encoder
 
 
 def _anchored_rows(config: TrainConfig, n: int) -> int:
-    """How many of a micro-batch's ``n`` rows keep the starting model's predictions: at least one, and at least
-    one left to learn from the data."""
-    return min(n - 1, max(1, round(config.preserve_share * n))) if n > 1 else 0
+    """How many of a micro-batch's ``n`` rows (at least 2: the config's check) keep the starting model's
+    predictions: at least one, and at least one left to learn from the data."""
+    return min(n - 1, max(1, round(config.preserve_share * n)))
 
 
 def _teacher_prediction(
-    teacher: tuple[torch.nn.Module, torch.nn.Module], ids: torch.Tensor
+    teacher: tuple[torch.nn.Module, torch.nn.Module | None], ids: torch.Tensor, hidden: torch.Tensor
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The frozen model's prediction for noisy latents under the captions ``ids``."""
+    """The frozen model's prediction for noisy latents under the captions ``ids``; ``hidden``: their states from
+    the training text encoder, used as they are when that encoder is frozen (no second encode)."""
     unet, text_encoder = teacher
 
     def predict(noisy: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            hidden = encode_ids(text_encoder, ids)
-            return unet(noisy, timesteps, encoder_hidden_states=hidden).sample
+            states = hidden.detach() if text_encoder is None else encode_ids(text_encoder, ids)
+            return unet(noisy, timesteps, encoder_hidden_states=states).sample
 
     return predict
 
@@ -537,9 +538,8 @@ def train(
                             hidden = encode_ids(text_encoder, ids)
                     anchor = None
                     if teacher is not None and anchored:
-                        anchor = Anchor(
-                            anchored, _teacher_prediction(teacher, ids[:anchored]), config.preserve_weight
-                        )
+                        teacher_says = _teacher_prediction(teacher, ids[:anchored], hidden[:anchored])
+                        anchor = Anchor(anchored, teacher_says, config.preserve_weight)
                     with accelerator.autocast():
                         loss = diffusion_loss(unet, noise_scheduler, latents, hidden, noise, timesteps,
                                               prediction_type, config.snr_gamma, coarse, anchor)  # fmt: skip
