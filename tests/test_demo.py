@@ -135,9 +135,20 @@ def test_demo_training_recipes_run_and_give_loadable_models(tmp_path, parallel, 
     assert load_classifier(classifier, "cpu").predict([np.zeros((128, 128))])["sex"].shape == (1,)
     assert "Cardiomegaly" in CausalImageModel.load(scm, device="cpu").graph.names
     assert stages[0] == "train: UNet" and stages[-1] == "train: SCM"
-    record = json.loads((Path(model) / "provenance.json").read_text())
+    first = tmp_path / "models" / "unet" / "model"
+    record = json.loads((first / "provenance.json").read_text())
     assert record["base_model"]["folder"] == str(tmp_path / "models" / "init")
     assert "trained" not in record["base_model"]  # a random start: no earlier training to record
+    if arch == "tiny-f4":  # then the race phase: from the recipe's model, the UNet's cross-attention alone
+        assert Path(model) == tmp_path / "models" / "race" / "model"
+        phase = json.loads((Path(model) / "provenance.json").read_text())
+        assert phase["base_model"]["folder"] == str(first)
+        assert phase["base_model"]["trained"]["step"] == record["step"]  # the recipe's record travels on
+        before, after = load_components(first).unet.state_dict(), load_components(model).unet.state_dict()
+        changed = {k for k in after if not torch.equal(before[k], after[k])}
+        assert changed and all(".attn2." in k for k in changed)
+    else:
+        assert Path(model) == first
     assert (Path(model) / "vae_provenance.json").is_file()  # the autoencoder's record travels on
     assert json.loads((tmp_path / "models" / "timing.json").read_text())["seconds_this_call"].keys() == {
         "unet",

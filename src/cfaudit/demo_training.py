@@ -4,8 +4,9 @@ As the paper reuses SD's pretrained autoencoder, the demo reuses the shipped one
 needed: ``configs/train/tiny_f4_vae.yaml`` for the demo model's tiny-f4 preset, ``configs/train/tiny_vae.yaml`` for
 ``--arch tiny``) and refits what the paper trains: the UNet (here with its small text encoder, which has no pretrained
 weights to start from), the attribute classifier and the SCM baseline. The recipes are written here so that an
-installed package needs no repository checkout; ``configs/train/demo_f4_scratch.yaml`` and ``demo.yaml`` hold the
-same UNet recipes for ``cfaudit train`` (a test keeps them equal). Every step resumes where it stopped.
+installed package needs no repository checkout; ``configs/train/demo_f4_scratch.yaml`` (then
+``demo_f4_race_alone.yaml``) and ``demo.yaml`` hold the same UNet recipes for ``cfaudit train`` (a test keeps them
+equal). Every step resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -57,15 +58,40 @@ DEMO_F4_RECIPE: dict[str, Any] = {
     "finding_max_repeat": 8,
     "max_steps": 5000,
 }
-#: Per preset ``demo --train`` fits: its UNet recipe and the shipped autoencoder it trains on (``vae_from``).
-DEMO_RECIPES: dict[str, tuple[dict[str, Any], str]] = {
-    "tiny-f4": (DEMO_F4_RECIPE, "tiny-f4"),
-    "tiny": (DEMO_UNET_RECIPE, "tiny"),
+#: The tiny-f4 preset's second phase, from the recipe's model (``configs/train/demo_f4_race_alone.yaml``). The recipe
+#: never learns the race words: the phantom draws race as a faint grating of random phase, which its partial captions
+#: and noisy-biased draws leave untaught. Teaching them with the whole UNet, or with its cross-attention alone,
+#: loosens what the recipe learnt (the cardiomegaly edit's hold on the pacemaker). So only the cross-attention layers
+#: train, where the words enter, with the text encoder and every timestep drawn and weighted alike. Half of each
+#: batch learns from the data with captions that name race alone (the prompts of a contrast race edit); the other
+#: half, captioned without race, is trained towards a frozen copy of the recipe's model at weight 3, so the other
+#: words keep drawing what they drew (docs/BENCHMARKS.md, "Race with the rest of the model anchored").
+DEMO_F4_RACE_PHASE: dict[str, Any] = {
+    **DEMO_F4_RECIPE,
+    "unet_trainable": ["*.attn2.*"],
+    "snr_gamma": None,
+    "timestep_bias": "none",
+    "timestep_bias_multiplier": 1.0,
+    "caption_always": ["race"],
+    "caption_always_alone": True,
+    "preserve_weight": 3.0,
+    "preserve_share": 0.5,
+    "learning_rate": 3e-3,
+    "lr_warmup_steps": 50,
+    "max_steps": 1500,
+    "checkpoint_every": 500,
+}
+#: Per preset ``demo --train`` fits: its UNet recipe, the shipped autoencoder it trains on (``vae_from``) and the
+#: phase that follows the recipe, if any.
+DEMO_RECIPES: dict[str, tuple[dict[str, Any], str, dict[str, Any] | None]] = {
+    "tiny-f4": (DEMO_F4_RECIPE, "tiny-f4", DEMO_F4_RACE_PHASE),
+    "tiny": (DEMO_UNET_RECIPE, "tiny", None),
 }
 
 
-def demo_recipe(arch: str) -> tuple[dict[str, Any], str]:
-    """``arch``'s UNet recipe and shipped autoencoder (:data:`DEMO_RECIPES`); one error for a preset it has none of."""
+def demo_recipe(arch: str) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
+    """``arch``'s UNet recipe, shipped autoencoder and second phase (:data:`DEMO_RECIPES`); one error for a preset
+    it has none of."""
     if arch not in DEMO_RECIPES:
         from cfaudit.errors import CfauditError
 
@@ -205,25 +231,43 @@ def _fit_unet(
     arch: str,
     threads: Callable[[], int] | None,
 ) -> str:
-    """A random UNet and text encoder of ``arch`` on its shipped autoencoder, trained by its recipe."""
+    """A random UNet and text encoder of ``arch`` on its shipped autoencoder, trained by its recipe (into
+    ``unet/``) and then by its second phase, if it has one (into ``race/``, from the first's model)."""
     from cfaudit.models.random_init import write_random_pipeline
-    from cfaudit.train.config import TrainConfig
-    from cfaudit.train.trainer import train
 
-    base, autoencoder = demo_recipe(arch)
+    base, autoencoder, phase = demo_recipe(arch)
     started = time.perf_counter()
     init = folder / "init"
     if not (init / "model_index.json").is_file():
         write_random_pipeline(init, arch, seed=seed, vae_from=autoencoder)
-    unet_model = folder / "unet" / "model"
-    if not (unet_model / "model_index.json").is_file():
-        recipe = {**base, **{key: _scaled(base[key], scale) for key in _SCALED}}
-        config = TrainConfig(model=str(init), index=str(index_path), split="train", output_dir=str(folder / "unet"),
-                             seed=seed, sample_every=0, **recipe)  # fmt: skip
-        has_checkpoint = (folder / "unet" / "checkpoints").is_dir()
-        train(config, resume="latest" if has_checkpoint else None, progress=False, threads=threads)
+    model = _fit_phase(init, folder / "unet", base, index_path, seed, scale, threads)
+    if phase is not None:
+        model = _fit_phase(model, folder / "race", phase, index_path, seed, scale, threads)
     timing["unet"] = time.perf_counter() - started
-    return str(unet_model)
+    return str(model)
+
+
+def _fit_phase(
+    start: Path,
+    run: Path,
+    recipe: dict[str, Any],
+    index_path: Path,
+    seed: int,
+    scale: float,
+    threads: Callable[[], int] | None,
+) -> Path:
+    """``start`` trained by ``recipe`` into the run folder ``run`` (resuming its checkpoints); its model folder."""
+    from cfaudit.train.config import TrainConfig
+    from cfaudit.train.trainer import train
+
+    model = run / "model"
+    if not (model / "model_index.json").is_file():
+        scaled = {**recipe, **{key: _scaled(recipe[key], scale) for key in _SCALED}}
+        config = TrainConfig(model=str(start), index=str(index_path), split="train", output_dir=str(run), seed=seed,
+                             sample_every=0, **scaled)  # fmt: skip
+        has_checkpoint = (run / "checkpoints").is_dir()
+        train(config, resume="latest" if has_checkpoint else None, progress=False, threads=threads)
+    return model
 
 
 def _fit_side_models(

@@ -166,11 +166,19 @@ def test_shipped_configs_are_valid() -> None:
     assert TrainConfig.from_yaml(folder / "sd15_unet.yaml").train_text_encoder is False
 
 
-@pytest.mark.parametrize(("arch", "file"), [("tiny", "demo.yaml"), ("tiny-f4", "demo_f4_scratch.yaml")])
-def test_the_demo_recipe_of_cfaudit_train_and_of_demo_train_are_one(arch: str, file: str) -> None:
+@pytest.mark.parametrize(
+    ("arch", "phase", "file"),
+    [
+        ("tiny", 0, "demo.yaml"),
+        ("tiny-f4", 0, "demo_f4_scratch.yaml"),
+        ("tiny-f4", 2, "demo_f4_race_alone.yaml"),
+    ],
+)
+def test_the_demo_recipe_of_cfaudit_train_and_of_demo_train_are_one(arch: str, phase: int, file: str) -> None:
     from cfaudit.demo_training import DEMO_RECIPES
 
-    recipe = DEMO_RECIPES[arch][0]
+    recipe = DEMO_RECIPES[arch][phase]
+    assert isinstance(recipe, dict)
     folder = Path(__file__).resolve().parents[2] / "configs" / "train"
     config = TrainConfig.from_yaml(folder / file).to_dict()
     assert {key: config[key] for key in recipe} == recipe

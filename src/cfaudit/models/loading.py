@@ -128,7 +128,7 @@ def resolve_model(model: str | os.PathLike[str]) -> Path:
             raise CfauditError(
                 f"the demo model is not in this install ({DEMO_DIR} has no unet/); rebuild it with "
                 "`cfaudit demo --train --out runs/demo-f4` and `cfaudit models install-demo --from "
-                "runs/demo-f4/models/unet/model` (configs/train/demo_f4_scratch.yaml)"
+                "runs/demo-f4/models/race/model` (configs/train/demo_f4_scratch.yaml, then demo_f4_race_alone.yaml)"
             )
         return DEMO_DIR
     path = Path(text).expanduser()

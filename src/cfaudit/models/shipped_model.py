@@ -34,7 +34,11 @@ _PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 _VAE_SHAPE_KEYS = ("block_out_channels", "latent_channels", "in_channels")
 #: Per preset the demo recipes train, the config that rebuilds its UNet (PROVENANCE.txt; its autoencoder's is
 #: :func:`_vae_config`).
-_UNET_CONFIGS = {"tiny": "configs/train/demo.yaml", "tiny-f4": "configs/train/demo_f4_scratch.yaml"}
+#: The training configs of each preset's demo UNet, phase by phase (``cfaudit.demo_training.DEMO_RECIPES``).
+_UNET_CONFIGS = {
+    "tiny": ("configs/train/demo.yaml",),
+    "tiny-f4": ("configs/train/demo_f4_scratch.yaml", "configs/train/demo_f4_race_alone.yaml"),
+}
 
 
 def _vae_config(preset: str) -> str:
@@ -151,7 +155,8 @@ def provenance_markdown(
     )
     preset = preset_name(*shapes)
     vae_config = _vae_config(preset) if preset in _UNET_CONFIGS else "its VAE config"
-    unet_config = _UNET_CONFIGS.get(preset or "", "its UNet config")
+    unet_configs = _UNET_CONFIGS.get(preset or "", ("its UNet config",))
+    unet_commands = ", then ".join(f"`cfaudit train --config {config}`" for config in unet_configs)
     lines = [
         "# Demo model provenance",
         "",
@@ -173,7 +178,7 @@ def provenance_markdown(
         ),
         f"- config: `{json.dumps(vae_run.get('config', {}), sort_keys=True)}`",
         "",
-        f"## UNet + text encoder (`cfaudit train --config {unet_config}`)",
+        f"## UNet + text encoder ({unet_commands})",
         *_phase_lines(unet_run),
         f"- cfaudit {unet_run.get('cfaudit_version')}, torch {unet_run.get('torch_version')}",
         "",
