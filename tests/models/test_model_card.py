@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from cfaudit.cli import models as models_cli
 from cfaudit.digests import file_sha256
 from cfaudit.errors import CfauditError
+from cfaudit.models.card_facts import training_phases
 from cfaudit.models.card_file import BEGIN, END, split_card
 from cfaudit.models.model_card import TAGS, write_model_card
 from cfaudit.models.shipped_model import DEMO_DIR, install_demo, portable
@@ -66,10 +67,9 @@ def test_the_shipped_card_states_its_records_and_names_no_machine() -> None:
     unet_run = json.loads((DEMO_DIR / "provenance.json").read_text())
     vae_run = json.loads((DEMO_DIR / "vae_provenance.json").read_text())
     assert unet_run["data"]["index_sha256"] in text
-    assert f"for {unet_run['step']} steps on {unet_run['data']['rows']} images (split `train`)" in text
-    assert (
-        "cfaudit demo --train --arch tiny-f4 --out runs/demo-f4" in text
-    )  # the recorded command, program normalised
+    steps = " + ".join(str(phase["step"]) for phase in training_phases(unet_run))  # 5000 + 1500: one per phase
+    assert f"for {steps} steps in 2 phases on {unet_run['data']['rows']} images (split `train`)" in text
+    assert "Command: `cfaudit demo --train --out runs/" in text  # the recorded command, program normalised
     assert f"{vae_run['steps']} steps, final loss" in text and "- kl_weight: 1e-06" in text
     assert "| Train | 58.9 / 41.1 |" in text  # Table 1 of the index it was trained on
     assert "3.94 / 2.74" in text and "docs/BENCHMARKS.md" in text  # quoted figures name their source

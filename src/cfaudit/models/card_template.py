@@ -49,7 +49,7 @@ _TEMPLATE = _ENV.from_string("""\
 # {{ f.title }}
 
 {% if f.origin == "trained" %}
-{{ f.architecture }}, trained by `cfaudit train` for {{ f.unet_run.get("step") }} steps{% if f.data and f.data.rows %} on {{ f.data.rows }} images{% endif %}{% if f.data and f.data.split %} (split `{{ f.data.split }}`){% endif %}.
+{{ f.architecture }}, trained by `cfaudit train` for {% if f.phases | length > 1 %}{{ f.phases | map(attribute="step") | join(" + ") }} steps in {{ f.phases | length }} phases{% else %}{{ f.unet_run.get("step") }} steps{% endif %}{% if f.data and f.data.rows %} on {{ f.data.rows }} images{% endif %}{% if f.data and f.data.split %} (split `{{ f.data.split }}`){% endif %}.
 {% elif f.origin == "autoencoder" %}
 {{ f.architecture }}. Only its autoencoder was trained here (`cfaudit models train-vae`, {{ f.vae_run.get("steps") }} steps); its UNet and text encoder are those of the folder it started from{% if f.started_from %} (`{{ f.started_from }}`){% endif %}.
 {% elif f.origin == "random" %}
