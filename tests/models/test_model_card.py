@@ -67,9 +67,8 @@ def test_the_shipped_card_states_its_records_and_names_no_machine() -> None:
     unet_run = json.loads((DEMO_DIR / "provenance.json").read_text())
     vae_run = json.loads((DEMO_DIR / "vae_provenance.json").read_text())
     assert unet_run["data"]["index_sha256"] in text
-    steps = " + ".join(
-        str(phase["step"]) for phase in training_phases(unet_run)
-    )  # 5000 + 1500: one per phase
+    # the steps of each phase (5000 + 1500)
+    steps = " + ".join(str(phase["step"]) for phase in training_phases(unet_run))
     assert f"for {steps} steps in 2 phases on {unet_run['data']['rows']} images (split `train`)" in text
     assert "Command: `cfaudit demo --train --out runs/" in text  # the recorded command, program normalised
     assert f"{vae_run['steps']} steps, final loss" in text and "- kl_weight: 1e-06" in text
