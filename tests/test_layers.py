@@ -93,5 +93,30 @@ def test_the_check_sees_an_upward_import(tmp_path, monkeypatch):
     assert len(upward_imports()) == 1
 
 
+#: Issue #14's measure: a module longer than this holds more than one job; split it along its stages.
+MAX_LINES = 600
+
+
+def long_modules(source: Path) -> list[str]:
+    """The source files over :data:`MAX_LINES` lines, with their lengths."""
+    found = []
+    for path in sorted(source.rglob("*.py")):
+        count = len(path.read_text(encoding="utf-8").splitlines())
+        if count > MAX_LINES:
+            found.append(f"{path.relative_to(source.parent)}: {count} lines")
+    return found
+
+
+def test_no_module_is_over_600_lines():
+    assert long_modules(SOURCE) == []
+
+
+def test_the_length_check_sees_a_long_module(tmp_path):
+    (tmp_path / "cfaudit").mkdir()
+    (tmp_path / "cfaudit" / "short.py").write_text("x = 1\n" * MAX_LINES, encoding="utf-8")
+    (tmp_path / "cfaudit" / "long.py").write_text("x = 1\n" * (MAX_LINES + 1), encoding="utf-8")
+    assert long_modules(tmp_path / "cfaudit") == [f"cfaudit/long.py: {MAX_LINES + 1} lines"]
+
+
 if __name__ == "__main__":  # pragma: no cover
     pytest.main([__file__])

@@ -205,7 +205,7 @@ def test_timestep_bias_draws_the_named_end_more_often() -> None:
 def test_coarse_error_weighs_a_spread_error_above_grain() -> None:
     import torch
 
-    from cfaudit.train.trainer import coarse_error
+    from cfaudit.train.objective import coarse_error
 
     generator = torch.Generator().manual_seed(0)
     grain = torch.randn(64, 8, 32, 32, generator=generator)

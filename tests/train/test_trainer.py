@@ -130,7 +130,7 @@ def test_anchor_rows_are_trained_towards_the_frozen_models_prediction() -> None:
 
     from diffusers import DDPMScheduler
 
-    from cfaudit.train.trainer import Anchor, diffusion_loss
+    from cfaudit.train.objective import Anchor, diffusion_loss
 
     def unet(x: torch.Tensor, t: torch.Tensor, encoder_hidden_states: torch.Tensor) -> SimpleNamespace:
         return SimpleNamespace(sample=x * 0.5)

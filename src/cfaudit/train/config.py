@@ -123,7 +123,7 @@ class TrainConfig(ConfigFile):
     caption_negative_ratio: float | None = None
     noise_offset: float = 0.0
     #: weight of a coarse term beside the denoising MSE: the error averaged over ``coarse_loss_pool`` x
-    #: ``coarse_loss_pool`` latent cells (:func:`~cfaudit.train.trainer.coarse_error`), which weighs the layout
+    #: ``coarse_loss_pool`` latent cells (:func:`~cfaudit.train.objective.coarse_error`), which weighs the layout
     #: (a heart's size) above the fine detail that dominates the plain MSE; 0: off
     coarse_loss_weight: float = 0.0
     coarse_loss_pool: int = 4

@@ -1,7 +1,8 @@
 """Fine-tune a Stable Diffusion UNet on captioned images: one loop, top to bottom.
 
 :func:`train` sets up (model, captions, cached latents, optimizer) and then runs the loop that is all of training:
-draw a batch, noise it, predict, step, log, sample, checkpoint. It runs unchanged on a laptop CPU, one GPU or
+draw a batch, noise it, predict, step, log, sample, checkpoint (the loss itself:
+:mod:`cfaudit.train.objective`). It runs unchanged on a laptop CPU, one GPU or
 under ``accelerate launch`` on many (Accelerator handles devices, mixed precision and gradient all-reduce).
 
 Randomness is explicit so that a resumed run continues the same loss curve: the data order comes from one
@@ -12,7 +13,6 @@ process; both live on the CPU and are saved in every checkpoint.
 from __future__ import annotations
 
 import contextlib
-import copy
 import fnmatch
 import json
 import logging
@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from cfaudit import __version__, atomic_io
 from cfaudit.errors import CfauditError
@@ -42,6 +41,13 @@ from cfaudit.train.draws import (
     timestep_sampling_weights,
 )
 from cfaudit.train.latent_cache import LatentCache, cache_key, file_sha256, load_or_encode, vae_fingerprint
+from cfaudit.train.objective import (
+    Anchor,
+    anchored_rows,
+    diffusion_loss,
+    frozen_copy,
+    teacher_prediction,
+)
 from cfaudit.train.text_cache import build_text_cache
 
 log = logging.getLogger("cfaudit")
@@ -59,16 +65,6 @@ class TrainingData:
     empty_ids: torch.Tensor  # [77] the empty prompt (caption dropout)
     index_path: str
     index_sha256: str
-
-
-@dataclass
-class Anchor:
-    """The first ``rows`` rows of a batch are trained towards a frozen model's prediction (``predict``: noisy
-    latents and timesteps of those rows in, prediction out) instead of the data's target, weighted by ``weight``."""
-
-    rows: int
-    predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    weight: float
 
 
 @dataclass
@@ -123,61 +119,6 @@ def prepare_data(config: TrainConfig, components: PipelineComponents, progress: 
     )
 
 
-def diffusion_loss(
-    unet: Any,
-    noise_scheduler: Any,
-    latents: torch.Tensor,
-    encoder_hidden_states: torch.Tensor,
-    noise: torch.Tensor,
-    timesteps: torch.Tensor,
-    prediction_type: str,
-    snr_gamma: float | None = None,
-    coarse: tuple[float, int] | None = None,
-    anchor: Anchor | None = None,
-) -> torch.Tensor:
-    """The denoising loss of one batch: MSE to the noise (epsilon) or the velocity (v), optionally min-SNR
-    weighted, optionally with a coarse term (``coarse``: weight and pool, :func:`coarse_error`); with ``anchor``,
-    its rows' target is a frozen model's prediction (:class:`Anchor`)."""
-    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-    target = (
-        noise if prediction_type == "epsilon" else noise_scheduler.get_velocity(latents, noise, timesteps)
-    )
-    if anchor is not None:
-        with torch.no_grad():
-            target = target.clone()
-            target[: anchor.rows] = anchor.predict(noisy[: anchor.rows], timesteps[: anchor.rows]).to(
-                target.dtype
-            )
-    prediction = unet(noisy, timesteps, encoder_hidden_states=encoder_hidden_states).sample
-    if snr_gamma is None and coarse is None and anchor is None:
-        return F.mse_loss(prediction.float(), target.float())
-    error = prediction.float() - target.float()
-    per_sample = error.pow(2).mean(dim=(1, 2, 3))
-    if coarse is not None:
-        per_sample = per_sample + coarse[0] * coarse_error(error, coarse[1])
-    if anchor is not None:
-        per_sample = torch.cat([per_sample[: anchor.rows] * anchor.weight, per_sample[anchor.rows :]])
-    if snr_gamma is None:
-        return per_sample.mean()
-    from diffusers.training_utils import compute_snr
-
-    snr = compute_snr(noise_scheduler, timesteps)
-    weight = torch.clamp(snr, max=snr_gamma)
-    weight = weight / snr if prediction_type == "epsilon" else weight / (snr + 1)
-    return (per_sample * weight).mean()
-
-
-def coarse_error(error: torch.Tensor, pool: int) -> torch.Tensor:
-    """Per sample, the squared error of the prediction averaged over ``pool`` x ``pool`` latent cells, scaled by
-    the cell's size so that white (pixel-to-pixel independent) errors score as in the plain MSE.
-
-    The plain loss counts every latent number alike, so the few coarse components that set the layout (how wide
-    the heart is) weigh little beside the many fine ones (grain, lines); an error spread over a region (a heart
-    border drawn in the wrong place) survives the averaging and weighs up to ``pool**2`` times more here."""
-    pooled = F.avg_pool2d(error, pool)
-    return pooled.pow(2).mean(dim=(1, 2, 3)) * pool * pool
-
-
 def trainable_unet_parameters(unet: torch.nn.Module, patterns: list[str]) -> list[torch.nn.Parameter]:
     """The UNet parameters whose names match one of ``patterns`` (``fnmatch``), or all of them for no patterns.
 
@@ -195,40 +136,6 @@ def trainable_unet_parameters(unet: torch.nn.Module, patterns: list[str]) -> lis
                 "(patterns are fnmatch, e.g. 'up_blocks.2.*')"
             )
     return [parameter for name, parameter in named if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
-
-
-def _frozen_copy(
-    config: TrainConfig, components: PipelineComponents, device: torch.device, dtype: torch.dtype
-) -> tuple[torch.nn.Module, torch.nn.Module | None]:
-    """A frozen copy of the starting UNet and, when it trains, of the text encoder (``None``: the frozen encoder
-    is shared), in the compute dtype (a float32 one is only moved: diffusers warns on any dtype cast)."""
-    cast = {} if dtype == torch.float32 else {"dtype": dtype}
-    unet = copy.deepcopy(components.unet).requires_grad_(False).eval().to(device, **cast)
-    text_encoder = None
-    if config.train_text_encoder:
-        text_encoder = copy.deepcopy(components.text_encoder).requires_grad_(False).eval().to(device, **cast)
-    return unet, text_encoder
-
-
-def _anchored_rows(config: TrainConfig, n: int) -> int:
-    """How many of a micro-batch's ``n`` rows (at least 2: the config's check) keep the starting model's
-    predictions: at least one, and at least one left to learn from the data."""
-    return min(n - 1, max(1, round(config.preserve_share * n)))
-
-
-def _teacher_prediction(
-    teacher: tuple[torch.nn.Module, torch.nn.Module | None], ids: torch.Tensor, hidden: torch.Tensor
-) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The frozen model's prediction for noisy latents under the captions ``ids``; ``hidden``: their states from
-    the training text encoder, used as they are when that encoder is frozen (no second encode)."""
-    unet, text_encoder = teacher
-
-    def predict(noisy: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            states = hidden.detach() if text_encoder is None else encode_ids(text_encoder, ids)
-            return unet(noisy, timesteps, encoder_hidden_states=states).sample
-
-    return predict
 
 
 def _trainable(config: TrainConfig, components: PipelineComponents) -> list[dict[str, Any]]:
@@ -343,7 +250,7 @@ def train(
         components.unet, config.unet_trainable
     )  # a typo fails before the data are encoded
     # The starting model, frozen, for the rows that keep its predictions (taken before anything trains)
-    teacher = _frozen_copy(config, components, device, weight_dtype) if config.preserve_weight > 0 else None
+    teacher = frozen_copy(config, components, device, weight_dtype) if config.preserve_weight > 0 else None
     noise_scheduler = components.noise_scheduler
     prediction_type = config.prediction_type or components.prediction_type
     noise_scheduler.register_to_config(prediction_type=prediction_type)
@@ -522,7 +429,7 @@ def train(
                         timestep_weights, len(rows), replacement=True, generator=noise_gen
                     )
                 ids = data.input_ids[rows]
-                anchored = _anchored_rows(config, len(rows)) if teacher is not None else 0
+                anchored = anchored_rows(config, len(rows)) if teacher is not None else 0
                 if varied:  # partial captions and named absent findings, drawn per step
                     ids = sampled_caption_ids(config, data.records, components.tokenizer, rows, noise_gen, negative,
                                               torch.arange(len(rows)) < anchored if anchored else None)  # fmt: skip
@@ -538,7 +445,7 @@ def train(
                             hidden = encode_ids(text_encoder, ids)
                     anchor = None
                     if teacher is not None and anchored:
-                        teacher_says = _teacher_prediction(teacher, ids[:anchored], hidden[:anchored])
+                        teacher_says = teacher_prediction(teacher, ids[:anchored], hidden[:anchored])
                         anchor = Anchor(anchored, teacher_says, config.preserve_weight)
                     with accelerator.autocast():
                         loss = diffusion_loss(unet, noise_scheduler, latents, hidden, noise, timesteps,
