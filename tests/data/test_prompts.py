@@ -8,7 +8,9 @@ from cfaudit.data.prompts import (
     PromptTemplate,
     parse_attribute_value,
     partial_prompt,
+    record_findings,
     record_prompt,
+    records_findings,
     subset_caption,
 )
 from cfaudit.data.vocabulary import FINDINGS
@@ -114,3 +116,28 @@ def test_subset_captions_name_only_the_kept_statements_and_the_named_absent_find
     assert subset_caption(healthy, _flags("race", "Cardiomegaly")) == "Chest X-ray of black subject"
     with pytest.raises(ValueError, match="flags"):
         subset_caption(record, [True])
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [LabelPolicy(), LabelPolicy(uncertain="positive"), LabelPolicy(uncertain="blank", blank="blank")],
+    ids=["u-zeros", "u-ones", "keep-missing"],
+)
+def test_findings_of_many_records_at_once_are_each_records_own(policy):
+    """A training run works out every record's findings as one table (``records_findings``) instead of one table
+    per caption: each record gets what it gets alone, whatever the rest of the table holds (mixed types, a column
+    missing from some records, a record with nothing positive)."""
+    records = [
+        {"Cardiomegaly": 1.0, "Edema": -1.0, "Pleural Effusion": 0.0, "Support Devices": math.nan},
+        {"Cardiomegaly": None, "Edema": 1, "No Finding": 1.0},  # No Finding contradicted by Edema
+        {"No Finding": 1.0},  # every other column missing
+        {f: -1.0 for f in FINDINGS},
+        {f: 0.0 for f in FINDINGS},
+        {"Lung Opacity": "1.0", "Fracture": "0"},  # read from text
+    ]
+    together = records_findings(records, policy)
+    assert together == [record_findings(record, policy) for record in records]
+    assert together[0][0][0] == "Cardiomegaly" and ("Edema" in together[0][0]) == (
+        policy.uncertain == "positive"
+    )
+    assert records_findings([], policy) == []

@@ -329,3 +329,32 @@ def test_caption_always_keeps_its_statements_in_every_partial_caption(
     )[:32]  # fmt: skip
     with pytest.raises(CfauditError, match="caption_always_alone needs caption_always"):
         TrainConfig(caption_always=["race"], caption_always_alone=True)
+
+
+def test_captions_drawn_with_findings_worked_out_once_are_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trainer hands ``sampled_caption_ids`` every record's findings, worked out once; the captions drawn are
+    those it draws working each record's out again, with any label policy."""
+    import torch
+
+    from cfaudit.data.labels import LabelPolicy
+    from cfaudit.data.prompts import records_findings
+    from cfaudit.data.vocabulary import FINDINGS
+    from cfaudit.train import draws
+
+    monkeypatch.setattr(draws, "tokenize", lambda tokenizer, captions, warn: captions)
+    generator = torch.Generator().manual_seed(3)
+    records = [{"age": 30 + k, "race": "White", "sex": "Male",
+                **{f: float(torch.randint(-1, 2, (), generator=generator)) for f in FINDINGS}}
+               for k in range(40)]  # fmt: skip
+    rows = torch.randint(0, 40, (64,), generator=generator)
+    for policy in (LabelPolicy(), LabelPolicy(uncertain="positive")):
+        config = TrainConfig(caption_partial=0.7, caption_negative=0.3, label_policy=policy.to_dict())
+        once = records_findings(records, policy)
+        given = draws.sampled_caption_ids(
+            config, records, None, rows, torch.Generator().manual_seed(0), findings=once
+        )
+        again = draws.sampled_caption_ids(config, records, None, rows, torch.Generator().manual_seed(0))
+        assert given == again
+        assert any(
+            "no " in caption for caption in given
+        )  # absent findings named: the policies' values are used

@@ -8,12 +8,15 @@ draws the same rows, captions and timesteps as an uninterrupted one.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from cfaudit.models.text_encoding import tokenize
 from cfaudit.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from cfaudit.data.prompts import Findings
 
 
 def negative_rates(
@@ -52,6 +55,7 @@ def sampled_caption_ids(
     generator: torch.Generator,
     negative: torch.Tensor | None = None,
     without_always: torch.Tensor | None = None,
+    findings: Sequence[Findings] | None = None,
 ) -> torch.Tensor:
     """Token ids of this batch's captions, a ``caption_partial`` share of them naming a random subset of what is
     true of the image (:func:`cfaudit.data.prompts.subset_caption`) that always holds ``caption_always``, drawn
@@ -59,7 +63,9 @@ def sampled_caption_ids(
     absent one is named as such (default: ``caption_negative`` for each); ``without_always``: per row, whether its
     caption leaves the ``caption_always`` statements out instead (the rows that keep the starting model's
     predictions, ``preserve_weight``), the others naming those statements alone with ``caption_always_alone``. It
-    draws the same numbers either way."""
+    draws the same numbers either way. ``findings``: each record's :func:`cfaudit.data.prompts.record_findings`
+    under the config's policy, worked out once (:func:`cfaudit.data.prompts.records_findings`); without them each
+    caption works its record's out again."""
     from cfaudit.data.labels import LabelPolicy
     from cfaudit.data.prompts import CAPTION_STATEMENTS, PromptTemplate, subset_caption
     from cfaudit.data.vocabulary import FINDINGS
@@ -80,10 +86,12 @@ def sampled_caption_ids(
     absent = (torch.rand(n, len(FINDINGS), generator=generator) < rates) & partial[:, None]
     template = PromptTemplate.from_dict(config.prompt_template)
     policy = LabelPolicy.from_dict(config.label_policy)
-    captions = [
-        subset_caption(records[int(row)], keep[k].tolist(), absent[k].tolist(), template, policy)
-        for k, row in enumerate(rows)
-    ]
+    captions = []
+    for k, row in enumerate(int(r) for r in rows):
+        found = findings[row] if findings is not None else None
+        captions.append(
+            subset_caption(records[row], keep[k].tolist(), absent[k].tolist(), template, policy, found)
+        )
     return tokenize(tokenizer, captions, warn=False)
 
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -50,6 +50,9 @@ from cfaudit.train.objective import (
 )
 from cfaudit.train.text_cache import build_text_cache
 
+if TYPE_CHECKING:
+    from cfaudit.data.prompts import Findings
+
 log = logging.getLogger("cfaudit")
 _SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -65,6 +68,8 @@ class TrainingData:
     empty_ids: torch.Tensor  # [77] the empty prompt (caption dropout)
     index_path: str
     index_sha256: str
+    #: each record's findings under the label policy (:func:`cfaudit.data.prompts.records_findings`), worked out once
+    findings: list[Findings] = field(default_factory=list)
 
 
 @dataclass
@@ -84,7 +89,7 @@ def prepare_data(config: TrainConfig, components: PipelineComponents, progress: 
     """Read the index, caption every row with the config's template and label policy, and cache the latents."""
     from cfaudit.assets import cache_dir
     from cfaudit.data.labels import LabelPolicy
-    from cfaudit.data.prompts import PromptTemplate, record_prompt
+    from cfaudit.data.prompts import PromptTemplate, record_prompt, records_findings
     from cfaudit.data.records import DataIndex
 
     require_filled(config, "train config", ["index"])
@@ -94,7 +99,10 @@ def prepare_data(config: TrainConfig, components: PipelineComponents, progress: 
     template = PromptTemplate.from_dict(config.prompt_template)
     policy = LabelPolicy.from_dict(config.label_policy)
     records = [row.to_dict() for _, row in index.table.iterrows()]
-    captions = [record_prompt(row, template, policy) for row in records]
+    findings = records_findings(records, policy)
+    captions = [
+        record_prompt(row, template, policy, found) for row, found in zip(records, findings, strict=True)
+    ]
     input_ids = tokenize(components.tokenizer, captions)
     empty_ids = tokenize(components.tokenizer, [""], warn=False)[0]
     paths = index.image_paths()
@@ -115,7 +123,14 @@ def prepare_data(config: TrainConfig, components: PipelineComponents, progress: 
 
         latents = encode_images(components.vae, paths, config.resolution, batch_size=config.encode_batch_size)
     return TrainingData(
-        latents, input_ids, captions, records, empty_ids, str(Path(config.index).resolve()), index_hash
+        latents,
+        input_ids,
+        captions,
+        records,
+        empty_ids,
+        str(Path(config.index).resolve()),
+        index_hash,
+        findings,
     )
 
 
@@ -432,7 +447,8 @@ def train(
                 anchored = anchored_rows(config, len(rows)) if teacher is not None else 0
                 if varied:  # partial captions and named absent findings, drawn per step
                     ids = sampled_caption_ids(config, data.records, components.tokenizer, rows, noise_gen, negative,
-                                              torch.arange(len(rows)) < anchored if anchored else None)  # fmt: skip
+                                              torch.arange(len(rows)) < anchored if anchored else None,
+                                              data.findings)  # fmt: skip
                 dropped = torch.rand(len(rows), generator=noise_gen) < config.caption_dropout
                 ids[dropped] = data.empty_ids
                 latents, noise, timesteps = latents.to(device), noise.to(device), timesteps.to(device)
