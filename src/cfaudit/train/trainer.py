@@ -448,7 +448,7 @@ def train(
                 if varied:  # partial captions and named absent findings, drawn per step
                     ids = sampled_caption_ids(config, data.records, components.tokenizer, rows, noise_gen, negative,
                                               torch.arange(len(rows)) < anchored if anchored else None,
-                                              data.findings)  # fmt: skip
+                                              data.findings or None)  # fmt: skip
                 dropped = torch.rand(len(rows), generator=noise_gen) < config.caption_dropout
                 ids[dropped] = data.empty_ids
                 latents, noise, timesteps = latents.to(device), noise.to(device), timesteps.to(device)
