@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -55,14 +56,47 @@ def test_resume_and_conflicting_settings(tiny_index, tmp_path):
     items = _items(tiny_index)[:4]
     do = [Intervention.parse("age=80")]
     done = []
-    run_scm_edit_job(model, items[:2], do, out, on_image_done=done.append)
+    settings = ScmEditSettings(batch_size=2)
+    run_scm_edit_job(model, items[:2], do, out, settings, on_image_done=done.append)
     first = (out / "rows" / "img0.json").read_text()
-    report = run_scm_edit_job(model, items, do, out, on_image_done=done.append)
+    report = run_scm_edit_job(model, items, do, out, settings, on_image_done=done.append)
     assert report.images_skipped == 2 and report.edits == 4
-    assert done == ["img0", "img1", "img2", "img3"]  # the first two were not redone
+    assert done == ["img0", "img1", "img2", "img3"]  # the first batch was done: not redone
     assert (out / "rows" / "img0.json").read_text() == first
     with pytest.raises(CfauditError, match="other settings"):
         run_scm_edit_job(model, items, do, out, ScmEditSettings(latents="fixed"))
+
+
+def _image_bytes(out):
+    return {
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for p in sorted((out / "images").rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_a_resumed_job_writes_what_one_run_writes(tiny_index, tmp_path):
+    """An image redone on resume is redone with the rest of its batch: a counterfactual's last bits depend on the
+    batch it is computed in (a batch of one rounds otherwise), so redoing it alone would leave a folder that no
+    single run writes."""
+    model, items = tiny_model(), _items(tiny_index)[:6]
+    do, settings = (
+        [Intervention.parse("sex=Female"), Intervention.parse("age=90")],
+        ScmEditSettings(batch_size=3),
+    )
+    run_scm_edit_job(model, items, do, tmp_path / "once", settings)
+    once = _image_bytes(tmp_path / "once")
+    for lost in ("img0", "img2", "img4"):
+        out = tmp_path / f"lost-{lost}"
+        shutil.copytree(tmp_path / "once", out)
+        (out / "rows" / f"{lost}.json").unlink()  # killed before its rows were written: not done
+        done = []
+        report = run_scm_edit_job(model, items, do, out, settings, on_image_done=done.append)
+        assert _image_bytes(out) == once, lost
+        batch = 0 if lost in ("img0", "img2") else 1
+        assert done == [item.image_id for item in items[3 * batch : 3 * batch + 3]], lost
+        assert report.images_skipped == 5 and report.images_redone == 0
+        assert (out / "edits.csv").is_file() and (out / VALUES_CSV).is_file()
 
 
 def test_job_errors(tiny_index, tmp_path):

@@ -16,7 +16,9 @@ the settings; re-running the same command resumes, other settings in the same fo
 
 An image is done when its row file is readable, holds its edits made from the inputs it has now (its file, source
 prompt, interventions and the graph's values of its record) and every file the rows name is there; any other image
-is redone (:func:`cfaudit.data.edit_folder.unfinished_reason`). The records and image files are checked before
+is redone (:func:`cfaudit.data.edit_folder.unfinished_reason`), with the rest of its batch (batches of
+``batch_size`` images in input order, as ``cfaudit edit``'s), so that a resumed job's files are those of one
+uninterrupted run. The records and image files are checked before
 ``job.json`` is written, and a run that fails before any image is done removes the ``job.json`` it wrote.
 """
 
@@ -143,12 +145,16 @@ def run_scm_edit_job(
         record["plan_sha256"] = digest
     fresh = check_job_file(out, record, images=len(items))
     with undone_on_failure(out, ids, created, fresh):
-        # an image is done when its rows match it now (its result does not depend on the batch it was in: seeds
-        # are per image), so a resumed job edits only the others
+        # an image is done when its rows match it now; prepare_resume removed the row file of every other one
         done_before, redone = prepare_resume(out, expected, also=(VALUES_CSV,))
-        pending = [item for item in items if not row_file(out, item.image_id).is_file()]
-        for start in range(0, len(pending), settings.batch_size):
-            batch = pending[start : start + settings.batch_size]
+        done = {item.image_id for item in items if row_file(out, item.image_id).is_file()}
+        # batches follow the input order, as the diffusion job's, and one with any image not done is redone whole:
+        # seeds are per image, but a counterfactual's last bits depend on the batch it is computed in (the kernels
+        # round a batch of one otherwise than a batch of several), so a resumed job writes what one run would
+        for start in range(0, len(items), settings.batch_size):
+            batch = list(items[start : start + settings.batch_size])
+            if all(item.image_id in done for item in batch):
+                continue
             rows = _edit_batch(
                 engine, batch, [plans[item.image_id] for item in batch], out, settings, template
             )
@@ -192,8 +198,8 @@ def _edit_batch(
     template: PromptTemplate,
 ) -> list[list[dict[str, Any]]]:
     """Each item of ``batch`` under its plan. Every intervention of the batch is computed for every image (an
-    image's counterfactual depends on its own seed alone, not on the others computed beside it) and each image
-    keeps those of its plan."""
+    image's noise is drawn from its own seed, whatever is computed beside it) and each image keeps those of its
+    plan."""
     model = engine.model
     began = time.perf_counter()
     interventions = list({str(i): i for plan in plans for i in plan}.values())
