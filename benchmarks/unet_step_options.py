@@ -4,8 +4,10 @@
 Times the shipped tiny-f4 UNet's forward, squared-error backward and AdamW update at the training batch's shape
 (as ``cpu_bf16_step.py``) eagerly, in ``channels_last`` memory format and under ``torch.compile``, then forward and
 backward of one attention call at each of the UNet's attention shapes with the CPU flash kernel, the math kernel and
-``baddbmm`` + softmax (the classic attention processor's arithmetic). Eager runs first and last, so that a machine's
-drift shows.
+``baddbmm`` + softmax (the classic attention processor's arithmetic), then the step of two variants of the
+architecture (random weights: only their cost is measured, not what they learn): without the attention blocks at
+the 16x16 level, and with 2 heads of width 32 there instead of 8 of width 8. Eager runs first and last, and the
+variants alternate with the shipped layout twice, so that a machine's drift shows.
 
     python benchmarks/unet_step_options.py --threads 2              # about 5 minutes, most of it the compile
     python benchmarks/unet_step_options.py --threads 2 --no-compile
@@ -54,6 +56,46 @@ def step_seconds(option: str, batch: int, steps: int) -> tuple[float, float]:
     for _ in range(steps):
         step()
     return warm_up, (time.perf_counter() - started) / steps
+
+
+#: Changes to the shipped UNet's config: the architecture variants timed beside it.
+VARIANTS: dict[str, dict[str, object]] = {
+    "shipped": {},
+    "no attention at 16x16": {
+        "down_block_types": ["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
+    },
+    "2 heads at 16x16": {
+        "attention_head_dim": [8, 2, 8, 8]
+    },  # diffusers reads this key as the heads per block
+}
+
+
+def variant_step_seconds(name: str, batch: int, steps: int) -> tuple[float, int]:
+    """(mean seconds a training step after two, parameters) of the UNet of :data:`VARIANTS` ``name``."""
+    config = dict(UNet2DConditionModel.load_config(DEMO_DIR, subfolder="unet"))
+    config = {key: value for key, value in config.items() if not key.startswith("_")}
+    config.update(VARIANTS[name])
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**config)
+    generator = torch.Generator().manual_seed(0)
+    size = config["sample_size"]
+    latents = torch.randn(batch, config["in_channels"], size, size, generator=generator)
+    timesteps = torch.randint(0, 1000, (batch,), generator=generator)
+    states = torch.randn(batch, 77, config["cross_attention_dim"], generator=generator)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)
+
+    def step() -> None:
+        (unet(latents, timesteps, states).sample - latents).pow(2).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    step()
+    step()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - started) / steps, sum(p.numel() for p in unet.parameters())
 
 
 def _baddbmm_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -141,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     for shape in attention_shapes(args.batch_size):
         timings = {kernel: attention_ms(kernel, shape) for kernel in ("flash", "math", "baddbmm")}
         print(f"  {shape}: " + ", ".join(f"{kernel} {ms:.1f}" for kernel, ms in timings.items()))
+    print("architecture variants (random weights), s/step:")
+    for _ in range(2):
+        for name in VARIANTS:
+            seconds, parameters = variant_step_seconds(name, args.batch_size, args.steps)
+            print(f"  {name}: {seconds:.3f} ({parameters / 1e6:.2f}M parameters)")
     return 0
 
 

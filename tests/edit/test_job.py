@@ -551,15 +551,13 @@ def test_the_scm_job_redoes_changed_and_damaged_images_and_leaves_no_job_json_af
     (out / "rows" / f"{items[2].image_id}.json").write_text('[{"truncated')
     done = []
     report = run_scm_edit_job(model, changed, do, out, on_image_done=done.append)
-    assert done == [items[0].image_id, items[1].image_id, items[2].image_id]
+    # the three are redone with the rest of their batch (all four: the default batch holds 8), as cfaudit edit does
+    assert done == [item.image_id for item in items]
     assert report.images_skipped == 1 and report.images_redone == 3
     assert pd.read_csv(out / "counterfactual_values.csv")["age"].iloc[0] == 33.0
-    run_scm_edit_job(model, items, do, out)  # back to the first records: the same edits as at first
-    again = files(out)
-    assert {k: v for k, v in again.items() if k.endswith("age-80.png")} == {
-        k: v for k, v in whole.items() if k.endswith("age-80.png")
-    }  # (model_mean.png and the exact differences move in their last bits with the batch's size)
-    assert len(again) == len(whole) and len(pd.read_csv(out / "edits.csv")) == 4
+    # back to the first records: the same files as at first, to the bit
+    run_scm_edit_job(model, items, do, out)
+    assert files(out) == whole and len(pd.read_csv(out / "edits.csv")) == 4
     # records and image files are checked before job.json is written; a failed start leaves none
     bad_sex = replace(items[0], record={**items[0].record, "sex": "Other"})
     with pytest.raises(CfauditError, match="sex"):
