@@ -27,9 +27,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from cfaudit.models.shipped_model import DEMO_DIR
 
 
-def step_seconds(option: str, batch: int, steps: int) -> tuple[float, float]:
-    """(seconds of the first two steps, mean seconds a step after them) for one way of running the UNet."""
-    unet = UNet2DConditionModel.from_pretrained(DEMO_DIR, subfolder="unet").float()
+def timed_steps(
+    unet: UNet2DConditionModel, batch: int, steps: int, option: str = "eager"
+) -> tuple[float, float]:
+    """(seconds of the first two steps, mean seconds a step after them) of ``unet``'s training step on random
+    latents and text states at ``batch`` images, run ``option``'s way (``eager``, ``channels_last`` or
+    ``compile``)."""
     generator = torch.Generator().manual_seed(0)
     config = unet.config
     size = config.sample_size
@@ -58,44 +61,28 @@ def step_seconds(option: str, batch: int, steps: int) -> tuple[float, float]:
     return warm_up, (time.perf_counter() - started) / steps
 
 
-#: Changes to the shipped UNet's config: the architecture variants timed beside it.
+def shipped_unet() -> UNet2DConditionModel:
+    return UNet2DConditionModel.from_pretrained(DEMO_DIR, subfolder="unet").float()
+
+
+#: Changes to the shipped UNet's config: the architecture variants timed beside it (``attention_head_dim`` is the
+#: key diffusers reads as the heads per block).
 VARIANTS: dict[str, dict[str, object]] = {
     "shipped": {},
     "no attention at 16x16": {
         "down_block_types": ["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
         "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
     },
-    "2 heads at 16x16": {
-        "attention_head_dim": [8, 2, 8, 8]
-    },  # diffusers reads this key as the heads per block
+    "2 heads at 16x16": {"attention_head_dim": [8, 2, 8, 8]},
 }
 
 
-def variant_step_seconds(name: str, batch: int, steps: int) -> tuple[float, int]:
-    """(mean seconds a training step after two, parameters) of the UNet of :data:`VARIANTS` ``name``."""
-    config = dict(UNet2DConditionModel.load_config(DEMO_DIR, subfolder="unet"))
+def variant_unet(name: str) -> UNet2DConditionModel:
+    """The UNet of :data:`VARIANTS` ``name``, with random weights (seed 0)."""
+    config = UNet2DConditionModel.load_config(DEMO_DIR, subfolder="unet")
     config = {key: value for key, value in config.items() if not key.startswith("_")}
-    config.update(VARIANTS[name])
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(**config)
-    generator = torch.Generator().manual_seed(0)
-    size = config["sample_size"]
-    latents = torch.randn(batch, config["in_channels"], size, size, generator=generator)
-    timesteps = torch.randint(0, 1000, (batch,), generator=generator)
-    states = torch.randn(batch, 77, config["cross_attention_dim"], generator=generator)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)
-
-    def step() -> None:
-        (unet(latents, timesteps, states).sample - latents).pow(2).mean().backward()
-        optimizer.step()
-        optimizer.zero_grad()
-
-    step()
-    step()
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - started) / steps, sum(p.numel() for p in unet.parameters())
+    return UNet2DConditionModel(**{**config, **VARIANTS[name]})
 
 
 def _baddbmm_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -140,7 +127,7 @@ def attention_shapes(batch: int) -> list[tuple[int, int, int, int, int]]:
     modules: (batch, heads, queries, keys, head width)."""
     from diffusers.models.attention_processor import Attention
 
-    unet = UNet2DConditionModel.from_pretrained(DEMO_DIR, subfolder="unet").float()
+    unet = shipped_unet()
     shapes: list[tuple[int, int, int, int, int]] = []
 
     def record(module: Attention, args: tuple, kwargs: dict) -> None:
@@ -177,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     options = ["eager", "channels_last", *([] if args.no_compile else ["compile"]), "eager"]
     print(f"training step, batch {args.batch_size}, {args.threads} threads, {args.steps} steps after two:")
     for option in options:
-        warm_up, seconds = step_seconds(option, args.batch_size, args.steps)
+        warm_up, seconds = timed_steps(shipped_unet(), args.batch_size, args.steps, option)
         print(f"  {option}: {seconds:.3f} s/step (first two steps {warm_up:.1f} s)")
     print("attention forward + backward, ms (batch, heads, queries, keys, head width):")
     for shape in attention_shapes(args.batch_size):
@@ -186,8 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     print("architecture variants (random weights), s/step:")
     for _ in range(2):
         for name in VARIANTS:
-            seconds, parameters = variant_step_seconds(name, args.batch_size, args.steps)
-            print(f"  {name}: {seconds:.3f} ({parameters / 1e6:.2f}M parameters)")
+            unet = variant_unet(name)
+            parameters = sum(p.numel() for p in unet.parameters())
+            print(
+                f"  {name}: {timed_steps(unet, args.batch_size, args.steps)[1]:.3f} ({parameters / 1e6:.2f}M parameters)"
+            )
     return 0
 
 
