@@ -18,7 +18,8 @@ def demo(
     train: bool = typer.Option(
         False,
         "--train",
-        help="Fit the diffusion model, classifier and SCM here (under 60 min on 2 cores) instead of the shipped ones.",
+        help="Fit the diffusion model, classifier and SCM here instead of the shipped ones (58.5 min on 2 fast cores; "
+        'the time follows the machine: docs/BENCHMARKS.md, "The race phase shipped").',
     ),
     arch: str | None = typer.Option(
         None,
