@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cfaudit.data.edit_folder import EDIT_COLUMNS, TIMING_COLUMNS, safe_name
+from cfaudit.data.edit_folder import EDIT_COLUMNS, TIMING_COLUMNS, batches_to_edit, row_file, safe_name
 from cfaudit.data.edit_jobs import JobItem, items_from_index, original_digest
 from cfaudit.data.images import save_image
 from cfaudit.data.interventions import parse_interventions
@@ -572,3 +572,16 @@ def test_the_scm_job_redoes_changed_and_damaged_images_and_leaves_no_job_json_af
 def test_an_image_that_cannot_be_read_is_named(tmp_path):
     with pytest.raises(CfauditError, match=r"gone\.png: cannot read the image \(No such file"):
         original_digest(tmp_path / "gone.png")
+
+
+def test_batches_to_edit_are_whole_in_input_order_and_shared_by_rank(tmp_path):
+    """Both job runners resume through it: a batch with any image not done comes back whole, a done one not at all."""
+    items = [JobItem(f"img{i}", tmp_path / f"img{i}.png", "p") for i in range(7)]
+    (tmp_path / "rows").mkdir()
+    for done in ("img0", "img1", "img2", "img4"):
+        row_file(tmp_path, done).write_text("[]")
+    ids = [[item.image_id for item in batch] for batch in batches_to_edit(tmp_path, items, 3)]
+    assert ids == [["img3", "img4", "img5"], ["img6"]]  # img0-2 done; img4 is redone with its batch
+    share = [[item.image_id for item in b] for b in batches_to_edit(tmp_path, items, 2, rank=1, world=2)]
+    assert share == [["img2", "img3"], ["img6"]]  # rank 1's batches: the 2nd and 4th; the 2nd holds img3
+    assert batches_to_edit(tmp_path, items[:3], 3) == []

@@ -183,6 +183,21 @@ def prepare_resume(
     return done, redone
 
 
+def batches_to_edit(
+    out: Path, items: Sequence[JobItem], batch_size: int, rank: int = 0, world: int = 1
+) -> list[list[JobItem]]:
+    """After :func:`prepare_resume`: the batches of ``batch_size`` items, in input order, that hold any image not
+    done (no row file), each whole; with ``world`` processes, ``rank``'s share (every ``world``-th from ``rank``).
+    A batch is redone whole because a result's last bits depend on the batch it is computed in (the kernels round
+    a batch of one otherwise than a batch of several): so a resumed job writes what one uninterrupted run writes."""
+    batches = [list(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
+    return [
+        batch
+        for batch in batches[rank::world]
+        if not all(row_file(out, item.image_id).is_file() for item in batch)
+    ]
+
+
 def _relink_original(out: Path, image_id: str, expected: Sequence[Mapping[str, Any]]) -> None:
     """Point a done image's rows at where its original file is now (the same bytes, another path)."""
     path = row_file(out, image_id)

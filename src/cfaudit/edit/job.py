@@ -52,6 +52,7 @@ from cfaudit.data.edit_folder import (
     INVERSIONS_FOLDER,
     RECONSTRUCTION_FILE,
     ROWS_FOLDER,
+    batches_to_edit,
     check_job_file,
     finish_images,
     image_folder,
@@ -426,14 +427,8 @@ def run_edit_job(
             redone = prepare_resume(out, expected)[1]
         barrier()
         # prepare_resume removed the row file of every image not done: those left are done
-        done = {image_id for image_id in ids if row_file(out, image_id).is_file()}
-        done_before = len(done)
-        batches = [
-            list(items[i : i + settings.batch_size]) for i in range(0, len(items), settings.batch_size)
-        ]
-        for batch in batches[rank::world]:
-            if all(item.image_id in done for item in batch):
-                continue
+        done_before = sum(row_file(out, image_id).is_file() for image_id in ids)
+        for batch in batches_to_edit(out, items, settings.batch_size, rank, world):
             rows = _edit_batch(editor, batch, interventions, targets, out, cache, settings, fingerprint)
             # this process alone writes these images' folders, and has written them all: what a killed write
             # staged there is no one's any more

@@ -44,6 +44,7 @@ from cfaudit.data.edit_folder import (
     RECONSTRUCTION_FILE,
     ROWS_FOLDER,
     SCM_METHOD,
+    batches_to_edit,
     check_job_file,
     finish_images,
     image_folder,
@@ -51,7 +52,6 @@ from cfaudit.data.edit_folder import (
     other_images,
     prepare_resume,
     read_image_rows,
-    row_file,
     undone_on_failure,
     write_counterfactual,
     write_edits_csv,
@@ -147,14 +147,8 @@ def run_scm_edit_job(
     with undone_on_failure(out, ids, created, fresh):
         # an image is done when its rows match it now; prepare_resume removed the row file of every other one
         done_before, redone = prepare_resume(out, expected, also=(VALUES_CSV,))
-        done = {item.image_id for item in items if row_file(out, item.image_id).is_file()}
-        # batches follow the input order, as the diffusion job's, and one with any image not done is redone whole:
-        # seeds are per image, but a counterfactual's last bits depend on the batch it is computed in (the kernels
-        # round a batch of one otherwise than a batch of several), so a resumed job writes what one run would
-        for start in range(0, len(items), settings.batch_size):
-            batch = list(items[start : start + settings.batch_size])
-            if all(item.image_id in done for item in batch):
-                continue
+        # seeds are per image, but a batch with any image not done is redone whole, as the diffusion job's
+        for batch in batches_to_edit(out, items, settings.batch_size):
             rows = _edit_batch(
                 engine, batch, [plans[item.image_id] for item in batch], out, settings, template
             )
