@@ -4,8 +4,10 @@ import torch
 from cfaudit.edit.attention import (
     AttentionController,
     AttentionSettings,
+    ScoresWorkspace,
     attention_control,
     attention_layers,
+    attention_probabilities,
     token_edit,
 )
 from cfaudit.edit.tokens import word_positions
@@ -134,3 +136,49 @@ def test_blend_words_must_occur_and_settings_are_checked(tiny_tokenizer):
         AttentionSettings(cross_fraction=1.5)
     with pytest.raises(CfauditError, match="auto, replace, refine"):
         token_edit(tiny_tokenizer, SOURCE, SWAP, mode="swap")
+
+
+@pytest.mark.parametrize("shape", [(6, 8, 256, 256), (6, 8, 64, 77), (3, 5, 7, 13), (2, 1, 1, 1)])
+def test_attention_probabilities_in_place_are_the_out_of_place_values_to_the_bit(shape):
+    scores = torch.randn(*shape, generator=torch.Generator().manual_seed(len(shape) + shape[-1])) * 6
+    mask = torch.zeros(shape[0], 1, 1, shape[-1])
+    mask[..., -1] = -1e4
+    for m in (None, mask):
+        expected = (scores * 0.125 if m is None else scores * 0.125 + m).softmax(dim=-1)
+        given = scores.clone()
+        probs = attention_probabilities(given, 0.125, m)
+        assert torch.equal(probs, expected)
+        if m is None:
+            assert probs.data_ptr() == given.data_ptr()  # no new memory: the point of it
+
+
+def test_attention_probabilities_keep_gradients_and_the_controller_its_input_then(tiny_tokenizer):
+    scores = torch.randn(2, 2, 64, 77, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    probs = attention_probabilities(scores * 1.0, 0.5)
+    assert torch.allclose(probs, (scores * 0.5).softmax(-1))
+    edit = token_edit(tiny_tokenizer, SOURCE, SWAP)
+    controller = AttentionController(
+        [edit], AttentionSettings(cross_fraction=1.0, self_fraction=1.0), 4, (8, 8)
+    )
+    controller.begin_step(0, [0], [1])
+    edited = controller(probs, is_cross=False)  # self-attention injection: target row := source row
+    assert edited.data_ptr() != probs.data_ptr() and torch.equal(edited[1], probs[0])
+    edited.sum().backward()  # no "modified by an inplace operation" error
+    assert scores.grad is not None and torch.isfinite(scores.grad).all()
+
+
+def test_scores_workspace_reuses_one_tensor_per_shape_with_matmuls_values():
+    generator = torch.Generator().manual_seed(5)
+    workspace = ScoresWorkspace()
+    query, key = torch.randn(4, 2, 16, 8, generator=generator), torch.randn(4, 2, 77, 8, generator=generator)
+    first = workspace.scores(query, key)
+    assert torch.equal(first, torch.matmul(query, key.transpose(-1, -2)))
+    pointer = first.data_ptr()
+    again = workspace.scores(query * 2, key)  # the next layer of the same shape: the same memory
+    assert again.data_ptr() == pointer and torch.equal(again, torch.matmul(query * 2, key.transpose(-1, -2)))
+    other = workspace.scores(query, key[:, :, :16])  # another shape: its own tensor
+    assert other.shape == (4, 2, 16, 16) and other.data_ptr() != pointer
+    tracked = workspace.scores(
+        query.requires_grad_(), key
+    )  # gradients wanted: a fresh tensor, never the workspace
+    assert tracked.requires_grad and tracked.data_ptr() != pointer

@@ -202,7 +202,8 @@ class AttentionController:
 
     # -- the edit itself ----------------------------------------------------------------------------------
     def __call__(self, probs: torch.Tensor, is_cross: bool) -> torch.Tensor:
-        """Edit ``probs`` ``[batch, heads, queries, keys]`` in the target rows; return the edited tensor."""
+        """Edit ``probs`` ``[batch, heads, queries, keys]`` in the target rows and return it: in place (the layer's
+        own fresh probabilities, used nowhere else), or a copy where gradients flow through them."""
         if self._source_rows is None or self._target_rows is None:
             return probs
         source_rows = self._source_rows.to(probs.device)
@@ -221,7 +222,8 @@ class AttentionController:
             ]
         else:
             edited = base
-        probs = probs.clone()
+        if probs.requires_grad:
+            probs = probs.clone()  # the softmax's backward needs its output as it was
         probs[target_rows] = edited
         return probs
 
@@ -251,12 +253,55 @@ class AttentionController:
         return (mask[:, :1] | mask[:, 1:]).float()
 
 
+def attention_probabilities(
+    scores: torch.Tensor, scale: float, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``softmax(scores * scale + mask)`` over the keys; on the CPU, without gradients, in ``scores``' own memory.
+
+    A controlled layer's scores are the largest tensors of an edit (``[rows, heads, queries, keys]``). On the CPU a
+    fresh one for the scaling and another for the softmax made the kernel map and zero that much memory anew in
+    every call: most of the page faults of a discovery's editing. In place, the values are the out-of-place ops'
+    to the bit (the same kernels, row by row; ``tests/edit/test_attention.py`` pins it). ``scores`` is consumed.
+    """
+    if scores.requires_grad or scores.device.type != "cpu":
+        scores = scores * scale
+        return (scores if mask is None else scores + mask).softmax(dim=-1)
+    scores.mul_(scale)
+    if mask is not None:
+        scores = scores + mask
+    return torch.ops.aten._softmax.out(scores, -1, False, out=scores)
+
+
+class ScoresWorkspace:
+    """The memory the controlled layers of one :func:`attention_control` compute their scores in, one tensor per
+    shape, reused from call to call: the layers run one after another, and each is done with its probabilities
+    before the next begins. Without it every controlled call asked the allocator for a fresh tensor of the edit's
+    largest size, which on the CPU the kernel maps and zeroes anew each time (docs/BENCHMARKS.md, "The main job")."""
+
+    def __init__(self) -> None:
+        self._tensors: dict[tuple[tuple[int, ...], torch.dtype, torch.device], torch.Tensor] = {}
+
+    def scores(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        """``query @ key^T`` (``[..., queries, keys]``), in the workspace where no gradient is wanted."""
+        keys_t = key.transpose(-1, -2)
+        if query.requires_grad or key.requires_grad or query.device.type != "cpu":
+            return torch.matmul(query, keys_t)
+        shape = (*query.shape[:-1], key.shape[-2])
+        slot = (shape, query.dtype, query.device)
+        if slot not in self._tensors:
+            self._tensors[slot] = torch.empty(shape, dtype=query.dtype, device=query.device)
+        return torch.matmul(query, keys_t, out=self._tensors[slot])
+
+
 class P2PAttnProcessor:
     """An attention processor computing what diffusers' default one does, letting a controller edit the probabilities."""
 
-    def __init__(self, controller: AttentionController | None, is_cross: bool) -> None:
+    def __init__(
+        self, controller: AttentionController | None, is_cross: bool, workspace: ScoresWorkspace | None = None
+    ) -> None:
         self.controller = controller
         self.is_cross = is_cross
+        self.workspace = workspace or ScoresWorkspace()
 
     def __call__(
         self,
@@ -302,13 +347,8 @@ class P2PAttnProcessor:
         controller = self.controller
         if controller is not None and controller.wants(self.is_cross, query.shape[2]):
             upcast = attn.upcast_attention or attn.upcast_softmax
-            scores = torch.matmul(
-                query.float() if upcast else query, (key.float() if upcast else key).transpose(-1, -2)
-            )
-            scores = scores * attn.scale
-            if attention_mask is not None:
-                scores = scores + attention_mask
-            probs = scores.softmax(dim=-1).to(value.dtype)
+            scores = self.workspace.scores(query.float() if upcast else query, key.float() if upcast else key)
+            probs = attention_probabilities(scores, attn.scale, attention_mask).to(value.dtype)
             probs = controller(probs, self.is_cross)
             hidden_states = torch.matmul(probs, value)
         else:
@@ -366,7 +406,10 @@ def attention_control(unet: Any, controller: AttentionController | None) -> Iter
         raise CfauditError(
             "the UNet has no cross-attention layers: prompt-to-prompt editing would do nothing"
         )
-    unet.set_attn_processor({k: P2PAttnProcessor(controller, is_cross) for k, is_cross in layers.items()})
+    workspace = ScoresWorkspace()
+    unet.set_attn_processor(
+        {k: P2PAttnProcessor(controller, is_cross, workspace) for k, is_cross in layers.items()}
+    )
     try:
         yield hooked
     finally:
