@@ -100,12 +100,14 @@ def test_controller_edits_probabilities_as_specified(tiny_tokenizer):
         [edit], AttentionSettings(cross_fraction=0.5, self_fraction=0.5), 4, (8, 8)
     )
     probs = torch.softmax(torch.randn(2, 2, 64, 77, generator=torch.Generator().manual_seed(0)), -1)
+    given = probs.clone()  # the controller edits the layer's probabilities in place
     controller.begin_step(0, [0], [1])
     out = controller(probs, is_cross=True)
     cardio = word_positions(tiny_tokenizer, SWAP, "cardiomegaly")
-    expected = probs[0].clone()
+    expected = given[0].clone()
     expected[..., cardio] *= 2.0
-    assert torch.allclose(out[1], expected, atol=1e-6) and torch.equal(out[0], probs[0])
+    assert torch.allclose(out[1], expected, atol=1e-6) and torch.equal(out[0], given[0])
+    assert out.data_ptr() == probs.data_ptr()  # no copy without gradients
     self_out = controller(probs[:, :, :, :64].softmax(-1), is_cross=False)
     assert torch.equal(self_out[1], self_out[0])
     controller.begin_step(3, [0], [1])  # past both fractions: not wanted, and nothing changes
@@ -178,7 +180,6 @@ def test_scores_workspace_reuses_one_tensor_per_shape_with_matmuls_values():
     assert again.data_ptr() == pointer and torch.equal(again, torch.matmul(query * 2, key.transpose(-1, -2)))
     other = workspace.scores(query, key[:, :, :16])  # another shape: its own tensor
     assert other.shape == (4, 2, 16, 16) and other.data_ptr() != pointer
-    tracked = workspace.scores(
-        query.requires_grad_(), key
-    )  # gradients wanted: a fresh tensor, never the workspace
+    # gradients wanted: a fresh tensor, never the workspace
+    tracked = workspace.scores(query.requires_grad_(), key)
     assert tracked.requires_grad and tracked.data_ptr() != pointer

@@ -282,7 +282,8 @@ class ScoresWorkspace:
         self._tensors: dict[tuple[tuple[int, ...], torch.dtype, torch.device], torch.Tensor] = {}
 
     def scores(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-        """``query @ key^T`` (``[..., queries, keys]``), in the workspace where no gradient is wanted."""
+        """``query @ key^T`` (``[..., queries, keys]``): in the workspace on the CPU without gradients, else fresh
+        (a GPU's caching allocator already reuses memory; autograd needs each call's own)."""
         keys_t = key.transpose(-1, -2)
         if query.requires_grad or key.requires_grad or query.device.type != "cpu":
             return torch.matmul(query, keys_t)
