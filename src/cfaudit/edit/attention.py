@@ -203,7 +203,7 @@ class AttentionController:
     # -- the edit itself ----------------------------------------------------------------------------------
     def __call__(self, probs: torch.Tensor, is_cross: bool) -> torch.Tensor:
         """Edit ``probs`` ``[batch, heads, queries, keys]`` in the target rows and return it: in place (the layer's
-        own fresh probabilities, used nowhere else), or a copy where gradients flow through them."""
+        own probabilities, perhaps in its reused workspace, used nowhere else), or a copy where gradients flow."""
         if self._source_rows is None or self._target_rows is None:
             return probs
         source_rows = self._source_rows.to(probs.device)
