@@ -1,5 +1,6 @@
 """The README's main job, end to end on a small phantom."""
 
+import itertools
 import json
 from pathlib import Path
 
@@ -114,7 +115,8 @@ def test_demo_training_recipes_run_and_give_loadable_models(tmp_path, parallel, 
     classifier and SCM train in a second process beside the UNet or after it, for each preset it fits."""
     from diffusers import AutoencoderKL
 
-    from cfaudit.demo_training import train_demo_models
+    from cfaudit.demo_training import demo_recipe, train_demo_models
+    from cfaudit.errors import CfauditError
     from cfaudit.evaluate.classifiers import load_classifier
     from cfaudit.models.loading import load_components
     from cfaudit.models.shipped_model import shipped_autoencoder
@@ -135,20 +137,25 @@ def test_demo_training_recipes_run_and_give_loadable_models(tmp_path, parallel, 
     assert load_classifier(classifier, "cpu").predict([np.zeros((128, 128))])["sex"].shape == (1,)
     assert "Cardiomegaly" in CausalImageModel.load(scm, device="cpu").graph.names
     assert stages[0] == "train: UNet" and stages[-1] == "train: SCM"
-    first = tmp_path / "models" / "unet" / "model"
-    record = json.loads((first / "provenance.json").read_text())
+    phases = [tmp_path / "models" / name / "model" for name, _ in demo_recipe(arch).phases]
+    assert Path(model) == phases[-1]
+    record = json.loads((phases[0] / "provenance.json").read_text())
     assert record["base_model"]["folder"] == str(tmp_path / "models" / "init")
     assert "trained" not in record["base_model"]  # a random start: no earlier training to record
+    for before, after in itertools.pairwise(phases):  # each phase from the model of the one before
+        phase = json.loads((after / "provenance.json").read_text())
+        assert phase["base_model"]["folder"] == str(before)
+        assert phase["base_model"]["trained"]["step"] == record["step"]  # the earlier record travels on
+        record = phase
+    sizes = [json.loads((phase / "provenance.json").read_text())["config"]["resolution"] for phase in phases]
+    assert sizes == [128] * len(phases)
     if arch == "tiny-f4":  # then the race phase: from the recipe's model, the UNet's cross-attention alone
-        assert Path(model) == tmp_path / "models" / "race" / "model"
-        phase = json.loads((Path(model) / "provenance.json").read_text())
-        assert phase["base_model"]["folder"] == str(first)
-        assert phase["base_model"]["trained"]["step"] == record["step"]  # the recipe's record travels on
-        before, after = load_components(first).unet.state_dict(), load_components(model).unet.state_dict()
+        before, after = (
+            load_components(phases[-2]).unet.state_dict(),
+            load_components(model).unet.state_dict(),
+        )
         changed = {k for k in after if not torch.equal(before[k], after[k])}
         assert changed and all(".attn2." in k for k in changed)
-    else:
-        assert Path(model) == first
     assert (Path(model) / "vae_provenance.json").is_file()  # the autoencoder's record travels on
     assert json.loads((tmp_path / "models" / "timing.json").read_text())["seconds_this_call"].keys() == {
         "unet",
@@ -160,6 +167,13 @@ def test_demo_training_recipes_run_and_give_loadable_models(tmp_path, parallel, 
     refit = load_components(model)
     assert all(torch.equal(shipped[k].float(), refit.vae.state_dict()[k].float()) for k in shipped)
     assert refit.vae_scale_factor == (4 if arch == "tiny-f4" else 8)
+    # run again into the same folder, it finds every phase finished; with another recipe, it refuses the folder
+    again = train_demo_models(tmp_path / "models", result.index, seed=1, tell=lambda *a: None, scale=0.004,
+                              parallel=False, arch=arch)  # fmt: skip
+    assert again == (model, classifier, scm)
+    with pytest.raises(CfauditError, match=r"unet/model was trained by another recipe .*max_steps"):
+        train_demo_models(tmp_path / "models", result.index, seed=1, tell=lambda *a: None, scale=0.008,
+                          parallel=False, arch=arch)  # fmt: skip
 
 
 def test_demo_training_counts_the_cores_it_may_use_not_the_machines(monkeypatch):

@@ -6,7 +6,7 @@ needed: ``configs/train/tiny_f4_vae.yaml`` for the demo model's tiny-f4 preset, 
 weights to start from), the attribute classifier and the SCM baseline. The recipes are written here so that an
 installed package needs no repository checkout; ``configs/train/demo_f4_scratch.yaml`` (then
 ``demo_f4_race_alone.yaml``) and ``demo.yaml`` hold the same UNet recipes for ``cfaudit train`` (a test keeps them
-equal). Every step resumes where it stopped.
+equal). Every step resumes where it stopped; a phase found finished must have been trained by this recipe.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,17 +82,27 @@ DEMO_F4_RACE_PHASE: dict[str, Any] = {
     "max_steps": 1500,
     "checkpoint_every": 500,
 }
-#: Per preset ``demo --train`` fits: its UNet recipe, the shipped autoencoder it trains on (``vae_from``) and the
-#: phase that follows the recipe, if any.
-DEMO_RECIPES: dict[str, tuple[dict[str, Any], str, dict[str, Any] | None]] = {
-    "tiny-f4": (DEMO_F4_RECIPE, "tiny-f4", DEMO_F4_RACE_PHASE),
-    "tiny": (DEMO_UNET_RECIPE, "tiny", None),
+
+
+@dataclass(frozen=True)
+class DemoRecipe:
+    """What ``demo --train`` fits for one preset: the shipped autoencoder it trains on (``vae_from``) and its UNet
+    phases in order, each a run folder under ``models/`` and the recipe that trains it from the phase before's model
+    (the first from a random init)."""
+
+    autoencoder: str
+    phases: tuple[tuple[str, dict[str, Any]], ...]
+
+
+#: Per preset, what ``demo --train`` fits.
+DEMO_RECIPES: dict[str, DemoRecipe] = {
+    "tiny-f4": DemoRecipe("tiny-f4", (("unet", DEMO_F4_RECIPE), ("race", DEMO_F4_RACE_PHASE))),
+    "tiny": DemoRecipe("tiny", (("unet", DEMO_UNET_RECIPE),)),
 }
 
 
-def demo_recipe(arch: str) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
-    """``arch``'s UNet recipe, shipped autoencoder and second phase (:data:`DEMO_RECIPES`); one error for a preset
-    it has none of."""
+def demo_recipe(arch: str) -> DemoRecipe:
+    """``arch``'s shipped autoencoder and UNet phases (:data:`DEMO_RECIPES`); one error for a preset it has none of."""
     if arch not in DEMO_RECIPES:
         from cfaudit.errors import CfauditError
 
@@ -231,18 +242,17 @@ def _fit_unet(
     arch: str,
     threads: Callable[[], int] | None,
 ) -> str:
-    """A random UNet and text encoder of ``arch`` on its shipped autoencoder, trained by its recipe (into
-    ``unet/``) and then by its second phase, if it has one (into ``race/``, from the first's model)."""
+    """A random UNet and text encoder of ``arch`` on its shipped autoencoder (``init/``), trained by each phase of
+    its recipe in turn, each into its own run folder from the model of the one before; the last phase's model."""
     from cfaudit.models.random_init import write_random_pipeline
 
-    base, autoencoder, phase = demo_recipe(arch)
+    recipe = demo_recipe(arch)
     started = time.perf_counter()
-    init = folder / "init"
-    if not (init / "model_index.json").is_file():
-        write_random_pipeline(init, arch, seed=seed, vae_from=autoencoder)
-    model = _fit_phase(init, folder / "unet", base, index_path, seed, scale, threads)
-    if phase is not None:
-        model = _fit_phase(model, folder / "race", phase, index_path, seed, scale, threads)
+    model = folder / "init"
+    if not (model / "model_index.json").is_file():
+        write_random_pipeline(model, arch, seed=seed, vae_from=recipe.autoencoder)
+    for name, phase in recipe.phases:
+        model = _fit_phase(model, folder / name, phase, index_path, seed, scale, threads)
     timing["unet"] = time.perf_counter() - started
     return str(model)
 
@@ -261,13 +271,31 @@ def _fit_phase(
     from cfaudit.train.trainer import train
 
     model = run / "model"
-    if not (model / "model_index.json").is_file():
-        scaled = {**recipe, **{key: _scaled(recipe[key], scale) for key in _SCALED}}
-        config = TrainConfig(model=str(start), index=str(index_path), split="train", output_dir=str(run), seed=seed,
-                             sample_every=0, **scaled)  # fmt: skip
-        has_checkpoint = (run / "checkpoints").is_dir()
-        train(config, resume="latest" if has_checkpoint else None, progress=False, threads=threads)
+    scaled = {**recipe, **{key: _scaled(recipe[key], scale) for key in _SCALED}}
+    if (model / "model_index.json").is_file():
+        _check_finished_phase(model, scaled)
+        return model
+    config = TrainConfig(model=str(start), index=str(index_path), split="train", output_dir=str(run), seed=seed,
+                         sample_every=0, **scaled)  # fmt: skip
+    has_checkpoint = (run / "checkpoints").is_dir()
+    train(config, resume="latest" if has_checkpoint else None, progress=False, threads=threads)
     return model
+
+
+def _check_finished_phase(model: Path, recipe: dict[str, Any]) -> None:
+    """A phase found finished (a resumed ``demo --train``) was trained by ``recipe``: a folder left by another
+    version's recipe (other phases, steps or sizes) would otherwise be taken as this one's."""
+    import json
+
+    from cfaudit.errors import CfauditError
+
+    record = model / "provenance.json"
+    config = json.loads(record.read_text(encoding="utf-8")).get("config", {}) if record.is_file() else {}
+    differs = sorted(key for key, value in recipe.items() if key in config and config[key] != value)
+    if differs:
+        shown = ", ".join(f"{key} {config[key]!r} (the recipe: {recipe[key]!r})" for key in differs)
+        raise CfauditError(f"{model} was trained by another recipe than this version's ({shown}); "
+                           "run demo --train with a new --out")  # fmt: skip
 
 
 def _fit_side_models(

@@ -173,8 +173,7 @@ def test_the_demo_recipe_of_cfaudit_train_and_of_demo_train_are_one(arch: str) -
     from cfaudit.demo_training import demo_recipe
     from cfaudit.models.shipped_model import _UNET_CONFIGS
 
-    base, _, second = demo_recipe(arch)
-    phases = [base] if second is None else [base, second]
+    phases = [recipe for _, recipe in demo_recipe(arch).phases]
     files = _UNET_CONFIGS[arch]
     assert len(files) == len(phases)
     root = Path(__file__).resolve().parents[2]
