@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -174,6 +175,14 @@ def test_demo_training_recipes_run_and_give_loadable_models(tmp_path, parallel, 
     with pytest.raises(CfauditError, match=r"unet/model was trained by another recipe .*max_steps"):
         train_demo_models(tmp_path / "models", result.index, seed=1, tell=lambda *a: None, scale=0.008,
                           parallel=False, arch=arch)  # fmt: skip
+    # a phase left half done by another recipe is refused too, before any training, rather than finished under this one
+    shutil.rmtree(phases[0])
+    with pytest.raises(
+        CfauditError, match=r"unet/checkpoints/step-\d+ was trained by another recipe .*max_steps"
+    ):
+        train_demo_models(tmp_path / "models", result.index, seed=1, tell=lambda *a: None, scale=0.008,
+                          parallel=False, arch=arch)  # fmt: skip
+    assert not phases[0].exists()
 
 
 def test_demo_training_counts_the_cores_it_may_use_not_the_machines(monkeypatch):

@@ -6,7 +6,8 @@ needed: ``configs/train/tiny_f4_vae.yaml`` for the demo model's tiny-f4 preset, 
 weights to start from), the attribute classifier and the SCM baseline. The recipes are written here so that an
 installed package needs no repository checkout; ``configs/train/demo_f4_scratch.yaml`` (then
 ``demo_f4_race_alone.yaml``) and ``demo.yaml`` hold the same UNet recipes for ``cfaudit train`` (a test keeps them
-equal). Every step resumes where it stopped; a phase found finished must have been trained by this recipe.
+equal). Every step resumes where it stopped; a phase found finished or half done must have been trained by
+this recipe.
 """
 
 from __future__ import annotations
@@ -267,34 +268,39 @@ def _fit_phase(
     threads: Callable[[], int] | None,
 ) -> Path:
     """``start`` trained by ``recipe`` into the run folder ``run`` (resuming its checkpoints); its model folder."""
+    from cfaudit.train.checkpoint import latest_checkpoint
     from cfaudit.train.config import TrainConfig
     from cfaudit.train.trainer import train
 
     model = run / "model"
     scaled = {**recipe, **{key: _scaled(recipe[key], scale) for key in _SCALED}}
     if (model / "model_index.json").is_file():
-        _check_finished_phase(model, scaled)
+        _check_phase_recipe(model, scaled)
         return model
+    checkpoint = latest_checkpoint(run)
+    if checkpoint is not None:
+        _check_phase_recipe(checkpoint, scaled)
     config = TrainConfig(model=str(start), index=str(index_path), split="train", output_dir=str(run), seed=seed,
                          sample_every=0, **scaled)  # fmt: skip
-    has_checkpoint = (run / "checkpoints").is_dir()
-    train(config, resume="latest" if has_checkpoint else None, progress=False, threads=threads)
+    train(config, resume="latest" if checkpoint is not None else None, progress=False, threads=threads)
     return model
 
 
-def _check_finished_phase(model: Path, recipe: dict[str, Any]) -> None:
-    """A phase found finished (a resumed ``demo --train``) was trained by ``recipe``: a folder left by another
-    version's recipe (other phases, steps or sizes) would otherwise be taken as this one's."""
-    import json
-
+def _check_phase_recipe(folder: Path, recipe: dict[str, Any]) -> None:
+    """A phase found finished, or a checkpoint a resumed ``demo --train`` would go on from, was trained by
+    ``recipe``: a folder left by another version's recipe (other steps, sizes or rates) would otherwise be taken as
+    this one's, or finished under a recipe it did not start with."""
+    from cfaudit.config_files import read_json
     from cfaudit.errors import CfauditError
 
-    record = model / "provenance.json"
-    config = json.loads(record.read_text(encoding="utf-8")).get("config", {}) if record.is_file() else {}
+    record = folder / "provenance.json"
+    config = (
+        read_json(record, "run demo --train with a new --out").get("config", {}) if record.is_file() else {}
+    )
     differs = sorted(key for key, value in recipe.items() if key in config and config[key] != value)
     if differs:
         shown = ", ".join(f"{key} {config[key]!r} (the recipe: {recipe[key]!r})" for key in differs)
-        raise CfauditError(f"{model} was trained by another recipe than this version's ({shown}); "
+        raise CfauditError(f"{folder} was trained by another recipe than this version's ({shown}); "
                            "run demo --train with a new --out")  # fmt: skip
 
 
