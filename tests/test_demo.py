@@ -107,13 +107,13 @@ def test_demo_runs_every_stage_to_the_report(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    ("parallel", "arch"),
-    [(True, "tiny"), (False, "tiny"), (True, "tiny-f4")],
-    ids=["side-process", "one-process", "tiny-f4"],
+    ("parallel", "name"),
+    [(True, "tiny"), (True, "tiny-f4"), (False, "tiny-f4-shipped")],
+    ids=["tiny-side-process", "tiny-f4-side-process", "tiny-f4-shipped-one-process"],
 )
-def test_demo_training_recipes_run_and_give_loadable_models(tmp_path, parallel, arch):
+def test_demo_training_recipes_run_and_give_loadable_models(tmp_path, parallel, name):
     """`cfaudit demo --train` at a tiny scale: each recipe trains a few steps and its model loads, whether the
-    classifier and SCM train in a second process beside the UNet or after it, for each preset it fits."""
+    classifier and SCM train in a second process beside the UNet or after it."""
     from diffusers import AutoencoderKL
 
     from cfaudit.demo_training import demo_recipe, train_demo_models
@@ -132,13 +132,14 @@ def test_demo_training_recipes_run_and_give_loadable_models(tmp_path, parallel, 
         tell=lambda *a: stages.append(a[0]),
         scale=0.004,
         parallel=parallel,
-        arch=arch,
+        recipe=name,
     )
     assert load_components(model, device="cpu").unet is not None
     assert load_classifier(classifier, "cpu").predict([np.zeros((128, 128))])["sex"].shape == (1,)
     assert "Cardiomegaly" in CausalImageModel.load(scm, device="cpu").graph.names
     assert stages[0] == "train: UNet" and stages[-1] == "train: SCM"
-    phases = [tmp_path / "models" / name / "model" for name, _ in demo_recipe(arch).phases]
+    recipe = demo_recipe(name)
+    phases = [tmp_path / "models" / run / "model" for run, _ in recipe.phases]
     assert Path(model) == phases[-1]
     record = json.loads((phases[0] / "provenance.json").read_text())
     assert record["base_model"]["folder"] == str(tmp_path / "models" / "init")
@@ -148,9 +149,14 @@ def test_demo_training_recipes_run_and_give_loadable_models(tmp_path, parallel, 
         assert phase["base_model"]["folder"] == str(before)
         assert phase["base_model"]["trained"]["step"] == record["step"]  # the earlier record travels on
         record = phase
-    sizes = [json.loads((phase / "provenance.json").read_text())["config"]["resolution"] for phase in phases]
-    assert sizes == [128] * len(phases)
-    if arch == "tiny-f4":  # then the race phase: from the recipe's model, the UNet's cross-attention alone
+    configs = [json.loads((phase / "provenance.json").read_text())["config"] for phase in phases]
+    assert [config["resolution"] for config in configs] == [phase["resolution"] for _, phase in recipe.phases]
+    # whatever the earlier phases' sizes and schedules, the last one trains at the data's size on the model's own
+    assert configs[-1]["resolution"] == 128
+    shifts = [config["snr_shift"] for config in configs]
+    assert shifts == [phase.get("snr_shift", 1.0) for _, phase in recipe.phases] and shifts[-1] == 1.0
+    # the race phase: from the model before, the UNet's cross-attention alone
+    if recipe.phases[-1][0] == "race":
         before, after = (
             load_components(phases[-2]).unet.state_dict(),
             load_components(model).unet.state_dict(),
@@ -164,24 +170,25 @@ def test_demo_training_recipes_run_and_give_loadable_models(tmp_path, parallel, 
         "scm",
     }
     # the shipped autoencoder is reused, as the paper reuses SD's: the same weights, never trained again
-    shipped = AutoencoderKL.from_pretrained(shipped_autoencoder(arch)).state_dict()
+    shipped = AutoencoderKL.from_pretrained(shipped_autoencoder(recipe.autoencoder)).state_dict()
     refit = load_components(model)
     assert all(torch.equal(shipped[k].float(), refit.vae.state_dict()[k].float()) for k in shipped)
-    assert refit.vae_scale_factor == (4 if arch == "tiny-f4" else 8)
+    assert refit.vae_scale_factor == (4 if recipe.arch == "tiny-f4" else 8)
     # run again into the same folder, it finds every phase finished; with another recipe, it refuses the folder
     again = train_demo_models(tmp_path / "models", result.index, seed=1, tell=lambda *a: None, scale=0.004,
-                              parallel=False, arch=arch)  # fmt: skip
+                              parallel=False, recipe=name)  # fmt: skip
     assert again == (model, classifier, scm)
-    with pytest.raises(CfauditError, match=r"unet/model was trained by another recipe .*max_steps"):
+    first = recipe.phases[0][0]
+    with pytest.raises(CfauditError, match=rf"{first}/model was trained by another recipe .*max_steps"):
         train_demo_models(tmp_path / "models", result.index, seed=1, tell=lambda *a: None, scale=0.008,
-                          parallel=False, arch=arch)  # fmt: skip
+                          parallel=False, recipe=name)  # fmt: skip
     # a phase left half done by another recipe is refused too, before any training, rather than finished under this one
     shutil.rmtree(phases[0])
     with pytest.raises(
-        CfauditError, match=r"unet/checkpoints/step-\d+ was trained by another recipe .*max_steps"
+        CfauditError, match=rf"{first}/checkpoints/step-\d+ was trained by another recipe .*max_steps"
     ):
         train_demo_models(tmp_path / "models", result.index, seed=1, tell=lambda *a: None, scale=0.008,
-                          parallel=False, arch=arch)  # fmt: skip
+                          parallel=False, recipe=name)  # fmt: skip
     assert not phases[0].exists()
 
 
@@ -204,8 +211,9 @@ def test_demo_training_counts_the_cores_it_may_use_not_the_machines(monkeypatch)
         (["--images", "many"], "--images must be a number or 'auto'"),
         (["--detect-effect", "1.5"], "--detect-effect is a share of images"),
         (["--do", "Cardiomegaly=maybe"], "maybe"),
-        (["--arch", "tiny-f4"], "needs --train"),
-        (["--train", "--arch", "sd15"], "demo --train fits one of tiny-f4, tiny"),
+        (["--recipe", "tiny-f4"], "needs --train"),
+        (["--train", "--recipe", "sd15"], "demo --train fits one of tiny-f4, tiny-f4-shipped, tiny"),
+        (["--train", "--arch", "sd15"], "--recipe 'sd15'"),  # the option's older name
         (["--train", "--model", "demo"], "--model and --train both name the diffusion model"),
         (["--model", "no/such/folder"], "no/such/folder: no such model folder"),
     ],

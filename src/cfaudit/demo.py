@@ -67,7 +67,7 @@ def run_demo(
     workers: int = 2,
     config: str | os.PathLike[str] | None = None,
     train: bool = False,
-    arch: str | None = None,
+    recipe: str | None = None,
     model: str | None = None,
     edit_images: int = 16,
     discover_images: int | str = "auto",
@@ -81,7 +81,7 @@ def run_demo(
     if until not in STAGES:
         raise CfauditError(f"unknown demo stage {until!r}; choose one of {', '.join(STAGES)}")
     _check_discovery_options(discover_images, discover_effect, discover_do)
-    _check_arch(arch, train)
+    _check_recipe(recipe, train)
     _check_model(model, train)
     out = Path(out)
     tell = _stage_progress(progress)
@@ -102,7 +102,7 @@ def run_demo(
         return result
 
     # 2. Models: the shipped ones, or fitted here on this phantom (slow on a CPU: tens of minutes)
-    diffusion, classifier, scm = _models(out, index_path, train, arch, seed, result.notes, tell)
+    diffusion, classifier, scm = _models(out, index_path, train, recipe, seed, result.notes, tell)
     diffusion = model or diffusion  # another diffusion model, beside the shipped classifier and SCM
 
     # 3. Edits of test images: each image's sex swapped, cardiomegaly flipped and race changed, by both methods
@@ -173,15 +173,15 @@ def _check_discovery_options(images: int | str, effect: float, do: Sequence[str]
     parse_interventions(list(do or DEMO_INTERVENTIONS))
 
 
-def _check_arch(arch: str | None, train: bool) -> None:
-    """``arch`` names what ``--train`` fits; the shipped demo model is the tiny-f4 preset's."""
-    if arch is None:
+def _check_recipe(recipe: str | None, train: bool) -> None:
+    """``recipe`` names what ``--train`` fits (:data:`cfaudit.demo_training.DEMO_RECIPES`)."""
+    if recipe is None:
         return
     from cfaudit.demo_training import demo_recipe
 
     if not train:
-        raise CfauditError(f"--arch {arch} needs --train (the shipped demo model is the tiny-f4 preset's)")
-    demo_recipe(arch)
+        raise CfauditError(f"--recipe {recipe} needs --train (it names how the demo's models are fitted)")
+    demo_recipe(recipe)
 
 
 def _check_model(model: str | None, train: bool) -> None:
@@ -197,7 +197,7 @@ def _check_model(model: str | None, train: bool) -> None:
 
 
 def _models(
-    out: Path, index_path: Path, train: bool, arch: str | None, seed: int, notes: list[str], tell: Progress
+    out: Path, index_path: Path, train: bool, recipe: str | None, seed: int, notes: list[str], tell: Progress
 ) -> tuple[str, str, str | None]:
     """(diffusion model, classifier, SCM model) to use: the shipped ones, or ones trained into ``out``."""
     from cfaudit.scm.shipped import DEMO_SCM, demo_scm_dir
@@ -207,9 +207,9 @@ def _models(
         if scm is None:
             notes.append(f"no shipped SCM model ({DEMO_SCM}); Table 2 shows the diffusion editor only")
         return "demo", "demo", scm
-    from cfaudit.demo_training import DEMO_ARCHITECTURE, train_demo_models
+    from cfaudit.demo_training import DEFAULT_DEMO_RECIPE, train_demo_models
 
-    return train_demo_models(out / "models", index_path, seed, tell, arch=arch or DEMO_ARCHITECTURE)
+    return train_demo_models(out / "models", index_path, seed, tell, recipe=recipe or DEFAULT_DEMO_RECIPE)
 
 
 def _plan_for_table2(index: DataIndex, limit: int) -> list[Any]:

@@ -2,12 +2,12 @@
 
 As the paper reuses SD's pretrained autoencoder, the demo reuses the shipped one (trained once, for as long as it
 needed: ``configs/train/tiny_f4_vae.yaml`` for the demo model's tiny-f4 preset, ``configs/train/tiny_vae.yaml`` for
-``--arch tiny``) and refits what the paper trains: the UNet (here with its small text encoder, which has no pretrained
-weights to start from), the attribute classifier and the SCM baseline. The recipes are written here so that an
-installed package needs no repository checkout; ``configs/train/demo_f4_scratch.yaml`` (then
-``demo_f4_race_alone.yaml``) and ``demo.yaml`` hold the same UNet recipes for ``cfaudit train`` (a test keeps them
-equal). Every step resumes where it stopped; a phase found finished or half done must have been trained by
-this recipe.
+``--recipe tiny``) and refits what the paper trains: the UNet (here with its small text encoder, which has no
+pretrained weights to start from), the attribute classifier and the SCM baseline. The recipes
+(:data:`DEMO_RECIPES`: by default a quick one that fits in an hour on two slow cores; the shipped model's, twice as
+long; the tiny preset's) are written here so that an installed package needs no repository checkout; each names
+the ``configs/train`` files that hold the same phases for ``cfaudit train`` (a test keeps them equal). Every step
+resumes where it stopped; a phase found finished or half done must have been trained by this recipe.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 from cfaudit.progress import Progress
 
 #: The tiny preset's UNet recipe (paths aside; ``configs/train/demo.yaml``, full captions): the demo model's until
-#: issue #13, refitted by ``demo --train --arch tiny``.
+#: issue #13, refitted by ``demo --train --recipe tiny``.
 DEMO_UNET_RECIPE: dict[str, Any] = {
     "resolution": 128,
     "train_text_encoder": True,
@@ -43,8 +43,6 @@ DEMO_UNET_RECIPE: dict[str, Any] = {
     "keep_checkpoints": 2,
     "save_dtype": "float16",
 }
-#: The demo model's architecture (:mod:`cfaudit.models.presets`): what ``demo --train`` fits by default.
-DEMO_ARCHITECTURE = "tiny-f4"
 #: The tiny-f4 preset's recipe (the shipped demo model's; issue #13): the tiny recipe on the finer shipped autoencoder
 #: (4x, 8 latent channels), with the paper's partial captions, the noisy half of the schedule drawn 4 times as
 #: often (where the heart's size is decided) and rare findings' images drawn until each finding makes up a fifth
@@ -84,31 +82,75 @@ DEMO_F4_RACE_PHASE: dict[str, Any] = {
     "checkpoint_every": 500,
 }
 
+#: The quick tiny-f4 recipe's phases (``demo --train``'s default; the shipped model's recipe takes about twice as
+#: long). First 3,000 steps at 64 px, about half the time of a 128 px step here, where the layout (the heart's size) is
+#: learnt, with the schedule's signal-to-noise ratio raised 4x (``snr_shift``): a 64 px image at a given timestep
+#: keeps its layout at a quarter of the ratio of the 128 px image the model is used at, so without it the 64 px
+#: steps teach the layout at other timesteps than the 128 px ones use (docs/BENCHMARKS.md, "The quick recipe").
+DEMO_F4_COARSE_PHASE: dict[str, Any] = {
+    **DEMO_F4_RECIPE,
+    "resolution": 64,
+    "snr_shift": 4.0,
+    "max_steps": 3000,
+}
+#: ... then 1,250 steps at 128 px, at half the rate with a short warm-up, for the detail ...
+DEMO_F4_FINE_PHASE: dict[str, Any] = {
+    **DEMO_F4_RECIPE,
+    "learning_rate": 5e-4,
+    "text_encoder_lr": 5e-4,
+    "lr_warmup_steps": 50,
+    "max_steps": 1250,
+}
+#: ... then the race phase, half as long as the shipped model's.
+DEMO_F4_QUICK_RACE_PHASE: dict[str, Any] = {**DEMO_F4_RACE_PHASE, "max_steps": 750, "checkpoint_every": 250}
+
 
 @dataclass(frozen=True)
 class DemoRecipe:
-    """What ``demo --train`` fits for one preset: the shipped autoencoder it trains on (``vae_from``) and its UNet
-    phases in order, each a run folder under ``models/`` and the recipe that trains it from the phase before's model
-    (the first from a random init)."""
+    """What ``demo --train`` fits: a preset (``arch``, :mod:`cfaudit.models.presets`) on its shipped autoencoder,
+    and its UNet phases in order, each a run folder under ``models/`` and the recipe that trains it from the phase
+    before's model (the first from a random init). ``configs``: the same phases as ``cfaudit train`` configs (a test
+    keeps them equal), for a run step by step."""
 
-    autoencoder: str
+    arch: str
     phases: tuple[tuple[str, dict[str, Any]], ...]
+    configs: tuple[str, ...]
+
+    @property
+    def autoencoder(self) -> str:
+        """The shipped autoencoder the UNet is trained on (:func:`~cfaudit.models.shipped_model.shipped_autoencoder`):
+        its preset's, reused as the paper reuses SD's."""
+        return self.arch
 
 
-#: Per preset, what ``demo --train`` fits.
+#: What ``demo --train --recipe NAME`` fits.
 DEMO_RECIPES: dict[str, DemoRecipe] = {
-    "tiny-f4": DemoRecipe("tiny-f4", (("unet", DEMO_F4_RECIPE), ("race", DEMO_F4_RACE_PHASE))),
-    "tiny": DemoRecipe("tiny", (("unet", DEMO_UNET_RECIPE),)),
+    # the default: about an hour on two slow cores
+    "tiny-f4": DemoRecipe(
+        "tiny-f4",
+        (("coarse", DEMO_F4_COARSE_PHASE), ("unet", DEMO_F4_FINE_PHASE), ("race", DEMO_F4_QUICK_RACE_PHASE)),
+        tuple(f"configs/train/demo_f4_quick_{phase}.yaml" for phase in ("coarse", "fine", "race")),
+    ),
+    # the shipped demo model's: its heart and race words are stronger, and it takes about twice as long
+    "tiny-f4-shipped": DemoRecipe(
+        "tiny-f4",
+        (("unet", DEMO_F4_RECIPE), ("race", DEMO_F4_RACE_PHASE)),
+        ("configs/train/demo_f4_scratch.yaml", "configs/train/demo_f4_race_alone.yaml"),
+    ),
+    # the tiny preset (8x autoencoder): coarser and about 3x faster
+    "tiny": DemoRecipe("tiny", (("unet", DEMO_UNET_RECIPE),), ("configs/train/demo.yaml",)),
 }
+#: What ``demo --train`` fits without ``--recipe``.
+DEFAULT_DEMO_RECIPE = "tiny-f4"
 
 
-def demo_recipe(arch: str) -> DemoRecipe:
-    """``arch``'s shipped autoencoder and UNet phases (:data:`DEMO_RECIPES`); one error for a preset it has none of."""
-    if arch not in DEMO_RECIPES:
+def demo_recipe(name: str) -> DemoRecipe:
+    """The recipe ``name`` of :data:`DEMO_RECIPES`; one error for a name it does not hold."""
+    if name not in DEMO_RECIPES:
         from cfaudit.errors import CfauditError
 
-        raise CfauditError(f"--arch {arch!r}: demo --train fits one of {', '.join(DEMO_RECIPES)}")
-    return DEMO_RECIPES[arch]
+        raise CfauditError(f"--recipe {name!r}: demo --train fits one of {', '.join(DEMO_RECIPES)}")
+    return DEMO_RECIPES[name]
 
 
 #: Steps that scale with ``scale`` (the tests run every recipe at a tiny scale).
@@ -126,7 +168,7 @@ def train_demo_models(
     tell: Progress,
     scale: float = 1.0,
     parallel: bool | None = None,
-    arch: str = DEMO_ARCHITECTURE,
+    recipe: str = DEFAULT_DEMO_RECIPE,
 ) -> tuple[str, str, str]:
     """Train the demo's UNet and text encoder (on the shipped autoencoder), the classifier and the SCM into
     ``folder``. ``scale`` multiplies every step and epoch count. With ``parallel`` (default: when the machine has
@@ -135,13 +177,15 @@ def train_demo_models(
     two small models then add none. The step at which the UNet gets its cores back depends on how fast the side
     models fit, and sums on one and two threads round differently, so such a rerun repeats the first only to
     floating-point rounding; with ``parallel=False`` a rerun on the same machine is bit-identical (and slower).
-    ``arch``: a preset of :data:`DEMO_RECIPES`. Returns
+    ``recipe``: a name of :data:`DEMO_RECIPES`. Returns
     (diffusion model folder, classifier folder, SCM model folder); the seconds each took are in
     ``folder/timing.json``."""
     from cfaudit.atomic_io import write_json
 
     timing: dict[str, float] = {}
-    unet_model, classifier, scm = _train(folder, index_path, seed, tell, scale, timing, True, parallel, arch)
+    unet_model, classifier, scm = _train(
+        folder, index_path, seed, tell, scale, timing, True, parallel, recipe
+    )
     assert scm is not None
     write_json(folder / "timing.json", {"seconds_this_call": {k: round(v, 1) for k, v in timing.items()}})
     return unet_model, classifier, scm
@@ -155,13 +199,13 @@ def train_demo_editor(
     scale: float = 1.0,
     timing: dict[str, float] | None = None,
     parallel: bool | None = None,
-    arch: str = DEMO_ARCHITECTURE,
+    recipe: str = DEFAULT_DEMO_RECIPE,
 ) -> tuple[str, str]:
     """What discovery needs of :func:`train_demo_models` (no SCM): the UNet and text encoder on the shipped
     autoencoder, and the attribute classifier, into ``folder``; each resumes. Returns (diffusion model folder,
     classifier folder); the seconds each took are added to ``timing``."""
     unet_model, classifier, _ = _train(
-        folder, index_path, seed, tell, scale, timing if timing is not None else {}, False, parallel, arch
+        folder, index_path, seed, tell, scale, timing if timing is not None else {}, False, parallel, recipe
     )
     return unet_model, classifier
 
@@ -175,10 +219,10 @@ def _train(
     timing: dict[str, float],
     with_scm: bool,
     parallel: bool | None,
-    arch: str,
+    recipe: str,
 ) -> tuple[str, str, str | None]:
     """The UNet here; the classifier (and the SCM) here after it, or meanwhile in a second process."""
-    demo_recipe(arch)  # an unknown preset is refused before the second process starts
+    demo_recipe(recipe)  # an unknown recipe is refused before the second process starts
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
@@ -199,7 +243,7 @@ def _train(
         threads = torch.get_num_threads()
         share = _sharing_threads(pending, threads, cores) if pending is not None else None
         try:
-            unet_model = _fit_unet(folder, index_path, seed, scale, timing, arch, share)
+            unet_model = _fit_unet(folder, index_path, seed, scale, timing, recipe, share)
         finally:
             torch.set_num_threads(threads)
         tell("train: classifier", 1, total)
@@ -240,20 +284,21 @@ def _fit_unet(
     seed: int,
     scale: float,
     timing: dict[str, float],
-    arch: str,
+    name: str,
     threads: Callable[[], int] | None,
 ) -> str:
-    """A random UNet and text encoder of ``arch`` on its shipped autoencoder (``init/``), trained by each phase of
-    its recipe in turn, each into its own run folder from the model of the one before; the last phase's model."""
+    """A random UNet and text encoder of recipe ``name``'s preset on its shipped autoencoder (``init/``), trained by
+    each phase of the recipe in turn, each into its own run folder from the model of the one before; the last
+    phase's model."""
     from cfaudit.models.random_init import write_random_pipeline
 
-    recipe = demo_recipe(arch)
+    recipe = demo_recipe(name)
     started = time.perf_counter()
     model = folder / "init"
     if not (model / "model_index.json").is_file():
-        write_random_pipeline(model, arch, seed=seed, vae_from=recipe.autoencoder)
-    for name, phase in recipe.phases:
-        model = _fit_phase(model, folder / name, phase, index_path, seed, scale, threads)
+        write_random_pipeline(model, recipe.arch, seed=seed, vae_from=recipe.autoencoder)
+    for run, phase in recipe.phases:
+        model = _fit_phase(model, folder / run, phase, index_path, seed, scale, threads)
     timing["unet"] = time.perf_counter() - started
     return str(model)
 

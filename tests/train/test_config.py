@@ -166,20 +166,22 @@ def test_shipped_configs_are_valid() -> None:
     assert TrainConfig.from_yaml(folder / "sd15_unet.yaml").train_text_encoder is False
 
 
-@pytest.mark.parametrize("arch", ["tiny", "tiny-f4"])
-def test_the_demo_recipe_of_cfaudit_train_and_of_demo_train_are_one(arch: str) -> None:
-    """Each phase ``demo --train`` fits and the config PROVENANCE.txt names for it hold the same recipe, phase by
-    phase, so that neither list can gain a phase the other lacks."""
-    from cfaudit.demo_training import demo_recipe
+@pytest.mark.parametrize("name", ["tiny", "tiny-f4", "tiny-f4-shipped"])
+def test_the_demo_recipe_of_cfaudit_train_and_of_demo_train_are_one(name: str) -> None:
+    """Each phase ``demo --train`` fits and the config named for it hold the same recipe, phase by phase, so that
+    neither list can gain a phase the other lacks; the shipped model's PROVENANCE.txt names its recipe's configs."""
+    from cfaudit.demo_training import DEMO_RECIPES, demo_recipe
     from cfaudit.models.shipped_model import _UNET_CONFIGS
 
-    phases = [recipe for _, recipe in demo_recipe(arch).phases]
-    files = _UNET_CONFIGS[arch]
-    assert len(files) == len(phases)
+    recipe = demo_recipe(name)
+    assert len(recipe.configs) == len(recipe.phases)
     root = Path(__file__).resolve().parents[2]
-    for file, recipe in zip(files, phases, strict=True):
+    for file, (_, phase) in zip(recipe.configs, recipe.phases, strict=True):
         config = TrainConfig.from_yaml(root / file).to_dict()
-        assert {key: config[key] for key in recipe} == recipe, file
+        assert {key: config[key] for key in phase} == phase, file
+    assert set(DEMO_RECIPES) == {"tiny", "tiny-f4", "tiny-f4-shipped"}
+    shipped = {"tiny": DEMO_RECIPES["tiny"].configs, "tiny-f4": DEMO_RECIPES["tiny-f4-shipped"].configs}
+    assert shipped == _UNET_CONFIGS
 
 
 def test_timestep_bias_draws_the_named_end_more_often() -> None:

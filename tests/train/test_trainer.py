@@ -38,7 +38,8 @@ def _unet_weights(run: Path) -> dict[str, torch.Tensor]:
          "prediction_type": "v_prediction", "gradient_accumulation_steps": 2, "lr_schedule": "cosine",
          "caption_partial": 0.5, "caption_negative": 0.5},
         {"finding_min_share": 0.9, "finding_max_repeat": 3, "caption_partial": 0.5, "caption_negative": 0.5, "caption_negative_ratio": 0.25,
-         "coarse_loss_weight": 1.0, "coarse_loss_pool": 2, "timestep_bias": "later", "timestep_bias_multiplier": 2.0},
+         "coarse_loss_weight": 1.0, "coarse_loss_pool": 2, "timestep_bias": "later", "timestep_bias_multiplier": 2.0,
+         "snr_shift": 4.0, "snr_gamma": 5.0},
     ],
     ids=["defaults", "ema-text-encoder-vpred-minsnr-accum", "balanced-draws-coarse-loss"],
 )  # fmt: skip
@@ -152,6 +153,32 @@ def test_anchor_rows_are_trained_towards_the_frozen_models_prediction() -> None:
     expected = (3.0 * (noisy[:2] * 0.5).pow(2).mean(dim=(1, 2, 3)).sum() + torch.stack(per_row[2:]).sum()) / 4
     assert torch.allclose(diffusion_loss(unet, scheduler, latents, None, noise, timesteps, "epsilon", anchor=zero),
                           expected)  # fmt: skip
+
+
+def test_snr_shifted_schedule_multiplies_the_snr_and_leaves_the_original() -> None:
+    from diffusers import DDPMScheduler
+    from diffusers.training_utils import compute_snr
+
+    from cfaudit.train.objective import snr_shifted_schedule
+
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    before = scheduler.alphas_cumprod.clone()
+    assert snr_shifted_schedule(scheduler, 1.0) is scheduler
+    shifted = snr_shifted_schedule(scheduler, 4.0)
+    timesteps = torch.tensor([0, 10, 250, 500, 750, 999])
+    ratio = compute_snr(shifted, timesteps) / compute_snr(scheduler, timesteps)
+    assert torch.allclose(ratio, torch.full_like(ratio, 4.0), rtol=1e-3)
+    assert torch.equal(scheduler.alphas_cumprod, before)  # the model's own schedule is untouched
+    # one schedule: its betas rebuild its alpha_bar, and less noise is mixed in at every step
+    assert torch.allclose(
+        torch.cumprod(1 - shifted.betas.double(), 0).float(), shifted.alphas_cumprod, rtol=1e-5
+    )
+    assert bool((shifted.betas < scheduler.betas).all())
+    latents, noise = torch.ones(6, 1, 2, 2), torch.zeros(6, 1, 2, 2)
+    signal = shifted.add_noise(latents, noise, timesteps)[:, 0, 0, 0]
+    assert torch.allclose(signal, shifted.alphas_cumprod[timesteps].sqrt())
+    with pytest.raises(CfauditError, match="snr_shift must be positive"):
+        TrainConfig.from_dict({"snr_shift": 0.0})
 
 
 @pytest.mark.parametrize("train_text_encoder", [True, False], ids=["encoder-trains", "encoder-frozen"])

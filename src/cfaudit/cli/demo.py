@@ -18,14 +18,16 @@ def demo(
     train: bool = typer.Option(
         False,
         "--train",
-        help="Fit the diffusion model, classifier and SCM here instead of the shipped ones (58.5 min on 2 fast cores; "
-        'the time follows the machine: docs/BENCHMARKS.md, "The race phase shipped").',
+        help="Fit the diffusion model, classifier and SCM here instead of the shipped ones (about an hour on 2 "
+        'slow cores: docs/BENCHMARKS.md, "The quick recipe").',
     ),
-    arch: str | None = typer.Option(
+    recipe: str | None = typer.Option(
         None,
+        "--recipe",
         "--arch",
-        help="With --train: the preset to fit, tiny-f4 (the shipped model's) or tiny (8x autoencoder, shipped; "
-        "coarser and about 3x faster).",
+        help="With --train: tiny-f4 (default: 64 px, then 128 px, then the race words), tiny-f4-shipped (the "
+        "shipped model's: stronger heart and race words, about twice as long) or tiny (8x autoencoder; coarser "
+        "and about 3x faster).",
     ),
     model: str | None = typer.Option(
         None,
@@ -77,7 +79,7 @@ def demo(
     console = Console()
     with staged_progress(console) as progress:
         result = run_demo(
-            out, n=n, size=size, seed=seed, workers=workers, config=_phantom_config(config), train=train, arch=arch,
+            out, n=n, size=size, seed=seed, workers=workers, config=_phantom_config(config), train=train, recipe=recipe,
             model=model, edit_images=edit_images, discover_images=images, discover_effect=detect_effect, discover_do=do, until=until, progress=progress,
         )  # fmt: skip
     header, rows = paper_rows(result.table1)

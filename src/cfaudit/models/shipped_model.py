@@ -32,9 +32,9 @@ TRAINING_COMMANDS = ("train", "demo", "models")
 _PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 #: The VAE config keys that tell one preset's autoencoder from another's.
 _VAE_SHAPE_KEYS = ("block_out_channels", "latent_channels", "in_channels")
-#: Per preset the demo recipes train, the config that rebuilds its UNet (PROVENANCE.txt; its autoencoder's is
-#: :func:`_vae_config`).
-#: The training configs of each preset's demo UNet, phase by phase (``cfaudit.demo_training.DEMO_RECIPES``).
+#: Per preset, the training configs that rebuild a demo UNet of it, phase by phase, named in PROVENANCE.txt (its
+#: autoencoder's is :func:`_vae_config`): the recipes of ``cfaudit.demo_training.DEMO_RECIPES`` that made the shipped
+#: models (``tiny-f4-shipped`` and ``tiny``; a test keeps them equal).
 _UNET_CONFIGS = {
     "tiny": ("configs/train/demo.yaml",),
     "tiny-f4": ("configs/train/demo_f4_scratch.yaml", "configs/train/demo_f4_race_alone.yaml"),
@@ -277,7 +277,7 @@ def install_demo(
 
 #: Autoencoders shipped in the package by preset: each trained once on the demo phantom's train split, as SD ships
 #: its pretrained VAE, and reused by every UNet of that preset (``write_random_pipeline(..., vae_from=preset)``,
-#: ``cfaudit demo --train --arch``). The demo model carries a copy of its own preset's (tiny-f4).
+#: ``cfaudit demo --train --recipe``). The demo model carries a copy of its own preset's (tiny-f4).
 AUTOENCODER_DIR = Path(__file__).parent / "autoencoders"
 _VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
 

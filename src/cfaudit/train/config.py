@@ -138,6 +138,12 @@ class TrainConfig(ConfigFile):
     timestep_bias: str = "none"
     timestep_bias_multiplier: float = 1.0
     timestep_bias_portion: float = 0.25
+    #: multiply the training schedule's signal-to-noise ratio at every timestep by this factor
+    #: (:func:`~cfaudit.train.objective.snr_shifted_schedule`; the saved model keeps its own schedule): a run at a
+    #: lower resolution than the model will be used at, ``(use / train)**2``, sees the layout as noisy at each
+    #: timestep as the larger image will, because averaging ``k`` x ``k`` pixels divides the noise's variance by
+    #: ``k**2`` (the resolution shift of Hoogeboom et al. 2023 and Stable Diffusion 3); 1: the model's schedule
+    snr_shift: float = 1.0
     # Optimisation
     max_steps: int = 1000
     batch_size: int = 8  #: per device, per micro-step
@@ -254,6 +260,9 @@ class TrainConfig(ConfigFile):
         )
         need(self.coarse_loss_pool >= 2, f"coarse_loss_pool must be at least 2, got {self.coarse_loss_pool}")
         need(0.0 < self.timestep_bias_portion <= 1.0, "timestep_bias_portion must be in (0, 1]")
+        need(
+            self.snr_shift > 0, f"snr_shift must be positive (1: the model's schedule), got {self.snr_shift}"
+        )
         need(self.lora_rank >= 0, f"lora_rank must be 0 (off) or positive, got {self.lora_rank}")
         need(
             not (self.lora_rank and self.use_ema),

@@ -74,6 +74,24 @@ def diffusion_loss(
     return (per_sample * weight).mean()
 
 
+def snr_shifted_schedule(noise_scheduler: Any, shift: float) -> Any:
+    """A copy of ``noise_scheduler`` whose signal-to-noise ratio ``alpha_bar / (1 - alpha_bar)`` is ``shift`` times
+    the original's at every timestep (``shift`` 1: the scheduler itself).
+
+    Training draws its noise through ``add_noise`` and ``get_velocity`` and weighs it through ``compute_snr``, which
+    all read ``alphas_cumprod``; the copy's betas are rederived from it so that the schedule stays one schedule."""
+    if shift == 1.0:
+        return noise_scheduler
+    shifted = copy.deepcopy(noise_scheduler)
+    alpha_bar = noise_scheduler.alphas_cumprod.double()
+    alpha_bar = shift * alpha_bar / (1.0 + (shift - 1.0) * alpha_bar)
+    alphas = torch.cat([alpha_bar[:1], alpha_bar[1:] / alpha_bar[:-1]])
+    shifted.alphas_cumprod = alpha_bar.to(noise_scheduler.alphas_cumprod.dtype)
+    shifted.alphas = alphas.to(noise_scheduler.alphas.dtype)
+    shifted.betas = (1.0 - alphas).to(noise_scheduler.betas.dtype)
+    return shifted
+
+
 def coarse_error(error: torch.Tensor, pool: int) -> torch.Tensor:
     """Per sample, the squared error of the prediction averaged over ``pool`` x ``pool`` latent cells, scaled by
     the cell's size so that white (pixel-to-pixel independent) errors score as in the plain MSE.

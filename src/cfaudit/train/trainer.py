@@ -46,6 +46,7 @@ from cfaudit.train.objective import (
     anchored_rows,
     diffusion_loss,
     frozen_copy,
+    snr_shifted_schedule,
     teacher_prediction,
 )
 from cfaudit.train.text_cache import build_text_cache
@@ -416,6 +417,7 @@ def train(
     bar = _progress_bar(enabled=progress and accelerator.is_main_process)
     task = bar.add_task("train", total=config.max_steps, completed=state["step"], loss=float("nan"), ips=0.0)
     timestep_weights = timestep_sampling_weights(config, noise_scheduler.config.num_train_timesteps)
+    training_schedule = snr_shifted_schedule(noise_scheduler, config.snr_shift)
     coarse = (config.coarse_loss_weight, config.coarse_loss_pool) if config.coarse_loss_weight > 0 else None
     repeats = finding_repeats(config, data.records)
     negative = negative_rates(config, data.records, repeats)
@@ -464,7 +466,7 @@ def train(
                         teacher_says = teacher_prediction(teacher, ids[:anchored], hidden[:anchored])
                         anchor = Anchor(anchored, teacher_says, config.preserve_weight)
                     with accelerator.autocast():
-                        loss = diffusion_loss(unet, noise_scheduler, latents, hidden, noise, timesteps,
+                        loss = diffusion_loss(unet, training_schedule, latents, hidden, noise, timesteps,
                                               prediction_type, config.snr_gamma, coarse, anchor)  # fmt: skip
                     accelerator.backward(loss / config.gradient_accumulation_steps)
                 step_loss += loss.detach() / config.gradient_accumulation_steps
