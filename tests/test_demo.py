@@ -190,6 +190,12 @@ def test_demo_training_recipes_run_and_give_loadable_models(tmp_path, parallel, 
         train_demo_models(tmp_path / "models", result.index, seed=1, tell=lambda *a: None, scale=0.008,
                           parallel=False, recipe=name)  # fmt: skip
     assert not phases[0].exists()
+    # the shipped recipe's phases, found by the quick recipe: refused before the quick one trains any of its own
+    if name == "tiny-f4-shipped":
+        with pytest.raises(CfauditError, match=r"models/(unet|race)/\S+ was trained by another recipe"):
+            train_demo_models(tmp_path / "models", result.index, seed=1, tell=lambda *a: None, scale=0.004,
+                              parallel=False, recipe="tiny-f4")  # fmt: skip
+        assert not (tmp_path / "models" / "coarse").exists()
 
 
 def test_demo_training_counts_the_cores_it_may_use_not_the_machines(monkeypatch):

@@ -293,6 +293,10 @@ def _fit_unet(
     from cfaudit.models.random_init import write_random_pipeline
 
     recipe = demo_recipe(name)
+    # every phase's folder is checked before any training: a later phase left by another recipe (a folder of the
+    # shipped recipe's `unet/` under the quick one's) would otherwise be refused only after the earlier ones trained
+    for run, phase in recipe.phases:
+        _check_phase_folder(folder / run, _scaled_recipe(phase, scale))
     started = time.perf_counter()
     model = folder / "init"
     if not (model / "model_index.json").is_file():
@@ -318,17 +322,28 @@ def _fit_phase(
     from cfaudit.train.trainer import train
 
     model = run / "model"
-    scaled = {**recipe, **{key: _scaled(recipe[key], scale) for key in _SCALED}}
+    scaled = _scaled_recipe(recipe, scale)  # the folder was checked against it (_fit_unet)
     if (model / "model_index.json").is_file():
-        _check_phase_recipe(model, scaled)
         return model
     checkpoint = latest_checkpoint(run)
-    if checkpoint is not None:
-        _check_phase_recipe(checkpoint, scaled)
     config = TrainConfig(model=str(start), index=str(index_path), split="train", output_dir=str(run), seed=seed,
                          sample_every=0, **scaled)  # fmt: skip
     train(config, resume="latest" if checkpoint is not None else None, progress=False, threads=threads)
     return model
+
+
+def _scaled_recipe(recipe: dict[str, Any], scale: float) -> dict[str, Any]:
+    return {**recipe, **{key: _scaled(recipe[key], scale) for key in _SCALED}}
+
+
+def _check_phase_folder(run: Path, recipe: dict[str, Any]) -> None:
+    """A phase's run folder holds nothing another recipe trained: its finished model, else its latest checkpoint."""
+    from cfaudit.train.checkpoint import latest_checkpoint
+
+    if (run / "model" / "model_index.json").is_file():
+        _check_phase_recipe(run / "model", recipe)
+    elif (checkpoint := latest_checkpoint(run)) is not None:
+        _check_phase_recipe(checkpoint, recipe)
 
 
 def _check_phase_recipe(folder: Path, recipe: dict[str, Any]) -> None:
