@@ -171,7 +171,7 @@ def test_the_demo_recipe_of_cfaudit_train_and_of_demo_train_are_one(name: str) -
     """Each phase ``demo --train`` fits and the config named for it hold the same recipe, phase by phase, so that
     neither list can gain a phase the other lacks; the shipped model's PROVENANCE.txt names its recipe's configs."""
     from cfaudit.demo_training import DEMO_RECIPES, demo_recipe
-    from cfaudit.models.shipped_model import _UNET_CONFIGS
+    from cfaudit.models.shipped_model import _SHIPPED_RECIPES, _UNET_CONFIGS
 
     recipe = demo_recipe(name)
     assert len(recipe.configs) == len(recipe.phases)
@@ -182,6 +182,7 @@ def test_the_demo_recipe_of_cfaudit_train_and_of_demo_train_are_one(name: str) -
     assert set(DEMO_RECIPES) == {"tiny", "tiny-f4", "tiny-f4-shipped"}
     shipped = {"tiny": DEMO_RECIPES["tiny"].configs, "tiny-f4": DEMO_RECIPES["tiny-f4-shipped"].configs}
     assert shipped == _UNET_CONFIGS
+    assert {preset: DEMO_RECIPES[name].configs for preset, name in _SHIPPED_RECIPES.items()} == _UNET_CONFIGS
 
 
 def test_timestep_bias_draws_the_named_end_more_often() -> None:

@@ -39,6 +39,8 @@ _UNET_CONFIGS = {
     "tiny": ("configs/train/demo.yaml",),
     "tiny-f4": ("configs/train/demo_f4_scratch.yaml", "configs/train/demo_f4_race_alone.yaml"),
 }
+#: The ``cfaudit demo --train --recipe`` name that runs those configs in turn, by preset.
+_SHIPPED_RECIPES = {"tiny": "tiny", "tiny-f4": "tiny-f4-shipped"}
 
 
 def _vae_config(preset: str) -> str:
@@ -161,8 +163,16 @@ def provenance_markdown(
         "# Demo model provenance",
         "",
         f"{architecture_summary(folder)} trained on the synthetic phantom.",
-        "Rebuild with the commands at the top of its training config (below); this file is written by",
-        "`cfaudit models install-demo`.",
+        *(
+            [
+                f"Rebuild with `cfaudit demo --train --recipe {_SHIPPED_RECIPES[preset]}`, which runs the training",
+                "configs below in turn (each names its own commands at its top). A command recorded below is the one",
+                "that ran: a `demo --train` without `--recipe` ran the default recipe of its day.",
+            ]
+            if preset in _SHIPPED_RECIPES
+            else ["Rebuild with the commands at the top of its training config (below)."]
+        ),
+        "This file is written by `cfaudit models install-demo`.",
         "",
         "## Data",
         f"- index: `{data.get('index')}` (split `{data.get('split')}`, {data.get('rows')} images)",
