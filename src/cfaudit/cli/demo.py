@@ -25,9 +25,9 @@ def demo(
         None,
         "--recipe",
         "--arch",
-        help="With --train: tiny-f4 (default: 64 px, then 128 px, then the race words; fits an hour on slow cores, "
-        "weaker), tiny-f4-shipped (the shipped model's: stronger heart and race words, about twice as long) or tiny (8x autoencoder; coarser "
-        "and about 3x faster).",
+        help="With --train: tiny-f4 (default: 64 px, then 128 px; fits an hour on slow cores; no race words), "
+        "tiny-f4-shipped (the shipped model's: stronger heart and race words, about twice as long) or tiny (8x "
+        "autoencoder; coarser and about 3x faster).",
     ),
     model: str | None = typer.Option(
         None,
