@@ -1,14 +1,14 @@
 """The heart probe: does a model draw a larger heart for "with cardiomegaly" than for "with no finding"?
 
-    python benchmarks/heart_probe.py --model shipped=demo --model quick=runs/demo-train/models/race/model \
+    python benchmarks/heart_probe.py --model shipped=demo --model quick=runs/demo-train/models/unet/model \
         --index runs/phantom/index.csv --out runs/heart
 
-For each model, the sampling of ``tests/models/test_shipped_model.py``'s heart test: 16 seeds (``--seeds``), 25 DDIM
-steps, guidance 5, the model's own resolution, the caption "chest x-ray of 65-years old white male subject with
-cardiomegaly" and the same with "no finding", each pair from the same starting noise. It reports the phantom's
-cardiothoracic ratio (``cfaudit.data.phantom.measure.heart_width_ratio``) of each set and the share of seeds where
-cardiomegaly gives the larger heart. Cheap (about a minute per model on 2 cores), so it can follow a training run
-phase by phase, before the edit-based measures of ``benchmarks/fidelity.py``.
+For each model, ``cfaudit.evaluate.prompt_effects.heart_probe_ratios`` (the shipped model's heart test samples the
+same way): 16 seeds (``--seeds``), 25 DDIM steps, guidance 5, the model's own resolution, the caption "chest x-ray
+of 65-years old white male subject with cardiomegaly" and the same with "no finding", each pair from the same
+starting noise. It reports the phantom's cardiothoracic ratio (``cfaudit.data.phantom.measure.heart_width_ratio``)
+of each set and how many seeds give the larger heart for cardiomegaly. Cheap (about 25 s per model on 2 cores), so
+it can follow a training run phase by phase, before the edit-based measures of ``benchmarks/fidelity.py``.
 
 ``--index`` adds the data's own reference: the same ratio on that phantom's images with Cardiomegaly = 1 against
 those with No Finding = 1, read at the first model's resolution. A phantom whose effusions hide the heart borders
@@ -25,14 +25,12 @@ from typing import Any
 import numpy as np
 
 from cfaudit.atomic_io import write_json, write_text
-from cfaudit.data.images import load_model_tensor
+from cfaudit.data.images import load_image, resize_and_crop
 from cfaudit.data.labels import label_value
 from cfaudit.data.phantom.measure import heart_width_ratio
 from cfaudit.data.records import DataIndex
+from cfaudit.evaluate.prompt_effects import heart_probe_ratios
 from cfaudit.models.loading import load_components
-from cfaudit.models.sampling import sample_images
-
-PROMPT = "chest x-ray of 65-years old white male subject with {}"
 
 
 def named_model(text: str) -> tuple[str, str]:
@@ -43,10 +41,7 @@ def named_model(text: str) -> tuple[str, str]:
 
 def probe_model(model: str, seeds: list[int]) -> dict[str, Any]:
     components = load_components(model)
-    prompts = [PROMPT.format("cardiomegaly")] * len(seeds) + [PROMPT.format("no finding")] * len(seeds)
-    images = sample_images(components, prompts, seeds + seeds, steps=25, guidance=5.0, batch_size=16)
-    ratios = np.array([heart_width_ratio(image[0].numpy()) for image in images])
-    big, small = ratios[: len(seeds)], ratios[len(seeds) :]
+    big, small = heart_probe_ratios(components, seeds)
     both = np.isfinite(big) & np.isfinite(small)
     return {
         "resolution": components.resolution,
@@ -64,8 +59,9 @@ def data_reference(index_csv: Path, resolution: int, images: int) -> dict[str, A
 
     def ratios(finding: str) -> np.ndarray:
         rows = [k for k, r in enumerate(records) if label_value(r, finding) == 1.0][:images]
-        pictures = [load_model_tensor(index.image_path(k), resolution) for k in rows]
-        return np.array([heart_width_ratio(((p[0] + 1) / 2).numpy()) for p in pictures])
+        return np.array(
+            [heart_width_ratio(resize_and_crop(load_image(index.image_path(k)), resolution)) for k in rows]
+        )
 
     big, small = ratios("Cardiomegaly"), ratios("No Finding")
     return {

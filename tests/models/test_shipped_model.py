@@ -8,12 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cfaudit.data.phantom.measure import heart_width_ratio
+from cfaudit.evaluate.prompt_effects import HEART_PROBE_PROMPT, heart_probe_ratios
 from cfaudit.models.loading import load_components
-from cfaudit.models.sampling import sample_images
 from cfaudit.models.shipped_model import DEMO_DIR, install_demo
 
-PROMPT = "chest x-ray of 65-years old white male subject with {}"
 SEEDS = list(range(16))
 
 
@@ -34,18 +32,20 @@ def test_stock_diffusers_loads_and_samples_the_shipped_model_without_extra_argum
     pipeline = StableDiffusionPipeline.from_pretrained(str(DEMO_DIR))
     assert {pipeline.unet.dtype, pipeline.vae.dtype, pipeline.text_encoder.dtype} == {torch.float32}
     out = pipeline(
-        PROMPT.format("cardiomegaly"), num_inference_steps=3, height=128, width=128, output_type="np"
+        HEART_PROBE_PROMPT.format("cardiomegaly"),
+        num_inference_steps=3,
+        height=128,
+        width=128,
+        output_type="np",
     )
     assert out.images.shape == (1, 128, 128, 1) and np.isfinite(out.images).all()  # grayscale
 
 
 def test_cardiomegaly_prompt_gives_a_larger_heart_than_no_finding() -> None:
-    components = load_components("demo")
-    prompts = [PROMPT.format("cardiomegaly")] * len(SEEDS) + [PROMPT.format("no finding")] * len(SEEDS)
-    images = sample_images(components, prompts, SEEDS + SEEDS, steps=25, guidance=5.0, batch_size=16)
-    ratios = np.array([heart_width_ratio(image[0].numpy()) for image in images])
-    big, small = ratios[: len(SEEDS)], ratios[len(SEEDS) :]
-    assert np.isfinite(ratios).mean() > 0.8  # the samples look like chests to the phantom's measure
+    big, small = heart_probe_ratios(load_components("demo"), SEEDS)
+    assert (
+        np.isfinite(np.concatenate([big, small])).mean() > 0.8
+    )  # the samples look like chests to the measure
     # measured when shipped: 0.55 vs 0.40, larger in 16 of 16 pairs (the phantom's own images: 0.49 vs 0.41; the
     # tiny model shipped before issue #13: 0.43 vs 0.37, 14 of 16)
     assert np.nanmean(big) > np.nanmean(small) + 0.08

@@ -18,8 +18,8 @@ def demo(
     train: bool = typer.Option(
         False,
         "--train",
-        help="Fit the diffusion model, classifier and SCM here instead of the shipped ones (about an hour on 2 "
-        'slow cores: docs/BENCHMARKS.md, "The quick recipe").',
+        help="Fit the diffusion model, classifier and SCM here instead of the shipped ones (41 min on 2 cores, "
+        'under an hour on slower ones: docs/BENCHMARKS.md, "The quick recipe made robust").',
     ),
     recipe: str | None = typer.Option(
         None,

@@ -359,3 +359,22 @@ def race_sample_share(
 
     real_gap = gap(real)
     return gap(generated) / real_gap if abs(real_gap) > 1e-9 else math.nan
+
+
+#: The caption of :func:`heart_probe_ratios`, with ``cardiomegaly`` or ``no finding`` in its place.
+HEART_PROBE_PROMPT = "chest x-ray of 65-years old white male subject with {}"
+
+
+def heart_probe_ratios(components: Any, seeds: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The heart probe: does the model draw a larger heart for "with cardiomegaly" than for "with no finding"?
+    Per seed, one sample of each caption from the same starting noise (25 DDIM steps, guidance 5, the model's own
+    resolution); returns the phantom's cardiothoracic ratio (:func:`heart_width_ratio`, NaN where no lungs are
+    found) of the cardiomegaly samples and of the no-finding samples, seed by seed."""
+    from cfaudit.models.sampling import sample_images
+
+    seeds = list(seeds)
+    prompts = [HEART_PROBE_PROMPT.format("cardiomegaly")] * len(seeds)
+    prompts += [HEART_PROBE_PROMPT.format("no finding")] * len(seeds)
+    images = sample_images(components, prompts, seeds + seeds, steps=25, guidance=5.0, batch_size=16)
+    ratios = np.array([heart_width_ratio(image[0].numpy()) for image in images])
+    return ratios[: len(seeds)], ratios[len(seeds) :]
