@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -331,6 +332,21 @@ def test_caption_always_keeps_its_statements_in_every_partial_caption(
     )[:32]  # fmt: skip
     with pytest.raises(CfauditError, match="caption_always_alone needs caption_always"):
         TrainConfig(caption_always=["race"], caption_always_alone=True)
+    # caption_always_alone_share: that share of the learning rows names race alone, the rest keep their own
+    # caption with race in it, and the anchored rows' captions are as with every learning row alone
+    half = draws.sampled_caption_ids(
+        dataclasses.replace(alone, caption_always_alone_share=0.5),
+        records, None, rows, torch.Generator().manual_seed(0), None, without,
+    )  # fmt: skip
+    assert half[:32] == named[:32]
+    learning_alone = [c == "Chest X-ray of black subject" for c in half[32:]]
+    assert 8 <= sum(learning_alone) <= 24
+    with_race = [c for c, is_alone in zip(half[32:], learning_alone, strict=True) if not is_alone]
+    assert all("black" in c.lower() for c in with_race)
+    assert any(len(c) > len("Chest X-ray of black subject") for c in with_race)
+    for bad_share in (-0.1, 1.5):
+        with pytest.raises(CfauditError, match="caption_always_alone_share"):
+            TrainConfig(caption_always_alone_share=bad_share)
 
 
 def test_captions_drawn_with_findings_worked_out_once_are_the_same(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -48,7 +48,8 @@ _TRAIN_KEYS = ("max_steps", "seed", "resolution", "split", "batch_size", "gradie
                "text_encoder_lr", "use_ema", "ema_decay", "lora_rank", "prediction_type", "snr_gamma",
                "noise_offset", "timestep_bias", "coarse_loss_weight", "finding_min_share", "caption_dropout",
                "caption_partial", "caption_always", "caption_negative", "unet_trainable", "preserve_weight",
-               "preserve_share", "caption_always_alone", "mixed_precision", "save_dtype")  # fmt: skip
+               "preserve_share", "caption_always_alone", "caption_always_alone_share", "mixed_precision",
+               "save_dtype")  # fmt: skip
 _VAE_KEYS = ("max_steps", "seed", "resolution", "crop", "split", "batch_size", "learning_rate", "lr_schedule",
              "lr_warmup_steps", "max_grad_norm", "mse_weight", "lpips_weight", "kl_weight", "eval_split",
              "eval_images")  # fmt: skip

@@ -118,6 +118,10 @@ class TrainConfig(ConfigFile):
     #: (``Chest X-ray of black subject``: the prompts of a contrast edit of them), so that a phase teaching those
     #: words does not also retrain how the other words draw; the anchored rows keep the rest as it was
     caption_always_alone: bool = False
+    #: with ``caption_always_alone``, the share of the learning rows that name those statements alone; the rest
+    #: keep their own caption (whole or partial) with the statements in it, so that the words are also learnt
+    #: where a full caption names them (the paper's partial prompts invert under the full caption). 1: all alone
+    caption_always_alone_share: float = 1.0
     #: name a finding's absence at most this many times per naming of its presence (lowers ``caption_negative``
     #: for rare findings: :func:`~cfaudit.train.draws.negative_rates`); None: ``caption_negative`` for all
     caption_negative_ratio: float | None = None
@@ -232,6 +236,10 @@ class TrainConfig(ConfigFile):
             not self.caption_always_alone or (bool(self.caption_always) and self.preserve_weight > 0),
             "caption_always_alone needs caption_always (the statements to name) and preserve_weight > 0 "
             "(without the anchor, captions naming nothing else would teach the model to ignore the other words)",
+        )
+        need(
+            0.0 <= self.caption_always_alone_share <= 1.0,
+            f"caption_always_alone_share {self.caption_always_alone_share} must be in [0, 1]",
         )
         need(
             self.snr_gamma is None or self.snr_gamma > 0,

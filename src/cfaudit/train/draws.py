@@ -62,7 +62,8 @@ def sampled_caption_ids(
     from ``generator`` so that a resumed run draws the same captions; ``negative``: per finding, the chance an
     absent one is named as such (default: ``caption_negative`` for each); ``without_always``: per row, whether its
     caption leaves the ``caption_always`` statements out instead (the rows that keep the starting model's
-    predictions, ``preserve_weight``), the others naming those statements alone with ``caption_always_alone``. It
+    predictions, ``preserve_weight``), the others naming those statements alone with ``caption_always_alone`` (a
+    ``caption_always_alone_share`` of them; the rest keep their own caption with the statements in it). It
     draws the same numbers either way. ``findings``: each record's :func:`cfaudit.data.prompts.record_findings`
     under the config's policy, worked out once (:func:`cfaudit.data.prompts.records_findings`); without them each
     caption works its record's out again."""
@@ -76,14 +77,17 @@ def sampled_caption_ids(
     keep = (torch.rand(n, len(CAPTION_STATEMENTS), generator=generator) < rate) | ~partial[:, None]
     always = torch.tensor([name in config.caption_always for name in CAPTION_STATEMENTS])
     keep |= always[None, :]
+    rates = torch.full((len(FINDINGS),), config.caption_negative) if negative is None else negative
+    absent_draw = torch.rand(n, len(FINDINGS), generator=generator)
     if without_always is not None:
         keep &= ~(always[None, :] & without_always[:, None])
         if config.caption_always_alone:
             learning = ~without_always
+            if config.caption_always_alone_share < 1.0:  # drawn last, so that every other draw is as before
+                learning &= torch.rand(n, generator=generator) < config.caption_always_alone_share
             keep[learning] = always
-            partial = partial & without_always  # naming nothing absent
-    rates = torch.full((len(FINDINGS),), config.caption_negative) if negative is None else negative
-    absent = (torch.rand(n, len(FINDINGS), generator=generator) < rates) & partial[:, None]
+            partial = partial & ~learning  # a caption naming them alone names nothing absent
+    absent = (absent_draw < rates) & partial[:, None]
     template = PromptTemplate.from_dict(config.prompt_template)
     policy = LabelPolicy.from_dict(config.label_policy)
     captions = []
