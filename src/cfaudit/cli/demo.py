@@ -26,7 +26,7 @@ def demo(
         "--recipe",
         "--arch",
         help="With --train: tiny-f4 (default: 64 px, then 128 px; fits an hour on slow cores; no race words), "
-        "tiny-f4-shipped (the shipped model's: stronger heart and race words, about twice as long) or tiny (8x "
+        "tiny-f4-shipped (the shipped model's: stronger heart and race words, about 2.5x as long) or tiny (8x "
         "autoencoder; coarser and about 3x faster).",
     ),
     model: str | None = typer.Option(

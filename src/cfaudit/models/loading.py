@@ -127,8 +127,9 @@ def resolve_model(model: str | os.PathLike[str]) -> Path:
         if not (DEMO_DIR / "unet").is_dir():
             raise CfauditError(
                 f"the demo model is not in this install ({DEMO_DIR} has no unet/); rebuild it with "
-                "`cfaudit demo --train --out runs/demo-f4` and `cfaudit models install-demo --from "
-                "runs/demo-f4/models/race/model` (configs/train/demo_f4_scratch.yaml, then demo_f4_race_alone.yaml)"
+                "`cfaudit demo --train --recipe tiny-f4-shipped --out runs/demo-f4` and `cfaudit models "
+                "install-demo --from runs/demo-f4/models/race-whole/model` (configs/train/demo_f4_scratch.yaml, "
+                "demo_f4_race_alone.yaml, then demo_f4_race_whole.yaml)"
             )
         return DEMO_DIR
     path = Path(text).expanduser()

@@ -37,7 +37,11 @@ _VAE_SHAPE_KEYS = ("block_out_channels", "latent_channels", "in_channels")
 #: models (``tiny-f4-shipped`` and ``tiny``; a test keeps them equal).
 _UNET_CONFIGS = {
     "tiny": ("configs/train/demo.yaml",),
-    "tiny-f4": ("configs/train/demo_f4_scratch.yaml", "configs/train/demo_f4_race_alone.yaml"),
+    "tiny-f4": (
+        "configs/train/demo_f4_scratch.yaml",
+        "configs/train/demo_f4_race_alone.yaml",
+        "configs/train/demo_f4_race_whole.yaml",
+    ),
 }
 #: The ``cfaudit demo --train --recipe`` name that runs those configs in turn, by preset.
 _SHIPPED_RECIPES = {"tiny": "tiny", "tiny-f4": "tiny-f4-shipped"}
