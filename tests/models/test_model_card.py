@@ -67,10 +67,13 @@ def test_the_shipped_card_states_its_records_and_names_no_machine() -> None:
     unet_run = json.loads((DEMO_DIR / "provenance.json").read_text())
     vae_run = json.loads((DEMO_DIR / "vae_provenance.json").read_text())
     assert unet_run["data"]["index_sha256"] in text
-    # the steps of each phase (5000 + 1500)
-    steps = " + ".join(str(phase["step"]) for phase in training_phases(unet_run))
-    assert f"for {steps} steps in 2 phases on {unet_run['data']['rows']} images (split `train`)" in text
-    assert "Command: `cfaudit demo --train --out runs/" in text  # the recorded command, program normalised
+    # the steps of each phase (5000 + 1500 + 3000)
+    phases = training_phases(unet_run)
+    steps = " + ".join(str(phase["step"]) for phase in phases)
+    assert len(phases) == 3
+    assert f"for {steps} steps in 3 phases on {unet_run['data']['rows']} images (split `train`)" in text
+    # the last phase's recorded command, program normalised
+    assert "Command: `cfaudit train --config configs/train/demo_f4_race_whole.yaml " in text
     assert f"{vae_run['steps']} steps, final loss" in text and "- kl_weight: 1e-06" in text
     assert "| Train | 58.9 / 41.1 |" in text  # Table 1 of the index it was trained on
     assert "3.94 / 2.74" in text and "docs/BENCHMARKS.md" in text  # quoted figures name their source
