@@ -344,9 +344,21 @@ def test_caption_always_keeps_its_statements_in_every_partial_caption(
     with_race = [c for c, is_alone in zip(half[32:], learning_alone, strict=True) if not is_alone]
     assert all("black" in c.lower() for c in with_race)
     assert any(len(c) > len("Chest X-ray of black subject") for c in with_race)
+    # the generator moves on by as many numbers with or without the anchored rows, so the noise drawn after the
+    # captions does not depend on them
+    shared = dataclasses.replace(alone, caption_always_alone_share=0.5)
+    with_rows, without_rows = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    draws.sampled_caption_ids(shared, records, None, rows, with_rows, None, without)
+    draws.sampled_caption_ids(shared, records, None, rows, without_rows)
+    assert torch.equal(torch.rand(4, generator=with_rows), torch.rand(4, generator=without_rows))
     for bad_share in (-0.1, 1.5):
-        with pytest.raises(CfauditError, match="caption_always_alone_share"):
-            TrainConfig(caption_always_alone_share=bad_share)
+        with pytest.raises(CfauditError, match=r"caption_always_alone_share .* must be in"):
+            TrainConfig(caption_always=["race"], preserve_weight=1.0, caption_always_alone=True,
+                        caption_always_alone_share=bad_share)  # fmt: skip
+    with pytest.raises(
+        CfauditError, match="caption_always_alone_share applies only with caption_always_alone"
+    ):
+        TrainConfig(caption_always_alone_share=0.5)
 
 
 def test_captions_drawn_with_findings_worked_out_once_are_the_same(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -242,6 +242,11 @@ class TrainConfig(ConfigFile):
             f"caption_always_alone_share {self.caption_always_alone_share} must be in [0, 1]",
         )
         need(
+            self.caption_always_alone or self.caption_always_alone_share == 1.0,
+            "caption_always_alone_share applies only with caption_always_alone: true (the share of the rows "
+            "naming those statements alone); set both, or leave the share at 1",
+        )
+        need(
             self.snr_gamma is None or self.snr_gamma > 0,
             f"snr_gamma must be positive or null, got {self.snr_gamma}",
         )

@@ -79,12 +79,14 @@ def sampled_caption_ids(
     keep |= always[None, :]
     rates = torch.full((len(FINDINGS),), config.caption_negative) if negative is None else negative
     absent_draw = torch.rand(n, len(FINDINGS), generator=generator)
+    # drawn last, and only below a share of 1, so that every other draw is as it was before the share existed
+    alone_draw = torch.rand(n, generator=generator) if config.caption_always_alone_share < 1.0 else None
     if without_always is not None:
         keep &= ~(always[None, :] & without_always[:, None])
         if config.caption_always_alone:
             learning = ~without_always
-            if config.caption_always_alone_share < 1.0:  # drawn last, so that every other draw is as before
-                learning &= torch.rand(n, generator=generator) < config.caption_always_alone_share
+            if alone_draw is not None:
+                learning &= alone_draw < config.caption_always_alone_share
             keep[learning] = always
             partial = partial & ~learning  # a caption naming them alone names nothing absent
     absent = (absent_draw < rates) & partial[:, None]
