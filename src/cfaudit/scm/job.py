@@ -38,32 +38,7 @@ import pandas as pd
 import torch
 
 from cfaudit import atomic_io
-from cfaudit.data.edit_folder import (
-    EDITS_CSV,
-    IMAGES_FOLDER,
-    RECONSTRUCTION_FILE,
-    ROWS_FOLDER,
-    SCM_METHOD,
-    batches_to_edit,
-    check_job_file,
-    finish_images,
-    image_folder,
-    new_folders,
-    other_images,
-    prepare_resume,
-    read_image_rows,
-    undone_on_failure,
-    write_counterfactual,
-    write_edits_csv,
-)
-from cfaudit.data.edit_jobs import (
-    JobItem,
-    JobReport,
-    check_job_items,
-    item_inputs,
-    item_interventions,
-    plan_digest,
-)
+from cfaudit.data import edit_folder, edit_jobs
 from cfaudit.data.images import load_model_tensor, save_image
 from cfaudit.data.interventions import Intervention
 from cfaudit.data.prompts import DEFAULT_TEMPLATE, PromptTemplate, record_prompt
@@ -101,7 +76,7 @@ def model_fingerprint(model: CausalImageModel) -> str:
 
 def run_scm_edit_job(
     model: CausalImageModel,
-    items: Sequence[JobItem],
+    items: Sequence[edit_jobs.JobItem],
     interventions: Sequence[Intervention],
     out: str | os.PathLike[str],
     settings: ScmEditSettings | None = None,
@@ -109,15 +84,15 @@ def run_scm_edit_job(
     model_id: str = "",
     on_image_done: Callable[[str], None] | None = None,
     template: PromptTemplate = DEFAULT_TEMPLATE,
-) -> JobReport:
+) -> edit_jobs.JobReport:
     """Counterfactuals of ``items`` (with their index records) into ``out``: each item under its own plan when it
     has one (as :func:`cfaudit.edit.job.run_edit_job`: the demo gives both methods the same edits), else under
     every one of ``interventions``."""
     settings = settings or ScmEditSettings()
     started = time.perf_counter()
     out = Path(out)
-    ids = check_job_items(items, interventions, "ids")
-    plans = {item.image_id: item_interventions(item, interventions) for item in items}
+    ids = edit_jobs.check_job_items(items, interventions, "ids")
+    plans = {item.image_id: edit_jobs.item_interventions(item, interventions) for item in items}
     planned = list({str(i): i for plan in [interventions, *plans.values()] for i in plan}.values())
     if any(item.record is None for item in items):
         raise CfauditError(
@@ -134,34 +109,37 @@ def run_scm_edit_job(
     # every record's node values (a value the graph cannot hold fails here, naming the row, before any work)
     factual = factual_values(model, items)
     expected = {
-        item.image_id: [{**item_inputs(item, i), "factual_values": values} for i in plans[item.image_id]]
+        item.image_id: [
+            {**edit_jobs.item_inputs(item, i), "factual_values": values} for i in plans[item.image_id]
+        ]
         for item, values in zip(items, factual, strict=True)
     }
-    created = new_folders(out, out / IMAGES_FOLDER, out / ROWS_FOLDER)
-    record = {"method": SCM_METHOD, "settings": asdict(settings), "interventions": [str(i) for i in interventions],
-              "model": model_id, "model_fingerprint": model_fingerprint(model), "resolution": model.resolution}  # fmt: skip
-    digest = plan_digest(items)
+    created = edit_folder.new_folders(out, out / edit_folder.IMAGES_FOLDER, out / edit_folder.ROWS_FOLDER)
+    record = {"method": edit_folder.SCM_METHOD, "settings": asdict(settings),
+              "interventions": [str(i) for i in interventions], "model": model_id,
+              "model_fingerprint": model_fingerprint(model), "resolution": model.resolution}  # fmt: skip
+    digest = edit_jobs.plan_digest(items)
     if digest is not None:  # only then: a job without plans keeps the job.json it always had (and resumes)
         record["plan_sha256"] = digest
-    fresh = check_job_file(out, record, images=len(items))
-    with undone_on_failure(out, ids, created, fresh):
+    fresh = edit_folder.check_job_file(out, record, images=len(items))
+    with edit_folder.undone_on_failure(out, ids, created, fresh):
         # an image is done when its rows match it now; prepare_resume removed the row file of every other one
-        done_before, redone = prepare_resume(out, expected, also=(VALUES_CSV,))
+        done_before, redone = edit_folder.prepare_resume(out, expected, also=(VALUES_CSV,))
         # seeds are per image, but a batch with any image not done is redone whole, as the diffusion job's
-        for batch in batches_to_edit(out, items, settings.batch_size):
+        for batch in edit_folder.batches_to_edit(out, items, settings.batch_size):
             rows = _edit_batch(
                 engine, batch, [plans[item.image_id] for item in batch], out, settings, template
             )
-            finish_images(out, batch, rows, on_image_done)
-    count = write_edits_csv(out, ids)
+            edit_folder.finish_images(out, batch, rows, on_image_done)
+    count = edit_folder.write_edits_csv(out, ids)
     write_values_csv(out, ids)
-    return JobReport(
-        out / EDITS_CSV, len(items), done_before, count, time.perf_counter() - started, images_redone=redone,
-        images_elsewhere=other_images(out, ids),
+    return edit_jobs.JobReport(
+        out / edit_folder.EDITS_CSV, len(items), done_before, count, time.perf_counter() - started,
+        images_redone=redone, images_elsewhere=edit_folder.other_images(out, ids),
     )  # fmt: skip
 
 
-def factual_values(model: CausalImageModel, items: Sequence[JobItem]) -> list[dict[str, Any]]:
+def factual_values(model: CausalImageModel, items: Sequence[edit_jobs.JobItem]) -> list[dict[str, Any]]:
     """Each item's record as the graph's node values (as its rows record them, ``factual_values``)."""
     table = pd.DataFrame([item.record for item in items])
     values = model.graph.encode(table, model.label_policy, origin="index")
@@ -172,7 +150,7 @@ def write_values_csv(out: Path, image_ids: Sequence[str]) -> Path:
     """``counterfactual_values.csv``: image id, intervention, each node's factual and counterfactual value."""
     rows = []
     for image_id in image_ids:
-        for row in read_image_rows(out, image_id) or []:
+        for row in edit_folder.read_image_rows(out, image_id) or []:
             entry = {"image_id": row["image_id"], "intervention": row["intervention"]}
             for name, value in row["factual_values"].items():
                 entry[name] = value
@@ -185,7 +163,7 @@ def write_values_csv(out: Path, image_ids: Sequence[str]) -> Path:
 
 def _edit_batch(
     engine: ScmCounterfactuals,
-    batch: list[JobItem],
+    batch: list[edit_jobs.JobItem],
     plans: Sequence[Sequence[Intervention]],
     out: Path,
     settings: ScmEditSettings,
@@ -212,10 +190,10 @@ def _edit_batch(
     rows = []
     for b, item in enumerate(batch):
         assert item.record is not None  # every item's record was checked on entry
-        folder = image_folder(out, item.image_id)
+        folder = edit_folder.image_folder(out, item.image_id)
         original = ((images[b, 0].numpy() + 1.0) / 2.0).clip(0, 1)
         reconstruction = ((result.identity[b, 0].numpy() + 1.0) / 2.0).clip(0, 1)
-        save_image(reconstruction, folder / RECONSTRUCTION_FILE, bits=16)
+        save_image(reconstruction, folder / edit_folder.RECONSTRUCTION_FILE, bits=16)
         reconstruction_l1 = float(np.abs(reconstruction - original).mean())
         save_image(((means[b, 0].numpy() + 1.0) / 2.0).clip(0, 1), folder / "model_mean.png", bits=16)
         factual = model.graph.decode(values, b)
@@ -223,7 +201,7 @@ def _edit_batch(
         for intervention in plans[b]:
             k = position[str(intervention)]
             counterfactual = ((result.images[k, b, 0].numpy() + 1.0) / 2.0).clip(0, 1)
-            files = write_counterfactual(
+            files = edit_folder.write_counterfactual(
                 out, folder, intervention.slug, counterfactual, reconstruction, item.path
             )
             changed_values = model.graph.decode(result.values[k], b)
@@ -233,7 +211,7 @@ def _edit_batch(
                 "source_prompt": item.source_prompt,
                 "target_prompt": record_prompt({**item.record, **changed_values}, template, model.label_policy),
                 "prompt_mode": "full",
-                "method": SCM_METHOD,
+                "method": edit_folder.SCM_METHOD,
                 "steps": None,
                 "guidance_scale": None,
                 "seed": settings.seed,

@@ -20,15 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cfaudit.data.adapters.common import (
-    AdapterResult,
-    RowFilter,
-    check_reading_options,
-    file_record,
-    finish_table,
-    normalize_values,
-    read_source_csv,
-)
+from cfaudit.data.adapters import common
 from cfaudit.data.vocabulary import FINDINGS, UNKNOWN, normalize_race, normalize_sex
 from cfaudit.errors import CfauditError
 
@@ -89,7 +81,7 @@ def read_demographics(path: Path) -> pd.DataFrame:
         table = table.loc[:, ["PATIENT", "PRIMARY_RACE"]].copy()
         table["_line"] = range(2, len(table) + 2)
     else:
-        table = read_source_csv(path, required=["PATIENT", "PRIMARY_RACE"], needed_by=needed)
+        table = common.read_source_csv(path, required=["PATIENT", "PRIMARY_RACE"], needed_by=needed)
     table["PATIENT"] = table["PATIENT"].astype(str).str.strip()
     duplicated = table["PATIENT"].duplicated()
     if duplicated.any():
@@ -106,23 +98,23 @@ def load_chexpert(
     demographics: str | Path | None = None,
     on_bad_row: str = "error",
     check_images: str = "exists",
-) -> AdapterResult:
+) -> common.AdapterResult:
     """Read CheXpert's label CSVs (+ demographics) into index records (split blank)."""
     root = Path(root)
-    check_reading_options(on_bad_row, check_images)
+    common.check_reading_options(on_bad_row, check_images)
     folder = find_label_folder(root)
 
     # 1. train.csv and valid.csv, one working table.
     label_files = [folder / name for name in LABEL_FILES if (folder / name).is_file()]
     parts = []
     for path in label_files:
-        part = read_source_csv(
+        part = common.read_source_csv(
             path, required=_COLUMNS, needed_by="the chexpert adapter needs CheXpert's columns"
         )
         parts.append(part.assign(_file=str(path)))
     raw = pd.concat(parts, ignore_index=True)
     table = pd.DataFrame({"_file": raw["_file"], "_line": raw["_line"], "_raw_path": raw["Path"].str.strip()})
-    rows = RowFilter(table, policy=on_bad_row)
+    rows = common.RowFilter(table, policy=on_bad_row)
 
     # 2. Subject and study from the Path.
     parsed = table["_raw_path"].str.extract(_PATH_PATTERN)
@@ -155,7 +147,7 @@ def load_chexpert(
         always_skip=True,
     )
     t = rows.table
-    sexes = normalize_values(raw.loc[t.index, "Sex"].str.strip(), normalize_sex)
+    sexes = common.normalize_values(raw.loc[t.index, "Sex"].str.strip(), normalize_sex)
     rows.drop("unknown sex", sexes.isna().to_numpy(), value=raw["Sex"], hint="Sex must be Male or Female")
     rows.table["sex"] = sexes.loc[rows.table.index]
     rows.table["age"] = rows.drop_bad_ages(raw.loc[rows.table.index, "Age"])
@@ -169,7 +161,7 @@ def load_chexpert(
         demo = read_demographics(demo_path)
         t = rows.table
         cells = t["subject_id"].map(demo["PRIMARY_RACE"]).fillna("")
-        races = normalize_values(cells, _race_of)
+        races = common.normalize_values(cells, _race_of)
         t["_d_line"] = t["subject_id"].map(demo["_line"])
         rows.drop(
             "unknown race",
@@ -191,14 +183,14 @@ def load_chexpert(
     provenance = {
         "source": "chexpert",
         "root": str(folder.resolve()),
-        "files": [file_record(p) for p in files],
+        "files": [common.file_record(p) for p in files],
         "options": {
             "demographics": str(demo_path.resolve()) if demo_path else None,
             "on_bad_row": on_bad_row,
             "check_images": check_images,
         },
     }
-    return AdapterResult(finish_table(rows.table, labels), rows.summary, provenance, folder)
+    return common.AdapterResult(common.finish_table(rows.table, labels), rows.summary, provenance, folder)
 
 
 def _demographics_path(demographics: str | Path | None, folder: Path, root: Path) -> Path | None:

@@ -43,15 +43,7 @@ from typing import Any
 
 import pandas as pd
 
-from cfaudit.data.adapters.common import (
-    AdapterResult,
-    RowFilter,
-    check_reading_options,
-    file_record,
-    finish_table,
-    normalize_values,
-    read_source_csv,
-)
+from cfaudit.data.adapters import common
 from cfaudit.data.vocabulary import FINDINGS, UNKNOWN, VIEWS, canonical_finding, normalize_race, normalize_sex
 from cfaudit.errors import CfauditError
 
@@ -189,10 +181,10 @@ def load_csv(
     on_bad_row: str = "error",
     check_images: str = "exists",
     source: str = "csv",
-) -> AdapterResult:
+) -> common.AdapterResult:
     """Read a CSV described by a column map into index records (split blank)."""
     root = Path(root)
-    check_reading_options(on_bad_row, check_images)
+    common.check_reading_options(on_bad_row, check_images)
     if columns is None:
         raise CfauditError(
             "the csv source needs a column map: pass --columns FILE (see configs/columns.example.yaml)"
@@ -214,7 +206,7 @@ def load_csv(
     mapped = dict(column_map.columns)
     explicit = {f: c for f, c in column_map.findings.items() if c is not None}
     defaults = [f for f in FINDINGS if f not in column_map.findings]
-    raw = read_source_csv(
+    raw = common.read_source_csv(
         csv_path,
         required=[*mapped.values(), *explicit.values()],
         optional=defaults,
@@ -229,7 +221,7 @@ def load_csv(
     table = pd.DataFrame({"_line": raw["_line"]}, index=raw.index)
     for name, column in mapped.items():
         table[name] = raw[column].astype(str).str.strip()
-    rows = RowFilter(table, policy=on_bad_row, file=csv_path)
+    rows = common.RowFilter(table, policy=on_bad_row, file=csv_path)
     if blank:
         rows.warn(f"{csv_path}: no column for finding(s) {', '.join(blank)}; they are left blank")
 
@@ -257,7 +249,9 @@ def load_csv(
     def normalize_column(column: str, normalize: Callable[[Any], str], hint: str) -> None:
         """Map the column's values (``values.<column>``), normalise them; skip the rows whose value is unknown."""
         t = rows.table
-        normalized = normalize_values(apply_value_map(t[column], column_map.values.get(column)), normalize)
+        normalized = common.normalize_values(
+            apply_value_map(t[column], column_map.values.get(column)), normalize
+        )
         rows.drop(f"unknown {column}", normalized.isna().to_numpy(), value=t[column], hint=hint)
         rows.table[column] = normalized.loc[rows.table.index]
 
@@ -291,8 +285,8 @@ def load_csv(
     provenance = {
         "source": source,
         "root": str(root.resolve()),
-        "files": [file_record(csv_path)],
+        "files": [common.file_record(csv_path)],
         "column_map": column_map.to_dict(),
         "options": {"on_bad_row": on_bad_row, "check_images": check_images},
     }
-    return AdapterResult(finish_table(rows.table, labels), rows.summary, provenance, root)
+    return common.AdapterResult(common.finish_table(rows.table, labels), rows.summary, provenance, root)

@@ -22,16 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cfaudit.data.adapters.common import (
-    AdapterResult,
-    RowFilter,
-    check_reading_options,
-    file_record,
-    find_source_file,
-    finish_table,
-    normalize_values,
-    read_source_csv,
-)
+from cfaudit.data.adapters import common
 from cfaudit.data.vocabulary import FINDINGS, UNKNOWN, normalize_race, normalize_sex
 from cfaudit.errors import CfauditError
 
@@ -52,8 +43,8 @@ def find_mimic_iv(mimic_iv: str | Path | None, root: Path) -> tuple[Path, Path]:
     if mimic_iv is not None and not base.is_dir():
         raise CfauditError(f"{base}: no such folder; {_MIMIC_IV_HINT}")
     for folder in (base, base / "hosp", base / "core"):
-        patients = find_source_file(folder, "patients", "", required=False)
-        admissions = find_source_file(folder, "admissions", "", required=False)
+        patients = common.find_source_file(folder, "patients", "", required=False)
+        admissions = common.find_source_file(folder, "admissions", "", required=False)
         if patients is not None and admissions is not None:
             return patients, admissions
     raise CfauditError(f"{base}: no patients/admissions files found; {_MIMIC_IV_HINT}")
@@ -70,20 +61,20 @@ def load_mimic(
     mimic_iv: str | Path | None = None,
     on_bad_row: str = "error",
     check_images: str = "exists",
-) -> AdapterResult:
+) -> common.AdapterResult:
     """Read MIMIC-CXR-JPG (+ MIMIC-IV demographics) into index records (split blank, official split attached)."""
     root = Path(root)
-    check_reading_options(on_bad_row, check_images)
+    common.check_reading_options(on_bad_row, check_images)
     if not root.is_dir():
         raise CfauditError(f"{root}: no such folder; {_RELEASE_HINT}")
-    metadata_path = find_source_file(root, METADATA, _RELEASE_HINT)
-    chexpert_path = find_source_file(root, CHEXPERT, _RELEASE_HINT)
-    split_path = find_source_file(root, SPLIT, "", required=False)
+    metadata_path = common.find_source_file(root, METADATA, _RELEASE_HINT)
+    chexpert_path = common.find_source_file(root, CHEXPERT, _RELEASE_HINT)
+    split_path = common.find_source_file(root, SPLIT, "", required=False)
     patients_path, admissions_path = find_mimic_iv(mimic_iv, root)
     assert metadata_path is not None and chexpert_path is not None
 
     # 1. One row per DICOM; frontal AP/PA only.
-    meta = read_source_csv(
+    meta = common.read_source_csv(
         metadata_path,
         required=["dicom_id", "subject_id", "study_id", "ViewPosition", "StudyDate"],
         needed_by="the mimic adapter needs dicom_id, subject_id, study_id, ViewPosition and StudyDate",
@@ -98,13 +89,13 @@ def load_mimic(
             "_line": meta["_line"],
         }
     )
-    rows = RowFilter(table, policy=on_bad_row, file=metadata_path)
+    rows = common.RowFilter(table, policy=on_bad_row, file=metadata_path)
     for column, what in (("image_id", "dicom_id"), ("subject_id", "subject_id"), ("study_id", "study_id")):
         rows.drop_blank(column, what, f"fill the {what} column")
     rows.drop_non_frontal(rows.table["view"])
 
     # 2. Sex and age from patients.csv.
-    patients = read_source_csv(
+    patients = common.read_source_csv(
         patients_path,
         required=["subject_id", "gender", "anchor_age", "anchor_year"],
         needed_by="the mimic adapter needs subject_id, gender, anchor_age and anchor_year from MIMIC-IV patients",
@@ -122,7 +113,7 @@ def load_mimic(
         hint=f"use the MIMIC-IV release whose {patients_path.name} lists every MIMIC-CXR subject",
     )
     t = rows.table
-    sexes = normalize_values(t["_p_gender"], normalize_sex)
+    sexes = common.normalize_values(t["_p_gender"], normalize_sex)
     rows.drop(
         "unknown sex",
         sexes.isna().to_numpy(),
@@ -177,7 +168,7 @@ def load_mimic(
 
     # 3. Race from every admission of the subject.
     race_column = _race_column(admissions_path)
-    admissions = read_source_csv(
+    admissions = common.read_source_csv(
         admissions_path,
         required=["subject_id", race_column],
         needed_by="the mimic adapter needs subject_id and race (v2+) or ethnicity (v1) from MIMIC-IV admissions",
@@ -219,7 +210,7 @@ def load_mimic(
     rows.table["race"] = rows.table["subject_id"].map(races["race"]).fillna(UNKNOWN)
 
     # 4. Findings from the CheXpert labeler file (blank for studies it does not list).
-    chexpert = read_source_csv(
+    chexpert = common.read_source_csv(
         chexpert_path,
         required=["subject_id", "study_id", *FINDINGS],
         needed_by="the mimic adapter needs subject_id, study_id and the 14 CheXpert findings",
@@ -246,7 +237,7 @@ def load_mimic(
     provenance = {
         "source": "mimic",
         "root": str(root.resolve()),
-        "files": [file_record(p) for p in ([*files, split_path] if split_path else files)],
+        "files": [common.file_record(p) for p in ([*files, split_path] if split_path else files)],
         "options": {
             "mimic_iv": str(Path(mimic_iv).resolve()) if mimic_iv else None,
             "on_bad_row": on_bad_row,
@@ -254,7 +245,9 @@ def load_mimic(
             "race_column": race_column,
         },
     }
-    return AdapterResult(finish_table(rows.table, labels), rows.summary, provenance, root, official)
+    return common.AdapterResult(
+        common.finish_table(rows.table, labels), rows.summary, provenance, root, official
+    )
 
 
 def _refuse_duplicates(table: pd.DataFrame, column: str, path: Path, what: str | None = None) -> None:
@@ -288,7 +281,7 @@ def _subject_races(admissions: pd.DataFrame, column: str) -> tuple[pd.DataFrame,
     Returns ``races`` indexed by subject_id with columns race, _bad_value, _bad_line, and ``conflicts`` indexed
     by subject_id with columns races ("Black, White") and _line (the subject's first admission line).
     """
-    collapsed = normalize_values(admissions[column], normalize_race)
+    collapsed = common.normalize_values(admissions[column], normalize_race)
     admissions = admissions.assign(_race=collapsed)
     unrecognised = admissions[admissions["_race"].isna()].drop_duplicates("subject_id")
     known = admissions[admissions["_race"].notna() & (admissions["_race"] != UNKNOWN)]
@@ -309,7 +302,7 @@ def _subject_races(admissions: pd.DataFrame, column: str) -> tuple[pd.DataFrame,
 
 def _official_split(path: Path) -> pd.Series:
     """dicom_id -> train/val/test from the release's split file (``validate`` becomes ``val``)."""
-    split = read_source_csv(
+    split = common.read_source_csv(
         path, required=["dicom_id", "split"], needed_by="the official split needs dicom_id, split"
     )
     names = split["split"].str.strip().str.lower()
