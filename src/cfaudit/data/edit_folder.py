@@ -97,6 +97,9 @@ ROW_FILE_COLUMNS: tuple[str, ...] = (*EDIT_FILE_COLUMNS, "difference_png")
 JOB_IMAGES_KEY = "images"
 #: The columns a reader that shows edits (report, review) needs.
 SHOWN_COLUMNS: tuple[str, ...] = ("image_id", "intervention", "counterfactual", "difference")
+#: The columns of a row that showing one edit reads (:func:`cfaudit.report.edits.load_example`): the original,
+#: or where it is gone the reconstruction, beside the counterfactual and its difference.
+EXAMPLE_COLUMNS: tuple[str, ...] = (*SHOWN_COLUMNS, "reconstruction", "original")
 #: The columns the evaluation needs of an ``edits.csv`` and of a ``pairs.csv``.
 JOB_REQUIRED: tuple[str, ...] = ("image_id", "intervention", "method", "original", "counterfactual")
 PAIRS_REQUIRED: tuple[str, ...] = ("original", "counterfactual", "intervention")

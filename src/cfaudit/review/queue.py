@@ -38,6 +38,7 @@ from cfaudit.config_files import read_json
 from cfaudit.data.edit_folder import (
     EDIT_FILE_COLUMNS,
     EDITS_CSV,
+    EXAMPLE_COLUMNS,
     IDENTIFYING_COLUMNS,
     SHOWN_COLUMNS,
     read_edits_table,
@@ -101,15 +102,8 @@ class ReviewItem:
         return (self.image_id, self.intervention)
 
     def edit_row(self) -> dict[str, str]:
-        """The item as an ``edits.csv`` row (the columns the report's image loader reads)."""
-        return {
-            "image_id": self.image_id,
-            "intervention": self.intervention,
-            "counterfactual": self.counterfactual,
-            "difference": self.difference,
-            "reconstruction": self.reconstruction,
-            "original": self.original,
-        }
+        """The item as an ``edits.csv`` row of the columns that showing it reads (:data:`EXAMPLE_COLUMNS`)."""
+        return {column: getattr(self, column) for column in EXAMPLE_COLUMNS}
 
 
 @dataclass
