@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cfaudit.data.phantom import load_config, load_label_table
+from cfaudit.data.phantom.config import PAPER_RACE_SHARES
 from cfaudit.data.phantom.label_table import COLUMNS
 from cfaudit.data.phantom.population import sample_population
 from cfaudit.data.vocabulary import FINDINGS
@@ -103,6 +104,8 @@ def test_population_is_reproducible_and_race_follows_the_config() -> None:
     assert first.metadata.equals(second.metadata)
     subjects = first.metadata.drop_duplicates("subject_id")
     white = (subjects["race"] == "White").mean()
-    assert abs(white - 0.549) < 4 * np.sqrt(0.549 * 0.451 / len(subjects))
+    share = config.population.race["White"]
+    assert share == PAPER_RACE_SHARES["White"]
+    assert abs(white - share) < 4 * np.sqrt(share * (1 - share) / len(subjects))
     unknown = first.hidden["true_race"][first.metadata["race"] == "Unknown"]
     assert len(unknown) > 0 and unknown.isin(["Asian", "White", "Black", "Other"]).all()
