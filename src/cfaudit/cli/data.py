@@ -9,7 +9,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cfaudit.cli.options import BlankOverride, Seed, UncertainOverride, command_group, label_policy_overrides
+from cfaudit.cli.options import (
+    Blank,
+    BlankOverride,
+    Seed,
+    Uncertain,
+    UncertainOverride,
+    command_group,
+    label_policy_overrides,
+)
 
 data_app = command_group("data", "Build the normalised index of a data set and describe it.")
 
@@ -37,12 +45,8 @@ def index_command(
     check_images: Annotated[
         str, typer.Option(help="exists (stat each file), decode (read each), none.")
     ] = "exists",
-    uncertain: Annotated[
-        str, typer.Option(help="Label policy for -1: negative, positive or blank.")
-    ] = "negative",
-    blank: Annotated[
-        str, typer.Option(help="Label policy for blank labels: negative or blank.")
-    ] = "negative",
+    uncertain: Uncertain = "negative",
+    blank: Blank = "negative",
 ) -> None:
     """Read a data set, assign patient-level splits, write index.csv + index.json + splits.csv."""
     from cfaudit.data.adapters import SOURCES, SPLIT_SOURCES, build_index, check_index_output, write_index

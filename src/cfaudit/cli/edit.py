@@ -13,6 +13,7 @@ from cfaudit.cli.options import (
     AttributeGuidance,
     Device,
     EditSplit,
+    EditSteps,
     Guidance,
     Limit,
     Method,
@@ -37,9 +38,7 @@ def edit_command(
     image: Annotated[Path | None, typer.Option(help="A single image to edit (instead of --index).")] = None,
     prompt: Annotated[str | None, typer.Option(help="The caption that describes --image.")] = None,
     method: Method = "direct",
-    steps: Annotated[
-        int | None, typer.Option(help="DDIM steps (default: 12 for direct, 50 for nti, npi, ddim).")
-    ] = None,
+    steps: EditSteps = None,
     guidance: Guidance = 7.5,
     prompt_mode: Annotated[
         str,

@@ -2,8 +2,8 @@
 
 A command declares e.g. ``model: Model = "demo"``, ``device: Device = None`` or ``split: EditSplit = "test"``, so
 that every command names and explains them alike. Options that share a name but not a meaning or default stay in
-their commands: ``--steps`` (``cfaudit edit`` and ``cfaudit ui`` start direct inversion at 12 steps,
-``cfaudit discover`` at 20, ``cfaudit sample`` always 50), ``--batch-size`` (1, 4, 8 or the preset's),
+their commands: ``--steps`` (``EditSteps`` for ``cfaudit edit`` and ``cfaudit ui``, which start direct inversion at
+12 steps; ``cfaudit discover`` starts it at 20, ``cfaudit sample`` always takes 50), ``--batch-size`` (1, 4, 8 or the preset's),
 ``--prompt-mode`` (``contrast`` for ``cfaudit edit``, ``full`` for ``cfaudit discover``), and ``--index``,
 ``--out``, ``--classifier``, ``--config``, ``--cache``, ``--do``, whose help says what each command reads or
 writes there.
@@ -38,6 +38,10 @@ EditSplit = Annotated[str, typer.Option(help="Split of the index: train, val, te
 Limit = Annotated[int | None, typer.Option(help="Edit only the first N images of the split.")]
 #: The inversion method of an edit (default ``"direct"``); ``cfaudit ui`` only preselects one in its page.
 Method = Annotated[str, typer.Option(help="Inversion: direct (default, fast), nti, npi or ddim.")]
+#: DDIM steps of an edit (default ``None``: 12 for direct inversion, 50 for the others).
+EditSteps = Annotated[
+    int | None, typer.Option(help="DDIM steps (default: 12 for direct, 50 for nti, npi and ddim).")
+]
 #: Classifier-free guidance scale (default ``7.5``).
 Guidance = Annotated[float, typer.Option(help="Classifier-free guidance scale (1: none).")]
 #: The guidance of the edits that name an attribute, ``ATTR=SCALE`` repeated (default ``None``: ``--guidance``).
@@ -59,20 +63,17 @@ ShowProgress = Annotated[bool, typer.Option(help="Show a progress bar.")]
 Host = Annotated[str, typer.Option(help="Address to listen on; 127.0.0.1 keeps the page on this machine.")]
 #: The port a browser app listens on (default ``7860``).
 Port = Annotated[int, typer.Option(help="Port to listen on.")]
+_UNCERTAIN_HELP = "Label policy for -1: negative, positive or blank"
+_BLANK_HELP = "Label policy for blank labels: negative or blank"
+_RECORDED = " (default: the one recorded in index.json)."
+#: Label policy for uncertain (-1) labels of a new index (default ``"negative"``).
+Uncertain = Annotated[str, typer.Option(help=f"{_UNCERTAIN_HELP}.")]
+#: Label policy for blank labels of a new index (default ``"negative"``).
+Blank = Annotated[str, typer.Option(help=f"{_BLANK_HELP}.")]
 #: Label policy for uncertain (-1) labels, overriding the index's (default ``None``: the index's).
-UncertainOverride = Annotated[
-    str | None,
-    typer.Option(
-        help="Label policy for -1: negative, positive or blank (default: the one recorded in index.json)."
-    ),
-]
+UncertainOverride = Annotated[str | None, typer.Option(help=_UNCERTAIN_HELP + _RECORDED)]
 #: Label policy for blank labels, overriding the index's (default ``None``: the index's).
-BlankOverride = Annotated[
-    str | None,
-    typer.Option(
-        help="Label policy for blank labels: negative or blank (default: the one recorded in index.json)."
-    ),
-]
+BlankOverride = Annotated[str | None, typer.Option(help=_BLANK_HELP + _RECORDED)]
 
 
 def attribute_scales(texts: list[str] | None) -> dict[str, float]:

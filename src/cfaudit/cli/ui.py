@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from cfaudit.cli.options import Device, Host, Model, Port
+from cfaudit.cli.options import Device, EditSteps, Host, Method, Model, Port
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -45,12 +45,8 @@ def ui_command(
     ] = None,
     host: Host = "127.0.0.1",
     port: Port = 7860,
-    method: Annotated[
-        str, typer.Option(help="Inversion preselected in the page: direct, nti, npi or ddim.")
-    ] = "direct",
-    steps: Annotated[
-        int | None, typer.Option(help="Steps preselected (default: 12 for direct, 50 for the others).")
-    ] = None,
+    method: Method = "direct",
+    steps: EditSteps = None,
     cache: Annotated[
         Path | None,
         typer.Option(help="Also keep inversions in this folder (shared with `cfaudit edit --cache`)."),
@@ -68,7 +64,9 @@ def ui_command(
         ),
     ] = None,
 ) -> None:
-    """Start the editor in the browser: upload or pick an X-ray, choose do(...), see and download the counterfactual."""
+    """Start the editor in the browser: upload or pick an X-ray, choose do(...), see and download the counterfactual.
+
+    --method and --steps are the page's first choice; it can change them per edit."""
     from cfaudit.errors import CfauditError
 
     if review is not None:
