@@ -1,12 +1,15 @@
 """The options that several commands share, declared once: one name, one help text and one default each.
 
 A command declares e.g. ``model: Model = "demo"``, ``device: Device = None`` or ``split: EditSplit = "test"``, so
-that every command names and explains them alike. Options that share a name but not a meaning or default stay in
-their commands: ``--steps`` (``EditSteps`` for ``cfaudit edit`` and ``cfaudit ui``, which start direct inversion at
-12 steps; ``cfaudit discover`` starts it at 20, ``cfaudit sample`` always takes 50), ``--batch-size`` (1, 4, 8 or the preset's),
-``--prompt-mode`` (``contrast`` for ``cfaudit edit``, ``full`` for ``cfaudit discover``), and ``--index``,
-``--out``, ``--classifier``, ``--config``, ``--cache``, ``--do``, whose help says what each command reads or
-writes there.
+that every command names and explains them alike. ``--device`` has one default everywhere (the GPU when there is
+one); ``--seed`` is ``Seed`` (0) except where it overrides a preset's or config file's (``SeedOverride``);
+``--model`` is ``Model`` (``demo``) except in ``cfaudit demo`` (a model instead of the shipped one; none: that one)
+and ``cfaudit scm edit`` (an SCM, not a diffusion model).
+Options that share a name but not a meaning or default stay in their commands: ``--steps`` (``EditSteps`` for
+``cfaudit edit`` and ``cfaudit ui``, which start direct inversion at 12 steps; ``cfaudit discover`` starts it at
+20, ``cfaudit sample`` at 50), ``--batch-size`` (1, 4, 8 or the preset's), ``--prompt-mode`` (``contrast`` for
+``cfaudit edit``, ``full`` for ``cfaudit discover``), and ``--index``, ``--out``, ``--classifier``, ``--config``,
+``--cache``, ``--do``, whose help says what each command reads or writes there.
 """
 
 from __future__ import annotations
@@ -15,14 +18,12 @@ from typing import Annotated
 
 import typer
 
-_DEVICE_NAMES = "cpu, cuda, cuda:1 ..."
-
 #: A diffusion model (default ``"demo"``).
 Model = Annotated[str, typer.Option(help="demo (the shipped model), a pipeline folder or a hub id.")]
 #: Where to run (default ``None``: :func:`cfaudit.devices.resolve_device`'s choice, or accelerate's per process).
-Device = Annotated[str | None, typer.Option(help=f"{_DEVICE_NAMES} (default: the GPU when there is one).")]
-#: Where to run, for ``cfaudit sample``, whose default stays ``"cpu"`` (the README's samples are made there).
-CpuDevice = Annotated[str, typer.Option(help=_DEVICE_NAMES)]
+Device = Annotated[
+    str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: the GPU when there is one).")
+]
 #: The seed of a command's random choices (default ``0``).
 Seed = Annotated[
     int, typer.Option(min=0, help="Random seed (0 or more): the same inputs and seed give the same results.")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from cfaudit.cli.options import CpuDevice, Guidance, Model, Seed
+from cfaudit.cli.options import Device, Guidance, Model, Seed
 
 
 def sample_command(
@@ -20,7 +20,7 @@ def sample_command(
     steps: Annotated[int, typer.Option(help="DDIM steps.")] = 50,
     guidance: Guidance = 7.5,
     batch_size: Annotated[int, typer.Option(help="Images per UNet batch.")] = 8,
-    device: CpuDevice = "cpu",
+    device: Device = None,
 ) -> None:
     """Sample images for one or more prompts and write them as PNGs."""
     from cfaudit.models.sampling import write_samples

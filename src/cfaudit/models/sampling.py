@@ -144,18 +144,22 @@ def write_samples(
     steps: int = 50,
     guidance: float = 7.5,
     batch_size: int = 8,
-    device: str = "cpu",
+    device: str | None = None,
 ) -> dict[str, Any]:
-    """Load ``model``, sample ``n`` images per prompt (seeds ``seed..seed+n-1``), write PNGs and ``samples.json``."""
+    """Load ``model``, sample ``n`` images per prompt (seeds ``seed..seed+n-1``), write PNGs and ``samples.json``.
+
+    ``device``: as :func:`cfaudit.devices.resolve_device` (``None``: the GPU when there is one). The starting noise
+    is drawn on the CPU from each image's seed, so a seed gives the same image on any device up to rounding."""
     from cfaudit import atomic_io
     from cfaudit.data.images import save_image
+    from cfaudit.devices import resolve_device
     from cfaudit.models.loading import load_components
 
     if n < 1:
         raise CfauditError(f"--n must be at least 1, got {n}")
     if not prompts:
         raise CfauditError("give at least one --prompt")
-    components = load_components(model, device=device)
+    components = load_components(model, device=resolve_device(device))
     jobs = [(p, seed + i) for p in prompts for i in range(n)]
     images = sample_images(components, [p for p, _ in jobs], [s for _, s in jobs], steps=steps, guidance=guidance,
                            batch_size=batch_size)  # fmt: skip
