@@ -53,7 +53,9 @@ def test_write_samples_files(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert load_image(tmp_path / "out" / record["images"][3]["file"]).shape == (128, 128)
 
 
-def test_write_samples_resolves_the_device_as_every_command_does(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_write_samples_resolves_the_device_as_every_command_does(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     # one rule for --device (cfaudit.devices): a name torch does not know is one clear error, before any work
     with pytest.raises(CfauditError, match="unknown device 'gpu0'"):
         write_samples(str(tiny_model_dir), ["x"], tmp_path / "out", steps=1, device="gpu0")
